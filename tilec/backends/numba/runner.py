@@ -1,0 +1,104 @@
+"""Compile rendered Numba source through a file in the cache (so Numba's own disk cache can
+serve later processes) and launch it over the grid."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numba
+from threadpoolctl import threadpool_limits
+
+from ... import __version__
+from ...ir import Function
+from ...runtime.arrays import host_view
+from ...runtime.cache import Manifest, atomic_write, cache_dir
+from ..base import Backend, Compiled, Option
+from .renderer import kernel_symbol, render
+
+_lock = threading.Lock()
+
+
+class NumbaBackend(Backend):
+    name = "numba"
+    device = "cpu"
+    options = {
+        "dot": Option("blas", ("blas", "loops"), "tc.dot as np.dot on the tile (BLAS) or as a loop nest"),
+        "parallel": Option(True, (True, False), "spread programs over CPU threads with prange"),
+    }
+
+    def render(self, fn: Function, options: dict) -> str:
+        return render(fn, options)
+
+    def compile(self, fn: Function, options: dict) -> Compiled:
+        source = self.render(fn, options)
+        digest = hashlib.sha256(f"{source}|numba {numba.__version__}|py {sys.version}".encode()).hexdigest()[:16]
+        module_name = f"{kernel_symbol(fn)}_{digest}"
+        folder = cache_dir() / "numba"
+        with _lock:
+            path = folder / f"{module_name}.py"
+            manifest = Manifest(folder / f"{module_name}.manifest.json")
+            _ensure_source(path, source, manifest)
+            module = _import(module_name, path)
+        kernel = getattr(module, kernel_symbol(fn))
+        uses_blas = options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk())
+        state = {"snapshot": False}
+
+        def run(grid: tuple[int, int, int], args: list[Any]) -> None:
+            if uses_blas:
+                # BLAS called from the prange threads must not spawn threads of its own.
+                with threadpool_limits(1, user_api="blas"):
+                    kernel(*grid, *args)
+            else:
+                kernel(*grid, *args)
+            if not state["snapshot"]:
+                manifest.write([path, *_numba_files(path)])
+                state["snapshot"] = True
+
+        return Compiled(source, run, {"path": str(path), "module": module_name})
+
+    def prepare(self, arg: Any, name: str) -> Any:
+        if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
+            return arg
+        return host_view(arg, name)
+
+
+def _numba_files(path: Path) -> list[Path]:
+    pycache = path.parent / "__pycache__"
+    return sorted(pycache.glob(f"{path.stem}.*.nb[ic]")) if pycache.exists() else []
+
+
+def _ensure_source(path: Path, source: str, manifest: Manifest) -> None:
+    """Write the source unless an identical copy is there; drop Numba artefacts that do not
+    match the manifest (a damaged or tampered cache entry) so Numba rebuilds them."""
+    damaged = manifest.damaged([path, *_numba_files(path)])
+    current = path.read_text() if path.exists() else None
+    if current != source:
+        if current is not None:
+            warnings.warn(f"tilec: cache entry {path.name} did not match its kernel; rebuilding it", stacklevel=4)
+        damaged = [*_numba_files(path)]
+        atomic_write(path, source)
+    elif damaged:
+        warnings.warn(f"tilec: damaged cache files {[p.name for p in damaged]}; rebuilding", stacklevel=4)
+    for p in damaged:
+        if p != path:
+            p.unlink(missing_ok=True)
+    if damaged:
+        manifest.path.unlink(missing_ok=True)
+
+
+def _import(module_name: str, path: Path):
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+    return module
+
+
+BACKEND = NumbaBackend()

@@ -1,0 +1,99 @@
+"""Helpers the generated Numba source calls: 16-bit float storage (NumPy has no bf16 and Numba
+no fp16, so such tensors arrive as uint16 bits and tiles compute in fp32)."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, inline="always")
+def widen_bf16(bits):
+    """uint16 bf16 bits -> float32 (exact)."""
+    wide = np.empty(bits.shape, np.uint32)
+    flat_w = wide.reshape(-1)
+    flat_b = bits.reshape(-1)
+    for i in range(flat_b.size):
+        flat_w[i] = np.uint32(flat_b[i]) << np.uint32(16)
+    return wide.view(np.float32)
+
+
+@numba.njit(cache=True, inline="always")
+def narrow_bf16(x):
+    """float32 -> uint16 bf16 bits, round to nearest even; NaN stays NaN."""
+    bits = np.ascontiguousarray(x).view(np.uint32).reshape(-1)
+    out = np.empty(bits.size, np.uint16)
+    for i in range(bits.size):
+        b = bits[i]
+        if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+            out[i] = np.uint16((b >> np.uint32(16)) | np.uint32(0x40))
+        else:
+            out[i] = np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+    return out.reshape(x.shape)
+
+
+@numba.njit(cache=True, inline="always")
+def widen_f16(bits):
+    """uint16 IEEE half bits -> float32 (exact, subnormals and inf/nan included)."""
+    out = np.empty(bits.shape, np.float32)
+    flat_o = out.reshape(-1)
+    flat_b = bits.reshape(-1)
+    for i in range(flat_b.size):
+        h = np.int64(flat_b[i])
+        sign = -1.0 if h & 0x8000 else 1.0
+        exp = (h >> 10) & 0x1F
+        mant = h & 0x3FF
+        if exp == 0:
+            v = sign * mant * 2.0 ** -24
+        elif exp == 31:
+            v = sign * np.inf if mant == 0 else np.nan
+        else:
+            v = sign * (1.0 + mant / 1024.0) * 2.0 ** (exp - 15)
+        flat_o[i] = np.float32(v)
+    return out
+
+
+@numba.njit(cache=True, inline="always")
+def narrow_f16(x):
+    """float32 -> uint16 IEEE half bits, round to nearest even."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty(flat.size, np.uint16)
+    for i in range(flat.size):
+        out[i] = _f32_to_f16_bits(np.float64(flat[i]))
+    return out.reshape(x.shape)
+
+
+@numba.njit(cache=True)
+def _f32_to_f16_bits(v):
+    if v != v:
+        return np.uint16(0x7E00)
+    sign = 0x8000 if (v < 0.0 or (v == 0.0 and np.copysign(1.0, v) < 0.0)) else 0
+    a = abs(v)
+    if a >= 65520.0:  # rounds to inf
+        return np.uint16(sign | 0x7C00)
+    if a < 2.0 ** -14:  # subnormal: units of 2^-24
+        q = np.rint(a * 2.0 ** 24)
+        return np.uint16(sign | int(q))
+    e = int(np.floor(np.log2(a)))
+    if 2.0 ** e > a:
+        e -= 1
+    if 2.0 ** (e + 1) <= a:
+        e += 1
+    m = np.rint((a / 2.0 ** e - 1.0) * 1024.0)
+    if m >= 1024.0:
+        m = 0.0
+        e += 1
+    if e > 15:
+        return np.uint16(sign | 0x7C00)
+    return np.uint16(sign | ((e + 15) << 10) | int(m))
+
+
+@numba.njit(cache=True, inline="always")
+def round_bf16(x):
+    """float32 tile rounded to bf16 precision, kept as float32."""
+    return widen_bf16(narrow_bf16(x))
+
+
+@numba.njit(cache=True, inline="always")
+def round_f16(x):
+    """float32 tile rounded to fp16 precision, kept as float32."""
+    return widen_f16(narrow_f16(x))

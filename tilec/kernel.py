@@ -1,0 +1,93 @@
+"""``@tc.kernel``: a DSL function, specialized per (argument types, constexprs) into verified IR
+and launched over a grid by a backend: ``kernel[grid](*args, backend=..., **config)``."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import dtypes as dt
+from .errors import ConfigError, TilecError
+from .frontend import FrontEnd, _is_constexpr, parse_function
+from .ir import Function, TensorType, TileType
+from .passes import run_pipeline
+
+
+def cdiv_host(a: int, b: int) -> int:
+    """Ceiling division for grid sizes on the host."""
+    return -(-a // b)
+
+
+class Kernel:
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+        node, self.source_file, self.line = parse_function(fn)
+        self.param_names = [a.arg for a in node.args.args]
+        self.constexpr_names = [a.arg for a in node.args.args if _is_constexpr(a.annotation, fn)]
+        self.runtime_names = [n for n in self.param_names if n not in self.constexpr_names]
+        import ast
+        self.source_hash = hashlib.sha256(ast.unparse(node).encode()).hexdigest()[:16]
+        self._ir: dict[tuple, Function] = {}
+
+    def __repr__(self) -> str:
+        return f"<tilec kernel {self.name} ({self.source_file}:{self.line})>"
+
+    def __call__(self, *args, **kwargs):
+        raise TilecError(f"launch kernel {self.name} with a grid: {self.name}[grid](...)")
+
+    def split_config(self, config: dict[str, Any]) -> tuple[dict, dict]:
+        """Config keys naming constexpr parameters vs. backend options (num_warps, dot, ...)."""
+        constexprs = {k: v for k, v in config.items() if k in self.constexpr_names}
+        options = {k: v for k, v in config.items() if k not in self.constexpr_names}
+        return constexprs, options
+
+    def arg_types(self, args: Sequence[Any]) -> dict[str, TensorType | TileType]:
+        if len(args) != len(self.runtime_names):
+            raise TilecError(f"kernel {self.name} takes {len(self.runtime_names)} runtime arguments "
+                             f"({', '.join(self.runtime_names)}), got {len(args)}")
+        return {n: type_of(a, n) for n, a in zip(self.runtime_names, args)}
+
+    def ir(self, arg_types: dict[str, TensorType | TileType], constexprs: dict[str, Any]) -> Function:
+        """The verified, simplified IR for one specialization (cached)."""
+        key = (tuple(sorted((k, str(v)) for k, v in arg_types.items())),
+               tuple(sorted((k, repr(v)) for k, v in constexprs.items())))
+        if key not in self._ir:
+            missing = [n for n in self.constexpr_names if n not in constexprs]
+            fe = FrontEnd(self.fn)
+            if missing and any(n not in _defaults_of(fe) for n in missing):
+                need = [n for n in missing if n not in _defaults_of(fe)]
+                raise ConfigError(f"kernel {self.name} needs constexpr value(s) for {need}")
+            self._ir[key] = run_pipeline(fe.build(arg_types, constexprs))
+        return self._ir[key]
+
+    def __getitem__(self, grid):
+        def launcher(*args, backend: str | None = None, **config):
+            from .runtime.launch import launch
+            return launch(self, grid, args, config, backend)
+        return launcher
+
+
+def _defaults_of(fe: FrontEnd) -> dict:
+    from .frontend import _defaults
+    return _defaults(fe.node)
+
+
+def type_of(arg: Any, name: str) -> TensorType | TileType:
+    """IR type of a launch argument: arrays become tensors, numbers scalars."""
+    if isinstance(arg, (bool, np.bool_)):
+        return TileType((), dt.bool_)
+    if isinstance(arg, (int, np.integer)):
+        return TileType((), dt.from_numpy(np.asarray(arg).dtype) if isinstance(arg, np.integer) else dt.int64)
+    if isinstance(arg, (float, np.floating)):
+        return TileType((), dt.from_numpy(np.asarray(arg).dtype) if isinstance(arg, np.floating) else dt.float32)
+    from .runtime.arrays import describe
+    info = describe(arg, name)
+    return TensorType(info.ndim, info.dtype)
+
+
+def kernel(fn: Callable) -> Kernel:
+    """Decorate a DSL function as a kernel."""
+    return Kernel(fn)

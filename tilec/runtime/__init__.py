@@ -1,0 +1,1 @@
+"""Runtime: array interop, the compiled-kernel cache and kernel launch."""

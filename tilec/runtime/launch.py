@@ -1,0 +1,47 @@
+"""Launch a kernel: pick the backend, specialize, compile (cached) and run over the grid."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from .. import backends
+from ..errors import ConfigError, TilecError
+from .arrays import describe
+
+_compiled: dict[tuple, Any] = {}
+
+
+def device_of(args: Sequence[Any]) -> str:
+    devices = {describe(a).device for a in args if hasattr(a, "shape") and not isinstance(a, (int, float))}
+    if len(devices) > 1:
+        raise TilecError(f"kernel arguments live on different devices: {sorted(devices)}")
+    return devices.pop() if devices else "cpu"
+
+
+def compile_kernel(kernel, args: Sequence[Any], config: dict, backend: str | None = None):
+    """(backend, compiled artefact) for these arguments and this config, from cache if seen."""
+    be = backends.get(backend or backends.default_for(device_of(args)))
+    reason = be.missing()
+    if reason:
+        raise TilecError(reason)
+    constexprs, given = kernel.split_config(config)
+    options = be.resolve_options(given, kernel.name, kernel.constexpr_names)
+    arg_types = kernel.arg_types(args)
+    key = (id(kernel), be.name, tuple((k, str(v)) for k, v in arg_types.items()),
+           tuple(sorted((k, repr(v)) for k, v in constexprs.items())), tuple(sorted(options.items())))
+    if key not in _compiled:
+        fn = kernel.ir(arg_types, constexprs)
+        _compiled[key] = be.compile(fn, options)
+    return be, _compiled[key]
+
+
+def launch(kernel, grid: tuple | Callable[[dict], tuple], args: Sequence[Any], config: dict,
+           backend: str | None = None) -> None:
+    be, compiled = compile_kernel(kernel, args, config, backend)
+    g = grid(config) if callable(grid) else grid
+    g = tuple(int(x) for x in (g if isinstance(g, (tuple, list)) else (g,)))
+    if not 1 <= len(g) <= 3 or any(x < 0 for x in g):
+        raise ConfigError(f"grid must be 1 to 3 non-negative ints, got {g}")
+    g = g + (1,) * (3 - len(g))
+    if 0 in g:
+        return
+    compiled.run(g, [be.prepare(a, n) for a, n in zip(args, kernel.runtime_names)])
