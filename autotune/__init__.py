@@ -1,0 +1,1 @@
+"""Autotuning: search spaces, strategies, evaluators, the tuning database and cost models."""
