@@ -1,0 +1,59 @@
+"""Evaluate configs with a cost model instead of a device (for targets not present here).
+
+The model is any callable ``config -> (runtime_s, energy_j)`` or an object with
+``runtime_s``/``energy_j`` (and optionally ``feasible``/``reasons``) attributes; it raises
+or says infeasible for configs it rejects. ``from_cost_model`` wires in
+``autotune.cost.analytical`` and ``hw_profiles`` when they are installed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from tilec.errors import TilecError
+
+from . import Measurement, TrialFailed
+
+
+class ModeledEvaluator:
+    def __init__(self, model: Callable[[dict], Any], name: str = "model"):
+        self.model, self.name = model, name
+
+    def __call__(self, config: dict) -> Measurement:
+        try:
+            out = self.model(dict(config))
+        except TrialFailed:
+            raise
+        except Exception as e:
+            raise TrialFailed(f"{self.name} rejects it: {type(e).__name__}: {e}") from None
+        if hasattr(out, "runtime_s"):
+            if getattr(out, "feasible", True) is False:
+                reasons = "; ".join(getattr(out, "reasons", ()) or ()) or "infeasible"
+                raise TrialFailed(f"{self.name}: {reasons}")
+            runtime, energy = out.runtime_s, getattr(out, "energy_j", None)
+        else:
+            try:
+                runtime, energy = out
+            except (TypeError, ValueError):
+                raise TrialFailed(f"{self.name} returned {out!r}, not (runtime_s, energy_j)") from None
+        if runtime is None or not math.isfinite(runtime) or runtime <= 0:
+            raise TrialFailed(f"{self.name} predicts an unusable runtime {runtime!r}")
+        return Measurement(float(runtime), None if energy is None else float(energy), {"modeled": self.name})
+
+
+def from_cost_model(op, shape: dict, dtype: str, profile_name: str) -> ModeledEvaluator:
+    """The analytical cost model on a hardware profile, for ``op`` at ``shape``."""
+    try:
+        import hw_profiles
+        from autotune.cost import analytical
+    except ImportError as e:
+        raise TilecError(f"modeled tuning needs the cost models and hardware profiles ({e.name} is missing)") from None
+    profile = hw_profiles.load(profile_name)
+    make = getattr(analytical, "workload_for", None)
+    if make is None:
+        raise TilecError("autotune.cost.analytical has no workload_for(op, shape, dtype, config, profile)")
+
+    def model(config: dict):
+        return analytical.predict(make(op, shape, dtype, config, profile), profile)
+
+    return ModeledEvaluator(model, f"analytical model on {profile_name}")
