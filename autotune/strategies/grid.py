@@ -5,6 +5,13 @@ import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
 
+class _Grid(optuna.samplers.GridSampler):
+    def after_trial(self, study, trial, state, values):
+        # Optuna's grid stops the study when the grid is used up, which only works inside
+        # study.optimize; the tuner's own loop notices exhaustion by itself.
+        return None
+
+
 def make_sampler(distributions: dict, seed: int | None, budget: int):
     grid = {}
     for name, d in distributions.items():
@@ -12,4 +19,4 @@ def make_sampler(distributions: dict, seed: int | None, budget: int):
             grid[name] = list(range(d.low, d.high + 1, d.step))
         elif isinstance(d, CategoricalDistribution):
             grid[name] = list(d.choices)
-    return optuna.samplers.GridSampler(grid, seed=seed)
+    return _Grid(grid, seed=seed)
