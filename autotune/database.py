@@ -17,6 +17,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -58,18 +59,32 @@ def open_storage(url: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=60) as con:   # WAL persists in the file
             con.execute("PRAGMA journal_mode=WAL")
-        engine_kwargs = {"connect_args": {"timeout": 120}}
+        engine_kwargs = {"creator": lambda: _sqlite_connect(path)}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ImportError as e:
-        raise TilecError(f"tuning database {url!r} needs a driver that is not installed ({e}); "
-                         f"for PostgreSQL: pip install 'tilec[postgres]'") from None
-    except Exception as e:
-        raise TilecError(f"cannot open tuning database {url!r}: {type(e).__name__}: {e}") from None
-    _ensure_best_table(storage)
-    return storage
+    # Several tuners may open a new database at once; creating Optuna's schema is not safe
+    # against that race, so the first opening is retried (the loser then finds the tables).
+    for attempt in range(6):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            _ensure_best_table(storage)
+            return storage
+        except ImportError as e:
+            raise TilecError(f"tuning database {url!r} needs a driver that is not installed ({e}); "
+                             f"for PostgreSQL: pip install 'tilec[postgres]'") from None
+        except Exception as e:
+            if attempt == 5 or "already exists" not in str(e) and "locked" not in str(e) and "duplicate" not in str(e):
+                raise TilecError(f"cannot open tuning database {url!r}: {type(e).__name__}: {e}") from None
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _sqlite_connect(path: Path) -> sqlite3.Connection:
+    """WAL with synchronous=NORMAL: a commit is atomic and survives the process being killed
+    (only a power cut may drop the newest commits), and it skips an fsync per write, which
+    Optuna does a dozen times per trial."""
+    con = sqlite3.connect(path, timeout=120, check_same_thread=False)
+    con.execute("PRAGMA synchronous=NORMAL")
+    return con
 
 
 def _engine(storage):
@@ -189,7 +204,7 @@ def rebuild_best(url: str | None = None) -> int:
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                  if "config" in t.user_attrs and not t.user_attrs.get("duplicate_of")]
+                  if "config" in t.user_attrs and t.user_attrs.get("status") == "measured"]
         if trials:
             best = min(trials, key=lambda t: t.value)
             if record_best(storage, summary.study_name, best.user_attrs["config"], best.value,

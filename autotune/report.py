@@ -57,7 +57,7 @@ class ProgressBar:
 
 def evaluated_trials(study: optuna.Study) -> list:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            if t.user_attrs.get("evaluated") and not t.user_attrs.get("duplicate_of")]
+            if t.user_attrs.get("status") in ("measured", "failed")]
 
 
 def table(study: optuna.Study, objective: str = "time", top: int = 10) -> Table:
@@ -92,7 +92,8 @@ def study_record(study: optuna.Study, extra: dict | None = None) -> dict:
     for t in evaluated_trials(study):
         trials.append({"number": t.number, "config": t.user_attrs["config"],
                        "value": t.value if t.state == TrialState.COMPLETE else None,
-                       "reason": t.user_attrs.get("reason"), "runtime_s": t.user_attrs.get("runtime_s"),
+                       "reason": t.user_attrs.get("reason"),
+                       "runtime_s": t.user_attrs.get("runtime_s", t.value if t.state == TrialState.COMPLETE else None),
                        "energy_j": t.user_attrs.get("energy_j")})
     return {**(extra or {}), "study": study.study_name, "key": study.user_attrs.get("key"), "trials": trials}
 

@@ -10,6 +10,8 @@ the rest, and tell the study. One Optuna study per tuning key.
 - The budget ``n_evals`` counts distinct evaluated configs in the whole study, so a tune
   that is killed and started again continues to the same total, and several processes on
   one study share it.
+- Each trial records ``config``, ``origin`` (host:pid), ``status`` (measured, failed,
+  infeasible, duplicate, interrupted) and, when not measured, its ``reason``.
 - A tuner killed mid-trial leaves that trial RUNNING; the next tuner on the same host
   marks it failed (its process is gone) and carries on.
 """
@@ -34,6 +36,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 TrialState = optuna.trial.TrialState
 HOST = socket.gethostname()
+EVALUATED = ("measured", "failed")     # trial statuses that cost an evaluation
 
 
 @dataclass
@@ -65,8 +68,8 @@ def fail_stale_trials(study: optuna.Study) -> int:
     """RUNNING trials started on this host by a process that no longer exists -> FAIL."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == HOST and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+        host, _, pid = str(t.user_attrs.get("origin", "")).rpartition(":")
+        if host == HOST and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             study._storage.set_trial_user_attr(t._trial_id, "reason", "its tuner was killed mid-trial")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             n += 1
@@ -89,8 +92,8 @@ class _Known:
             cfg = t.user_attrs.get("config")
             if t.state == TrialState.WAITING:
                 self.waiting.add(encoding.config_id(t.params))
-            if cfg is None or not t.user_attrs.get("evaluated") or t.state not in (TrialState.COMPLETE,
-                                                                                    TrialState.PRUNED):
+            if cfg is None or t.user_attrs.get("status") not in EVALUATED or t.state not in (TrialState.COMPLETE,
+                                                                                              TrialState.PRUNED):
                 continue
             cid = encoding.config_id(cfg)
             value = t.value if t.state == TrialState.COMPLETE else None
@@ -160,17 +163,17 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
         trial = study.ask(dists)
         cfg = encoding.decode(space, trial.params)
         trial.set_user_attr("config", cfg)
-        trial.set_user_attr("host", HOST)
-        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("origin", f"{HOST}:{os.getpid()}")
         reasons = space.reasons(cfg, profile)
         if reasons:
-            trial.set_user_attr("reason", "infeasible: " + "; ".join(reasons))
+            trial.set_user_attr("status", "infeasible")
+            trial.set_user_attr("reason", "; ".join(reasons))
             study.tell(trial, state=TrialState.PRUNED)
             idle += 1
             continue
         cid = encoding.config_id(cfg)
         if cid in known.values:
-            trial.set_user_attr("duplicate_of", cid)
+            trial.set_user_attr("status", "duplicate")
             if known.values[cid] is None:
                 study.tell(trial, state=TrialState.PRUNED)
             else:
@@ -199,19 +202,20 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
 
 
 def _evaluate(study, trial, evaluator, cfg: dict, objective: str) -> dict:
-    trial.set_user_attr("evaluated", True)
     try:
         m = evaluator(cfg)
         value = m.objective(objective)
     except TrialFailed as e:
         return _failed(study, trial, cfg, str(e))
     except (KeyboardInterrupt, SystemExit):
-        trial.set_user_attr("reason", "interrupted")
+        trial.set_user_attr("status", "interrupted")
         study.tell(trial, state=TrialState.FAIL)
         raise
     except Exception as e:               # an evaluator bug prunes the trial, never the tune
         return _failed(study, trial, cfg, f"evaluator error: {type(e).__name__}: {e}")
-    trial.set_user_attr("runtime_s", m.runtime_s)
+    trial.set_user_attr("status", "measured")
+    if objective != "time":
+        trial.set_user_attr("runtime_s", m.runtime_s)
     if m.energy_j is not None:
         trial.set_user_attr("energy_j", m.energy_j)
     study.tell(trial, value)
@@ -220,6 +224,7 @@ def _evaluate(study, trial, evaluator, cfg: dict, objective: str) -> dict:
 
 
 def _failed(study, trial, cfg, reason: str) -> dict:
+    trial.set_user_attr("status", "failed")
     trial.set_user_attr("reason", reason[:2000])
     study.tell(trial, state=TrialState.PRUNED)
     return {"number": trial.number, "config": cfg, "value": None, "runtime_s": None, "energy_j": None,

@@ -125,7 +125,8 @@ def test_failures_and_crashes_prune_with_reasons_and_never_win():
     failed = [h for h in res.history if h["value"] is None]
     assert any("wrong result" in h["reason"] for h in failed)
     assert any("ZeroDivisionError: backend bug" in h["reason"] for h in failed)
-    pruned = [t for t in res.study.get_trials() if t.user_attrs.get("evaluated") and t.state.name == "PRUNED"]
+    pruned = [t for t in res.study.get_trials() if t.user_attrs.get("status") == "failed"]
+    assert all(t.state.name == "PRUNED" for t in pruned)
     assert len(pruned) == len(failed) and all(t.user_attrs["reason"] for t in pruned)
 
 
@@ -133,9 +134,10 @@ def test_infeasible_configs_are_recorded_but_never_evaluated():
     space = synthetic_space()
     ev = Counting()
     res = tune(space, ev, n_evals=space.size(), study_name="i", storage="memory", strategy="random", seed=1)
-    infeasible = [t for t in res.study.get_trials() if str(t.user_attrs.get("reason", "")).startswith("infeasible")]
+    infeasible = [t for t in res.study.get_trials() if t.user_attrs.get("status") == "infeasible"]
     assert infeasible, "random search over this space proposes infeasible configs"
     assert all(t.user_attrs["config"]["X"] * t.user_attrs["config"]["Y"] > 32 for t in infeasible)
+    assert all(t.user_attrs["reason"] == "X*Y too large" and t.state.name == "PRUNED" for t in infeasible)
     assert all(c["X"] * c["Y"] <= 32 for c in ev.calls)
 
 
