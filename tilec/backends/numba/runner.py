@@ -34,6 +34,10 @@ class NumbaBackend(Backend):
     def render(self, fn: Function, options: dict) -> str:
         return render(fn, options)
 
+    def space_params(self):
+        from autotune.space import Param
+        return [Param("dot", self.options["dot"].choices, self.options["dot"].doc)]
+
     def compile(self, fn: Function, options: dict) -> Compiled:
         source = self.render(fn, options)
         digest = hashlib.sha256(f"{source}|numba {numba.__version__}|py {sys.version}".encode()).hexdigest()[:16]
