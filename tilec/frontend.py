@@ -282,7 +282,7 @@ class FrontEnd:
             if a is other or (not isinstance(a, Value) and not isinstance(other, Value) and a == other):
                 env[n] = a
                 continue
-            like = a if isinstance(a, Value) else other
+            like = a if isinstance(a, Value) else other if isinstance(other, Value) else None
             with self.b.region(blocks[0]):
                 va = self.as_value(a, like, s)
             with self.b.region(blocks[1]):
