@@ -13,7 +13,6 @@ from typing import Any
 import numba
 from threadpoolctl import threadpool_limits
 
-from ... import __version__
 from ...ir import Function
 from ...runtime.arrays import host_view
 from ...runtime.cache import Manifest, atomic_write, cache_dir
