@@ -5,6 +5,7 @@ from typing import Any, Callable, Sequence
 
 from .. import backends
 from ..errors import ConfigError, TilecError
+from ..ir import TileType
 from .arrays import describe
 
 _compiled: dict[tuple, Any] = {}
@@ -44,4 +45,10 @@ def launch(kernel, grid: tuple | Callable[[dict], tuple], args: Sequence[Any], c
     g = g + (1,) * (3 - len(g))
     if 0 in g:
         return
-    compiled.run(g, [be.prepare(a, n) for a, n in zip(args, kernel.runtime_names)])
+    types = kernel.arg_types(args)
+    prepared = []
+    for a, n in zip(args, kernel.runtime_names):
+        t = types[n]
+        # scalars travel as the IR type says (a Python float is fp32 in the kernel, not fp64)
+        prepared.append(t.dtype.numpy.type(a) if isinstance(t, TileType) else be.prepare(a, n))
+    compiled.run(g, prepared)

@@ -1,0 +1,86 @@
+"""Pieces every op shares: input checks, output allocation, config choice, epilogues."""
+from __future__ import annotations
+
+from typing import Any
+
+import tilec as tc
+from autotune.space import Param, Space
+from tilec import backends
+from tilec.errors import ConfigError, InputError
+from tilec.runtime.arrays import check_same_device, describe, empty_like_library
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+ACTIVATIONS = (None, "relu", "gelu", "silu")
+
+
+@tc.func
+def activation(x, ACT):
+    """The fused epilogue nonlinearity named by the constexpr ACT."""
+    y = x
+    if ACT == "relu":
+        y = tc.maximum(x, 0.0)
+    if ACT == "gelu":
+        y = 0.5 * x * (1.0 + tc.erf(x * 0.7071067811865476))
+    if ACT == "silu":
+        y = x * tc.sigmoid(x)
+    return y
+
+
+def check_matrix(name: str, x: Any, ndim: int, dtypes=FLOAT_DTYPES):
+    info = describe(x, name)
+    if info.ndim != ndim:
+        raise InputError(f"{name} must be {ndim}-D, got shape {info.shape}")
+    if info.dtype.name not in dtypes:
+        raise InputError(f"{name} has dtype {info.dtype.name}; this op takes {', '.join(dtypes)}")
+    return info
+
+
+def check_activation(activation_name):
+    if activation_name not in ACTIVATIONS:
+        raise InputError(f"activation {activation_name!r} is not one of {list(ACTIVATIONS)}")
+
+
+def pick_backend(arrays: dict[str, Any], backend: str | None) -> str:
+    device = check_same_device(arrays)
+    name = backend or backends.default_for(device)
+    be = backends.get(name)
+    if (be.device == "cpu") != (device == "cpu"):
+        raise InputError(f"the {name} backend runs on {be.device}, but the arrays live on {device}")
+    reason = be.missing()
+    if reason:
+        raise InputError(reason)
+    return name
+
+
+def backend_space(tiles: list[Param], constraints: list, backend: str) -> Space:
+    """An op's tile parameters plus the backend's own tunable options."""
+    be = backends.get(backend)
+    extra = be.space_params() if hasattr(be, "space_params") else []
+    return Space(list(tiles) + list(extra), list(constraints))
+
+
+def choose_config(op: str, shape: dict, dtype: str, backend: str, device: str, config: dict | None,
+                  space: Space, default: dict) -> dict:
+    """The config to run: the caller's (validated), else the tuned one, else the default."""
+    if config is not None:
+        unknown = set(config) - set(space.names)
+        if unknown:
+            raise ConfigError(f"{op} config keys {sorted(unknown)} are not tunable here; known: {space.names}")
+        full = {**default, **config}
+        reasons = space.reasons(full)
+        if reasons:
+            raise ConfigError(f"{op} config {config} does not fit: {'; '.join(reasons)}")
+        return full
+    try:
+        from autotune import lookup
+    except ImportError:
+        lookup = None
+    if lookup is not None:
+        tuned = lookup(op, shape, dtype, backend, device)
+        if tuned and not space.reasons({**default, **tuned}):
+            return {**default, **tuned}
+    return dict(default)
+
+
+def output_like(ref: Any, shape: tuple[int, ...], dtype) -> Any:
+    return empty_like_library(ref, shape, dtype)

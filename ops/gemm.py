@@ -1,0 +1,141 @@
+"""GEMM: C = act(alpha * A @ B + bias), fp32/fp16/bf16 inputs, fp32 accumulation.
+
+A is (M, K), B is (K, N), C is (M, N) in A's dtype; bias is (N,). One program computes one
+BM x BN tile of C, stepping over K in BK slices.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import tilec as tc
+from autotune.space import Param
+from tilec.kernel import cdiv_host
+
+from ._common import (activation, backend_space, check_activation, check_matrix, choose_config,
+                      output_like, pick_backend)
+from .spec import OpSpec
+
+
+@tc.kernel
+def gemm_kernel(A, B, C, bias, alpha, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr,
+                HAS_BIAS: tc.constexpr = False, ACT: tc.constexpr = None):
+    pm, pn = tc.program_id(0), tc.program_id(1)
+    acc = tc.zeros((BM, BN), tc.float32)
+    for k in tc.range(0, A.shape[1], BK):
+        a = tc.load(A, (pm * BM, k), (BM, BK))
+        b = tc.load(B, (k, pn * BN), (BK, BN))
+        acc = tc.dot(a, b, acc)
+    acc = acc * alpha
+    if HAS_BIAS:
+        acc = acc + tc.load(bias, (pn * BN,), (BN,))[None, :]
+    tc.store(C, (pm * BM, pn * BN), activation(acc, ACT))
+
+
+TILES = [Param("BM", (16, 32, 64, 128, 256, 512)), Param("BN", (16, 32, 64, 128, 256, 512)),
+         Param("BK", (16, 32, 64, 128, 256, 512, 1024))]
+
+
+def _fits(cfg: dict, profile) -> str | None:
+    """Tiles of A, B and C must fit the target's fast local memory (fp32 staging)."""
+    if profile is None or not all(k in cfg for k in ("BM", "BN", "BK")):
+        return None
+    need = 4 * (cfg["BM"] * cfg["BK"] + cfg["BK"] * cfg["BN"] + cfg["BM"] * cfg["BN"])
+    limit = getattr(profile, "local_memory_bytes", None)
+    if limit and need > limit:
+        return f"tiles need {need} B of local memory, {profile.name} has {limit} B"
+    return None
+
+
+def space(backend: str = "numba"):
+    return backend_space(TILES, [_fits], backend)
+
+
+def default_config(shape: dict, backend: str = "numba") -> dict:
+    """Big tiles on the CPU (BLAS on each tile, few programs); 64x64x32 on GPUs."""
+    if backend == "numba":
+        m, n = shape["M"], shape["N"]
+        bm = 256 if m >= 512 else 128 if m >= 128 else 64 if m >= 32 else 16
+        bn = 256 if n >= 512 else 128 if n >= 128 else 64 if n >= 32 else 16
+        return {"BM": bm, "BN": bn, "BK": 256, "dot": "blas"}
+    return {"BM": 64, "BN": 64, "BK": 32}
+
+
+def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
+         backend: str | None = None, config: dict | None = None) -> Any:
+    """act(alpha * a @ b + bias) with fp32 accumulation; returns an array like ``a``."""
+    ia, ib = check_matrix("a", a, 2), check_matrix("b", b, 2)
+    (m, k), (k2, n) = ia.shape, ib.shape
+    if k != k2:
+        raise tc.InputError(f"gemm shapes do not chain: a is {ia.shape}, b is {ib.shape} ({k} != {k2})")
+    if ia.dtype != ib.dtype:
+        raise tc.InputError(f"gemm needs a and b of one dtype, got a {ia.dtype.name} and b {ib.dtype.name}")
+    check_activation(activation)
+    if bias is not None:
+        ibias = check_matrix("bias", bias, 1)
+        if ibias.shape != (n,):
+            raise tc.InputError(f"bias must have shape ({n},) to match b's columns, got {ibias.shape}")
+    be = pick_backend({"a": a, "b": b, "bias": bias}, backend)
+    shape = {"M": m, "N": n, "K": k}
+    cfg = choose_config("gemm", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
+    c = output_like(a, (m, n), ia.dtype)
+    bias_arg = bias if bias is not None else c  # unused when HAS_BIAS is False
+    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"]))
+    gemm_kernel[grid](a, b, c, bias_arg, float(alpha), backend=be, HAS_BIAS=bias is not None, ACT=activation, **cfg)
+    return c
+
+
+def reference(inputs: dict) -> np.ndarray:
+    a = np.asarray(inputs["a"], np.float64)
+    out = inputs.get("alpha", 1.0) * (a @ np.asarray(inputs["b"], np.float64))
+    if inputs.get("bias") is not None:
+        out = out + np.asarray(inputs["bias"], np.float64)
+    return apply_activation_reference(out, inputs.get("activation"))
+
+
+def apply_activation_reference(x: np.ndarray, act: str | None) -> np.ndarray:
+    if act == "relu":
+        return np.maximum(x, 0)
+    if act == "gelu":
+        from math import erf
+        return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+    if act == "silu":
+        return x / (1 + np.exp(-x))
+    return x
+
+
+def make_inputs(shape: dict, dtype: str, rng: np.random.Generator) -> dict:
+    from ._testing import random_array
+    return {"a": random_array((shape["M"], shape["K"]), dtype, rng),
+            "b": random_array((shape["K"], shape["N"]), dtype, rng)}
+
+
+def run(inputs: dict, config: dict | None = None, backend: str | None = None):
+    return gemm(inputs["a"], inputs["b"], bias=inputs.get("bias"), activation=inputs.get("activation"),
+                alpha=inputs.get("alpha", 1.0), backend=backend, config=config)
+
+
+def launch_ir(shape: dict, dtype: str, config: dict):
+    """(kernel, IR, grid) for one config, without data: for `tilec show` and the cost models."""
+    from tilec import dtypes
+    from tilec.ir import TensorType, TileType
+    d = dtypes.lookup(dtype)
+    types = {"A": TensorType(2, d), "B": TensorType(2, d), "C": TensorType(2, d), "bias": TensorType(1, d),
+             "alpha": TileType((), dtypes.float32)}
+    constexprs, _ = gemm_kernel.split_config(config)
+    fn = gemm_kernel.ir(types, constexprs)
+    grid = (cdiv_host(shape["M"], config["BM"]), cdiv_host(shape["N"], config["BN"]))
+    return gemm_kernel, fn, grid
+
+
+SPEC = OpSpec(
+    name="gemm", doc=__doc__.strip().splitlines()[0], kernels={"gemm": gemm_kernel},
+    shape_names=("M", "N", "K"), space=space, default_config=default_config, make_inputs=make_inputs,
+    run=run, reference=reference,
+    flops=lambda s: 2.0 * s["M"] * s["N"] * s["K"],
+    bytes=lambda s, dtype: float(np.dtype(np.float32).itemsize if dtype == "float32" else 2)
+    * (s["M"] * s["K"] + s["K"] * s["N"] + s["M"] * s["N"]),
+    launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
+    tolerance=lambda dtype: (1e-4, 1e-4) if dtype == "float32" else (1e-2, 1e-2),
+)

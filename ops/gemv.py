@@ -1,0 +1,119 @@
+"""GEMV: y = act(alpha * A @ x + bias), fp32/fp16/bf16 inputs, fp32 accumulation.
+
+A is (M, K) row-major, x is (K,), y is (M,). One program owns BM rows and streams along K
+in BK-wide slices, so each slice of A is read once, contiguously.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import tilec as tc
+from autotune.space import Param
+from tilec.kernel import cdiv_host
+
+from ._common import (activation, backend_space, check_activation, check_matrix, choose_config,
+                      output_like, pick_backend)
+from .gemm import apply_activation_reference
+from .spec import OpSpec
+
+
+@tc.kernel
+def gemv_kernel(A, X, Y, bias, alpha, BM: tc.constexpr, BK: tc.constexpr,
+                HAS_BIAS: tc.constexpr = False, ACT: tc.constexpr = None):
+    pm = tc.program_id(0)
+    acc = tc.zeros((BM,), tc.float32)
+    for k in tc.range(0, A.shape[1], BK):
+        a = tc.load(A, (pm * BM, k), (BM, BK))
+        x = tc.load(X, (k,), (BK,))
+        acc = acc + tc.sum(a * x[None, :], axis=1)
+    acc = acc * alpha
+    if HAS_BIAS:
+        acc = acc + tc.load(bias, (pm * BM,), (BM,))
+    tc.store(Y, (pm * BM,), activation(acc, ACT))
+
+
+TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (64, 128, 256, 512, 1024, 2048, 4096))]
+
+
+def _fits(cfg: dict, profile) -> str | None:
+    if profile is None or not all(k in cfg for k in ("BM", "BK")):
+        return None
+    need = 4 * (cfg["BM"] * cfg["BK"] + cfg["BK"] + cfg["BM"])
+    limit = getattr(profile, "local_memory_bytes", None)
+    if limit and need > limit:
+        return f"tiles need {need} B of local memory, {profile.name} has {limit} B"
+    return None
+
+
+def space(backend: str = "numba"):
+    return backend_space(TILES, [_fits], backend)
+
+
+def default_config(shape: dict, backend: str = "numba") -> dict:
+    if backend == "numba":
+        return {"BM": 16, "BK": 1024, "dot": "blas"}
+    return {"BM": 32, "BK": 128}
+
+
+def gemv(a: Any, x: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
+         backend: str | None = None, config: dict | None = None) -> Any:
+    """act(alpha * a @ x + bias) with fp32 accumulation; returns a vector like ``a``."""
+    ia, ix = check_matrix("a", a, 2), check_matrix("x", x, 1)
+    m, k = ia.shape
+    if ix.shape != (k,):
+        raise tc.InputError(f"gemv needs x of shape ({k},) for a of shape {ia.shape}, got {ix.shape}")
+    if ia.dtype != ix.dtype:
+        raise tc.InputError(f"gemv needs a and x of one dtype, got a {ia.dtype.name} and x {ix.dtype.name}")
+    check_activation(activation)
+    if bias is not None:
+        ibias = check_matrix("bias", bias, 1)
+        if ibias.shape != (m,):
+            raise tc.InputError(f"bias must have shape ({m},) to match a's rows, got {ibias.shape}")
+    be = pick_backend({"a": a, "x": x, "bias": bias}, backend)
+    shape = {"M": m, "K": k}
+    cfg = choose_config("gemv", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
+    y = output_like(a, (m,), ia.dtype)
+    grid = (cdiv_host(m, cfg["BM"]),)
+    gemv_kernel[grid](a, x, y, bias if bias is not None else y, float(alpha), backend=be,
+                      HAS_BIAS=bias is not None, ACT=activation, **cfg)
+    return y
+
+
+def reference(inputs: dict) -> np.ndarray:
+    out = inputs.get("alpha", 1.0) * (np.asarray(inputs["a"], np.float64) @ np.asarray(inputs["x"], np.float64))
+    if inputs.get("bias") is not None:
+        out = out + np.asarray(inputs["bias"], np.float64)
+    return apply_activation_reference(out, inputs.get("activation"))
+
+
+def make_inputs(shape: dict, dtype: str, rng: np.random.Generator) -> dict:
+    from ._testing import random_array
+    return {"a": random_array((shape["M"], shape["K"]), dtype, rng), "x": random_array((shape["K"],), dtype, rng)}
+
+
+def run(inputs: dict, config: dict | None = None, backend: str | None = None):
+    return gemv(inputs["a"], inputs["x"], bias=inputs.get("bias"), activation=inputs.get("activation"),
+                alpha=inputs.get("alpha", 1.0), backend=backend, config=config)
+
+
+def launch_ir(shape: dict, dtype: str, config: dict):
+    from tilec import dtypes
+    from tilec.ir import TensorType, TileType
+    d = dtypes.lookup(dtype)
+    types = {"A": TensorType(2, d), "X": TensorType(1, d), "Y": TensorType(1, d), "bias": TensorType(1, d),
+             "alpha": TileType((), dtypes.float32)}
+    constexprs, _ = gemv_kernel.split_config(config)
+    return gemv_kernel, gemv_kernel.ir(types, constexprs), (cdiv_host(shape["M"], config["BM"]),)
+
+
+SPEC = OpSpec(
+    name="gemv", doc=__doc__.strip().splitlines()[0], kernels={"gemv": gemv_kernel},
+    shape_names=("M", "K"), space=space, default_config=default_config, make_inputs=make_inputs,
+    run=run, reference=reference,
+    flops=lambda s: 2.0 * s["M"] * s["K"],
+    bytes=lambda s, dtype: float(4 if dtype == "float32" else 2) * (s["M"] * s["K"] + s["K"] + s["M"]),
+    launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
+    tolerance=lambda dtype: (1e-4, 1e-4) if dtype == "float32" else (1e-2, 1e-2),
+)
