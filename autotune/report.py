@@ -64,7 +64,7 @@ def table(study: optuna.Study, objective: str = "time", top: int = 10) -> Table:
     trials = evaluated_trials(study)
     ok = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     failed = [t for t in trials if t.state == TrialState.PRUNED]
-    out = Table(title=f"{study.study_name}: {len(ok)} configs measured, {len(failed)} failed")
+    out = Table(title=f"{study.study_name}: {len(ok)} configs evaluated, {len(failed)} failed")
     varying = _varying([t.user_attrs["config"] for t in trials])
     out.add_column("rank", justify="right")
     out.add_column("config")

@@ -63,7 +63,7 @@ def cost_model_seeds(op, shape: dict, dtype: str, space: Space, profile, k: int 
         return []
     try:
         from .evaluators.modeled import from_cost_model
-        model = from_cost_model(op, shape, dtype, profile.name)
+        model = from_cost_model(op, shape, dtype, profile)
     except TilecError:
         return []
     scored = []
@@ -105,7 +105,7 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
     space = op.space(backend)
     if prof is not None:
         key = TuningKey.make(op.name, shape, dtype, backend, f"profile:{prof.name}")
-        evaluator = from_cost_model(op, shape, dtype, prof.name)
+        evaluator = from_cost_model(op, shape, dtype, prof)
     else:
         device = device or "cpu"
         prof = _host_profile() if device == "cpu" else None

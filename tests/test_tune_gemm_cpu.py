@@ -101,3 +101,30 @@ print(json.dumps(seen))
     if used is None:
         pytest.skip("ops.gemm is not in this build yet (lookup after a restart is tested above)")
     assert used == result.best_config
+
+
+def test_cli_tunes_the_library_gemm_and_models_profiles(tmp_path):
+    """``tilec tune`` on the op library's gemm: measured on the CPU, and modeled on a profile
+    (or a clear error where the profiles/cost models are not in this build)."""
+    ops = pytest.importorskip("ops")
+    if "gemm" not in getattr(ops, "REGISTRY", {}):
+        pytest.skip("ops.REGISTRY has no gemm in this build")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TILEC_TUNING_DB": f"sqlite:///{tmp_path / 'cli.db'}"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "tilec", "tune", "gemm", *a, "--quiet"], env=env,
+                                    capture_output=True, text=True, timeout=600)
+    out = run("--shape", "48x40x24", "--trials", "2", "--seed", "0", "--json", str(tmp_path / "t.json"))
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["key"]["shape_bucket"] == {"M": 64, "N": 64, "K": 32} and len(data["trials"]) == 2
+    code = "import autotune, json; print(json.dumps(autotune.lookup('gemm', {'M': 33, 'N': 64, 'K': 17}, " \
+           "'float32', 'numba', 'cpu')))"
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(got.stdout) == data["best_config"]
+    out = run("--shape", "4096x4096x4096", "--profile", "a100_sxm4_80gb", "--backend", "numba", "--trials", "5")
+    try:
+        import autotune.cost.analytical  # noqa: F401
+        import hw_profiles  # noqa: F401
+    except ImportError:
+        assert out.returncode == 2 and ("is missing" in out.stderr or "not installed" in out.stderr), out.stderr
+    else:
+        assert out.returncode == 0 and "profile-a100-sxm4-80gb" in out.stdout, out.stderr

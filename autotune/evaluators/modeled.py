@@ -41,19 +41,18 @@ class ModeledEvaluator:
         return Measurement(float(runtime), None if energy is None else float(energy), {"modeled": self.name})
 
 
-def from_cost_model(op, shape: dict, dtype: str, profile_name: str) -> ModeledEvaluator:
-    """The analytical cost model on a hardware profile, for ``op`` at ``shape``."""
+def from_cost_model(op, shape: dict, dtype: str, profile) -> ModeledEvaluator:
+    """The analytical cost model on a hardware profile, for ``op`` (an OpSpec or name) at ``shape``."""
     try:
         import hw_profiles
-        from autotune.cost import analytical
+        from autotune.cost.analytical import predict
+        from autotune.cost.workload import workload_for
     except ImportError as e:
         raise TilecError(f"modeled tuning needs the cost models and hardware profiles ({e.name} is missing)") from None
-    profile = hw_profiles.load(profile_name)
-    make = getattr(analytical, "workload_for", None)
-    if make is None:
-        raise TilecError("autotune.cost.analytical has no workload_for(op, shape, dtype, config, profile)")
+    profile = hw_profiles.load(profile)        # a name, a .toml path or a Profile
+    name = op if isinstance(op, str) else op.name
 
     def model(config: dict):
-        return analytical.predict(make(op, shape, dtype, config, profile), profile)
+        return predict(workload_for(name, shape, dtype, config), profile)
 
-    return ModeledEvaluator(model, f"analytical model on {profile_name}")
+    return ModeledEvaluator(model, f"analytical model on {profile.name}")
