@@ -12,6 +12,7 @@ the studies.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -62,20 +63,40 @@ def open_storage(url: str | None = None):
         engine_kwargs = {"creator": lambda: _sqlite_connect(path)}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
-    # Several tuners may open a new database at once; creating Optuna's schema is not safe
-    # against that race, so the first opening is retried (the loser then finds the tables).
+    # Several tuners may open a new database at once, and creating Optuna's schema is not
+    # safe against that race: local SQLite openers take turns under a file lock, and any
+    # opener retries (the loser then finds the tables made).
     for attempt in range(6):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-            _ensure_best_table(storage)
+            with _schema_lock(path):
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                _ensure_best_table(storage)
             return storage
         except ImportError as e:
             raise TilecError(f"tuning database {url!r} needs a driver that is not installed ({e}); "
                              f"for PostgreSQL: pip install 'tilec[postgres]'") from None
         except Exception as e:
-            if attempt == 5 or "already exists" not in str(e) and "locked" not in str(e) and "duplicate" not in str(e):
+            if attempt == 5:
                 raise TilecError(f"cannot open tuning database {url!r}: {type(e).__name__}: {e}") from None
             time.sleep(0.2 * (attempt + 1))
+
+
+@contextlib.contextmanager
+def _schema_lock(path: Path | None):
+    if path is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:                  # not POSIX: rely on the retries
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _sqlite_connect(path: Path) -> sqlite3.Connection:
@@ -168,25 +189,34 @@ def read_best(url: str, study_name: str) -> tuple[dict, float] | None:
     return None if cfg is None else (cfg, float(row[1]))
 
 
-_memo: dict[tuple[str, str], dict | None] = {}
+_memo: dict[tuple, dict | None] = {}
 _memo_lock = threading.Lock()
 
 
 def lookup(op: str, shape: dict, dtype: str, backend: str, device: str) -> dict | None:
     """The tuned config for this call, or None (then the op uses its default).
 
-    One database read per key and process; later calls are a dict lookup. Creates no file
+    One database read per key and process; later calls are a dict lookup (the memo is keyed
+    by the raw arguments, so a repeated call does not even rebuild the key). Creates no file
     and imports no Optuna."""
     url = default_url()
+    try:
+        fast = (url, op, tuple(sorted(shape.items())), dtype, backend, device)
+        hash(fast)
+    except (TypeError, AttributeError):
+        fast = None                      # unhashable input: TuningKey.make says what is wrong
+    if fast is not None and fast in _memo:
+        cfg = _memo[fast]
+        return dict(cfg) if cfg is not None else None
     name = TuningKey.make(op, shape, dtype, backend, device).study_name
     with _memo_lock:
         if (url, name) in _memo:
             cfg = _memo[(url, name)]
-            return dict(cfg) if cfg is not None else None
-    found = read_best(url, name)
-    cfg = found[0] if found else None
-    with _memo_lock:
-        _memo[(url, name)] = cfg
+        else:
+            found = read_best(url, name)
+            cfg = _memo[(url, name)] = found[0] if found else None
+        if fast is not None:
+            _memo[fast] = cfg
     return dict(cfg) if cfg is not None else None
 
 

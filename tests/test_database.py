@@ -139,6 +139,7 @@ def test_sigkill_mid_tune_leaves_a_readable_database_and_resume_skips_finished_t
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     first_log, second_log = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     proc = _worker(url, "crash", 30, 0, 0.4, first_log)
+    (tmp_path / "go").touch()
     deadline = time.time() + 120
     while len(_lines(first_log)) < 6 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -169,6 +170,10 @@ def test_sigkill_mid_tune_leaves_a_readable_database_and_resume_skips_finished_t
 def _concurrent(url: str, tmp_path: Path, n_total: int = 24):
     logs = [tmp_path / f"w{i}.jsonl" for i in range(4)]
     procs = [_worker(url, "shared", n_total, i, 0.05, logs[i]) for i in range(4)]
+    deadline = time.time() + 120
+    while not all(Path(str(log) + ".ready").exists() for log in logs) and time.time() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err

@@ -86,6 +86,13 @@ def worker(storage: str, study: str, n_evals: int, seed: int, sleep_s: float, ou
                 f.flush()
                 os.fsync(f.fileno())
 
+    if out:                              # start line: the test lets all workers go at once
+        from autotune.database import open_storage
+        open_storage(storage)
+        Path(out + ".ready").touch()
+        deadline = time.time() + 120
+        while not Path(out).with_name("go").exists() and time.time() < deadline:
+            time.sleep(0.02)
     res = tune(synthetic_space(), evaluate, n_evals=n_evals, study_name=study, storage=storage,
                strategy="random", seed=seed, progress=progress)
     print(json.dumps({"evaluated_now": res.evaluated_now, "evaluations": res.evaluations}))
