@@ -18,14 +18,6 @@ from ops.spec import OpSpec  # noqa: E402
 from tilec.kernel import cdiv_host  # noqa: E402
 
 
-def shared_dir() -> Path | None:
-    """The project's shared data (``<repo>/../shared`` or ``/work/shared``), if present."""
-    for p in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared")):
-        if (p / "datasets").is_dir():
-            return p
-    return None
-
-
 @tc.kernel
 def gemm_kernel(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
     pm, pn = tc.program_id(0), tc.program_id(1)
