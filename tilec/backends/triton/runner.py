@@ -1,0 +1,104 @@
+"""The Triton backend: render, compile and launch.
+
+Where the arrays live decides how a kernel runs: CUDA arrays (Torch or CuPy) go through
+``triton.jit`` on the GPU; host arrays (NumPy, CPU Torch) go through Triton's interpreter,
+which executes the very same generated source with NumPy on the CPU. The interpreter is
+entered per call (no ``TRITON_INTERPRET`` needed), so one process can do both.
+"""
+from __future__ import annotations
+
+import importlib.util
+import threading
+from typing import Any
+
+from ...errors import TilecError
+from ...ir import Function
+from ..base import Backend, Compiled, Option
+from . import source as src
+from .interop import TensorArg, tensor_arg
+from .renderer import kernel_symbol, render
+
+NUM_WARPS = (1, 2, 4, 8, 16)
+NUM_STAGES = (1, 2, 3, 4, 5)
+_interpreter_lock = threading.Lock()   # the interpreter patches triton.language while it runs
+
+
+class TritonBackend(Backend):
+    name = "triton"
+    device = "cuda"
+    extra = "triton"
+    options = {
+        "num_warps": Option(4, NUM_WARPS, "warps per program (threads = 32 x num_warps)"),
+        "num_stages": Option(3, NUM_STAGES, "software-pipelining depth of loops over loads"),
+    }
+
+    def missing(self) -> str | None:
+        if importlib.util.find_spec("triton") is None:
+            return "the triton backend needs the triton package: pip install 'tilec[triton]'"
+        return None
+
+    def render(self, fn: Function, options: dict) -> str:
+        return render(fn, options)
+
+    def compile(self, fn: Function, options: dict) -> Compiled:
+        reason = self.missing()
+        if reason:
+            raise TilecError(reason)
+        source = self.render(fn, options)
+        symbol = kernel_symbol(fn)
+        src.use_tilec_cache_for_triton()
+        module, path = src.load(symbol, source)
+        python_fn = src.python_function(module, symbol)
+        kernels: dict[str, Any] = {}
+
+        def run(grid: tuple[int, int, int], args: list[Any]) -> None:
+            flat = []
+            on_gpu = False
+            for a in args:
+                if isinstance(a, TensorArg):
+                    flat += a.flat()
+                    on_gpu |= a.device != "cpu"
+                else:
+                    flat.append(a)
+            if on_gpu:
+                if "gpu" not in kernels:
+                    from triton.runtime.jit import JITFunction
+                    kernels["gpu"] = JITFunction(python_fn)
+                kernels["gpu"][grid](*flat, num_warps=options["num_warps"], num_stages=options["num_stages"],
+                                     enable_fp_fusion=True)
+            else:
+                if "interp" not in kernels:
+                    kernels["interp"] = _host_interpreter(python_fn)
+                with _interpreter_lock:
+                    kernels["interp"](grid, flat)
+
+        return Compiled(source, run, {"path": str(path), "symbol": symbol})
+
+    def prepare(self, arg: Any, name: str) -> Any:
+        if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
+            return arg
+        return tensor_arg(arg, name)
+
+
+def _host_interpreter(python_fn):
+    """A callable ``(grid, flat_args)`` running ``python_fn`` in Triton's interpreter on host
+    memory. Triton's GridExecutor copies torch storages to the host and back; host arrays
+    need no copy, so those two steps become identities and plain NumPy arrays work."""
+    from triton.runtime.interpreter import GridExecutor, InterpretedFunction
+
+    class HostGridExecutor(GridExecutor):
+        def _init_args_hst(self, args_dev, kwargs):
+            return list(args_dev), dict(kwargs)
+
+        def _restore_args_dev(self, args_dev, args_hst, kwargs, kwargs_hst):
+            return None
+
+    interpreted = InterpretedFunction(python_fn)
+
+    def call(grid, flat):
+        HostGridExecutor(interpreted.rewrite(), interpreted.arg_names, tuple(grid))(*flat)
+
+    return call
+
+
+BACKEND = TritonBackend()
