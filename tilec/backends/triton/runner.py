@@ -8,7 +8,6 @@ entered per call (no ``TRITON_INTERPRET`` needed), so one process can do both.
 from __future__ import annotations
 
 import importlib.util
-import threading
 from typing import Any
 
 from ...errors import TilecError
@@ -16,11 +15,11 @@ from ...ir import Function
 from ..base import Backend, Compiled, Option
 from . import source as src
 from .interop import TensorArg, tensor_arg
+from .interpreter import host_interpreter
 from .renderer import kernel_symbol, render
 
 NUM_WARPS = (1, 2, 4, 8, 16)
 NUM_STAGES = (1, 2, 3, 4, 5)
-_interpreter_lock = threading.Lock()   # the interpreter patches triton.language while it runs
 
 
 class TritonBackend(Backend):
@@ -51,6 +50,12 @@ class TritonBackend(Backend):
         python_fn = src.python_function(module, symbol)
         kernels: dict[str, Any] = {}
 
+        def interpreted_fn():
+            host_source = render(fn, options, interpreter=True)
+            if host_source == source:
+                return python_fn
+            return src.python_function(src.load(symbol, host_source)[0], symbol)
+
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
             flat = []
             on_gpu = False
@@ -68,9 +73,8 @@ class TritonBackend(Backend):
                                      enable_fp_fusion=True)
             else:
                 if "interp" not in kernels:
-                    kernels["interp"] = _host_interpreter(python_fn)
-                with _interpreter_lock:
-                    kernels["interp"](grid, flat)
+                    kernels["interp"] = host_interpreter(interpreted_fn())
+                kernels["interp"](grid, flat)
 
         return Compiled(source, run, {"path": str(path), "symbol": symbol})
 
@@ -78,27 +82,6 @@ class TritonBackend(Backend):
         if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
             return arg
         return tensor_arg(arg, name)
-
-
-def _host_interpreter(python_fn):
-    """A callable ``(grid, flat_args)`` running ``python_fn`` in Triton's interpreter on host
-    memory. Triton's GridExecutor copies torch storages to the host and back; host arrays
-    need no copy, so those two steps become identities and plain NumPy arrays work."""
-    from triton.runtime.interpreter import GridExecutor, InterpretedFunction
-
-    class HostGridExecutor(GridExecutor):
-        def _init_args_hst(self, args_dev, kwargs):
-            return list(args_dev), dict(kwargs)
-
-        def _restore_args_dev(self, args_dev, args_hst, kwargs, kwargs_hst):
-            return None
-
-    interpreted = InterpretedFunction(python_fn)
-
-    def call(grid, flat):
-        HostGridExecutor(interpreted.rewrite(), interpreted.arg_names, tuple(grid))(*flat)
-
-    return call
 
 
 BACKEND = TritonBackend()

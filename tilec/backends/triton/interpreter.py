@@ -1,0 +1,70 @@
+"""Run generated kernels in Triton's CPU interpreter on host arrays, per call.
+
+Triton picks interpreter or compiler when ``@triton.jit`` runs, i.e. when a module is
+imported, so with ``TRITON_INTERPRET`` unset its own library functions (``tl.sum``,
+``tl.max``, ``tl.sigmoid``, ...) are compiled-mode JITFunctions that refuse to run in the
+interpreter. While a kernel is interpreted they are swapped for interpreted twins (what
+``TRITON_INTERPRET=1`` at import would have made), then put back; one process can so
+interpret host arrays and compile for a GPU.
+
+Triton's GridExecutor copies torch storages to the host and back around a launch; host
+arrays need no copy, so those two steps are identities here and plain NumPy arrays (any
+object with ``data_ptr()`` and ``dtype``) work without torch.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+_lock = threading.Lock()          # the interpreter patches triton.language while it runs
+_twins: dict[tuple[str, str], object] = {}
+
+
+def _library_modules():
+    import triton.language as tl
+    import triton.language.standard as standard
+    return [tl, standard]
+
+
+@contextmanager
+def _interpreted_library():
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+    try:  # imported lazily by Triton's argument typing; it must see the real library first
+        import triton.experimental.gluon  # noqa: F401
+    except ImportError:
+        pass
+    saved = []
+    try:
+        for module in _library_modules():
+            for name, obj in list(vars(module).items()):
+                if isinstance(obj, JITFunction):
+                    key = (module.__name__, name)
+                    if key not in _twins:
+                        _twins[key] = InterpretedFunction(obj.fn)
+                    saved.append((module, name, obj))
+                    setattr(module, name, _twins[key])
+        yield
+    finally:
+        for module, name, obj in saved:
+            setattr(module, name, obj)
+
+
+def host_interpreter(python_fn):
+    """A callable ``(grid, flat_args)`` interpreting ``python_fn`` over the grid."""
+    from triton.runtime.interpreter import GridExecutor, InterpretedFunction
+
+    class HostGridExecutor(GridExecutor):
+        def _init_args_hst(self, args_dev, kwargs):
+            return list(args_dev), dict(kwargs)
+
+        def _restore_args_dev(self, args_dev, args_hst, kwargs, kwargs_hst):
+            return None
+
+    interpreted = InterpretedFunction(python_fn)
+
+    def call(grid, flat):
+        with _lock, _interpreted_library():
+            HostGridExecutor(interpreted.rewrite(), interpreted.arg_names, tuple(grid))(*flat)
+
+    return call
