@@ -95,18 +95,23 @@ def parse_arch(arch: str | int) -> int:
     return int(m.group(1))
 
 
-def signature(fn: Function) -> tuple[dict, dict, dict]:
-    """(signature, constexprs, attrs) for ``ASTSource``: tensors' innermost stride is the
-    constant 1 and pointers are 16-byte aligned, as Triton specializes them at launch."""
+def signature(fn: Function, aligned: bool = True) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attrs) for ``ASTSource``, specialized as Triton specializes a
+    typical launch: the innermost stride is the constant 1, pointers are 16-byte aligned and,
+    when ``aligned``, extents and outer strides are multiples of 16 (what lets Triton vectorize
+    rows and pipeline loads through shared memory)."""
     sig, consts, attrs = {}, {}, {}
     index = 0
+    sixteen = [["tt.divisibility", 16]]
     for p, base, shapes, strides in tensor_arg_names(fn):
         if p.is_tensor:
             sig[base] = "*" + SIG_TYPE[p.dtype.name]
-            attrs[(index,)] = [["tt.divisibility", 16]]
+            attrs[(index,)] = sixteen
             index += 1
             for s in shapes:
                 sig[s] = "i32"
+                if aligned:
+                    attrs[(index,)] = sixteen
                 index += 1
             for i, s in enumerate(strides):
                 if i == len(strides) - 1:
@@ -114,6 +119,8 @@ def signature(fn: Function) -> tuple[dict, dict, dict]:
                     consts[s] = 1
                 else:
                     sig[s] = "i32"
+                    if aligned:
+                        attrs[(index,)] = sixteen
                 index += 1
         else:
             sig[base] = SIG_TYPE[p.dtype.name]
@@ -164,8 +171,10 @@ def run_ptxas(ptx: str, capability: int) -> str:
     return done.stdout + done.stderr
 
 
-def compile_offline(fn: Function, options: dict | None, arch: str | int, *, use_cache: bool = True) -> CompileReport:
-    """Compile ``fn`` for ``arch`` (sm_80, sm_89, sm_90, ...) without a GPU and report its resources."""
+def compile_offline(fn: Function, options: dict | None, arch: str | int, *, aligned: bool = True,
+                    use_cache: bool = True) -> CompileReport:
+    """Compile ``fn`` for ``arch`` (sm_80, sm_89, sm_90, ...) without a GPU and report its
+    resources. ``aligned=False`` compiles for arbitrary extents and strides (no 16-multiples)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -175,8 +184,8 @@ def compile_offline(fn: Function, options: dict | None, arch: str | int, *, use_
     capability = parse_arch(arch)
     options = BACKEND.resolve_options(dict(options or {}), fn.name, list(fn.constexprs))
     source = render(fn, options)
-    sig, consts, attrs = signature(fn)
-    key = hashlib.sha256(json.dumps([source, sig, sorted(consts.items()), capability, options,
+    sig, consts, attrs = signature(fn, aligned)
+    key = hashlib.sha256(json.dumps([source, sig, sorted(consts.items()), aligned, capability, options,
                                      triton.__version__], sort_keys=True, default=str).encode()).hexdigest()[:20]
     report_path = src.triton_dir() / "reports" / f"{kernel_symbol(fn)}_sm{capability}_{key}.json"
     if use_cache and report_path.exists():
