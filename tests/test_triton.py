@@ -287,3 +287,18 @@ def test_space_params_are_the_backend_options():
     check = tb.space_constraints(("BM", "BN"))[0]
     assert check({"BM": 64, "BN": 32}) is None
     assert "BN=48" in check({"BM": 64, "BN": 48})
+
+
+def test_interpreting_leaves_triton_able_to_compile_for_gpus():
+    """Interpreted kernels patch triton.language while they run; afterwards an offline GPU
+    compile in the same process must still work."""
+    from tilec.backends.triton import compile_offline
+    a = np.ones((20, 20), np.float32)
+    for _ in range(2):   # small tiles: the dot becomes tl.sum, a library function run as a device call
+        c = run_gemm(a, a, dict(BM=8, BN=16, BK=4))
+        y = np.zeros(20, np.float32)
+        gemv[(2,)](a, a[0], y, backend="triton", BM=16, BK=16)
+    np.testing.assert_allclose(c, 20.0)
+    np.testing.assert_allclose(y, 20.0)
+    fn = gemv.ir(gemv.arg_types([a, a[0], y]), dict(BM=16, BK=16))
+    assert compile_offline(fn, {}, "sm_80", use_cache=False).registers > 0

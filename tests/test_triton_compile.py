@@ -139,3 +139,17 @@ def test_num_stages_pipeline_the_k_loop_through_shared_memory():
     one = compile_offline(fn, {"num_stages": 1}, "sm_80")
     four = compile_offline(fn, {"num_stages": 4}, "sm_80")
     assert four.shared_bytes >= 3 * per_stage > one.shared_bytes
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kernel_using_every_ir_kind_compiles_for_the_gpu(arch):
+    """The interpreter is lenient about types; the GPU compiler is not. The kernel the CPU
+    tests run (gather, reshape, if/for with carried values, floor division, ...) must compile."""
+    from test_triton import int_math, mix
+
+    from tilec.backends.triton import compile_offline
+    x, i = np.zeros((4, 4), np.float32), np.zeros((4, 4), np.int32)
+    fn = mix.ir(mix.arg_types([x, i, np.zeros(8, np.float32), x, x[0], x[0], 3]), dict(B=8))
+    assert compile_offline(fn, {}, arch).feasible
+    fn = int_math.ir(int_math.arg_types([i[0], i]), dict(D=-3, B=16))
+    assert compile_offline(fn, {}, arch).feasible

@@ -26,10 +26,31 @@ def _library_modules():
     return [tl, standard]
 
 
+def _twin_class():
+    """InterpretedFunction whose device-function calls undo their patching of
+    triton.language afterwards (Triton's own leaves it patched, which is harmless only when
+    the whole process interprets; here it would break later GPU compiles)."""
+    from triton.runtime.interpreter import InterpretedFunction, InterpreterError, _patch_lang
+
+    class Twin(InterpretedFunction):
+        def __call__(self, *args, **kwargs):
+            scope = _patch_lang(self.fn)
+            try:
+                return self.rewrite()(*args, **kwargs)
+            except InterpreterError:
+                raise
+            except Exception as e:
+                raise InterpreterError(repr(e)) from e
+            finally:
+                scope.restore()
+
+    return Twin
+
+
 @contextmanager
 def _interpreted_library():
-    from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
+    Twin = _twin_class()
     try:  # imported lazily by Triton's argument typing; it must see the real library first
         import triton.experimental.gluon  # noqa: F401
     except ImportError:
@@ -41,7 +62,7 @@ def _interpreted_library():
                 if isinstance(obj, JITFunction):
                     key = (module.__name__, name)
                     if key not in _twins:
-                        _twins[key] = InterpretedFunction(obj.fn)
+                        _twins[key] = Twin(obj.fn)
                     saved.append((module, name, obj))
                     setattr(module, name, _twins[key])
         yield

@@ -213,6 +213,7 @@ class TritonRenderer:
     def op_arange(self, op: Op) -> None:
         self.check_shape(op, op.result.shape)
         self.define(op.result, f"tl.arange(0, {op.attrs['n']})")
+        self.nonneg.add(op.result.id)
 
     # -- elementwise ----------------------------------------------------------------------------
     def op_cast(self, op: Op) -> None:
@@ -255,22 +256,34 @@ class TritonRenderer:
             self.define(r, f"tl.floor({a} / {b})", t)
         elif o == "floordiv":
             q = self.define(r, f"{a} // {b}", t)
-            if signed:  # C truncation -> Python floor: step down when the signs differ and it is inexact
-                self.emit(f"{q} = {q} - tl.cast(({q} * {b} != {a}) & (({a} < 0) != ({b} < 0)), {t})")
+            if signed and not self.positive_over_positive(a_v, b_v):
+                # C truncation -> Python floor: one lower where inexact and the signs differ
+                differ = f"({a} < 0)" if self.positive_const(b_v) else f"(({a} < 0) != ({b} < 0))"
+                self.emit(f"{q} = {q} - tl.cast(({q} * {b} != {a}) & {differ}, {t})")
         elif o == "mod" and not is_int:
             self.define(r, f"{a} - tl.floor({a} / {b}) * {b}", t)
         elif o == "mod":
             m = self.define(r, f"{a} % {b}", t)
-            if signed:  # a remainder takes the divisor's sign in Python
-                self.emit(f"{m} = {m} + tl.cast(tl.where(({m} != 0) & (({m} < 0) != ({b} < 0)), {b}, 0), {t})")
+            if signed and not self.positive_over_positive(a_v, b_v):
+                # a Python remainder takes the divisor's sign
+                differ = f"({m} < 0)" if self.positive_const(b_v) else f"({m} != 0) & (({m} < 0) != ({b} < 0))"
+                self.emit(f"{m} = {m} + tl.cast(tl.where({differ}, {b}, 0), {t})")
         elif o == "pow":
             if is_int:
                 self.fail(op, "integer ** is not supported by the triton backend; cast to float first")
             self.render_pow(r, a, b)
         else:
             self.define(r, f"{a} {_INFIX[o]} {b}", t if o not in ("lt", "le", "gt", "ge", "eq", "ne") else "tl.int1")
-        if o in ("add", "mul", "floordiv", "max", "shr") and all(v.id in self.nonneg for v in op.operands):
+        if o in ("add", "mul", "floordiv", "mod", "max", "shr", "and") and all(v.id in self.nonneg for v in op.operands):
             self.nonneg.add(r.id)
+
+    def positive_const(self, v: Value) -> bool:
+        p = v.producer
+        return p is not None and p.kind == "const" and p.attrs["value"] > 0
+
+    def positive_over_positive(self, a: Value, b: Value) -> bool:
+        """Truncating and flooring division agree: a >= 0 and b > 0."""
+        return a.id in self.nonneg and self.positive_const(b)
 
     def render_pow(self, r: Value, a: str, b: str) -> None:
         """Python's float ** without libdevice: exp2(b log2|a|), the sign from odd integer
@@ -425,7 +438,9 @@ class TritonRenderer:
         if start.id in self.nonneg and step.id in self.nonneg:
             self.nonneg.add(iv.id)
         self.held[iv.id] = "tl.int32"
-        self.emit(f"for {self.name(iv)} in range({self.name(start)}, {self.name(stop)}, {self.name(step)}):")
+        bounds = ", ".join(str(v.producer.attrs["value"]) if v.producer is not None and v.producer.kind == "const"
+                           else self.name(v) for v in (start, stop, step))  # Triton promotes the types
+        self.emit(f"for {self.name(iv)} in range({bounds}):")
         self.depth += 1
         self.block(body)
         for arg, y in zip(carried, body.yields):
