@@ -302,3 +302,25 @@ def test_interpreting_leaves_triton_able_to_compile_for_gpus():
     np.testing.assert_allclose(y, 20.0)
     fn = gemv.ir(gemv.arg_types([a, a[0], y]), dict(BM=16, BK=16))
     assert compile_offline(fn, {}, "sm_80", use_cache=False).registers > 0
+
+
+@tc.kernel
+def affine16(X, Y, s, B: tc.constexpr):
+    p = tc.program_id(0)
+    x = tc.load(X, (p * B,), (B,))
+    tc.store(Y, (p * B,), x * s + 1.0)
+
+
+@SETTINGS
+@given(n=EDGE, bf16=st.booleans(), seed=st.integers(0, 2**16))
+def test_16bit_tensors_load_and_store_in_their_storage_type(n, bf16, seed):
+    if bf16:
+        dtype = pytest.importorskip("ml_dtypes", reason="bf16 NumPy arrays need ml_dtypes").bfloat16
+        ulp = 2.0 ** -7   # bf16 keeps 8 significant bits; the interpreter may round where GPUs round to nearest
+    else:
+        dtype, ulp = np.float16, 2.0 ** -10
+    x = np.random.default_rng(seed).standard_normal(n).astype(dtype)
+    y = np.zeros(n, dtype)
+    affine16[(tc.cdiv_host(n, 16),)](x, y, 1.5, backend="triton", B=16)
+    ref = x.astype(np.float64) * 1.5 + 1.0   # computed in fp32 inside the tile, rounded once on store
+    np.testing.assert_allclose(y.astype(np.float64), ref, rtol=ulp, atol=ulp)

@@ -153,3 +153,24 @@ def test_kernel_using_every_ir_kind_compiles_for_the_gpu(arch):
     assert compile_offline(fn, {}, arch).feasible
     fn = int_math.ir(int_math.arg_types([i[0], i]), dict(D=-3, B=16))
     assert compile_offline(fn, {}, arch).feasible
+
+
+def test_compile_constraint_rejects_configs_that_do_not_fit_the_arch():
+    from autotune.space import Param, Space
+
+    from tilec.backends.triton import compile_constraint, space_params
+    checked = []
+
+    def make_ir(config):
+        checked.append(config)
+        return gemm_ir(np.float16, config["BM"], config["BN"], config["BK"])
+
+    space = Space([Param("BM", (64, 128)), Param("BN", (64, 128)), Param("BK", (32, 64))]).extend(
+        space_params(warps=(4, 8), stages=(2, 5)), [compile_constraint(make_ir, lambda profile: profile)])
+    small = {"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2}
+    big = {"BM": 128, "BN": 128, "BK": 64, "num_warps": 8, "num_stages": 5}   # 4 x 32 KB staged tiles
+    assert space.reasons(small, "sm_89") == []
+    assert space.reasons(small, None) == [] and len(checked) == 1   # no profile: nothing compiled
+    (reason,) = space.reasons(big, "sm_89")
+    assert "shared memory" in reason and "sm_89" in reason
+    assert space.reasons(big, "sm_90") == []    # Hopper has 227 KB per block

@@ -3,7 +3,7 @@ run on the CPU through Triton's interpreter for host arrays, and compiled offlin
 sm_80/sm_89/sm_90 without a GPU to report shared memory, registers and spills."""
 from .offline import ARCH_LIMITS, CompileReport, compile_offline, parse_arch
 from .runner import BACKEND, NUM_STAGES, NUM_WARPS, TritonBackend
-from .space import space_constraints, space_params
+from .space import backend_options, compile_constraint, space_constraints, space_params
 
 
 def render(fn, options: dict | None = None) -> str:
@@ -11,5 +11,14 @@ def render(fn, options: dict | None = None) -> str:
     return BACKEND.render(fn, BACKEND.resolve_options(options or {}, fn.name, list(fn.constexprs)))
 
 
-__all__ = ["ARCH_LIMITS", "BACKEND", "CompileReport", "NUM_STAGES", "NUM_WARPS", "TritonBackend",
+def describe(fn, options: dict | None = None, arch: str | int | None = None) -> str:
+    """What ``tilec show --backend triton [--arch sm_XX]`` prints: the generated source and,
+    for an arch, the offline compile's resources."""
+    text = render(fn, options)
+    if arch is not None:
+        text += "\n# " + compile_offline(fn, options, arch).summary() + "\n"
+    return text
+
+
+__all__ = ["describe", "backend_options", "compile_constraint", "ARCH_LIMITS", "BACKEND", "CompileReport", "NUM_STAGES", "NUM_WARPS", "TritonBackend",
            "compile_offline", "parse_arch", "render", "space_constraints", "space_params"]

@@ -219,7 +219,10 @@ class TritonRenderer:
     def op_cast(self, op: Op) -> None:
         src, r = op.operands[0], op.result
         target = TL_TYPE[r.dtype.name]
-        if r.dtype.kind == "bool":
+        if self.held.get(src.id) == target:  # e.g. an fp16 product already held in fp32
+            self.name.alias(r, self.name(src))
+            self.held[r.id] = target
+        elif r.dtype.kind == "bool":
             self.define(r, f"{self.ref(src)} != 0")
         else:
             self.define(r, self.convert(src, target), target)

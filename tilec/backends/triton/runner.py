@@ -58,19 +58,20 @@ class TritonBackend(Backend):
 
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
             flat = []
-            on_gpu = False
+            device = "cpu"
             for a in args:
                 if isinstance(a, TensorArg):
                     flat += a.flat()
-                    on_gpu |= a.device != "cpu"
+                    device = a.device if a.device != "cpu" else device
                 else:
                     flat.append(a)
-            if on_gpu:
+            if device != "cpu":
                 if "gpu" not in kernels:
                     from triton.runtime.jit import JITFunction
                     kernels["gpu"] = JITFunction(python_fn)
-                kernels["gpu"][grid](*flat, num_warps=options["num_warps"], num_stages=options["num_stages"],
-                                     enable_fp_fusion=True)
+                with _on_device(int(device.split(":")[1])):
+                    kernels["gpu"][grid](*flat, num_warps=options["num_warps"], num_stages=options["num_stages"],
+                                         enable_fp_fusion=True)
             else:
                 if "interp" not in kernels:
                     kernels["interp"] = host_interpreter(interpreted_fn())
@@ -82,6 +83,18 @@ class TritonBackend(Backend):
         if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
             return arg
         return tensor_arg(arg, name)
+
+
+def _on_device(index: int):
+    """Make the arrays' GPU current for the launch (Triton launches on the current device)."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.device(index)
+    except ImportError:
+        pass
+    import cupy
+    return cupy.cuda.Device(index)
 
 
 BACKEND = TritonBackend()

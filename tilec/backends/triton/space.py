@@ -24,3 +24,26 @@ def power_of_two_tiles(tile_names: tuple[str, ...]):
 
 def space_constraints(tile_names: tuple[str, ...]) -> list:
     return [power_of_two_tiles(tile_names)]
+
+
+def backend_options(config: dict) -> dict:
+    """The part of a config that is Triton launch options rather than constexprs."""
+    return {k: config[k] for k in ("num_warps", "num_stages") if k in config}
+
+
+def compile_constraint(make_ir, arch_of):
+    """A constraint that compiles the config offline for the profile's GPU and rejects it when
+    it spills registers or needs more shared memory than the arch has.
+
+    ``make_ir(config)`` gives the kernel's IR for a config (an op's ``launch_ir``);
+    ``arch_of(profile)`` gives "sm_80"-like text, or None where the check does not apply.
+    Reports are cached on disk, so a space is compiled once per (config, arch)."""
+    from .offline import compile_offline
+
+    def check(config: dict, profile=None) -> str | None:
+        arch = arch_of(profile) if profile is not None else None
+        if arch is None:
+            return None
+        report = compile_offline(make_ir(config), backend_options(config), arch)
+        return "; ".join(report.problems()) or None
+    return check
