@@ -324,3 +324,17 @@ def test_16bit_tensors_load_and_store_in_their_storage_type(n, bf16, seed):
     affine16[(tc.cdiv_host(n, 16),)](x, y, 1.5, backend="triton", B=16)
     ref = x.astype(np.float64) * 1.5 + 1.0   # computed in fp32 inside the tile, rounded once on store
     np.testing.assert_allclose(y.astype(np.float64), ref, rtol=ulp, atol=ulp)
+
+
+@SETTINGS
+@given(M=EDGE, N=EDGE, K=st.sampled_from([1, 5, 16, 33, 70]), tiles=st.sampled_from([(16, 16, 16), (16, 32, 32), (8, 16, 8)]),
+       unsigned=st.booleans(), seed=st.integers(0, 2**16))
+def test_int8_gemm_is_exact_in_int32(M, N, K, tiles, unsigned, seed):
+    rng = np.random.default_rng(seed)
+    lo, hi, dtype = (0, 256, np.uint8) if unsigned else (-128, 128, np.int8)
+    a = rng.integers(lo, hi, (M, K)).astype(dtype)
+    b = rng.integers(lo, hi, (K, N)).astype(dtype)
+    c = np.zeros((M, N), np.int32)
+    BM, BN, BK = tiles    # BK=16: an exact fp16 tl.dot; 32: the int8 tl.dot; 8: broadcast-multiply-sum
+    gemm[(tc.cdiv_host(M, BM), tc.cdiv_host(N, BN))](a, b, c, backend="triton", BM=BM, BN=BN, BK=BK)
+    np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))

@@ -42,7 +42,8 @@ def ir_of(kernel, arrays, constexprs):
 
 def gemm_ir(dtype, BM, BN, BK):
     a = np.zeros((4, 4), dtype)
-    return ir_of(gemm, [a, a, np.zeros((4, 4), np.float32)], dict(BM=BM, BN=BN, BK=BK))
+    c = np.zeros((4, 4), np.int32 if np.dtype(dtype).kind in "iu" else np.float32)
+    return ir_of(gemm, [a, a, c], dict(BM=BM, BN=BN, BK=BK))
 
 
 def gemv_ir(dtype, BM, BK):
@@ -59,6 +60,9 @@ CASES = [
     ("gemm-f32 128x64x32", lambda: gemm_ir(np.float32, 128, 64, 32), dict(num_warps=8, num_stages=3)),
     ("gemm-f32 32x32x32", lambda: gemm_ir(np.float32, 32, 32, 32), dict(num_warps=2, num_stages=2)),
     ("gemm-f32 64x32x16", lambda: gemm_ir(np.float32, 64, 32, 16), dict(num_warps=4, num_stages=4)),
+    ("gemm-i8 default", lambda: gemm_ir(np.int8, 64, 64, 32), dict(num_warps=4, num_stages=3)),
+    ("gemm-i8 64x64x16", lambda: gemm_ir(np.int8, 64, 64, 16), dict(num_warps=4, num_stages=3)),
+    ("gemm-u8 64x64x64", lambda: gemm_ir(np.uint8, 64, 64, 64), dict(num_warps=4, num_stages=3)),
     ("gemv-f16 default", lambda: gemv_ir(np.float16, 64, 64), dict(num_warps=4, num_stages=3)),
     ("gemv-f16 128x128", lambda: gemv_ir(np.float16, 128, 128), dict(num_warps=8, num_stages=2)),
     ("gemv-f32 32x256", lambda: gemv_ir(np.float32, 32, 256), dict(num_warps=4, num_stages=4)),

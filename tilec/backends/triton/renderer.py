@@ -11,7 +11,8 @@ Triton differs from the IR in a few places the renderer bridges explicitly:
 - ``//`` and ``%`` on integers truncate; the IR follows Python (floor);
 - 16-bit floats: loads and stores keep the storage type and ``tl.dot`` takes them as they
   are; elementwise math on them runs in fp32 (the IR's "compute in fp32 inside tiles");
-- ``tl.dot`` needs every extent >= 16; smaller dots become a broadcast-multiply-sum.
+- ``tl.dot`` needs every extent >= 16 (inner >= 32 for 8-bit); smaller dots become a
+  broadcast-multiply-sum.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ _UNARY = {"exp": "tl.exp({})", "exp2": "tl.exp2({})", "log": "tl.log({})", "log2
           "cos": "tl.cos({})"}
 _REDUCE = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}
 _SPECIAL_FLOATS = {"inf": "INF", "-inf": "NEG_INF", "nan": "NAN"}
-DOT_MIN = 16  # tl.dot's smallest extent on every axis
+DOT_MIN = 16     # tl.dot's smallest extent on every axis
+DOT_MIN_K8 = 32  # ... and its smallest inner extent for 8-bit operands (the GPU compile rejects 16)
 
 
 def is_pow2(n: int) -> bool:
@@ -330,7 +332,8 @@ class TritonRenderer:
         r = op.result
         (m, k), n = a.shape, b.shape[1]
         out = TL_TYPE[r.dtype.name]
-        if min(m, n, k) >= DOT_MIN:
+        native_ok = a.dtype.name != "uint8" and k >= (DOT_MIN_K8 if a.dtype.bits == 8 else DOT_MIN)
+        if min(m, n) >= DOT_MIN and native_ok:
             native = TL_TYPE[a.dtype.name]
             if native == "tl.bfloat16" and self.interpreter:
                 native = "tl.float32"  # Triton's interpreter multiplies bf16 as raw uint16 bits; fp32 is exact
@@ -342,6 +345,12 @@ class TritonRenderer:
             if r.dtype.is_int:
                 args.append("out_dtype=tl.int32")
             self.define(r, f"tl.dot({', '.join(args)})", out)
+            return
+        if min(m, n, k) >= DOT_MIN and a.dtype.is_int and a.dtype.bits == 8 and k * 255 * 255 < 2**24:
+            # 8-bit ints where tl.dot has no int path (uint8, or k < 32): fp16 holds them exactly
+            # and k products of at most 255 * 255 sum exactly in fp32, so an fp16 tl.dot is exact
+            part = f"tl.dot({self.name(a)}.to(tl.float16), {self.name(b)}.to(tl.float16)).to(tl.int32)"
+            self.define(r, f"{self.as_type(acc, out)} + {part}" if acc is not None else part, out)
             return
         # an extent below 16: products broadcast over (m, k, n), summed over k
         wa, wb = (f"{self.name(v)}.to({out})" if self.held.get(v.id) != out else self.name(v) for v in (a, b))
