@@ -278,6 +278,7 @@ def test_generated_source_is_readable_triton():
     text = tb.render(fn, {"num_warps": 2})
     assert "@triton.jit" in text and "tl.dot(" in text and 'input_precision="ieee"' in text
     assert "A_stride0" in text and "mask=" in text and "num_warps=2" in text
+    assert 'input_precision="tf32"' in tb.render(fn, {"fp32_dot": "tf32"})
 
 
 def test_space_params_are_the_backend_options():

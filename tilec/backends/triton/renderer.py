@@ -173,11 +173,9 @@ class TritonRenderer:
         r = op.result
         value = op.attrs["value"]
         text = self.literal(value, r.dtype)
-        if text.startswith("tl."):
-            self.define(r, text)
-        else:  # plain Python literals are written where they are used
-            self.name.alias(r, f"({text})" if text.startswith("-") else text)
-            self.held[r.id] = TL_TYPE[r.dtype.name]
+        # literals (and typed ``tl.full((), v, T)`` scalars) are written where they are used
+        self.name.alias(r, f"({text})" if text.startswith("-") else text)
+        self.held[r.id] = TL_TYPE[r.dtype.name]
         if not r.dtype.is_float and r.dtype.kind != "bool" and int(value) >= 0:
             self.nonneg.add(r.id)
 
@@ -340,8 +338,8 @@ class TritonRenderer:
             args = [self.as_type(a, native), self.as_type(b, native)]
             if acc is not None:
                 args.append(self.as_type(acc, out))
-            if native == "tl.float32":
-                args.append('input_precision="ieee"')  # exact fp32 products, as the IR promises
+            if native == "tl.float32":  # ieee: exact fp32 products, as the IR promises (tf32 only on request)
+                args.append(f'input_precision="{self.options.get("fp32_dot", "ieee")}"')
             if r.dtype.is_int:
                 args.append("out_dtype=tl.int32")
             self.define(r, f"tl.dot({', '.join(args)})", out)

@@ -29,6 +29,8 @@ class TritonBackend(Backend):
     options = {
         "num_warps": Option(4, NUM_WARPS, "warps per program (threads = 32 x num_warps)"),
         "num_stages": Option(3, NUM_STAGES, "software-pipelining depth of loops over loads"),
+        "fp32_dot": Option("ieee", ("ieee", "tf32", "tf32x3"),
+                           "precision of tl.dot on fp32 tiles: exact (ieee) or tensor-core TF32 (faster, ~1e-3)"),
     }
 
     def missing(self) -> str | None:

@@ -28,7 +28,7 @@ def space_constraints(tile_names: tuple[str, ...]) -> list:
 
 def backend_options(config: dict) -> dict:
     """The part of a config that is Triton launch options rather than constexprs."""
-    return {k: config[k] for k in ("num_warps", "num_stages") if k in config}
+    return {k: config[k] for k in ("num_warps", "num_stages", "fp32_dot") if k in config}
 
 
 def compile_constraint(make_ir, arch_of):
