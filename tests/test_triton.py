@@ -339,3 +339,33 @@ def test_int8_gemm_is_exact_in_int32(M, N, K, tiles, unsigned, seed):
     BM, BN, BK = tiles    # BK=16: an exact fp16 tl.dot; 32: the int8 tl.dot; 8: broadcast-multiply-sum
     gemm[(tc.cdiv_host(M, BM), tc.cdiv_host(N, BN))](a, b, c, backend="triton", BM=BM, BN=BN, BK=BK)
     np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
+
+
+@tc.kernel
+def carried_pairs(X, Y, n, B: tc.constexpr):
+    """Loop-carried tiles that read each other's previous values (a swap, and an update
+    after another value's update read the old one) must not be overwritten too early."""
+    x = tc.load(X, (0,), (B,))
+    a = x
+    b = x * 0.5
+    c = x + 1.0
+    for i in tc.range(0, n):
+        a, b = b, a + b
+        c = c * 0.5
+        d = c + a
+        a = a + d * 0.0 + 1.0
+    tc.store(Y, (0, 0), tc.expand_dims(a, 0), (1, B))
+    tc.store(Y, (1, 0), tc.expand_dims(b, 0), (1, B))
+    tc.store(Y, (2, 0), tc.expand_dims(c, 0), (1, B))
+
+
+def test_loop_carried_tiles_keep_their_previous_values():
+    x = np.linspace(-1, 1, 16).astype(np.float32)
+    y = np.zeros((3, 16), np.float32)
+    carried_pairs[(1,)](x, y, 5, backend="triton", B=16)
+    a, b, c = x.astype(np.float64), x * 0.5, x + 1.0
+    for _ in range(5):
+        a, b = b, a + b
+        c = c * 0.5
+        a = a + 1.0
+    np.testing.assert_allclose(y, np.stack([a, b, c]), rtol=1e-6, atol=1e-6)

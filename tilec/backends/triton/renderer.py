@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ... import __version__
 from ...errors import TilecError
-from ...ir import Block, Function, Op, Value
+from ...ir import Block, Function, Op, Value, uses
 from ..naming import Namer
 
 # IR dtype name -> triton.language type
@@ -38,6 +38,7 @@ _UNARY = {"exp": "tl.exp({})", "exp2": "tl.exp2({})", "log": "tl.log({})", "log2
           "cos": "tl.cos({})"}
 _REDUCE = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}
 _SPECIAL_FLOATS = {"inf": "INF", "-inf": "NEG_INF", "nan": "NAN"}
+_ONE_STATEMENT = {"dot", "binary", "unary", "where", "reduce", "broadcast", "full"}  # kinds rendered as one assignment
 DOT_MIN = 16     # tl.dot's smallest extent on every axis
 DOT_MIN_K8 = 32  # ... and its smallest inner extent for 8-bit operands (the GPU compile rejects 16)
 
@@ -78,6 +79,7 @@ class TritonRenderer:
         self.held: dict[int, str] = {}        # value id -> the Triton type the variable has
         self.nonneg: set[int] = set()         # scalars known to be >= 0 (their masks skip the low side)
         self.specials: set[str] = set()
+        self.count = uses(fn)                 # value id -> number of readers
         self.shape_of: dict[int, list[str]] = {}
         self.stride_of: dict[int, list[str]] = {}
         self.signature: list[str] = []
@@ -440,11 +442,15 @@ class TritonRenderer:
         iv, carried = body.args[0], body.args[1:]
         for arg, init, res in zip(carried, inits, op.results):
             t = self.work_type(arg)
-            var = self.name(arg)
-            self.emit(f"{var} = {self.carried_init(init, t)}")
+            if init.shape and self.count.get(init.id, 0) == 1 and self.held.get(init.id) == t \
+                    and init.producer is not None:
+                self.name.alias(arg, self.name(init))   # the loop takes the init's variable over
+            else:
+                self.emit(f"{self.name(arg)} = {self.carried_init(init, t)}")
             self.held[arg.id] = t
-            self.name.alias(res, var)
+            self.name.alias(res, self.name(arg))
             self.held[res.id] = t
+        written_in_place = self.in_place_yields(body, carried)
         if start.id in self.nonneg and step.id in self.nonneg:
             self.nonneg.add(iv.id)
         self.held[iv.id] = "tl.int32"
@@ -452,12 +458,34 @@ class TritonRenderer:
                            else self.name(v) for v in (start, stop, step))  # Triton promotes the types
         self.emit(f"for {self.name(iv)} in range({bounds}):")
         self.depth += 1
+        before = len(self.lines)
         self.block(body)
         for arg, y in zip(carried, body.yields):
-            self.emit(f"{self.name(arg)} = {self.carried_init(y, self.held[arg.id])}")
-        if not body.ops and not carried:
+            if y.id not in written_in_place:
+                self.emit(f"{self.name(arg)} = {self.carried_init(y, self.held[arg.id])}")
+        if len(self.lines) == before:
             self.emit("pass")
         self.depth -= 1
+
+    def in_place_yields(self, body: Block, carried: list[Value]) -> set[int]:
+        """Yielded tiles computed by one statement in the loop body straight into the carried
+        variable (``acc = tl.dot(a, b, acc)``), when nothing after that statement still reads
+        the carried value. Returns their ids, already named like the carried variable."""
+        done = set()
+        yielded = [y.id for y in body.yields]
+        for arg, y in zip(carried, body.yields):
+            p = y.producer
+            if not y.shape or p is None or p not in body.ops or self.count.get(y.id, 0) != 1 \
+                    or yielded.count(y.id) != 1 or y.id in {a.id for a in carried}:
+                continue
+            if p.kind not in _ONE_STATEMENT or (p.kind == "binary" and p.attrs["op"] in ("floordiv", "mod", "pow")):
+                continue
+            later = body.ops[body.ops.index(p) + 1:]
+            if any(_reads(o, arg.id) for o in later) or any(v.id == arg.id for v in body.yields):
+                continue
+            self.name.alias(y, self.name(arg))
+            done.add(y.id)
+        return done
 
     def carried_init(self, v: Value, t: str) -> str:
         """A loop-carried or branch variable's first value, typed so that later assignments
@@ -481,6 +509,12 @@ class TritonRenderer:
             if len(self.lines) == before:
                 self.emit("pass")
             self.depth -= 1
+
+
+def _reads(op: Op, value_id: int) -> bool:
+    return any(v.id == value_id for v in op.operands) or \
+        any(_reads(o, value_id) for b in op.blocks for o in b.ops) or \
+        any(v.id == value_id for b in op.blocks for v in b.yields)
 
 
 def render(fn: Function, options: dict, interpreter: bool = False) -> str:
