@@ -369,3 +369,24 @@ def test_loop_carried_tiles_keep_their_previous_values():
         c = c * 0.5
         a = a + 1.0
     np.testing.assert_allclose(y, np.stack([a, b, c]), rtol=1e-6, atol=1e-6)
+
+
+@tc.kernel
+def bool_io(X, M, Y, Z, B: tc.constexpr):
+    p = tc.program_id(0)
+    x = tc.load(X, (p * B,), (B,))
+    m = tc.load(M, (p * B,), (B,))
+    tc.store(Y, (p * B,), tc.where(m, x, -x))
+    tc.store(Z, (p * B,), x > 0.0)
+
+
+@SETTINGS
+@given(n=EDGE, seed=st.integers(0, 2**16))
+def test_bool_tensors_in_and_out(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n).astype(np.float32)
+    m = rng.random(n) < 0.5
+    y, z = np.zeros(n, np.float32), np.zeros(n, bool)
+    bool_io[(tc.cdiv_host(n, 16),)](x, m, y, z, backend="triton", B=16)
+    np.testing.assert_array_equal(y, np.where(m, x, -x))
+    np.testing.assert_array_equal(z, x > 0)
