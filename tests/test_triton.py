@@ -45,7 +45,7 @@ def gemv(A, X, Y, BM: tc.constexpr, BK: tc.constexpr):
 
 
 @tc.kernel
-def mix(X, I, T, Y, S, R, n, B: tc.constexpr):
+def mix(X, IDX, T, Y, S, R, n, B: tc.constexpr):
     """Touches every IR kind: padding, trans, unary/binary math, floor // and %, bitwise,
     gather, expand_dims, where, cast, reductions (keepdims), reshape, broadcast, a loop with a
     carried scalar, an if on a runtime scalar, num_programs and single-element loads/stores."""
@@ -54,7 +54,7 @@ def mix(X, I, T, Y, S, R, n, B: tc.constexpr):
     x = tc.load(X, (row, 0), (B, B), padding=1.0)
     t = tc.trans(x)
     e = tc.exp(tc.minimum(t, 2.0)) - tc.sqrt(tc.abs(x)) + tc.tanh(x) * tc.sigmoid(t)
-    idx = tc.load(I, (row, 0), (B, B))
+    idx = tc.load(IDX, (row, 0), (B, B))
     q = idx // 3 + idx % 5
     table = tc.load(T, (0,), (8,))
     g = tc.gather(tc.expand_dims(table, 0), idx & 7, 1)
@@ -328,8 +328,9 @@ def test_16bit_tensors_load_and_store_in_their_storage_type(n, bf16, seed):
 
 
 @SETTINGS
-@given(M=EDGE, N=EDGE, K=st.sampled_from([1, 5, 16, 33, 70]), tiles=st.sampled_from([(16, 16, 16), (16, 32, 32), (8, 16, 8)]),
-       unsigned=st.booleans(), seed=st.integers(0, 2**16))
+@given(M=EDGE, N=EDGE, K=st.sampled_from([1, 5, 16, 33, 70]),
+       tiles=st.sampled_from([(16, 16, 16), (16, 32, 32), (8, 16, 8)]), unsigned=st.booleans(),
+       seed=st.integers(0, 2**16))
 def test_int8_gemm_is_exact_in_int32(M, N, K, tiles, unsigned, seed):
     rng = np.random.default_rng(seed)
     lo, hi, dtype = (0, 256, np.uint8) if unsigned else (-128, 128, np.int8)

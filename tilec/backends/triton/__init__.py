@@ -20,5 +20,19 @@ def describe(fn, options: dict | None = None, arch: str | int | None = None) -> 
     return text
 
 
-__all__ = ["describe", "backend_options", "compile_constraint", "ARCH_LIMITS", "BACKEND", "CompileReport", "NUM_STAGES", "NUM_WARPS", "TritonBackend",
-           "compile_offline", "parse_arch", "render", "space_constraints", "space_params"]
+__all__ = [
+    "ARCH_LIMITS",
+    "BACKEND",
+    "NUM_STAGES",
+    "NUM_WARPS",
+    "CompileReport",
+    "TritonBackend",
+    "backend_options",
+    "compile_constraint",
+    "compile_offline",
+    "describe",
+    "parse_arch",
+    "render",
+    "space_constraints",
+    "space_params",
+]

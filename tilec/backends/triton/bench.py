@@ -58,10 +58,10 @@ def bench(sizes: list[int], dtype_name: str, configs: list[dict] = CONFIGS) -> l
             err = ((c - ref).abs().max() / ref.abs().max()).item()
             if err > (2e-2 if dtype_name != "float32" else 1e-4):
                 raise SystemExit(f"tilec triton bench: wrong result for n={n} {config}: relative error {err:.2e}")
-            ms = do_bench(lambda: run_tilec(a, b, c, config), return_mode="median")
+            ms = do_bench(lambda a=a, b=b, c=c, config=config: run_tilec(a, b, c, config), return_mode="median")
             if best is None or ms < best[0]:
                 best = (ms, config)
-        torch_ms = do_bench(lambda: torch.matmul(a, b), return_mode="median")
+        torch_ms = do_bench(lambda a=a, b=b: torch.matmul(a, b), return_mode="median")
         flops = 2.0 * n ** 3
         row = {"n": n, "dtype": dtype_name, "tilec_ms": best[0], "torch_ms": torch_ms,
                "tilec_tflops": flops / best[0] / 1e9, "torch_tflops": flops / torch_ms / 1e9,
@@ -91,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["bench", "gemm", "main", "CONFIGS"]
+__all__ = ["CONFIGS", "bench", "gemm", "main"]

@@ -22,7 +22,7 @@ _twins: dict[tuple[str, str], object] = {}
 
 def _library_modules():
     import triton.language as tl
-    import triton.language.standard as standard
+    from triton.language import standard
     return [tl, standard]
 
 
