@@ -13,11 +13,12 @@ object with ``data_ptr()`` and ``dtype``) work without torch.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import contextmanager
 
 _lock = threading.Lock()          # the interpreter patches triton.language while it runs
-_twins: dict[tuple[str, str], object] = {}
+_twins: dict[tuple[str, str, str], object] = {}
 
 
 def _library_modules():
@@ -26,6 +27,7 @@ def _library_modules():
     return [tl, standard]
 
 
+@functools.lru_cache(maxsize=None)
 def _twin_class():
     """InterpretedFunction whose device-function calls undo their patching of
     triton.language afterwards (Triton's own leaves it patched, which is harmless only when
@@ -48,9 +50,12 @@ def _twin_class():
 
 
 @contextmanager
-def _interpreted_library():
+def library_as(kind: str):
+    """Within the block, Triton's library functions are ``"interpreted"`` (restoring twins)
+    or ``"compiled"`` (JITFunctions, even where ``TRITON_INTERPRET=1`` made them interpreted)."""
+    from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
-    Twin = _twin_class()
+    make = _twin_class() if kind == "interpreted" else JITFunction
     try:  # imported lazily by Triton's argument typing; it must see the real library first
         import triton.experimental.gluon  # noqa: F401
     except ImportError:
@@ -59,16 +64,27 @@ def _interpreted_library():
     try:
         for module in _library_modules():
             for name, obj in list(vars(module).items()):
-                if isinstance(obj, JITFunction):
-                    key = (module.__name__, name)
+                if isinstance(obj, (JITFunction, InterpretedFunction)) and type(obj) is not make:
+                    key = (module.__name__, name, kind)
                     if key not in _twins:
-                        _twins[key] = Twin(obj.fn)
+                        _twins[key] = make(obj.fn)
                     saved.append((module, name, obj))
                     setattr(module, name, _twins[key])
         yield
     finally:
-        for module, name, obj in saved:
+        for module, name, obj in reversed(saved):
             setattr(module, name, obj)
+
+
+@contextmanager
+def compiled_library():
+    """For GPU compiles and launches: a no-op unless ``TRITON_INTERPRET=1`` is set."""
+    import triton
+    if not triton.knobs.runtime.interpret:
+        yield
+        return
+    with _lock, library_as("compiled"):
+        yield
 
 
 def host_interpreter(python_fn):
@@ -85,7 +101,7 @@ def host_interpreter(python_fn):
     interpreted = InterpretedFunction(python_fn)
 
     def call(grid, flat):
-        with _lock, _interpreted_library():
+        with _lock, library_as("interpreted"):
             HostGridExecutor(interpreted.rewrite(), interpreted.arg_names, tuple(grid))(*flat)
 
     return call

@@ -22,6 +22,7 @@ from ...errors import ConfigError, TilecError
 from ...ir import Function
 from ...runtime.cache import atomic_write
 from . import source as src
+from .interpreter import compiled_library
 from .renderer import SIG_TYPE, kernel_symbol, render, tensor_arg_names
 
 # Opt-in shared memory per block (bytes) and registers per SM, from the CUDA Programming
@@ -198,10 +199,11 @@ def compile_offline(fn: Function, options: dict | None, arch: str | int, *, alig
     module, _ = src.load(kernel_symbol(fn), source)
     jit_fn = JITFunction(src.python_function(module, kernel_symbol(fn)))
     try:
-        compiled = triton.compile(ASTSource(jit_fn, sig, constexprs=consts, attrs=attrs),
-                                  target=GPUTarget("cuda", capability, 32),
-                                  options={"num_warps": options["num_warps"], "num_stages": options["num_stages"],
-                                           "enable_fp_fusion": True})
+        with compiled_library():
+            compiled = triton.compile(ASTSource(jit_fn, sig, constexprs=consts, attrs=attrs),
+                                      target=GPUTarget("cuda", capability, 32),
+                                      options={"num_warps": options["num_warps"],
+                                               "num_stages": options["num_stages"], "enable_fp_fusion": True})
     except Exception as e:
         raise TilecError(f"triton could not compile {fn.name} for sm_{capability} "
                          f"({', '.join(f'{k}={v}' for k, v in {**fn.constexprs, **options}.items())}): "

@@ -15,7 +15,7 @@ from ...ir import Function
 from ..base import Backend, Compiled, Option
 from . import source as src
 from .interop import TensorArg, tensor_arg
-from .interpreter import host_interpreter
+from .interpreter import compiled_library, host_interpreter
 from .renderer import kernel_symbol, render
 
 NUM_WARPS = (1, 2, 4, 8, 16)
@@ -71,7 +71,7 @@ class TritonBackend(Backend):
                 if "gpu" not in kernels:
                     from triton.runtime.jit import JITFunction
                     kernels["gpu"] = JITFunction(python_fn)
-                with _on_device(int(device.split(":")[1])):
+                with _on_device(int(device.split(":")[1])), compiled_library():
                     kernels["gpu"][grid](*flat, num_warps=options["num_warps"], num_stages=options["num_stages"],
                                          enable_fp_fusion=True)
             else:
