@@ -30,6 +30,10 @@ class Backend:
     extra = ""                           # the pip extra that installs it
     options: dict[str, Option] = {}
 
+    def accepts(self, device: str) -> bool:
+        """Whether this backend runs arrays living on ``device`` ("cpu", "cuda:0", ...)."""
+        return device.split(":")[0] == self.device
+
     def missing(self) -> str | None:
         """Why this backend cannot run here (with the install hint), or None."""
         return None
