@@ -1,0 +1,110 @@
+"""The CUDA C backend: renders CUDA C from tile IR, compiles it offline (NVRTC/nvcc) for a
+resource report, runs it on a GPU through CuPy when the arrays live there, and on the CPU
+through the g++ emulator when they are host arrays (tests and CI)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import TilecError
+from ...ir import Function
+from ...runtime.arrays import describe, host_view
+from ..base import Backend, Compiled, Option
+from . import emulation, gpu, limits, offline
+from .args import kernel_arguments
+from .offline import CompileReport
+from .renderer import CudaRenderer, kernel_symbol
+from .resources import estimate_resources
+
+EMULATED_ARCH = "sm_80"   # the limits a CPU-emulated launch is held to
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+    device = "cuda"
+    extra = "cuda"
+    options = {
+        "threads": Option(128, (), "threads per block: a power of two from 32 to the arch's limit (1024)"),
+        "mma": Option("simt", ("simt", "wmma"), "tc.dot on CUDA cores (SIMT) or tensor cores via WMMA "
+                                                "(f16/bf16 tiles with 16-multiple extents; others stay SIMT)"),
+    }
+
+    def missing(self) -> str | None:
+        if gpu.missing() is None or emulation.missing() is None:
+            return None
+        return f"the cuda backend needs CuPy with a GPU, or g++ for CPU emulation ({gpu.missing()})"
+
+    # -- text and resources ---------------------------------------------------------------------
+    def render(self, fn: Function, options: dict) -> str:
+        return CudaRenderer(fn, self._full(options)).render()
+
+    def estimate_resources(self, fn: Function, options: dict) -> dict:
+        return estimate_resources(fn, self._full(options))
+
+    def check(self, fn: Function, options: dict, arch: str) -> dict:
+        """The resource estimate, after rejecting configs over the arch's limits (before compiling)."""
+        options = self._full(options)
+        threads = int(options["threads"])
+        lim = limits.limits_for(arch)
+        limits.check(arch, threads, 0, f"kernel {fn.name}")  # thread count first: planning needs it sane
+        est = estimate_resources(fn, options)
+        limits.check(arch, threads, est["shared_bytes"], f"kernel {fn.name}")
+        est["limits"] = lim._asdict()
+        return est
+
+    def compile_offline(self, fn: Function, options: dict, arch: str) -> CompileReport:
+        """Compile for ``arch`` without a GPU; the ptxas report comes back as data."""
+        self.check(fn, options, arch)
+        return offline.compile_source(self.render(fn, options), arch)
+
+    # -- running ----------------------------------------------------------------------------------
+    def compile(self, fn: Function, options: dict) -> Compiled:
+        options = self._full(options)
+        renderer = CudaRenderer(fn, options)
+        source = renderer.render()
+        params = renderer.params
+        symbol = kernel_symbol(fn)
+        threads = int(options["threads"])
+        names = [p.hint for p in fn.params]
+        built: dict[str, Any] = {}
+
+        def run(grid: tuple[int, int, int], args: list[Any]) -> None:
+            on_gpu = [a for a in args if hasattr(a, "shape") and _on_gpu(a)]
+            values = kernel_arguments(params, args, names)
+            if on_gpu:
+                if "gpu" not in built:
+                    self.check(fn, options, _known_arch(gpu.device_arch()))
+                    built["gpu"] = gpu.GpuKernel(source, symbol, threads)
+                torch_args = any(type(a).__module__.startswith("torch") for a in on_gpu)
+                built["gpu"](grid, values, torch_args)
+            else:
+                if "emu" not in built:
+                    self.check(fn, options, EMULATED_ARCH)
+                    built["emu"] = emulation.build(source, symbol, params, threads)
+                built["emu"](grid, values)
+
+        return Compiled(source, run, {"symbol": symbol, "threads": threads})
+
+    def prepare(self, arg: Any, name: str) -> Any:
+        if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
+            return arg
+        if _on_gpu(arg):
+            return arg
+        return host_view(arg, name)
+
+    def _full(self, options: dict) -> dict:
+        return {k: options.get(k, opt.default) for k, opt in self.options.items()}
+
+
+def _on_gpu(x: Any) -> bool:
+    try:
+        return describe(x).device != "cpu"
+    except TilecError:
+        return False
+
+
+def _known_arch(arch: str) -> str:
+    # newer GPUs share these per-block limits; hold them to the newest table entry
+    return arch if arch in limits.ARCHS else limits.ARCHS[-1]
+
+
+BACKEND = CudaBackend()

@@ -1,0 +1,47 @@
+"""Per-architecture limits a config must respect before anything is compiled.
+
+This backend declares shared memory statically (so ptxas reports it and the estimate can be
+checked), and static ``__shared__`` is capped at 48 KiB per block on every architecture; the
+larger opt-in figures need dynamic shared memory, which this backend does not use yet. The
+table is from ``shared/reference/hardware-facts.md`` ([nvidia.common], [nvidia.sm_XX]), which
+cites the CUDA C++ Programming Guide, Compute Capabilities (Table 27, sections 20.7.3/20.8.3).
+When hardware profiles carry these figures, ``limits_for`` is the one place to read them.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ...errors import ConfigError
+
+ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
+STATIC_SMEM_PER_BLOCK = 48 * 1024       # CPG 20.7.3: above 48 KB needs dynamic smem + opt-in
+MAX_THREADS_PER_BLOCK = 1024            # CPG Table 27
+OPTIN_SMEM_PER_BLOCK_KB = {"sm_80": 163, "sm_86": 99, "sm_89": 99, "sm_90": 227}  # CPG, for reference
+_SOURCE = ("CUDA C++ Programming Guide, Compute Capabilities (Table 27; static __shared__ limit 48 KiB per "
+           "block, section 20.7.3), as recorded in shared/reference/hardware-facts.md [nvidia.common]")
+
+
+class Limits(NamedTuple):
+    smem_per_block_bytes: int   # what a block of this backend may declare
+    max_threads: int
+    source: str
+
+
+def limits_for(arch: str) -> Limits:
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown CUDA architecture {arch!r}; tilec targets {', '.join(ARCHS)}")
+    return Limits(STATIC_SMEM_PER_BLOCK, MAX_THREADS_PER_BLOCK,
+                  f"{arch} limits table in tilec/backends/cuda/limits.py, from the {_SOURCE} (dynamic opt-in "
+                  f"shared memory on {arch}, {OPTIN_SMEM_PER_BLOCK_KB[arch]} KiB, is not used by this backend)")
+
+
+def check(arch: str, threads: int, smem_bytes: int, what: str) -> None:
+    """Raise ConfigError naming the limit and where it came from when a config cannot launch."""
+    lim = limits_for(arch)
+    if threads > lim.max_threads:
+        raise ConfigError(f"{what}: threads={threads} exceeds the limit of {lim.max_threads} threads per block "
+                          f"on {arch} (source: {lim.source})")
+    if smem_bytes > lim.smem_per_block_bytes:
+        raise ConfigError(f"{what}: needs {smem_bytes} bytes of shared memory per block, over the limit of "
+                          f"{lim.smem_per_block_bytes} bytes (48 KiB static) on {arch} (source: {lim.source}); "
+                          f"use smaller tiles")
