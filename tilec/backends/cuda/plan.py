@@ -93,6 +93,7 @@ class Plan:
     wmma: set[int] = field(default_factory=set)            # ids of dot results lowered to WMMA
     arena_bytes: int = 0
     registers: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # reg home -> (start, end, words)
+    positions: dict[int, int] = field(default_factory=dict)   # id(op) -> position in program order
 
     def home_of(self, v: Value) -> int:
         return self.home.get(v.id, v.id)
@@ -138,12 +139,14 @@ class _Planner:
         self.def_pos: dict[int, int] = {}        # value id -> defining position
         self.use_pos: dict[int, list[int]] = {}  # home id -> positions reading it
         self.random: set[int] = set()            # home ids read at an element another thread owns
+        self.values: dict[int, Value] = {}
         self.counter = 0
 
     # -- positions ------------------------------------------------------------------------------
     def number(self, block: Block) -> None:
         for op in block.ops:
             self.pos[id(op)] = self.counter
+            self.values.update({r.id: r for r in op.results})
             for r in op.results:
                 self.def_pos[r.id] = self.counter
             self.counter += 1
@@ -171,7 +174,9 @@ class _Planner:
             reader = readers.get(r.id)
             if self.count.get(r.id, 0) != 1 or reader is None:
                 continue
-            if reader.kind == "store":
+            if reader.kind == "for" and op.kind in INDEX_ONLY and r in reader.operands[3:]:
+                pointwise = False  # a constant tile that only initializes a carried value
+            elif reader.kind == "store":
                 pointwise = True
             elif reader.kind in EXPRESSION:
                 k = [v.id for v in reader.operands].index(r.id)
@@ -185,8 +190,15 @@ class _Planner:
     def plan_homes(self, block: Block) -> None:
         for op in block.ops:
             if op.kind == "for":
-                for arg, res in zip(op.blocks[0].args[1:], op.results):
+                body = op.blocks[0]
+                for arg, res, y in zip(body.args[1:], op.results, body.yields):
                     self.plan.home[arg.id] = res.id
+                    # acc = dot(a, b, acc) on tensor cores: accumulate in place in the carried buffer
+                    p = y.producer
+                    if p is not None and p.kind == "dot" and len(p.operands) > 2 and p.operands[2] is arg and \
+                            wmma_applies(p, self.plan.mma) and p in body.ops and \
+                            self.count.get(arg.id) == 1 and self.count.get(y.id) == 1:
+                        self.plan.home[y.id] = res.id
             for child in op.blocks:
                 self.plan_homes(child)
 
@@ -280,13 +292,15 @@ class _Planner:
             for r in op.results:
                 if r.is_tensor or r.id in self.plan.inline:
                     continue
+                h = self.plan.home_of(r)
                 forced = op.kind == "reduce" or r.id in self.plan.wmma
-                if forced or (r.shape != () and r.id in self.random):
-                    homes[r.id] = r
+                if forced or (r.shape != () and h in self.random):
+                    homes[h] = self.values[h]
         self.allocate(homes)
+        self.plan.positions = dict(self.pos)
         for op in self.fn.walk():
             for r in op.results:
-                if r.is_tensor or r.shape == () or r.id in self.plan.inline or r.id in homes:
+                if r.is_tensor or r.shape == () or r.id in self.plan.inline or self.plan.home_of(r) in homes:
                     continue
                 lay = self.plan.layout(r.shape)
                 words = lay.elems * (2 if r.dtype.bits == 64 else 1)

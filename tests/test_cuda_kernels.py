@@ -1,0 +1,111 @@
+"""Kernels (and their NumPy references) that the CUDA backend tests run until ``ops.REGISTRY``
+covers them; together they use every IR op kind. No tests here; a quick self-check of the
+references only."""
+from __future__ import annotations
+
+import numpy as np
+
+import tilec as tc
+from tilec.kernel import cdiv_host
+
+
+@tc.kernel
+def gemm(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
+    pm, pn = tc.program_id(0), tc.program_id(1)
+    acc = tc.zeros((BM, BN), tc.float32)
+    for k in tc.range(0, A.shape[1], BK):
+        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
+    tc.store(C, (pm * BM, pn * BN), acc)
+
+
+def gemm_grid(M, N, cfg):
+    return (cdiv_host(M, cfg["BM"]), cdiv_host(N, cfg["BN"]))
+
+
+@tc.kernel
+def gemv(A, X, Y, BN: tc.constexpr, BK: tc.constexpr):
+    """y = A @ x, one program per BN rows; reduction across the tile's columns."""
+    pn = tc.program_id(0)
+    acc = tc.zeros((BN,), tc.float32)
+    for k in tc.range(0, A.shape[1], BK):
+        a = tc.cast(tc.load(A, (pn * BN, k), (BN, BK)), tc.float32)
+        x = tc.cast(tc.load(X, (k,), (BK,)), tc.float32)
+        acc = acc + tc.sum(a * x[None, :], axis=1)
+    tc.store(Y, (pn * BN,), acc)
+
+
+@tc.kernel
+def mixed(X, Tab, Idx, Y, Z, R, scale, BM: tc.constexpr, BN: tc.constexpr):
+    """Row softmax-like math with where/exp/max/sum, a table gather, a transpose, a branch on a
+    runtime scalar, casts to f16 and int32."""
+    pm = tc.program_id(0)
+    x = tc.load(X, (pm * BM, 0), (BM, BN))
+    m = tc.max(x, axis=1)
+    e = tc.exp(x - m[:, None])
+    e = tc.where(x > 0.5, e, e * 0.5)
+    p = e / tc.sum(e, axis=1, keepdims=True)
+    tab = tc.load(Tab, (0,), (16,))
+    idx = tc.load(Idx, (pm * BM, 0), (BM, BN))
+    out = p + tc.gather(tab[None, :], idx, 1)
+    if scale > 0.0:
+        out = out * scale
+    else:
+        out = out - 1.0
+    tc.store(Y, (pm * BM, 0), tc.cast(out, tc.float16))
+    tc.store(Z, (0, pm * BM), tc.trans(x) * 2.0)
+    tc.store(R, (pm * BM,), tc.cast(tc.min(x, axis=1) * 10.0, tc.int32))
+
+
+def mixed_reference(x, tab, idx, scale, BN):
+    M, N = x.shape
+    xp = np.zeros((M, BN), np.float64)
+    xp[:, :N] = x
+    ip = np.zeros((M, BN), np.int64)
+    ip[:, :N] = idx
+    e = np.exp(xp - xp.max(axis=1, keepdims=True))
+    e = np.where(xp > 0.5, e, e * 0.5)
+    p = e / e.sum(axis=1, keepdims=True)
+    out = p + tab.astype(np.float64)[ip]
+    out = out * scale if scale > 0 else out - 1.0
+    r = np.trunc(xp.min(axis=1) * 10.0).astype(np.int32)
+    return out[:, :N], (x.T * 2.0), r
+
+
+@tc.kernel
+def integers(P, O, S, B: tc.constexpr):
+    """Bit unpacking, Python floor division/modulo on negatives, broadcast + reshape, a
+    scalar load, a loop-carried scalar and an integer reduction to a scalar."""
+    pid = tc.program_id(0)
+    i = tc.arange(B) + pid * B
+    p = tc.load(P, (pid * B,), (B,))
+    lo = p & 15
+    hi = (p >> 4) & 15
+    v = lo * 100 + hi * 10 + (i - 7) // 3 + (i - 7) % 3
+    w = tc.reshape(tc.broadcast_to(v[None, :], (2, B)) * tc.arange(2)[:, None], (2 * B,))
+    tc.store(O, (pid * 2 * B,), w)
+    first = tc.load(P, (0,), (None,))
+    total = first
+    for k in tc.range(0, 3):
+        total = total + tc.sum(lo, axis=0) + k
+    tc.store(S, (pid,), total, (None,))
+
+
+def integers_reference(p, B):
+    n = p.size
+    nprog = cdiv_host(n, B)
+    pp = np.zeros(nprog * B, np.int64)
+    pp[:n] = p
+    i = np.arange(nprog * B)
+    lo, hi = pp & 15, (pp >> 4) & 15
+    v = lo * 100 + hi * 10 + (i - 7) // 3 + (i - 7) % 3
+    o = np.stack([v.reshape(nprog, B) * 0, v.reshape(nprog, B)], axis=1).reshape(-1)
+    s = np.array([p[0] + 3 * lo.reshape(nprog, B)[q].sum() + 3 for q in range(nprog)])
+    return o, s
+
+
+def test_references_are_sane():
+    x = np.array([[0.0, 1.0]], np.float32)
+    y, z, r = mixed_reference(x, np.zeros(16, np.float32), np.zeros((1, 2), np.int32), 1.0, 2)
+    assert np.isclose(y.sum(), 1.0) and z.shape == (2, 1) and r[0] == 0
+    o, s = integers_reference(np.array([0x21], np.int32), 4)
+    assert o[4] == 100 + 20 + (0 - 7) // 3 + (0 - 7) % 3 and s[0] == 0x21 + 3 + 3
