@@ -78,9 +78,9 @@ def test_unknown_option_and_arch_are_named():
 
 @settings(max_examples=60, deadline=None)
 @given(shape=st.lists(st.integers(1, 40), min_size=1, max_size=3).map(tuple),
-       threads=st.sampled_from([32, 64, 128, 256, 1024]))
-def test_every_tile_element_has_exactly_one_owner(shape, threads):
-    lay = layout_for(shape, threads)
+       threads=st.sampled_from([32, 64, 128, 256, 1024]), blocked=st.booleans())
+def test_every_tile_element_has_exactly_one_owner(shape, threads, blocked):
+    lay = layout_for(shape, threads, blocked)
     assert lay.tm * lay.tn == threads
     owners = np.zeros(lay.rows * lay.cols, np.int64)
     for tid in range(threads):

@@ -210,3 +210,16 @@ def test_registry_ops_match_their_references(name):
             out = spec.run(inputs, config=cfg, backend="cuda")
             np.testing.assert_allclose(np.asarray(out, np.float64), spec.reference(inputs), rtol=rtol, atol=atol,
                                        err_msg=f"{name} {dtype} {cfg}")
+
+
+@settings(max_examples=6, deadline=None)
+@given(n=st.integers(1, 16), flip=st.sampled_from([1, -1]), seed=st.integers(0, 2**16))
+def test_loop_carried_and_branch_tiles_in_shared_memory(n, flip, seed):
+    from test_cuda_kernels import carried, carried_reference
+    x = np.random.default_rng(seed).standard_normal((n, n)).astype(np.float32)
+    y = np.zeros((n, n), np.float32)
+    z = np.zeros((n, n), np.float32)
+    carried[(1,)](x, y, z, flip, B=16, backend="cuda", threads=64)
+    ry, rz = carried_reference(x, flip, 16)
+    np.testing.assert_allclose(y, ry, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(z, rz, rtol=1e-5, atol=1e-5)

@@ -109,3 +109,37 @@ def test_references_are_sane():
     assert np.isclose(y.sum(), 1.0) and z.shape == (2, 1) and r[0] == 0
     o, s = integers_reference(np.array([0x21], np.int32), 4)
     assert o[4] == 100 + 20 + (0 - 7) // 3 + (0 - 7) % 3 and s[0] == 0x21 + 3 + 3
+
+
+@tc.kernel
+def carried(X, Y, Z, flip, B: tc.constexpr):
+    """Loop-carried tiles read across threads (so they live in shared memory), a swap of two
+    carried tiles, and branch results read by a transpose."""
+    x = tc.load(X, (0, 0), (B, B))
+    acc = tc.zeros((B, B), tc.float32)
+    for i in tc.range(0, 3):
+        acc = tc.trans(acc) + x
+    if flip > 0:
+        r = tc.trans(acc)
+    else:
+        r = acc * 2.0
+    tc.store(Y, (0, 0), tc.trans(r))
+    p = tc.zeros((B, B), tc.float32) + 1.0
+    q = x
+    for i in tc.range(0, 4):
+        p, q = q, p + q
+    tc.store(Z, (0, 0), p * 10.0 + q)
+
+
+def carried_reference(x, flip, B):
+    n = x.shape[0]
+    xp = np.zeros((B, B), np.float64)
+    xp[:n, :n] = x
+    acc = np.zeros((B, B))
+    for _ in range(3):
+        acc = acc.T + xp
+    r = acc.T if flip > 0 else acc * 2.0
+    p, q = np.ones((B, B)), xp
+    for _ in range(4):
+        p, q = q, p + q
+    return r.T[:n, :n], (p * 10.0 + q)[:n, :n]

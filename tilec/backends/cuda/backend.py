@@ -56,6 +56,20 @@ class CudaBackend(Backend):
         self.check(fn, options, arch)
         return offline.compile_source(self.render(fn, options), arch)
 
+    def show(self, fn: Function, options: dict, arch: str | None = None) -> str:
+        """The source, then the predicted resources and, for ``arch``, what ptxas reports
+        (``tilec show OP --backend cuda --arch sm_XX``)."""
+        est = self.estimate_resources(fn, options)
+        lines = [self.render(fn, options).rstrip(), "",
+                 f"// estimate: shared memory {est['shared_bytes']} bytes, ~{est['registers']} registers/thread, "
+                 f"{est['barriers']} barrier(s), {est['threads']} threads"]
+        if arch is not None:
+            rep = self.compile_offline(fn, options, arch)
+            lines.append(f"// ptxas ({rep.compiler}, {arch}): {rep.registers} registers, {rep.spills_bytes} bytes "
+                         f"spilled, {rep.stack_bytes} bytes stack, {rep.shared_bytes} bytes shared memory, "
+                         f"{rep.barriers} barrier(s)")
+        return "\n".join(lines) + "\n"
+
     # -- running ----------------------------------------------------------------------------------
     def compile(self, fn: Function, options: dict) -> Compiled:
         options = self._full(options)

@@ -56,9 +56,10 @@ class Layout:
         return self.rows % self.tm != 0 or self.cols % self.tn != 0
 
 
-def layout_for(shape: tuple[int, ...], threads: int) -> Layout:
-    """The thread grid for a tile: fewest slots per thread, then the squarest register block
-    (fewest shared-memory reads per FMA in ``dot``), then the widest rows (coalescing)."""
+def layout_for(shape: tuple[int, ...], threads: int, blocked: bool = False) -> Layout:
+    """The thread grid for a tile: fewest slots per thread; then, for ``dot`` outputs
+    (``blocked``), the squarest register block (fewest shared-memory reads per FMA), and for
+    every other tile the widest rows a warp can cover (coalesced global memory access)."""
     rows = 1
     for s in shape[:-1]:
         rows *= s
@@ -67,7 +68,8 @@ def layout_for(shape: tuple[int, ...], threads: int) -> Layout:
     tn = 1
     while tn <= threads:
         lay = Layout(tuple(shape), rows, cols, threads // tn, tn)
-        key = (lay.elems, lay.rm + lay.rn, -min(tn, WARP), -tn)
+        wide = -min(tn, WARP, 1 << max(0, cols - 1).bit_length())
+        key = (lay.elems, lay.rm + lay.rn, wide, -tn) if blocked else (lay.elems, wide, lay.rm + lay.rn, -tn)
         if best_key is None or key < best_key:
             best, best_key = lay, key
         tn *= 2
@@ -94,6 +96,7 @@ class Plan:
     arena_bytes: int = 0
     registers: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # reg home -> (start, end, words)
     positions: dict[int, int] = field(default_factory=dict)   # id(op) -> position in program order
+    blocked: set[tuple[int, ...]] = field(default_factory=set)  # shapes of dot results (register-blocked)
 
     def home_of(self, v: Value) -> int:
         return self.home.get(v.id, v.id)
@@ -102,7 +105,7 @@ class Plan:
         return self.home_of(v) in self.smem
 
     def layout(self, shape: tuple[int, ...]) -> Layout:
-        return layout_for(shape, self.threads)
+        return layout_for(shape, self.threads, shape in self.blocked)
 
 
 def wmma_applies(op: Op, mma: str) -> bool:
@@ -283,6 +286,7 @@ class _Planner:
             self.plan.arena_bytes = max(self.plan.arena_bytes, _align(offset + nbytes))
 
     def run(self) -> Plan:
+        self.plan.blocked = {op.result.shape for op in self.fn.walk() if op.kind == "dot"}
         self.number(self.fn.body)
         self.plan_homes(self.fn.body)
         self.plan_inlining(self.fn.body)

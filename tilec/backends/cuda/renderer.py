@@ -91,7 +91,7 @@ class CudaRenderer:
     # -- output -------------------------------------------------------------------------------
     def emit(self, line: str) -> None:
         self.lines.append("  " * self.depth + line)
-        self.synced = False
+        self.synced = self.synced and line.startswith("//")  # a comment does not end a fenced stretch
 
     def open(self, line: str) -> None:
         self.emit(line)
@@ -155,7 +155,7 @@ class CudaRenderer:
             out.append(f"  const int tx{tn} = threadIdx.x % {tn}, ty{tn} = threadIdx.x / {tn};")
         out.extend(body)
         out.append("}")
-        return "\n".join(out) + "\n"
+        return "\n".join(_drop_unused_constants(out)) + "\n"
 
     def smem_name(self, v: Value) -> str:
         """The arena pointer of a tile's home (scalar reduction results get a one-slot buffer)."""
@@ -573,7 +573,8 @@ class CudaRenderer:
                       f"wmma::mem_row_major);")
         else:
             self.emit(f"wmma::fill_fragment({c}, 0.0f);")
-        self.emit("#pragma unroll")
+        self.emit("// not unrolled: each unrolled step would keep its own fragments live (~2x the registers)")
+        self.emit("#pragma unroll 1")
         self.open(f"for (int {kk} = 0; {kk} < {k}; {kk} += 16) {{")
         self.emit(f"wmma::fragment<wmma::matrix_a, 16, 16, 16, {frag}, wmma::row_major> {fa};")
         self.emit(f"wmma::fragment<wmma::matrix_b, 16, 16, 16, {frag}, wmma::row_major> {fb};")
@@ -616,6 +617,23 @@ class CudaRenderer:
         self.block(op.blocks[1])
         self.copy(list(zip(op.results, op.blocks[1].yields)))
         self.close()
+
+
+_CONST = re.compile(r"^\s*const (?:int|long long) (\w+) = [^;]*;$")
+
+
+def _drop_unused_constants(lines: list[str]) -> list[str]:
+    """Remove ``const int x = ...;`` lines nothing reads (index helpers an op did not need),
+    so the generated source stays readable."""
+    while True:
+        text = "\n".join(lines)
+        counts: dict[str, int] = {}
+        for word in re.findall(r"\b\w+\b", text):
+            counts[word] = counts.get(word, 0) + 1
+        kept = [ln for ln in lines if not ((m := _CONST.match(ln)) and counts.get(m.group(1), 0) == 1)]
+        if len(kept) == len(lines):
+            return lines
+        lines = kept
 
 
 def render(fn: Function, options: dict) -> str:

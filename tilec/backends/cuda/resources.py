@@ -3,10 +3,10 @@
 * shared memory: the arena the renderer declares; exact, since both read the same plan.
 * registers: an estimate, the most over all ops of
   ``BASE + register tiles live there + the op's own working set``:
-  a load keeps a value and a 64-bit address per owned element in flight (3 words each), a store,
-  copy or elementwise op one word per element, a SIMT ``dot`` one column of A and one row of B
-  per thread, a WMMA ``dot`` its accumulator fragment plus the A/B fragments of every unrolled
-  16-deep step. Tiles that are only copied into a loop-carried value are not counted twice
+  a load keeps a value and a 64-bit address per owned element in flight (3 words each), a store
+  an address (2 words), a copy or elementwise op one word per element, a SIMT ``dot`` one column of A and one row of B
+  per thread, a WMMA ``dot`` its accumulator fragment plus one A/B fragment pair (its 16-deep
+  steps run as a loop). Tiles that are only copied into a loop-carried value are not counted twice
   (the compiler coalesces the copy). ``registers_agree`` states the tolerance the tests hold.
 """
 from __future__ import annotations
@@ -40,13 +40,13 @@ def _working_set(op: Op, plan: Plan) -> int:
     if op.kind == "dot":
         a = op.operands[0]
         if op.result.id in plan.wmma:
-            return WMMA_ACC_REGISTERS + WMMA_AB_REGISTERS * (a.shape[1] // 16)
+            return WMMA_ACC_REGISTERS + WMMA_AB_REGISTERS  # the 16-deep steps are not unrolled
         lay = plan.layout(op.result.shape)
         return lay.rm + lay.rn + (lay.elems if op.result.id in plan.smem else 0)
     if op.kind == "load" and op.result.shape:
         return 3 * plan.layout(op.result.shape).elems
     if op.kind == "store" and op.operands[-1].shape:
-        return plan.layout(op.operands[-1].shape).elems
+        return 2 * plan.layout(op.operands[-1].shape).elems
     if op.kind in ("for", "if"):
         shapes = {r.shape for r in op.results if r.shape}
         return sum(plan.layout(s).elems for s in shapes)
