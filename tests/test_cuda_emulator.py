@@ -223,3 +223,18 @@ def test_loop_carried_and_branch_tiles_in_shared_memory(n, flip, seed):
     ry, rz = carried_reference(x, flip, 16)
     np.testing.assert_allclose(y, ry, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(z, rz, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=4, deadline=None)
+@given(n=st.integers(1, 70), seed=st.integers(0, 2**16))
+def test_unary_functions_and_float_binary_ops(n, seed):
+    from test_cuda_kernels import unaries, unaries_reference
+    x = (np.random.default_rng(seed).standard_normal(n) * 2).astype(np.float32)
+    ref = unaries_reference(x.astype(np.float64))
+    y = np.zeros(ref.shape, np.float32)
+    unaries[(cdiv_host(n, 32),)](x, y, B=32, backend="cuda", threads=32)
+    close = np.isclose(y, ref, rtol=1e-5, atol=1e-5)
+    # floor division/modulo right at a multiple of 0.3 may round either way in fp32
+    edge = np.zeros_like(close)
+    edge[18:20] = np.abs((x / 0.3) - np.round(x / 0.3)) < 1e-4
+    assert (close | edge).all(), np.argwhere(~(close | edge))

@@ -80,14 +80,14 @@ def integers(P, O, S, B: tc.constexpr):
     p = tc.load(P, (pid * B,), (B,))
     lo = p & 15
     hi = (p >> 4) & 15
-    v = lo * 100 + hi * 10 + (i - 7) // 3 + (i - 7) % 3
+    v = lo * 100 + hi * 10 + (i - 7) // 3 + (i - 7) % 3 + (~p & 3) * 1000 - tc.abs(p - 100) + tc.maximum(p, 5)
     w = tc.reshape(tc.broadcast_to(v[None, :], (2, B)) * tc.arange(2)[:, None], (2 * B,))
     tc.store(O, (pid * 2 * B,), w)
     first = tc.load(P, (0,), (None,))
     total = first
     for k in tc.range(0, 3):
         total = total + tc.sum(lo, axis=0) + k
-    tc.store(S, (pid,), total, (None,))
+    tc.store(S, (pid,), total + tc.num_programs(0), (None,))
 
 
 def integers_reference(p, B):
@@ -97,9 +97,9 @@ def integers_reference(p, B):
     pp[:n] = p
     i = np.arange(nprog * B)
     lo, hi = pp & 15, (pp >> 4) & 15
-    v = lo * 100 + hi * 10 + (i - 7) // 3 + (i - 7) % 3
+    v = lo * 100 + hi * 10 + (i - 7) // 3 + (i - 7) % 3 + (~pp & 3) * 1000 - np.abs(pp - 100) + np.maximum(pp, 5)
     o = np.stack([v.reshape(nprog, B) * 0, v.reshape(nprog, B)], axis=1).reshape(-1)
-    s = np.array([p[0] + 3 * lo.reshape(nprog, B)[q].sum() + 3 for q in range(nprog)])
+    s = np.array([p[0] + 3 * lo.reshape(nprog, B)[q].sum() + 3 + nprog for q in range(nprog)])
     return o, s
 
 
@@ -108,7 +108,8 @@ def test_references_are_sane():
     y, z, r = mixed_reference(x, np.zeros(16, np.float32), np.zeros((1, 2), np.int32), 1.0, 2)
     assert np.isclose(y.sum(), 1.0) and z.shape == (2, 1) and r[0] == 0
     o, s = integers_reference(np.array([0x21], np.int32), 4)
-    assert o[4] == 100 + 20 + (0 - 7) // 3 + (0 - 7) % 3 and s[0] == 0x21 + 3 + 3
+    assert o[4] == 100 + 20 + (0 - 7) // 3 + (0 - 7) % 3 + (~0x21 & 3) * 1000 - abs(0x21 - 100) + 0x21
+    assert s[0] == 0x21 + 3 + 3 + 1
 
 
 @tc.kernel
@@ -143,3 +144,25 @@ def carried_reference(x, flip, B):
     for _ in range(4):
         p, q = q, p + q
     return r.T[:n, :n], (p * 10.0 + q)[:n, :n]
+
+
+@tc.kernel
+def unaries(X, Y, B: tc.constexpr):
+    """Every float unary function and the float binary ops, one output row each."""
+    pid = tc.program_id(0)
+    x = tc.load(X, (pid * B,), (B,))
+    a = tc.abs(x) + 0.5
+    outs = (tc.exp(x), tc.exp2(x), tc.log(a), tc.log2(a), tc.sqrt(a), tc.rsqrt(a), tc.abs(x), tc.floor(x),
+            tc.ceil(x), tc.sigmoid(x), tc.tanh(x), tc.erf(x), tc.sin(x), tc.cos(x), -x, a ** 1.5,
+            tc.maximum(x, 0.1), tc.minimum(x, 0.1), x // 0.3, x % 0.3, x / a)
+    for r in tc.static_range(len(outs)):
+        tc.store(Y, (r, pid * B), outs[r], (None, B))
+
+
+def unaries_reference(x):
+    import math
+    a = np.abs(x) + 0.5
+    erf = np.vectorize(math.erf)
+    return np.stack([np.exp(x), np.exp2(x), np.log(a), np.log2(a), np.sqrt(a), 1 / np.sqrt(a), np.abs(x),
+                     np.floor(x), np.ceil(x), 1 / (1 + np.exp(-x)), np.tanh(x), erf(x), np.sin(x), np.cos(x), -x,
+                     a ** 1.5, np.maximum(x, 0.1), np.minimum(x, 0.1), x // 0.3, x % 0.3, x / a])

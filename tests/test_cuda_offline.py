@@ -4,6 +4,7 @@ memory equals the IR-level estimate exactly and registers agree within the state
 Skips (with the reason) where neither NVRTC nor nvcc and the CUDA headers are installed."""
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,7 +16,7 @@ from tilec.backends.cuda import offline
 from tilec.backends.cuda.limits import ARCHS
 from tilec.backends.cuda.resources import REGISTER_FACTOR, REGISTER_SLACK, registers_agree
 
-from test_cuda_kernels import gemm, gemv, integers, mixed
+from test_cuda_kernels import carried, gemm, gemv, integers, mixed, unaries
 
 pytestmark = pytest.mark.skipif(offline.available() is not None, reason=str(offline.available()))
 
@@ -64,6 +65,16 @@ CASES = {
         dict(B=64, threads=32, mma="simt"),
         dict(B=512, threads=256, mma="simt"),
         dict(B=1024, threads=1024, mma="simt")]),
+    "unaries": (lambda c: _ir(unaries, [np.zeros(8, f32), np.zeros((21, 8), f32)], c), [
+        dict(B=128, threads=128, mma="simt"),
+        dict(B=32, threads=32, mma="simt"),
+        dict(B=256, threads=64, mma="simt"),
+        dict(B=1024, threads=512, mma="simt")]),
+    "carried": (lambda c: _ir(carried, [np.zeros((8, 8), f32)] * 3 + [1], c), [
+        dict(B=32, threads=128, mma="simt"),
+        dict(B=16, threads=32, mma="simt"),
+        dict(B=64, threads=256, mma="simt"),
+        dict(B=32, threads=1024, mma="simt")]),
 }
 if BF16 is not None:
     CASES["gemm_bf16_wmma"] = (_gemm(BF16), [
@@ -142,3 +153,44 @@ def test_ptxas_report_parsing():
            "ptxas info    : Used 40 registers, used 1 barriers, 8192 bytes smem, 400 bytes cmem[0]\n")
     assert offline.parse_ptxas(log) == {"registers": 40, "spills_bytes": 16, "shared_bytes": 8192, "barriers": 1,
                                         "stack_bytes": 8}
+
+
+# -- every op in the library, once ops.REGISTRY exists -------------------------------------------
+try:
+    import ops as _ops
+    REGISTRY = dict(getattr(_ops, "REGISTRY", {}))
+except ImportError:
+    REGISTRY = {}
+
+
+@pytest.mark.skipif(not REGISTRY, reason="ops.REGISTRY is not part of this build yet")
+@pytest.mark.parametrize("name", sorted(REGISTRY) or ["-"])
+def test_registry_ops_compile_for_every_arch(name):
+    spec = REGISTRY[name]
+    if spec.launch_ir is None:
+        pytest.skip(f"{name} does not expose launch_ir")
+    be = get("cuda")
+    shape = dict(zip(spec.shape_names, (256, 256, 256, 64, 64, 64)))
+    for dtype in spec.dtypes:
+        default = spec.default_config(shape, "cuda")
+        others = []
+        for cfg in spec.space("cuda").configs():
+            if len(others) == 3:
+                break
+            fn = spec.launch_ir(shape, dtype, cfg)[1]
+            try:
+                be.check(fn, {k: v for k, v in cfg.items() if k in be.options}, "sm_80")
+            except tc.ConfigError:
+                continue  # over the limits: rejected before compiling, as it should be
+            if cfg != default:
+                others.append(cfg)
+        assert len(others) == 3, f"{name}: fewer than three feasible configs besides the default"
+        for cfg in [default] + others:
+            fn = spec.launch_ir(shape, dtype, cfg)[1]
+            options = {k: v for k, v in cfg.items() if k in be.options}
+            est = be.estimate_resources(fn, options)
+            for arch in ARCHS:
+                rep = be.compile_offline(fn, options, arch)
+                assert rep.spills_bytes == 0 and rep.stack_bytes == 0, (name, dtype, cfg, arch)
+                assert rep.shared_bytes == est["shared_bytes"], (name, dtype, cfg, arch)
+                assert registers_agree(est["registers"], rep.registers), (name, dtype, cfg, arch, est, rep.registers)
