@@ -238,3 +238,28 @@ def test_unary_functions_and_float_binary_ops(n, seed):
     edge = np.zeros_like(close)
     edge[18:20] = np.abs((x / 0.3) - np.round(x / 0.3)) < 1e-4
     assert (close | edge).all(), np.argwhere(~(close | edge))
+
+
+@settings(max_examples=5, deadline=None)
+@given(n=st.integers(1, 16), m=st.integers(1, 20), seed=st.integers(0, 2**16))
+def test_rank3_tiles_axis0_reductions_and_int_dot(n, m, seed):
+    from test_cuda_kernels import rank3, rank3_reference
+    B, C = 16, 8
+    x = np.random.default_rng(seed).standard_normal((2, n, m)).astype(np.float32)
+    nprog = cdiv_host(m, C)
+    y = np.zeros_like(x)
+    s = np.zeros((nprog * C, C), np.int32)
+    rank3[(nprog,)](x, y, s, B=B, C=C, backend="cuda", threads=64)
+    ry, rs = rank3_reference(x.astype(np.float64), B, C)
+    np.testing.assert_allclose(y, ry, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(s, rs)
+
+
+@settings(max_examples=4, deadline=None)
+@given(M=dims, N=dims, K=dims, seed=st.integers(0, 2**16))
+def test_gemm_int8_accumulates_in_int32(M, N, K, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-8, 8, (M, K)).astype(np.int8)
+    b = rng.integers(-8, 8, (K, N)).astype(np.int8)
+    c = _run_gemm(a, b, dict(GEMM_SIMT[0], mma="wmma"))   # int8 has no WMMA path here: SIMT
+    np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))

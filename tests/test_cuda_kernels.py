@@ -166,3 +166,28 @@ def unaries_reference(x):
     return np.stack([np.exp(x), np.exp2(x), np.log(a), np.log2(a), np.sqrt(a), 1 / np.sqrt(a), np.abs(x),
                      np.floor(x), np.ceil(x), 1 / (1 + np.exp(-x)), np.tanh(x), erf(x), np.sin(x), np.cos(x), -x,
                      a ** 1.5, np.maximum(x, 0.1), np.minimum(x, 0.1), x // 0.3, x % 0.3, x / a])
+
+
+@tc.kernel
+def rank3(X, Y, S, B: tc.constexpr, C: tc.constexpr):
+    """A rank-3 tile: reductions over axes 0 and 1 (keepdims), broadcasting back, int8 dot."""
+    pid = tc.program_id(0)
+    x = tc.load(X, (0, 0, pid * C), (2, B, C))
+    centered = x - tc.max(x, axis=1, keepdims=True)
+    tc.store(Y, (0, 0, pid * C), centered * 2.0)
+    col = tc.sum(x, axis=0)                     # (B, C)
+    q = tc.cast(col > 0.0, tc.int8) + tc.cast(col > 1.0, tc.int8)
+    counts = tc.dot(tc.trans(q), q)             # (C, C) int32
+    tc.store(S, (pid * C, 0), counts, (C, C))
+
+
+def rank3_reference(x, B, C):
+    _, n, m = x.shape
+    nprog = -(-m // C)
+    xp = np.zeros((2, B, nprog * C))
+    xp[:, :n, :m] = x
+    y = (xp - xp.max(axis=1, keepdims=True)) * 2.0
+    col = xp.sum(axis=0)
+    q = (col > 0).astype(np.int64) + (col > 1).astype(np.int64)
+    s = np.concatenate([q[:, p * C:(p + 1) * C].T @ q[:, p * C:(p + 1) * C] for p in range(nprog)], axis=0)
+    return y[:, :n, :m], s

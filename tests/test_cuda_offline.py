@@ -16,7 +16,7 @@ from tilec.backends.cuda import offline
 from tilec.backends.cuda.limits import ARCHS
 from tilec.backends.cuda.resources import REGISTER_FACTOR, REGISTER_SLACK, registers_agree
 
-from test_cuda_kernels import carried, gemm, gemv, integers, mixed, unaries
+from test_cuda_kernels import carried, gemm, gemv, integers, mixed, rank3, unaries
 
 pytestmark = pytest.mark.skipif(offline.available() is not None, reason=str(offline.available()))
 
@@ -75,6 +75,12 @@ CASES = {
         dict(B=16, threads=32, mma="simt"),
         dict(B=64, threads=256, mma="simt"),
         dict(B=32, threads=1024, mma="simt")]),
+    "rank3": (lambda c: _ir(rank3, [np.zeros((2, 8, 8), f32), np.zeros((2, 8, 8), f32), np.zeros((8, 8), np.int32)],
+                            c), [
+        dict(B=16, C=16, threads=128, mma="simt"),
+        dict(B=8, C=8, threads=32, mma="simt"),
+        dict(B=32, C=16, threads=256, mma="simt"),
+        dict(B=16, C=32, threads=64, mma="simt")]),
 }
 if BF16 is not None:
     CASES["gemm_bf16_wmma"] = (_gemm(BF16), [
