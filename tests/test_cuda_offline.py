@@ -200,3 +200,13 @@ def test_registry_ops_compile_for_every_arch(name):
                 assert rep.spills_bytes == 0 and rep.stack_bytes == 0, (name, dtype, cfg, arch)
                 assert rep.shared_bytes == est["shared_bytes"], (name, dtype, cfg, arch)
                 assert registers_agree(est["registers"], rep.registers), (name, dtype, cfg, arch, est, rep.registers)
+
+
+def test_show_prints_source_estimate_and_ptxas_report():
+    be = get("cuda")
+    build, configs = CASES["gemm_f16_wmma"]
+    constexprs, options = _split(configs[0])
+    text = be.show(build(constexprs), options, "sm_89")
+    assert "__global__" in text and "wmma::mma_sync" in text
+    assert "// estimate: shared memory 24576 bytes" in text
+    assert "sm_89): " in text and "0 bytes spilled" in text and "24576 bytes shared memory" in text

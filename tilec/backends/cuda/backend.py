@@ -85,11 +85,13 @@ class CudaBackend(Backend):
             on_gpu = [a for a in args if hasattr(a, "shape") and _on_gpu(a)]
             values = kernel_arguments(params, args, names)
             if on_gpu:
-                if "gpu" not in built:
-                    self.check(fn, options, _known_arch(gpu.device_arch()))
-                    built["gpu"] = gpu.GpuKernel(source, symbol, threads)
+                index = int(describe(on_gpu[0]).device.split(":")[1])
+                key = f"gpu{index}"  # a module is loaded per device
+                if key not in built:
+                    self.check(fn, options, _known_arch(gpu.device_arch(index)))
+                    built[key] = gpu.GpuKernel(source, symbol, threads, index)
                 torch_args = any(type(a).__module__.startswith("torch") for a in on_gpu)
-                built["gpu"](grid, values, torch_args)
+                built[key](grid, values, torch_args)
             else:
                 if "emu" not in built:
                     self.check(fn, options, EMULATED_ARCH)

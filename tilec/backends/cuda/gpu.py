@@ -27,9 +27,9 @@ def missing() -> str | None:
     return None
 
 
-def device_arch() -> str:
+def device_arch(index: int = 0) -> str:
     import cupy
-    return f"sm_{cupy.cuda.Device().compute_capability}"
+    return f"sm_{cupy.cuda.Device(index).compute_capability}"
 
 
 def launch_values(values: Sequence[tuple[str, Any]]) -> tuple:
@@ -41,22 +41,25 @@ def launch_values(values: Sequence[tuple[str, Any]]) -> tuple:
 
 
 class GpuKernel:
-    def __init__(self, source: str, symbol: str, threads: int):
+    def __init__(self, source: str, symbol: str, threads: int, device: int = 0):
         why = missing()
         if why:
             raise TilecError(why)
         import cupy
         options = ("-std=c++17",) + tuple(f"-I{d}" for d in include_dirs())
-        self.module = cupy.RawModule(code=source, options=options)
-        self.kernel = self.module.get_function(symbol)
+        self.device = device
+        with cupy.cuda.Device(device):
+            self.module = cupy.RawModule(code=source, options=options)
+            self.kernel = self.module.get_function(symbol)
         self.threads = threads
 
     def __call__(self, grid: tuple[int, int, int], values: Sequence[tuple[str, Any]], torch_args: bool) -> None:
         import cupy
         args = launch_values(values)
-        if torch_args:  # run on the stream Torch is using, so ordering with Torch ops holds
-            import torch
-            with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+        with cupy.cuda.Device(self.device):
+            if torch_args:  # run on the stream Torch is using, so ordering with Torch ops holds
+                import torch
+                with cupy.cuda.ExternalStream(torch.cuda.current_stream(self.device).cuda_stream):
+                    self.kernel(grid, (self.threads, 1, 1), args)
+            else:
                 self.kernel(grid, (self.threads, 1, 1), args)
-        else:
-            self.kernel(grid, (self.threads, 1, 1), args)
