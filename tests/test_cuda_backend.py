@@ -15,7 +15,6 @@ from tilec.backends.cuda import emulation, gpu, limits, offline
 from tilec.backends.cuda.args import array_facts, kernel_arguments
 from tilec.backends.cuda.plan import layout_for, make_plan
 from tilec.backends.cuda.renderer import CudaRenderer
-from tilec.kernel import cdiv_host
 
 from test_cuda_kernels import gemm, gemv, mixed
 

@@ -4,7 +4,6 @@ memory equals the IR-level estimate exactly and registers agree within the state
 Skips (with the reason) where neither NVRTC nor nvcc and the CUDA headers are installed."""
 from __future__ import annotations
 
-import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -116,7 +115,7 @@ def reports():
 def test_configs_compile_for_every_arch_without_spills(reports, name):
     for i in range(4):
         for arch in ARCHS:
-            rep, est = reports[(name, i, arch)]
+            rep, _est = reports[(name, i, arch)]
             assert rep.arch == arch and rep.ptx.lstrip().startswith("//") and rep.cubin_bytes > 0
             assert rep.spills_bytes == 0, (name, i, arch, rep.log)
             assert rep.stack_bytes == 0, (name, i, arch, rep.log)  # register tiles did not fall to local memory

@@ -5,4 +5,4 @@ from .offline import CompileReport
 from .renderer import render
 from .resources import estimate_resources
 
-__all__ = ["BACKEND", "CudaBackend", "CompileReport", "estimate_resources", "limits_for", "render"]
+__all__ = ["BACKEND", "CompileReport", "CudaBackend", "estimate_resources", "limits_for", "render"]

@@ -3,7 +3,8 @@ extents, strides in elements); scalars pass by value. Works on NumPy, CuPy and T
 without importing CuPy or Torch (attributes only)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

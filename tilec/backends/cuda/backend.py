@@ -24,8 +24,8 @@ class CudaBackend(Backend):
     extra = "cuda"
     options = {
         "threads": Option(128, (), "threads per block: a power of two from 32 to the arch's limit (1024)"),
-        "mma": Option("simt", ("simt", "wmma"), "tc.dot on CUDA cores (SIMT) or tensor cores via WMMA "
-                                                "(f16/bf16 tiles with 16-multiple extents; others stay SIMT)"),
+        "mma": Option("simt", ("simt", "wmma"), ("tc.dot on CUDA cores (SIMT) or tensor cores via WMMA "
+                                                 "(f16/bf16 tiles with 16-multiple extents; others stay SIMT)")),
     }
 
     def missing(self) -> str | None:
@@ -60,9 +60,9 @@ class CudaBackend(Backend):
         """The source, then the predicted resources and, for ``arch``, what ptxas reports
         (``tilec show OP --backend cuda --arch sm_XX``)."""
         est = self.estimate_resources(fn, options)
-        lines = [self.render(fn, options).rstrip(), "",
-                 f"// estimate: shared memory {est['shared_bytes']} bytes, ~{est['registers']} registers/thread, "
-                 f"{est['barriers']} barrier(s), {est['threads']} threads"]
+        summary = (f"// estimate: shared memory {est['shared_bytes']} bytes, ~{est['registers']} registers/thread, "
+                   f"{est['barriers']} barrier(s), {est['threads']} threads")
+        lines = [self.render(fn, options).rstrip(), "", summary]
         if arch is not None:
             rep = self.compile_offline(fn, options, arch)
             lines.append(f"// ptxas ({rep.compiler}, {arch}): {rep.registers} registers, {rep.spills_bytes} bytes "

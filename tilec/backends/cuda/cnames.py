@@ -3,6 +3,7 @@ literals and the conversions between them. 16-bit floats are stored as ``__half`
 ``__nv_bfloat16`` and computed in fp32, as the IR asks."""
 from __future__ import annotations
 
+import math
 import struct
 
 from ...dtypes import DType
@@ -20,7 +21,7 @@ RESERVED = {"auto", "bool", "break", "case", "char", "const", "continue", "defau
             "operator", "private", "public", "protected", "virtual", "friend", "true", "false", "nullptr",
             "threadIdx", "blockIdx", "blockDim", "gridDim", "warpSize", "tc_smem", "wmma", "nvcuda", "e", "lane",
             "warp", "min", "max", "abs", "exp", "log", "sqrt", "pow", "floor", "ceil", "sin", "cos", "tanh", "erf",
-            "asm", "and", "or", "not", "xor", "bitand", "bitor", "compl", "default", "export", "mutable",
+            "asm", "and", "or", "not", "xor", "bitand", "bitor", "compl", "export", "mutable",
             "static_assert", "thread_local", "alignas", "alignof", "decltype", "noexcept", "constexpr"}
 
 
@@ -62,11 +63,11 @@ def literal(value, dtype: DType) -> str:
     if dtype.is_float:
         v = float(value)
         if dtype.name == "float64":
-            if v != v or v in (float("inf"), float("-inf")):
+            if not math.isfinite(v):
                 bits = struct.unpack("<Q", struct.pack("<d", v))[0]
                 return f"__longlong_as_double({bits:#x}LL)"
             return repr(v)
-        if v != v or abs(v) > 3.4028234663852886e38:
+        if math.isnan(v) or abs(v) > 3.4028234663852886e38:
             bits = struct.unpack("<I", struct.pack("<f", v))[0]
             return f"__int_as_float({bits:#x})"
         text = repr(v)

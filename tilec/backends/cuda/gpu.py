@@ -2,7 +2,8 @@
 CUDA tensors (zero-copy: only their data pointers, extents and strides are passed)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ def missing() -> str | None:
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "CuPy sees no CUDA device"
-    except Exception as e:  # CuPy raises its own runtime errors when no driver is present
+    except Exception as e:  # noqa: BLE001 - CuPy raises its own runtime errors when no driver is present
         return f"CuPy sees no CUDA device ({e})"
     return None
 

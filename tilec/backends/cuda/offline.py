@@ -126,11 +126,11 @@ def _compile_nvcc(source: str, arch: str, incs: list[str]) -> tuple[str, bytes, 
         cu.write_text(source)
         base = [nvcc, f"-arch={arch}", "-std=c++17"] + [f"-I{i}" for i in incs]
         done = subprocess.run(base + ["-cubin", "-Xptxas", "-v", "-o", str(Path(d) / "k.cubin"), str(cu)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if done.returncode:
             raise TilecError(f"nvcc could not compile the kernel for {arch}:\n{done.stderr[-4000:]}")
         ptx_done = subprocess.run(base + ["-ptx", "-o", str(Path(d) / "k.ptx"), str(cu)], capture_output=True,
-                                  text=True)
+                                  text=True, check=False)
         ptx = (Path(d) / "k.ptx").read_text() if ptx_done.returncode == 0 else ""
         return ptx, (Path(d) / "k.cubin").read_bytes(), done.stdout + done.stderr
 
@@ -160,7 +160,7 @@ def compile_source(source: str, arch: str, prefer: str = "nvrtc") -> CompileRepo
         tool = f"nvrtc {major.value}.{minor.value}"
     else:
         tool = "nvcc " + subprocess.run([shutil.which("nvcc"), "--version"], capture_output=True,
-                                        text=True).stdout.strip().splitlines()[-1]
+                                        text=True, check=False).stdout.strip().splitlines()[-1]
     digest = hashlib.sha256("\0".join([source, arch, tool, *incs]).encode()).hexdigest()[:24]
     path = cache_dir() / "cuda-ptxas" / f"{arch}_{digest}.json"
     if path.exists():

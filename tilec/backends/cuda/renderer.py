@@ -297,7 +297,7 @@ class CudaRenderer:
                 stride *= s
             return self.operand(op, 0, list(reversed(sidx)), ident)
         if k == "gather":
-            src, index = op.operands
+            src = op.operands[0]
             ax = op.attrs["axis"]
             at = self.operand(op, 1, own, ident)
             sidx = list(own)

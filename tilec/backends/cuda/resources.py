@@ -38,7 +38,6 @@ def _copy_only(fn: Function) -> set[int]:
 def _working_set(op: Op, plan: Plan) -> int:
     """Registers an op needs beyond the tiles that stay live across it."""
     if op.kind == "dot":
-        a = op.operands[0]
         if op.result.id in plan.wmma:
             return WMMA_ACC_REGISTERS + WMMA_AB_REGISTERS  # the 16-deep steps are not unrolled
         lay = plan.layout(op.result.shape)

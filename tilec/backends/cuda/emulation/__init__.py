@@ -16,8 +16,9 @@ import hashlib
 import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ....errors import TilecError
 from ....runtime.cache import Manifest, atomic_write, cache_dir
@@ -28,7 +29,7 @@ _CTYPES = {"int": ctypes.c_int, "long long": ctypes.c_longlong, "float": ctypes.
            "bool": ctypes.c_bool, "signed char": ctypes.c_byte, "unsigned char": ctypes.c_ubyte,
            "short": ctypes.c_short, "unsigned short": ctypes.c_ushort, "unsigned int": ctypes.c_uint}
 _lock = threading.Lock()
-_loaded: dict[str, "EmulatedKernel"] = {}
+_loaded: dict[str, EmulatedKernel] = {}
 
 
 def compiler() -> str | None:
@@ -86,7 +87,7 @@ def _precompiled_header(cxx: str, header: str, version: str) -> Path:
     atomic_write(copy, header)
     tmp = folder / (HEADER.name + ".gch.tmp")
     done = subprocess.run([cxx, *FLAGS, "-x", "c++-header", str(copy), "-o", str(tmp)], capture_output=True,
-                          text=True)
+                          text=True, check=False)
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         return HEADER  # compile without the precompiled header
@@ -101,7 +102,7 @@ def build(source: str, symbol: str, params: Sequence[Param], threads: int) -> Em
     if cxx is None:
         raise TilecError(missing())
     header = HEADER.read_text()
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
     digest = hashlib.sha256("\0".join([source, header, symbol, repr(params), str(threads), version]).encode()
                             ).hexdigest()[:20]
     folder = cache_dir() / "cuda-emu"
@@ -120,7 +121,7 @@ def build(source: str, symbol: str, params: Sequence[Param], threads: int) -> Em
             tmp = folder / f"{stem}.so.tmp"
             cmd = [cxx, *FLAGS, "-shared", "-include", str(_precompiled_header(cxx, header, version)),
                    "-o", str(tmp), str(drv)]
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, check=False)
             if done.returncode != 0:
                 tmp.unlink(missing_ok=True)
                 raise TilecError(f"the CUDA emulator could not compile {cu}:\n{done.stderr[-4000:]}")
