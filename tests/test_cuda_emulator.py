@@ -263,3 +263,25 @@ def test_gemm_int8_accumulates_in_int32(M, N, K, seed):
     b = rng.integers(-8, 8, (K, N)).astype(np.int8)
     c = _run_gemm(a, b, dict(GEMM_SIMT[0], mma="wmma"))   # int8 has no WMMA path here: SIMT
     np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
+
+
+DIVERGENT = r"""
+import sys
+from tilec.backends.cuda import emulation
+from tilec.backends.cuda.renderer import Param
+src = 'extern "C" __global__ void __launch_bounds__(32) k(int* __restrict__ out) { if (threadIdx.x == 0) __syncthreads(); }'
+kern = emulation.build(src, "k", [Param("int* __restrict__ out", "int*", 0, "data")], 32)
+kern((1, 1, 1), [("int*", 0)])
+print("returned")
+"""
+
+
+def test_divergent_barrier_aborts_instead_of_hanging():
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, TILEC_EMU_BARRIER_TIMEOUT="1")  # same cache dir: reuses the precompiled header
+    done = subprocess.run([sys.executable, "-c", DIVERGENT], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode != 0 and "returned" not in done.stdout
+    assert "waited 1 s at a barrier" in done.stderr

@@ -3,7 +3,8 @@
 //
 // Model: one std::thread per CUDA thread of a block; the same threads then run every block of
 // the grid in turn. __shared__ variables become function statics (one copy, seen by all the
-// threads of the block), __syncthreads is a std::barrier over the block, warp shuffles exchange
+// threads of the block), __syncthreads is a barrier over the block (it aborts with a message
+// after $TILEC_EMU_BARRIER_TIMEOUT seconds, 300 by default, rather than hang), warp shuffles exchange
 // through a per-warp slot array fenced by a per-warp barrier. WMMA fragments hold the whole
 // 16x16 tile in every lane (each lane computes the full product; store_matrix_sync writes each
 // element from exactly one lane). __half / __nv_bfloat16 are 16-bit storage structs with
@@ -13,8 +14,11 @@
 #include <math.h>
 
 #include <algorithm>
-#include <barrier>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -32,13 +36,47 @@ struct dim3 {
 };
 
 namespace tilec_emu {
+// A reusable barrier that gives up loudly: threads that diverge at __syncthreads (or a warp
+// collective) would otherwise hang the test run forever.
+class Barrier {
+ public:
+  explicit Barrier(unsigned int n) : n_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(m_);
+    const unsigned long long generation = generation_;
+    if (++count_ == n_) {
+      count_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    if (!cv_.wait_for(lock, std::chrono::seconds(timeout_seconds()), [&] { return generation_ != generation; })) {
+      std::fprintf(stderr, "tilec CUDA emulator: %u of %u threads waited %d s at a barrier; the others never "
+                           "arrived (divergent __syncthreads or warp collective)\n", count_, n_, timeout_seconds());
+      std::abort();
+    }
+  }
+  static int timeout_seconds() {
+    static const int s = [] {
+      const char* env = std::getenv("TILEC_EMU_BARRIER_TIMEOUT");
+      return env ? std::atoi(env) : 300;
+    }();
+    return s;
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  unsigned int n_, count_ = 0;
+  unsigned long long generation_ = 0;
+};
 struct Warp {
-  std::barrier<> bar{32};
+  Barrier bar{32};
   unsigned long long slot[32];
 };
 struct Block {
   explicit Block(unsigned int threads) : bar(threads), warps(new Warp[threads / 32]) {}
-  std::barrier<> bar;
+  Barrier bar;
   std::unique_ptr<Warp[]> warps;
 };
 inline Block* block = nullptr;
