@@ -209,3 +209,17 @@ def test_show_prints_source_estimate_and_ptxas_report():
     assert "__global__" in text and "wmma::mma_sync" in text
     assert "// estimate: shared memory 24576 bytes" in text
     assert "sm_89): " in text and "0 bytes spilled" in text and "24576 bytes shared memory" in text
+
+
+def test_nvcc_fallback_agrees_with_nvrtc(reports):
+    import shutil
+    if shutil.which("nvcc") is None or offline.nvrtc() is None:
+        pytest.skip("needs both nvcc and NVRTC to compare")
+    be = get("cuda")
+    build, configs = CASES["gemm_f32"]
+    constexprs, options = _split(configs[1])
+    rep = offline.compile_source(be.render(build(constexprs), options), "sm_86", prefer="nvcc")
+    assert rep.compiler.startswith("nvcc")
+    want = reports[("gemm_f32", 1, "sm_86")][0]
+    assert (rep.shared_bytes, rep.spills_bytes, rep.barriers) == (want.shared_bytes, 0, want.barriers)
+    assert abs(rep.registers - want.registers) <= 16   # different ptxas builds may allocate a little differently
