@@ -46,7 +46,7 @@ def test_too_much_shared_memory_is_rejected_before_compiling(no_compiler, arch):
     be = get("cuda")
     fn = _gemm_ir(128, 128, 64)   # A and B tiles: 2 x 32 KiB of fp32
     assert be.estimate_resources(fn, {"threads": 256})["shared_bytes"] == 65536
-    with pytest.raises(tc.ConfigError, match=r"65536 bytes of shared memory.*limit of 49152 bytes.*" + arch +
+    with pytest.raises(tc.ConfigError, match=r"65536 bytes of shared memory.*limit of 49152 bytes on " + arch +
                        r".*source: .*hardware-facts"):
         be.compile_offline(fn, {"threads": 256, "mma": "simt"}, arch)
 
@@ -176,3 +176,15 @@ def test_gpu_runner_reports_why_it_cannot_run_here():
     if reason is None:
         pytest.skip("a GPU is present")
     assert "CuPy" in reason
+
+
+def test_limits_can_come_from_a_hardware_profile(no_compiler):
+    from types import SimpleNamespace
+    profile = SimpleNamespace(name="tiny-gpu", max_threads_per_block=256, local_memory_bytes=16384)
+    be = get("cuda")
+    with pytest.raises(tc.ConfigError, match=r"threads=512 exceeds the limit of 256.*hardware profile tiny-gpu"):
+        be.compile_offline(_gemm_ir(32, 32, 16), {"threads": 512}, "sm_80", profile)
+    with pytest.raises(tc.ConfigError, match=r"16384 bytes on sm_86 \(source: hardware profile tiny-gpu"):
+        be.check(_gemm_ir(64, 64, 64), {"threads": 128}, "sm_86", {"name": "tiny-gpu", "max_threads_per_block": 256,
+                                                                   "local_memory_bytes": 16384})
+    assert be.check(_gemm_ir(32, 32, 16), {"threads": 64}, "sm_86", profile)["shared_bytes"] == 4096

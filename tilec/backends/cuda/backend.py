@@ -40,20 +40,21 @@ class CudaBackend(Backend):
     def estimate_resources(self, fn: Function, options: dict) -> dict:
         return estimate_resources(fn, self._full(options))
 
-    def check(self, fn: Function, options: dict, arch: str) -> dict:
-        """The resource estimate, after rejecting configs over the arch's limits (before compiling)."""
+    def check(self, fn: Function, options: dict, arch: str, profile: Any = None) -> dict:
+        """The resource estimate, after rejecting configs over the limits of ``arch`` (or of a
+        hardware profile) before anything is compiled."""
         options = self._full(options)
         threads = int(options["threads"])
-        lim = limits.limits_for(arch)
-        limits.check(arch, threads, 0, f"kernel {fn.name}")  # thread count first: planning needs it sane
+        lim = limits.limits_for(arch, profile)
+        limits.check(arch, threads, 0, f"kernel {fn.name}", profile)  # threads first: planning needs them sane
         est = estimate_resources(fn, options)
-        limits.check(arch, threads, est["shared_bytes"], f"kernel {fn.name}")
+        limits.check(arch, threads, est["shared_bytes"], f"kernel {fn.name}", profile)
         est["limits"] = lim._asdict()
         return est
 
-    def compile_offline(self, fn: Function, options: dict, arch: str) -> CompileReport:
+    def compile_offline(self, fn: Function, options: dict, arch: str, profile: Any = None) -> CompileReport:
         """Compile for ``arch`` without a GPU; the ptxas report comes back as data."""
-        self.check(fn, options, arch)
+        self.check(fn, options, arch, profile)
         return offline.compile_source(self.render(fn, options), arch)
 
     def show(self, fn: Function, options: dict, arch: str | None = None) -> str:

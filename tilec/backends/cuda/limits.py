@@ -9,7 +9,7 @@ When hardware profiles carry these figures, ``limits_for`` is the one place to r
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ...errors import ConfigError
 
@@ -27,21 +27,33 @@ class Limits(NamedTuple):
     source: str
 
 
-def limits_for(arch: str) -> Limits:
+def _field(profile: Any, name: str) -> Any:
+    return profile.get(name) if isinstance(profile, dict) else getattr(profile, name, None)
+
+
+def limits_for(arch: str, profile: Any = None) -> Limits:
+    """Per-block limits for ``arch``; from a hardware profile when one is given (its
+    ``max_threads_per_block`` and ``local_memory_bytes``), capped at the static 48 KiB."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown CUDA architecture {arch!r}; tilec targets {', '.join(ARCHS)}")
+    if profile is not None:
+        threads, smem = _field(profile, "max_threads_per_block"), _field(profile, "local_memory_bytes")
+        name = _field(profile, "name") or "(unnamed)"
+        if threads is not None and smem is not None:
+            return Limits(min(int(smem), STATIC_SMEM_PER_BLOCK), int(threads),
+                          f"hardware profile {name} (max_threads_per_block={threads}, local_memory_bytes={smem}; "
+                          f"this backend's static __shared__ is capped at 48 KiB, CUDA C++ Programming Guide 20.7.3)")
     return Limits(STATIC_SMEM_PER_BLOCK, MAX_THREADS_PER_BLOCK,
                   f"{arch} limits table in tilec/backends/cuda/limits.py, from the {_SOURCE} (dynamic opt-in "
                   f"shared memory on {arch}, {OPTIN_SMEM_PER_BLOCK_KB[arch]} KiB, is not used by this backend)")
 
 
-def check(arch: str, threads: int, smem_bytes: int, what: str) -> None:
+def check(arch: str, threads: int, smem_bytes: int, what: str, profile: Any = None) -> None:
     """Raise ConfigError naming the limit and where it came from when a config cannot launch."""
-    lim = limits_for(arch)
+    lim = limits_for(arch, profile)
     if threads > lim.max_threads:
         raise ConfigError(f"{what}: threads={threads} exceeds the limit of {lim.max_threads} threads per block "
                           f"on {arch} (source: {lim.source})")
     if smem_bytes > lim.smem_per_block_bytes:
         raise ConfigError(f"{what}: needs {smem_bytes} bytes of shared memory per block, over the limit of "
-                          f"{lim.smem_per_block_bytes} bytes (48 KiB static) on {arch} (source: {lim.source}); "
-                          f"use smaller tiles")
+                          f"{lim.smem_per_block_bytes} bytes on {arch} (source: {lim.source}); use smaller tiles")
