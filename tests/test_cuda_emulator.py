@@ -285,3 +285,22 @@ def test_divergent_barrier_aborts_instead_of_hanging():
                           check=False)
     assert done.returncode != 0 and "returned" not in done.stdout
     assert "waited 1 s at a barrier" in done.stderr
+
+
+@settings(max_examples=5, deadline=None)
+@given(n=st.integers(1, 50), seed=st.integers(0, 2**16))
+def test_edge_cases_padding_loops_and_dtypes(n, seed):
+    from test_cuda_kernels import edges, edges_reference
+    rng = np.random.default_rng(seed)
+    B = 16
+    x = (rng.standard_normal(n) - 0.5).astype(np.float32)
+    u = rng.integers(0, 256, n).astype(np.uint8)
+    nprog = cdiv_host(n, B)
+    lo = np.zeros(n, np.int64)
+    bo = np.zeros(n, np.bool_)
+    y = np.zeros((nprog, B), np.float32)
+    edges[(nprog,)](x, u, lo, bo, y, B=B, backend="cuda", threads=32)
+    rl, rb, ry = edges_reference(x.astype(np.float64), u, B)
+    np.testing.assert_array_equal(lo, rl)
+    np.testing.assert_array_equal(bo, rb)
+    np.testing.assert_allclose(y, ry, rtol=1e-6)

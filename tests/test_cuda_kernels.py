@@ -191,3 +191,37 @@ def rank3_reference(x, B, C):
     q = (col > 0).astype(np.int64) + (col > 1).astype(np.int64)
     s = np.concatenate([q[:, p * C:(p + 1) * C].T @ q[:, p * C:(p + 1) * C] for p in range(nprog)], axis=0)
     return y[:, :n, :m], s
+
+
+@tc.kernel
+def edges(X, U, L, Bo, Y, B: tc.constexpr):
+    """Negative-step loops, -inf padding, a float carried scalar and scalar branch results,
+    uint8 shifts, int64 and bool tensors, a broadcast store."""
+    pid = tc.program_id(0)
+    x = tc.load(X, (pid * B,), (B,), padding=float("-inf"))
+    best = tc.max(x, axis=0)
+    s = 0.0
+    for k in tc.range(6, 0, -2):
+        s = s + k * 0.5
+    if best > 0.0:
+        t = best + s
+    else:
+        t = best - s
+    u = tc.load(U, (pid * B,), (B,))
+    nib = (u >> 4) ^ (u & 15)
+    tc.store(L, (pid * B,), tc.cast(nib, tc.int64) * 1000000007)
+    tc.store(Bo, (pid * B,), tc.where(x > 0.0, x < 1.0, False))
+    tc.store(Y, (pid, 0), tc.full((B,), t, tc.float32), (None, B))
+
+
+def edges_reference(x, u, B):
+    n = x.size
+    nprog = -(-n // B)
+    xp = np.full(nprog * B, -np.inf)
+    xp[:n] = x
+    best = xp.reshape(nprog, B).max(axis=1)
+    s = (6 + 4 + 2) * 0.5
+    t = np.where(best > 0, best + s, best - s)
+    nib = ((u >> 4) ^ (u & 15)).astype(np.int64) * 1000000007
+    bo = (x > 0) & (x < 1)
+    return nib, bo, np.repeat(t[:, None], B, axis=1)
