@@ -188,3 +188,12 @@ def test_limits_can_come_from_a_hardware_profile(no_compiler):
         be.check(_gemm_ir(64, 64, 64), {"threads": 128}, "sm_86", {"name": "tiny-gpu", "max_threads_per_block": 256,
                                                                    "local_memory_bytes": 16384})
     assert be.check(_gemm_ir(32, 32, 16), {"threads": 64}, "sm_86", profile)["shared_bytes"] == 4096
+
+
+def test_register_estimate_respects_the_launch_bounds_cap():
+    be = get("cuda")
+    fn = _gemm_ir(128, 128, 8)
+    small = be.estimate_resources(fn, {"threads": 256})
+    huge = be.estimate_resources(fn, {"threads": 1024})
+    assert huge["register_cap"] == 64 and huge["registers"] <= 64
+    assert small["register_cap"] == 255 and not small["may_spill"]

@@ -15,6 +15,8 @@ from ...ir import Function, Op, uses
 from .plan import Plan, make_plan
 
 BASE_REGISTERS = 24
+REGISTER_FILE = 65536             # 32-bit registers per SM and per block (CPG Table 27)
+MAX_REGISTERS_PER_THREAD = 255
 REGISTER_FACTOR = 2.0     # ptxas within [estimate / 2, estimate * 2] ...
 REGISTER_SLACK = 24       # ... or within 24 registers of it
 WMMA_ACC_REGISTERS = 8    # 16x16 fp32 accumulator over 32 lanes
@@ -70,8 +72,13 @@ def estimate_resources(fn: Function, options: dict) -> dict:
             continue
         peak = max(peak, live_at.get(pos, 0) + _working_set(op, plan))
         peak_live = max(peak_live, live_at.get(pos, 0))
+    # __launch_bounds__(threads) makes ptxas fit the whole block in the 64K-register file
+    cap = min(MAX_REGISTERS_PER_THREAD, (REGISTER_FILE // plan.threads) // 8 * 8)
+    wanted = BASE_REGISTERS + peak
     return {"shared_bytes": plan.arena_bytes,
-            "registers": min(255, BASE_REGISTERS + peak),
+            "registers": min(cap, wanted),
+            "register_cap": cap,
+            "may_spill": wanted > cap,
             "register_tiles_words": peak_live,
             "barriers": 1 if plan.smem else 0,
             "threads": plan.threads,
