@@ -304,3 +304,20 @@ def test_edge_cases_padding_loops_and_dtypes(n, seed):
     np.testing.assert_array_equal(lo, rl)
     np.testing.assert_array_equal(bo, rb)
     np.testing.assert_allclose(y, ry, rtol=1e-6)
+
+
+@settings(max_examples=6, deadline=None)
+@given(m=st.integers(1, 32), n=st.integers(1, 32), k=st.integers(1, 32), dtype=st.sampled_from(SIXTEEN + [np.float32]),
+       mma=st.sampled_from(["simt", "wmma"]), seed=st.integers(0, 2**16))
+def test_dot_with_shared_accumulator_and_result(m, n, k, dtype, mma, seed):
+    from test_cuda_kernels import dots, dots_reference
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    y = np.zeros(n, np.float32)
+    z = np.zeros((n, m), np.float32)
+    dots[(1,)](a, b, c0, y, z, BM=32, BN=32, BK=32, backend="cuda", threads=64, mma=mma)
+    ry, rz = dots_reference(a.astype(np.float64), b.astype(np.float64), c0, 32, 32, 32)
+    np.testing.assert_allclose(y, ry[:n], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(z, rz[:n, :m], rtol=1e-4, atol=1e-4)

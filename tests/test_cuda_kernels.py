@@ -225,3 +225,25 @@ def edges_reference(x, u, B):
     nib = ((u >> 4) ^ (u & 15)).astype(np.int64) * 1000000007
     bo = (x > 0) & (x < 1)
     return nib, bo, np.repeat(t[:, None], B, axis=1)
+
+
+@tc.kernel
+def dots(A, B, C0, Y, Z, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
+    """A dot whose accumulator and result are both read across threads (shared memory)."""
+    a = tc.load(A, (0, 0), (BM, BK))
+    b = tc.load(B, (0, 0), (BK, BN))
+    c0 = tc.load(C0, (0, 0), (BM, BN))
+    d = tc.dot(a, b, c0)
+    tc.store(Y, (0,), tc.sum(d, axis=0) + tc.sum(c0, axis=0))
+    tc.store(Z, (0, 0), tc.trans(d))
+
+
+def dots_reference(a, b, c0, BM, BN, BK):
+    ap = np.zeros((BM, BK))
+    ap[:a.shape[0], :a.shape[1]] = a
+    bp = np.zeros((BK, BN))
+    bp[:b.shape[0], :b.shape[1]] = b
+    cp = np.zeros((BM, BN))
+    cp[:c0.shape[0], :c0.shape[1]] = c0
+    d = ap @ bp + cp
+    return d.sum(axis=0) + cp.sum(axis=0), d.T
