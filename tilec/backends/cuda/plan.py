@@ -271,11 +271,7 @@ class _Planner:
             nbytes = max(1, v.type.numel) * v.dtype.itemsize
             start, end = self.live_range(h)
             offset = 0
-            for off, size, s, e in sorted(placed):
-                if s <= end and start <= e and off < offset + nbytes and offset < off + size:
-                    offset = _align(off + size)
-            # a later conflict may sit below the bumped offset: repeat until stable
-            moved = True
+            moved = True  # first fit: bump past every buffer live at the same time, until none overlaps
             while moved:
                 moved = False
                 for off, size, s, e in placed:
