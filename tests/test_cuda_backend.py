@@ -44,11 +44,21 @@ def test_too_many_threads_is_rejected_before_compiling(no_compiler, arch):
 @pytest.mark.parametrize("arch", limits.ARCHS)
 def test_too_much_shared_memory_is_rejected_before_compiling(no_compiler, arch):
     be = get("cuda")
-    fn = _gemm_ir(128, 128, 64)   # A and B tiles: 2 x 32 KiB of fp32
-    assert be.estimate_resources(fn, {"threads": 256})["shared_bytes"] == 65536
-    with pytest.raises(tc.ConfigError, match=r"65536 bytes of shared memory.*limit of 49152 bytes on " + arch +
-                       r".*source: .*hardware-facts"):
+    fn = _gemm_ir(256, 256, 128)   # A and B tiles: 2 x 128 KiB of fp32, over every arch's opt-in limit
+    assert be.estimate_resources(fn, {"threads": 256})["shared_bytes"] == 262144
+    with pytest.raises(tc.ConfigError, match=r"262144 bytes of shared memory.*limit of \d+ bytes on " + arch +
+                       r".*source: .*max_smem_per_block_kb.*Programming Guide"):
         be.compile_offline(fn, {"threads": 256, "mma": "simt"}, arch)
+
+
+def test_shared_memory_limit_depends_on_the_arch(no_compiler):
+    be = get("cuda")
+    fn = _gemm_ir(256, 256, 64)    # 128 KiB: fits sm_80 (163 KiB) and sm_90 (227 KiB), not sm_86/sm_89 (99 KiB)
+    for arch in ("sm_80", "sm_90"):
+        assert be.check(fn, {"threads": 256}, arch)["dynamic_shared"]
+    for arch in ("sm_86", "sm_89"):
+        with pytest.raises(tc.ConfigError, match=r"131072 bytes .* limit of 101376 bytes on " + arch):
+            be.check(fn, {"threads": 256}, arch)
 
 
 def test_launch_is_rejected_before_the_emulator_compiles(no_compiler):
@@ -70,9 +80,9 @@ def test_unknown_option_and_arch_are_named():
     with pytest.raises(tc.ConfigError, match="sm_75"):
         limits.limits_for("sm_75")
     lim = limits.limits_for("sm_90")
-    assert lim.smem_per_block_bytes == 48 * 1024 and lim.max_threads == 1024 and "227 KiB" in lim.source
+    assert lim.smem_per_block_bytes == 227 * 1024 and lim.max_threads == 1024 and "max_smem_per_block_kb" in lim.source
     smem, threads, source = lim
-    assert (smem, threads) == (49152, 1024) and source
+    assert (smem, threads) == (232448, 1024) and source
 
 
 @settings(max_examples=60, deadline=None)

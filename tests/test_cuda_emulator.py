@@ -321,3 +321,13 @@ def test_dot_with_shared_accumulator_and_result(m, n, k, dtype, mma, seed):
     ry, rz = dots_reference(a.astype(np.float64), b.astype(np.float64), c0, 32, 32, 32)
     np.testing.assert_allclose(y, ry[:n], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(z, rz[:n, :m], rtol=1e-4, atol=1e-4)
+
+
+def test_dynamic_shared_memory_arena_runs_in_the_emulator():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((70, 90)).astype(np.float32)
+    b = rng.standard_normal((90, 33)).astype(np.float32)
+    cfg = dict(BM=128, BN=128, BK=64, threads=128, mma="simt")   # 2 x 32 KiB arena: dynamic
+    est = get("cuda").estimate_resources(gemm.ir(gemm.arg_types([a, b, a]), dict(BM=128, BN=128, BK=64)), cfg)
+    assert est["dynamic_shared"] and est["shared_bytes"] == 65536
+    np.testing.assert_allclose(_run_gemm(a, b, cfg), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)

@@ -126,6 +126,7 @@ def test_resource_estimate_matches_ptxas(reports, name):
     for i in range(4):
         for arch in ARCHS:
             rep, est = reports[(name, i, arch)]
+            assert not est["dynamic_shared"]
             assert rep.shared_bytes == est["shared_bytes"], (name, i, arch)
             assert rep.barriers == est["barriers"], (name, i, arch)
             assert registers_agree(est["registers"], rep.registers), \
@@ -223,3 +224,14 @@ def test_nvcc_fallback_agrees_with_nvrtc(reports):
     want = reports[("gemm_f32", 1, "sm_86")][0]
     assert (rep.shared_bytes, rep.spills_bytes, rep.barriers) == (want.shared_bytes, 0, want.barriers)
     assert abs(rep.registers - want.registers) <= 16   # different ptxas builds may allocate a little differently
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_arena_over_48k_is_dynamic_shared_memory(arch):
+    be = get("cuda")
+    fn = CASES["gemm_f32"][0](dict(BM=128, BN=128, BK=64))   # 64 KiB of A and B tiles
+    options = {"threads": 256, "mma": "simt"}
+    src = be.render(fn, options)
+    assert "TILEC_DYNAMIC_SHARED(tc_smem, 65536)" in src
+    rep = be.compile_offline(fn, options, arch)
+    assert rep.shared_bytes == 0 and rep.dynamic_shared_bytes == 65536 and rep.spills_bytes == 0

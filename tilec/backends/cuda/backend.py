@@ -3,6 +3,7 @@ resource report, runs it on a GPU through CuPy when the arrays live there, and o
 through the g++ emulator when they are host arrays (tests and CI)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ...errors import TilecError
@@ -54,8 +55,11 @@ class CudaBackend(Backend):
 
     def compile_offline(self, fn: Function, options: dict, arch: str, profile: Any = None) -> CompileReport:
         """Compile for ``arch`` without a GPU; the ptxas report comes back as data."""
-        self.check(fn, options, arch, profile)
-        return offline.compile_source(self.render(fn, options), arch)
+        est = self.check(fn, options, arch, profile)
+        report = offline.compile_source(self.render(fn, options), arch)
+        if est["dynamic_shared"]:
+            report = dataclasses.replace(report, dynamic_shared_bytes=est["shared_bytes"])
+        return report
 
     def show(self, fn: Function, options: dict, arch: str | None = None) -> str:
         """The source, then the predicted resources and, for ``arch``, what ptxas reports
@@ -67,8 +71,8 @@ class CudaBackend(Backend):
         if arch is not None:
             rep = self.compile_offline(fn, options, arch)
             lines.append(f"// ptxas ({rep.compiler}, {arch}): {rep.registers} registers, {rep.spills_bytes} bytes "
-                         f"spilled, {rep.stack_bytes} bytes stack, {rep.shared_bytes} bytes shared memory, "
-                         f"{rep.barriers} barrier(s)")
+                         f"spilled, {rep.stack_bytes} bytes stack, {rep.shared_bytes} bytes shared memory "
+                         f"(+{rep.dynamic_shared_bytes} dynamic), {rep.barriers} barrier(s)")
         return "\n".join(lines) + "\n"
 
     # -- running ----------------------------------------------------------------------------------
@@ -89,8 +93,9 @@ class CudaBackend(Backend):
                 index = int(describe(on_gpu[0]).device.split(":")[1])
                 key = f"gpu{index}"  # a module is loaded per device
                 if key not in built:
-                    self.check(fn, options, _known_arch(gpu.device_arch(index)))
-                    built[key] = gpu.GpuKernel(source, symbol, threads, index)
+                    est = self.check(fn, options, _known_arch(gpu.device_arch(index)))
+                    dynamic = est["shared_bytes"] if est["dynamic_shared"] else 0
+                    built[key] = gpu.GpuKernel(source, symbol, threads, index, dynamic)
                 torch_args = any(type(a).__module__.startswith("torch") for a in on_gpu)
                 built[key](grid, values, torch_args)
             else:

@@ -42,7 +42,7 @@ def launch_values(values: Sequence[tuple[str, Any]]) -> tuple:
 
 
 class GpuKernel:
-    def __init__(self, source: str, symbol: str, threads: int, device: int = 0):
+    def __init__(self, source: str, symbol: str, threads: int, device: int = 0, dynamic_smem: int = 0):
         why = missing()
         if why:
             raise TilecError(why)
@@ -52,7 +52,10 @@ class GpuKernel:
         with cupy.cuda.Device(device):
             self.module = cupy.RawModule(code=source, options=options)
             self.kernel = self.module.get_function(symbol)
+            if dynamic_smem:  # above 48 KiB a kernel must opt in to its dynamic shared memory
+                self.kernel.max_dynamic_shared_size_bytes = dynamic_smem
         self.threads = threads
+        self.dynamic_smem = dynamic_smem
 
     def __call__(self, grid: tuple[int, int, int], values: Sequence[tuple[str, Any]], torch_args: bool) -> None:
         import cupy
@@ -61,6 +64,6 @@ class GpuKernel:
             if torch_args:  # run on the stream Torch is using, so ordering with Torch ops holds
                 import torch
                 with cupy.cuda.ExternalStream(torch.cuda.current_stream(self.device).cuda_stream):
-                    self.kernel(grid, (self.threads, 1, 1), args)
+                    self.kernel(grid, (self.threads, 1, 1), args, shared_mem=self.dynamic_smem)
             else:
-                self.kernel(grid, (self.threads, 1, 1), args)
+                self.kernel(grid, (self.threads, 1, 1), args, shared_mem=self.dynamic_smem)

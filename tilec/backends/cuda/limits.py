@@ -1,11 +1,11 @@
 """Per-architecture limits a config must respect before anything is compiled.
 
-This backend declares shared memory statically (so ptxas reports it and the estimate can be
-checked), and static ``__shared__`` is capped at 48 KiB per block on every architecture; the
-larger opt-in figures need dynamic shared memory, which this backend does not use yet. The
-table is from ``shared/reference/hardware-facts.md`` ([nvidia.common], [nvidia.sm_XX]), which
-cites the CUDA C++ Programming Guide, Compute Capabilities (Table 27, sections 20.7.3/20.8.3).
-When hardware profiles carry these figures, ``limits_for`` is the one place to read them.
+Up to 48 KiB the shared-memory arena is declared statically (so ptxas reports it and the
+estimate can be checked against it); above that it is dynamic shared memory, which a block
+may use up to the architecture's opt-in limit (163 KiB on sm_80, 99 KiB on sm_86/sm_89,
+227 KiB on sm_90). Figures from ``shared/reference/hardware-facts.md`` ([nvidia.common],
+[nvidia.sm_XX]), which cites the CUDA C++ Programming Guide, Compute Capabilities (Table 27,
+sections 20.7.3/20.8.3). When hardware profiles carry these figures, ``limits_for`` reads them.
 """
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from ...errors import ConfigError
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
 STATIC_SMEM_PER_BLOCK = 48 * 1024       # CPG 20.7.3: above 48 KB needs dynamic smem + opt-in
 MAX_THREADS_PER_BLOCK = 1024            # CPG Table 27
-OPTIN_SMEM_PER_BLOCK_KB = {"sm_80": 163, "sm_86": 99, "sm_89": 99, "sm_90": 227}  # CPG, for reference
-_SOURCE = ("CUDA C++ Programming Guide, Compute Capabilities (Table 27; static __shared__ limit 48 KiB per "
-           "block, section 20.7.3), as recorded in shared/reference/hardware-facts.md [nvidia.common]")
+OPTIN_SMEM_PER_BLOCK_KB = {"sm_80": 163, "sm_86": 99, "sm_89": 99, "sm_90": 227}  # CPG max_smem_per_block_kb
+_SOURCE = ("CUDA C++ Programming Guide, Compute Capabilities (Table 27; sections 20.7.3/20.8.3), as recorded in "
+           "shared/reference/hardware-facts.md")
 
 
 class Limits(NamedTuple):
-    smem_per_block_bytes: int   # what a block of this backend may declare
+    smem_per_block_bytes: int   # shared memory one block may use (dynamic opt-in included)
     max_threads: int
     source: str
 
@@ -33,19 +33,19 @@ def _field(profile: Any, name: str) -> Any:
 
 def limits_for(arch: str, profile: Any = None) -> Limits:
     """Per-block limits for ``arch``; from a hardware profile when one is given (its
-    ``max_threads_per_block`` and ``local_memory_bytes``), capped at the static 48 KiB."""
+    ``max_threads_per_block`` and ``local_memory_bytes``)."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown CUDA architecture {arch!r}; tilec targets {', '.join(ARCHS)}")
     if profile is not None:
         threads, smem = _field(profile, "max_threads_per_block"), _field(profile, "local_memory_bytes")
         name = _field(profile, "name") or "(unnamed)"
         if threads is not None and smem is not None:
-            return Limits(min(int(smem), STATIC_SMEM_PER_BLOCK), int(threads),
-                          f"hardware profile {name} (max_threads_per_block={threads}, local_memory_bytes={smem}; "
-                          f"this backend's static __shared__ is capped at 48 KiB, CUDA C++ Programming Guide 20.7.3)")
-    return Limits(STATIC_SMEM_PER_BLOCK, MAX_THREADS_PER_BLOCK,
-                  f"{arch} limits table in tilec/backends/cuda/limits.py, from the {_SOURCE} (dynamic opt-in "
-                  f"shared memory on {arch}, {OPTIN_SMEM_PER_BLOCK_KB[arch]} KiB, is not used by this backend)")
+            return Limits(int(smem), int(threads),
+                          f"hardware profile {name} (max_threads_per_block={threads}, local_memory_bytes={smem})")
+    kb = OPTIN_SMEM_PER_BLOCK_KB[arch]
+    return Limits(kb * 1024, MAX_THREADS_PER_BLOCK,
+                  f"{arch} limits table in tilec/backends/cuda/limits.py ([nvidia.{arch}] max_smem_per_block_kb = "
+                  f"{kb}, [nvidia.common] max_threads_per_block = {MAX_THREADS_PER_BLOCK}), from the {_SOURCE}")
 
 
 def check(arch: str, threads: int, smem_bytes: int, what: str, profile: Any = None) -> None:

@@ -38,6 +38,7 @@ class CompileReport:
     stack_bytes: int = 0
     compiler: str = ""
     cubin_bytes: int = 0
+    dynamic_shared_bytes: int = 0  # requested at launch (arenas over 48 KiB); ptxas reports static only
 
 
 def include_dirs() -> list[str]:

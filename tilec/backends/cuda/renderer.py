@@ -18,6 +18,7 @@ from ...errors import TilecError
 from ...ir import COMPARE_OPS, Block, Function, Op, Value
 from ..naming import Namer
 from . import cnames as C
+from .limits import STATIC_SMEM_PER_BLOCK
 from .plan import WARP, Plan, make_plan, operand_identity
 
 _SYM = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "and": "&", "or": "|", "xor": "^", "shl": "<<",
@@ -138,13 +139,16 @@ class CudaRenderer:
                "#include <cuda_bf16.h>"]
         if uses_wmma:
             out.append("#include <mma.h>")
+        out.append("#define TILEC_DYNAMIC_SHARED(name, bytes) extern __shared__ __align__(128) unsigned char name[]")
         out.append("#endif")
         if uses_wmma:
             out.append("using namespace nvcuda;")
         out.append(HELPERS)
         sig = ",\n    ".join(p.decl for p in self.params)
         out.append(f'extern "C" __global__ void __launch_bounds__({self.threads}) {kernel_symbol(fn)}(\n    {sig}) {{')
-        if plan.arena_bytes:
+        if plan.arena_bytes > STATIC_SMEM_PER_BLOCK:  # over the static limit: dynamic, sized at launch
+            out.append(f"  TILEC_DYNAMIC_SHARED(tc_smem, {plan.arena_bytes});  // launch with this many bytes")
+        elif plan.arena_bytes:
             out.append(f"  __shared__ __align__(128) unsigned char tc_smem[{plan.arena_bytes}];")
         for h, buf in sorted(plan.smem.items(), key=lambda kv: kv[1].offset):
             v = self.values[h]

@@ -1,6 +1,7 @@
 """What a kernel will ask of the GPU, predicted from the IR and the plan (no compiler run).
 
-* shared memory: the arena the renderer declares; exact, since both read the same plan.
+* shared memory: the arena the renderer declares; exact, since both read the same plan (over
+  48 KiB it is dynamic shared memory: ptxas does not see it, the launch passes this size).
 * registers: an estimate, the most over all ops of
   ``BASE + register tiles live there + the op's own working set``:
   a load keeps a value and a 64-bit address per owned element in flight (3 words each), a store
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 from ...ir import Function, Op, uses
+from .limits import STATIC_SMEM_PER_BLOCK
 from .plan import Plan, make_plan
 
 BASE_REGISTERS = 24
@@ -76,6 +78,7 @@ def estimate_resources(fn: Function, options: dict) -> dict:
     cap = min(MAX_REGISTERS_PER_THREAD, (REGISTER_FILE // plan.threads) // 8 * 8)
     wanted = BASE_REGISTERS + peak
     return {"shared_bytes": plan.arena_bytes,
+            "dynamic_shared": plan.arena_bytes > STATIC_SMEM_PER_BLOCK,
             "registers": min(cap, wanted),
             "register_cap": cap,
             "may_spill": wanted > cap,

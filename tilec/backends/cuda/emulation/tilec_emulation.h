@@ -98,6 +98,8 @@ inline dim3 block_dim;
 #define __restrict__ __restrict
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static
+// dynamic shared memory: the generated source names its size, so a static array stands in
+#define TILEC_DYNAMIC_SHARED(name, bytes) static __attribute__((aligned(128))) unsigned char name[bytes]
 
 inline void __syncthreads() { tilec_emu::block->bar.arrive_and_wait(); }
 inline void __syncwarp(unsigned int = 0xffffffffu) { tilec_emu::block->warps[threadIdx.x / 32].bar.arrive_and_wait(); }
