@@ -129,7 +129,7 @@ def test_render_is_deterministic_and_declares_what_the_estimate_says():
     assert src == be.render(fn, opts)
     est = be.estimate_resources(fn, opts)
     assert f"unsigned char tc_smem[{est['shared_bytes']}]" in src
-    assert "__launch_bounds__(128)" in src and "wmma::mma_sync" in src
+    assert "__launch_bounds__(128, 1)" in src and "wmma::mma_sync" in src
 
 
 def test_array_facts_for_numpy_views_and_bad_strides():

@@ -48,6 +48,11 @@ CASES = {
         dict(BM=32, BN=32, BK=16, threads=64, mma="wmma"),
         dict(BM=64, BN=32, BK=32, threads=128, mma="wmma"),
         dict(BM=32, BN=64, BK=16, threads=256, mma="wmma")]),
+    "gemm_f16_simt": (_gemm(f16), [
+        dict(BM=32, BN=32, BK=16, threads=64, mma="simt"),
+        dict(BM=32, BN=64, BK=32, threads=64, mma="simt"),
+        dict(BM=64, BN=64, BK=32, threads=128, mma="simt"),
+        dict(BM=64, BN=32, BK=16, threads=128, mma="simt")]),
     "gemv_f16": (lambda c: _ir(gemv, [np.zeros((8, 8), f16), np.zeros(8, f16), np.zeros(8, f32)], c), [
         dict(BN=64, BK=64, threads=128, mma="simt"),
         dict(BN=32, BK=128, threads=128, mma="simt"),

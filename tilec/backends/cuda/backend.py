@@ -27,6 +27,8 @@ class CudaBackend(Backend):
         "threads": Option(128, (), "threads per block: a power of two from 32 to the arch's limit (1024)"),
         "mma": Option("simt", ("simt", "wmma"), ("tc.dot on CUDA cores (SIMT) or tensor cores via WMMA "
                                                  "(f16/bf16 tiles with 16-multiple extents; others stay SIMT)")),
+        "min_blocks": Option(1, (1, 2, 3, 4), "blocks per SM that __launch_bounds__ promises: more caps registers "
+                                              "(occupancy) and may make ptxas spill; 1 leaves it free"),
     }
 
     def missing(self) -> str | None:

@@ -72,7 +72,7 @@ def kernel_symbol(fn: Function) -> str:
 class CudaRenderer:
     def __init__(self, fn: Function, options: dict):
         self.fn = fn
-        self.options = {"threads": 128, "mma": "simt", **options}
+        self.options = {"threads": 128, "mma": "simt", "min_blocks": 1, **options}
         self.threads = int(self.options["threads"])
         self.plan: Plan = make_plan(fn, self.threads, self.options["mma"])
         reserved = set(C.RESERVED) | {f"t{a}{2 ** i}" for a in "xy" for i in range(12)}
@@ -145,7 +145,8 @@ class CudaRenderer:
             out.append("using namespace nvcuda;")
         out.append(HELPERS)
         sig = ",\n    ".join(p.decl for p in self.params)
-        out.append(f'extern "C" __global__ void __launch_bounds__({self.threads}) {kernel_symbol(fn)}(\n    {sig}) {{')
+        bounds = f"{self.threads}, {int(self.options['min_blocks'])}"
+        out.append(f'extern "C" __global__ void __launch_bounds__({bounds}) {kernel_symbol(fn)}(\n    {sig}) {{')
         if plan.arena_bytes > STATIC_SMEM_PER_BLOCK:  # over the static limit: dynamic, sized at launch
             out.append(f"  TILEC_DYNAMIC_SHARED(tc_smem, {plan.arena_bytes});  // launch with this many bytes")
         elif plan.arena_bytes:

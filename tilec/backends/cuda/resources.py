@@ -74,8 +74,9 @@ def estimate_resources(fn: Function, options: dict) -> dict:
             continue
         peak = max(peak, live_at.get(pos, 0) + _working_set(op, plan))
         peak_live = max(peak_live, live_at.get(pos, 0))
-    # __launch_bounds__(threads) makes ptxas fit the whole block in the 64K-register file
-    cap = min(MAX_REGISTERS_PER_THREAD, (REGISTER_FILE // plan.threads) // 8 * 8)
+    # __launch_bounds__(threads, min_blocks) makes ptxas fit that many blocks in the 64K-register file
+    per_thread = REGISTER_FILE // (plan.threads * int(options.get("min_blocks", 1)))
+    cap = min(MAX_REGISTERS_PER_THREAD, per_thread // 8 * 8)
     wanted = BASE_REGISTERS + peak
     return {"shared_bytes": plan.arena_bytes,
             "dynamic_shared": plan.arena_bytes > STATIC_SMEM_PER_BLOCK,
