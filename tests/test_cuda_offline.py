@@ -57,7 +57,7 @@ CASES = {
         dict(BN=64, BK=64, threads=128, mma="simt"),
         dict(BN=32, BK=128, threads=128, mma="simt"),
         dict(BN=16, BK=256, threads=256, mma="simt"),
-        dict(BN=128, BK=32, threads=64, mma="simt")]),
+        dict(BN=128, BK=32, threads=128, mma="simt")]),
     "mixed": (lambda c: _ir(mixed, [np.zeros((8, 8), f32), np.zeros(16, f32), np.zeros((8, 8), np.int32),
                                     np.zeros((8, 8), f16), np.zeros((8, 8), f32), np.zeros(8, np.int32), 1.0], c), [
         dict(BM=16, BN=64, threads=128, mma="simt"),
@@ -189,11 +189,8 @@ def test_registry_ops_compile_for_every_arch(name):
             if len(others) == 3:
                 break
             fn = spec.launch_ir(shape, dtype, cfg)[1]
-            try:
-                for arch in ARCHS:
-                    be.check(fn, {k: v for k, v in cfg.items() if k in be.options}, arch)
-            except tc.ConfigError:
-                continue  # over some arch's limits: rejected before compiling, as it should be
+            if any(be.reasons(fn, {k: v for k, v in cfg.items() if k in be.options}, arch) for arch in ARCHS):
+                continue  # over some arch's limits or predicted to spill: the tuner would not try it
             if cfg != default:
                 others.append(cfg)
         assert len(others) == 3, f"{name}: fewer than three feasible configs besides the default"
@@ -243,3 +240,16 @@ def test_arena_over_48k_is_dynamic_shared_memory(arch):
     assert "TILEC_DYNAMIC_SHARED(tc_smem, 65536)" in src
     rep = be.compile_offline(fn, options, arch)
     assert rep.shared_bytes == 0 and rep.dynamic_shared_bytes == 65536 and rep.spills_bytes == 0
+
+
+def test_configs_predicted_to_spill_are_flagged():
+    """Found by a random sweep: 32 threads owning 64x16 fp16 outputs each spill on every arch."""
+    be = get("cuda")
+    fn = CASES["gemm_f16_simt"][0](dict(BM=64, BN=16, BK=32))
+    reasons = be.reasons(fn, {"threads": 32, "mma": "simt"}, "sm_86")
+    assert reasons and "likely to spill" in reasons[0]
+    assert be.reasons(fn, {"threads": 128, "mma": "simt"}, "sm_86") == []
+    for name, (build, configs) in CASES.items():   # the configs the tests compile are not flagged
+        for cfg in configs:
+            constexprs, options = _split(cfg)
+            assert be.reasons(build(constexprs), options, "sm_80") == [], (name, cfg)

@@ -55,6 +55,19 @@ class CudaBackend(Backend):
         est["limits"] = lim._asdict()
         return est
 
+    def reasons(self, fn: Function, options: dict, arch: str, profile: Any = None) -> list[str]:
+        """Why a config should not be tried on ``arch`` (empty when it should): over a hard limit,
+        or so many registers estimated that ptxas would likely spill. For tuner constraints."""
+        try:
+            est = self.check(fn, options, arch, profile)
+        except TilecError as e:
+            return [e.message]
+        if est["may_spill"]:
+            return [f"kernel {fn.name}: ~{est['registers']} registers per thread estimated against a cap of "
+                    f"{est['register_cap']} ({est['threads']} threads, min_blocks={self._full(options)['min_blocks']})"
+                    f" - likely to spill; use more threads or smaller tiles"]
+        return []
+
     def compile_offline(self, fn: Function, options: dict, arch: str, profile: Any = None) -> CompileReport:
         """Compile for ``arch`` without a GPU; the ptxas report comes back as data."""
         est = self.check(fn, options, arch, profile)

@@ -19,6 +19,7 @@ from .plan import Plan, make_plan
 BASE_REGISTERS = 24
 REGISTER_FILE = 65536             # 32-bit registers per SM and per block (CPG Table 27)
 MAX_REGISTERS_PER_THREAD = 255
+SPILL_MARGIN = 0.95               # an estimate this close to the cap is treated as a likely spill
 REGISTER_FACTOR = 2.0     # ptxas within [estimate / 2, estimate * 2] ...
 REGISTER_SLACK = 24       # ... or within 24 registers of it
 WMMA_ACC_REGISTERS = 8    # 16x16 fp32 accumulator over 32 lanes
@@ -82,7 +83,7 @@ def estimate_resources(fn: Function, options: dict) -> dict:
             "dynamic_shared": plan.arena_bytes > STATIC_SMEM_PER_BLOCK,
             "registers": min(cap, wanted),
             "register_cap": cap,
-            "may_spill": wanted > cap,
+            "may_spill": wanted >= SPILL_MARGIN * cap,
             "register_tiles_words": peak_live,
             "barriers": 1 if plan.smem else 0,
             "threads": plan.threads,
