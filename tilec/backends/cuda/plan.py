@@ -12,7 +12,8 @@ generated source declares is, by construction, the number the estimate reports.
   ``reshape``, ``gather`` sources, WMMA accumulators) needs it in shared memory (``smem``).
 * Inlining: a single-use elementwise tile is not stored at all; its expression is evaluated
   inside its reader's loop (``relu(acc + bias)`` fuses into the store).
-* Shared memory is one static arena; buffers whose live ranges do not overlap share bytes.
+* Shared memory is one arena (declared static up to 48 KiB, dynamic above); buffers whose live
+  ranges do not overlap share bytes.
 """
 from __future__ import annotations
 
