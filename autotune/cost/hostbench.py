@@ -1,0 +1,191 @@
+"""Training data from this machine: small DSL kernels for the op families the cost models
+cover (GEMM, GEMV, int8 weight-only GEMV, attention), timed on the Numba backend over a grid
+of shapes and configs. ``python -m autotune.cost.hostbench OUT.jsonl`` writes the records.
+
+The real ops in ``ops/`` will supersede these kernels; the tuner's own records feed the same
+``records.measured_rows`` path. These exist so the learned model has real CPU data today.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import tilec as tc
+
+
+@tc.kernel
+def gemm_kernel(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
+    pm, pn = tc.program_id(0), tc.program_id(1)
+    acc = tc.zeros((BM, BN), tc.float32)
+    for k in tc.range(0, A.shape[1], BK):
+        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
+    tc.store(C, (pm * BM, pn * BN), acc)
+
+
+@tc.kernel
+def gemv_kernel(A, x, y, BM: tc.constexpr, BK: tc.constexpr):
+    pm = tc.program_id(0)
+    acc = tc.zeros((BM,), tc.float32)
+    for k in tc.range(0, A.shape[1], BK):
+        acc = acc + tc.sum(tc.load(A, (pm * BM, k), (BM, BK)) * tc.load(x, (k,), (BK,)), 1)
+    tc.store(y, (pm * BM,), acc)
+
+
+@tc.kernel
+def quant_gemv_kernel(W, s, x, y, BM: tc.constexpr, BK: tc.constexpr):
+    pm = tc.program_id(0)
+    acc = tc.zeros((BM,), tc.float32)
+    for k in tc.range(0, W.shape[1], BK):
+        w = tc.cast(tc.load(W, (pm * BM, k), (BM, BK)), tc.float32)
+        acc = acc + tc.sum(w * tc.load(x, (k,), (BK,)), 1)
+    tc.store(y, (pm * BM,), acc * tc.load(s, (pm * BM,), (BM,)))
+
+
+@tc.kernel
+def attention_kernel(Q, K, V, O, scale, BM: tc.constexpr, BN: tc.constexpr, D: tc.constexpr):
+    pm, h = tc.program_id(0), tc.program_id(1)
+    n = Q.shape[1]
+    q = tc.load(Q, (h, pm * BM, 0), (None, BM, D))
+    m = tc.full((BM,), -1e30, tc.float32)
+    l = tc.zeros((BM,), tc.float32)
+    acc = tc.zeros((BM, D), tc.float32)
+    for j in tc.range(0, n, BN):
+        k = tc.load(K, (h, j, 0), (None, BN, D))
+        s = tc.dot(q, tc.trans(k)) * scale
+        s = tc.where(tc.expand_dims(j + tc.arange(BN) < n, 0), s, -1e30)
+        # alpha is computed from m before m_new exists: Numba's parfor pass may hoist the
+        # allocation of m_new out of the loop so that it aliases the carried m
+        row_max = tc.max(s, 1)
+        alpha = tc.exp(tc.minimum(m - row_max, 0.0))
+        m_new = tc.maximum(m, row_max)
+        p = tc.exp(s - tc.expand_dims(m_new, 1))
+        l = l * alpha + tc.sum(p, 1)
+        acc = acc * tc.expand_dims(alpha, 1) + tc.dot(p, tc.load(V, (h, j, 0), (None, BN, D)))
+        m = m_new
+    tc.store(O, (h, pm * BM, 0), acc / tc.expand_dims(l, 1), (None, BM, D))
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _inputs(op: str, shape: dict, rng):
+    f = np.float32
+    if op == "gemm":
+        a, b = rng.standard_normal((shape["M"], shape["K"])).astype(f), rng.standard_normal((shape["K"], shape["N"])).astype(f)
+        return (a, b, np.zeros((shape["M"], shape["N"]), f)), lambda: a @ b
+    if op == "gemv":
+        a, x = rng.standard_normal((shape["M"], shape["K"])).astype(f), rng.standard_normal(shape["K"]).astype(f)
+        return (a, x, np.zeros(shape["M"], f)), lambda: a @ x
+    if op == "quant_gemv":
+        w = rng.integers(-127, 128, (shape["M"], shape["K"]), dtype=np.int8)
+        s, x = rng.random(shape["M"]).astype(f) / 64, rng.standard_normal(shape["K"]).astype(f)
+        return (w, s, x, np.zeros(shape["M"], f)), lambda: s * (w.astype(f) @ x)
+    if op == "attention":
+        H, N, D = shape["H"], shape["N"], shape["D"]
+        q, k, v = (rng.standard_normal((H, N, D)).astype(f) for _ in range(3))
+        scale = 1.0 / math.sqrt(D)
+
+        def ref():
+            sc = q @ k.transpose(0, 2, 1) * scale
+            p = np.exp(sc - sc.max(-1, keepdims=True))
+            return (p / p.sum(-1, keepdims=True)) @ v
+        return (q, k, v, np.zeros((H, N, D), f), scale), ref
+    raise ValueError(op)
+
+
+def _launch(op: str, shape: dict, config: dict, args):
+    c = {k: v for k, v in config.items()}
+    if op == "gemm":
+        return lambda: gemm_kernel[(_cdiv(shape["M"], c["BM"]), _cdiv(shape["N"], c["BN"]))](*args, **c)
+    if op == "gemv":
+        return lambda: gemv_kernel[(_cdiv(shape["M"], c["BM"]),)](*args, **c)
+    if op == "quant_gemv":
+        return lambda: quant_gemv_kernel[(_cdiv(shape["M"], c["BM"]),)](*args, **c)
+    if op == "attention":
+        return lambda: attention_kernel[(_cdiv(shape["N"], c["BM"]), shape["H"])](*args, D=shape["D"], **c)
+    raise ValueError(op)
+
+
+def measure(op: str, shape: dict, config: dict, repeats: int = 15, budget_s: float = 0.6, seed: int = 0) -> dict:
+    """One record: the fastest of at least ``repeats`` launches after a warm-up, checked
+    against NumPy. The minimum, not the median: on a shared machine other processes only
+    ever add time, so the fastest run is the best estimate of the kernel's own cost."""
+    rng = np.random.default_rng(seed)
+    args, ref = _inputs(op, shape, rng)
+    run = _launch(op, shape, config, args)
+    run()
+    out = args[-2] if op == "attention" else args[-1]
+    want = ref()
+    if not np.allclose(out, want, rtol=2e-3, atol=2e-3 * float(np.abs(want).max() + 1)):
+        raise AssertionError(f"{op} {shape} {config}: wrong result")
+    times = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < repeats or (len(times) < 4 * repeats and time.perf_counter() < deadline):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return {"op": op, "shape": shape, "dtype": "float32", "config": config, "runtime_s": min(times),
+            "median_s": statistics.median(times), "repeats": len(times), "device": "host", "backend": "numba"}
+
+
+# Single-threaded launches (parallel=False) of a few milliseconds each: on a busy shared
+# machine a short single-threaded run is the one that most often gets a core to itself.
+PLAN = {
+    "gemm": ([{"M": 128, "N": 128, "K": 128}, {"M": 256, "N": 256, "K": 256}, {"M": 192, "N": 320, "K": 256},
+              {"M": 300, "N": 200, "K": 250}, {"M": 384, "N": 384, "K": 128}, {"M": 100, "N": 512, "K": 384}],
+             [{"BM": bm, "BN": bn, "BK": bk, "dot": d, "parallel": False} for (bm, bn, bk, d) in
+              [(16, 16, 32, "blas"), (32, 32, 32, "blas"), (64, 64, 64, "blas"), (128, 128, 64, "blas"),
+               (64, 128, 128, "blas"), (128, 64, 256, "blas"), (32, 128, 64, "blas"), (256, 256, 128, "blas"),
+               (16, 64, 16, "loops"), (32, 32, 32, "loops"), (64, 64, 32, "loops"), (16, 128, 64, "loops")]]),
+    "gemv": ([{"M": 1024, "K": 1024}, {"M": 2048, "K": 512}, {"M": 512, "K": 2048}, {"M": 1501, "K": 999},
+              {"M": 4096, "K": 256}],
+             [{"BM": bm, "BK": bk, "parallel": False} for bm, bk in
+              [(4, 256), (16, 64), (16, 512), (32, 128), (64, 64), (64, 1024), (128, 256), (256, 32), (8, 2048),
+               (512, 512)]]),
+    "quant_gemv": ([{"M": 1024, "K": 1024, "wbits": 8}, {"M": 2048, "K": 1024, "wbits": 8},
+                    {"M": 512, "K": 2048, "wbits": 8}, {"M": 1501, "K": 999, "wbits": 8}],
+                   [{"BM": bm, "BK": bk, "parallel": False} for bm, bk in
+                    [(8, 256), (16, 64), (32, 512), (64, 128), (128, 32), (256, 256), (4, 1024), (64, 1024)]]),
+    "attention": ([{"H": 1, "N": 256, "D": 64}, {"H": 2, "N": 128, "D": 64}, {"H": 1, "N": 384, "D": 64},
+                   {"H": 1, "N": 200, "D": 64}],
+                  [{"BM": bm, "BN": bn, "parallel": False} for bm, bn in
+                   [(16, 16), (16, 64), (32, 32), (32, 128), (64, 64), (64, 16), (128, 64), (128, 128), (256, 64)]]),
+}
+
+
+def collect(ops=None, out=sys.stdout, progress=None) -> list[dict]:
+    records = []
+    for op, (shapes, configs) in PLAN.items():
+        if ops and op not in ops:
+            continue
+        for cfg in configs:
+            for shape in shapes:
+                rec = measure(op, shape, cfg)
+                records.append(rec)
+                out.write(json.dumps(rec) + "\n")
+                out.flush()
+                if progress:
+                    progress(rec)
+    return records
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out", help="JSON-lines file to write")
+    ap.add_argument("--ops", nargs="*", help=f"subset of {list(PLAN)}")
+    args = ap.parse_args(argv)
+    with open(args.out, "w") as f:
+        collect(args.ops, f, lambda r: print(r["op"], r["shape"], r["config"], f"{r['runtime_s'] * 1e3:.3f} ms",
+                                            file=sys.stderr, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
