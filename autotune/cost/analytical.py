@@ -182,6 +182,7 @@ def predict(w: Workload, p) -> Prediction:
         "waves": waves, "wave_efficiency": wave_eff, "work_efficiency": w.work_efficiency,
         "tile_fraction_local": w.tile_bytes_local / p.local_memory_bytes,
         "log_tile_bytes": math.log10(max(w.tile_bytes_local, 1)), "inner_iterations": w.inner_iterations,
+        "log_steps": math.log10(programs * max(1, w.inner_iterations)),   # serial loop trips in all
         "threads": occ["threads"], "registers": occ["registers"], "pipeline_stages": w.pipeline_stages,
         "reread_factor": float(w.traffic.get("dram", w.bytes)) / max(w.bytes, 1.0),
         "t_roofline": t_roof, "t_compute": t_compute, "t_model": runtime,
