@@ -209,3 +209,19 @@ def test_gemm_4096_picks_compile_without_spills():
             assert res["stack"] == 0 and res["local"] == 0, (p.name, cfg, res)
             assert res["regs"] <= p.registers_per_thread
             assert res["shared"] <= p.local_memory_bytes, (p.name, cfg, res)
+
+
+def test_space_constraint_prunes_configs_that_do_not_fit():
+    from autotune.cost.feasibility import space_constraint
+    from autotune.space import Param, Space
+    space = Space([Param("BM", (64, 128, 256)), Param("BN", (64, 128, 256)), Param("BK", (32, 128)),
+                   Param("num_warps", (4, 8)), Param("num_stages", (2, 4))], [space_constraint("gemm", "float16")])
+    l4, h100 = hw_profiles.load("l4"), "h100_sxm"
+    fits_l4 = list(space.configs(l4))
+    assert 0 < len(fits_l4) < space.size(None)
+    for cfg in fits_l4:
+        assert feasible(workload_for("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16", cfg), l4) == []
+    assert space.size(hw_profiles.load(h100)) >= len(fits_l4)          # more shared memory on Hopper
+    bad = {"BM": 256, "BN": 256, "BK": 128, "num_warps": 4, "num_stages": 4}
+    assert any("on-chip memory" in r for r in space.reasons(bad, l4))
+    assert predict(workload_for("gemv", {"M": 64, "K": 64}, "float32", {"BM": 16, "BK": 16}), h100).runtime_s > 0

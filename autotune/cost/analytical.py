@@ -125,6 +125,10 @@ def pipeline_time(w: Workload, p, ppc: int, waves: int, flop_rate: float) -> flo
 
 
 def predict(w: Workload, p) -> Prediction:
+    """Runtime, energy, bound and feasibility of ``w`` on profile ``p`` (a Profile or a name)."""
+    if isinstance(p, str):
+        import hw_profiles
+        p = hw_profiles.load(p)
     reasons = feasible(w, p)
     occ = occupancy(w, p)
     ppc = max(1, occ["programs_per_cu"])
@@ -183,12 +187,18 @@ def predict(w: Workload, p) -> Prediction:
         "tile_fraction_local": w.tile_bytes_local / p.local_memory_bytes,
         "log_tile_bytes": math.log10(max(w.tile_bytes_local, 1)), "inner_iterations": w.inner_iterations,
         "log_steps": math.log10(programs * max(1, w.inner_iterations)),   # serial loop trips in all
+        # per-step and tile-copy costs relative to the roofline: what tiles cost beyond the math
+        "step_share": math.log10(programs * max(1, w.inner_iterations) / p.clock_hz / max(t_roof, 1e-12)),
+        "local_traffic_ratio": float(w.traffic.get("local", 0.0)) / max(w.bytes, 1.0),
         "threads": occ["threads"], "registers": occ["registers"], "pipeline_stages": w.pipeline_stages,
         "reread_factor": float(w.traffic.get("dram", w.bytes)) / max(w.bytes, 1.0),
         "t_roofline": t_roof, "t_compute": t_compute, "t_model": runtime,
         "model_over_roofline": runtime / t_roof if t_roof > 0 else 1.0,
         "power_capped": float(capped), "feasible": float(not reasons), "t_pipeline": t_steps,
     }
+    for m in p.memory:
+        if m.scope == "cu":                      # how much of each private on-chip level a tile takes
+            features[f"fit_{m.name}"] = w.tile_bytes_local / m.capacity_bytes
     for name, t in terms.items():
         features[f"t_{name}"] = t
         features[f"share_{name}"] = t / t_max if t_max > 0 else 0.0

@@ -4,7 +4,6 @@ the right order of configs), for a random row split and for hold-outs of whole g
 (a problem shape, a device, or every row with a given value of one parameter)."""
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -140,7 +139,3 @@ def fmt(m: dict) -> str:
     if "spearman_within_shape_mean" in m:
         s += f"  within-shape Spearman mean={m['spearman_within_shape_mean']:.3f} min={m['spearman_within_shape_min']:.3f}"
     return s
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

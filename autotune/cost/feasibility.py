@@ -9,6 +9,9 @@ MIN_DOT_DIM = 16                   # tensor-core tile products need every dim >=
 
 
 def feasible(w: Workload, p) -> list[str]:
+    if isinstance(p, str):
+        import hw_profiles
+        p = hw_profiles.load(p)
     reasons = []
     if p.peak(w.peak_key) is None:
         note = p.notes.get("fpu")
@@ -39,3 +42,23 @@ def feasible(w: Workload, p) -> list[str]:
         if w.dot_shape and p.matrix_unit and w.peak_key in TENSOR_DTYPES and min(w.dot_shape) < MIN_DOT_DIM:
             reasons.append(f"tile product {w.dot_shape} has a dim below {MIN_DOT_DIM}: tensor cores cannot take it")
     return reasons
+
+
+def space_constraint(op: str, dtype: str, shape: dict | None = None):
+    """A constraint for ``autotune.space.Space``: (config, profile) -> the first reason the
+    config cannot run on the profile, or None. Tile resources do not depend on the problem
+    size, so a nominal shape (4096 in every dimension) stands in when none is given."""
+    from .workload import workload_for
+
+    def check(config: dict, profile) -> str | None:
+        if profile is None:
+            return None
+        size = shape or _NOMINAL.get(op, {})
+        reasons = feasible(workload_for(op, size, dtype, config), profile)
+        return reasons[0] if reasons else None
+    check.__name__ = f"fits_{op}_{dtype}"
+    return check
+
+
+_NOMINAL = {"gemm": {"M": 4096, "N": 4096, "K": 4096}, "gemv": {"M": 4096, "K": 4096},
+            "quant_gemv": {"M": 4096, "K": 4096}, "attention": {"N": 4096, "D": 128, "H": 1}}

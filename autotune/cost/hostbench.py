@@ -143,35 +143,44 @@ def measure(op: str, shape: dict, config: dict, repeats: int = 30, budget_s: flo
 # configs span good and poor tiles, as a tuner's space does.
 PLAN = {
     "gemm": ([{"M": 256, "N": 256, "K": 256}, {"M": 384, "N": 256, "K": 320}, {"M": 200, "N": 300, "K": 500},
-              {"M": 512, "N": 128, "K": 384}, {"M": 320, "N": 320, "K": 320}, {"M": 160, "N": 480, "K": 256}],
+              {"M": 512, "N": 128, "K": 384}, {"M": 320, "N": 320, "K": 320}, {"M": 160, "N": 480, "K": 256},
+              {"M": 448, "N": 192, "K": 256}, {"M": 128, "N": 384, "K": 448}, {"M": 250, "N": 250, "K": 400}],
              [{"BM": bm, "BN": bn, "BK": bk, "dot": d, "parallel": False} for (bm, bn, bk, d) in
               [(16, 16, 32, "blas"), (32, 32, 32, "blas"), (64, 64, 64, "blas"), (128, 128, 64, "blas"),
                (64, 128, 128, "blas"), (128, 64, 256, "blas"), (32, 128, 64, "blas"), (256, 256, 128, "blas"),
                (16, 64, 16, "loops"), (32, 32, 32, "loops"), (64, 64, 32, "loops"), (16, 128, 64, "loops")]]),
     "gemv": ([{"M": 1024, "K": 1024}, {"M": 2048, "K": 512}, {"M": 512, "K": 2048}, {"M": 1501, "K": 999},
-              {"M": 4096, "K": 256}],
+              {"M": 4096, "K": 256}, {"M": 768, "K": 1536}, {"M": 3000, "K": 300}, {"M": 1200, "K": 800}],
              [{"BM": bm, "BK": bk, "parallel": False} for bm, bk in
               [(1, 128), (2, 64), (4, 16), (4, 256), (16, 64), (16, 512), (32, 128), (64, 1024), (128, 256),
                (256, 32)]]),
     "quant_gemv": ([{"M": 1024, "K": 1024, "wbits": 8}, {"M": 2048, "K": 1024, "wbits": 8},
-                    {"M": 512, "K": 2048, "wbits": 8}, {"M": 1501, "K": 999, "wbits": 8}],
+                    {"M": 512, "K": 2048, "wbits": 8}, {"M": 1501, "K": 999, "wbits": 8},
+                    {"M": 768, "K": 1536, "wbits": 8}, {"M": 3000, "K": 500, "wbits": 8}],
                    [{"BM": bm, "BK": bk, "parallel": False} for bm, bk in
                     [(1, 256), (4, 32), (8, 256), (16, 64), (32, 512), (64, 128), (128, 32), (64, 1024)]]),
     "attention": ([{"H": 1, "N": 256, "D": 64}, {"H": 2, "N": 128, "D": 64}, {"H": 1, "N": 384, "D": 64},
-                   {"H": 1, "N": 200, "D": 64}],
+                   {"H": 1, "N": 200, "D": 64}, {"H": 1, "N": 320, "D": 64}, {"H": 3, "N": 96, "D": 64},
+                   {"H": 1, "N": 448, "D": 64}, {"H": 2, "N": 160, "D": 64}],
                   [{"BM": bm, "BN": bn, "parallel": False} for bm, bn in
                    [(8, 16), (16, 16), (16, 64), (32, 32), (32, 128), (64, 64), (64, 16), (128, 64), (128, 128),
                     (256, 64)]]),
 }
 
 
-def collect(ops=None, out=sys.stdout, progress=None) -> list[dict]:
+def _key(op: str, shape: dict, config: dict) -> str:
+    return json.dumps([op, shape, config], sort_keys=True)
+
+
+def collect(ops=None, out=sys.stdout, progress=None, skip: set[str] = frozenset()) -> list[dict]:
     records = []
     for op, (shapes, configs) in PLAN.items():
         if ops and op not in ops:
             continue
         for cfg in configs:
             for shape in shapes:
+                if _key(op, shape, cfg) in skip:
+                    continue
                 rec = measure(op, shape, cfg)
                 records.append(rec)
                 out.write(json.dumps(rec) + "\n")
@@ -181,13 +190,40 @@ def collect(ops=None, out=sys.stdout, progress=None) -> list[dict]:
     return records
 
 
+def merge_fastest(*passes: list[dict]) -> list[dict]:
+    """Several collection passes -> one record per (op, shape, config): the fastest, with the
+    spread between passes kept as ``pass_spread`` (max / min), a measure of the noise."""
+    best: dict[str, dict] = {}
+    spread: dict[str, list[float]] = {}
+    for records in passes:
+        for r in records:
+            key = _key(r["op"], r["shape"], r["config"])
+            spread.setdefault(key, []).append(r["runtime_s"])
+            if key not in best or r["runtime_s"] < best[key]["runtime_s"]:
+                best[key] = dict(r)
+    for key, r in best.items():
+        r["pass_spread"] = max(spread[key]) / min(spread[key])
+        r["passes"] = len(spread[key])
+    return list(best.values())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", help="JSON-lines file to write")
     ap.add_argument("--ops", nargs="*", help=f"subset of {list(PLAN)}")
+    ap.add_argument("--skip", nargs="+", default=[], metavar="DONE.jsonl",
+                    help="leave out what these files already measured")
+    ap.add_argument("--merge", nargs="+", metavar="PASS.jsonl",
+                    help="instead of measuring, merge earlier passes into OUT (fastest of each)")
     args = ap.parse_args(argv)
+    if args.merge:
+        passes = [[json.loads(line) for line in open(p) if line.strip()] for p in args.merge]
+        with open(args.out, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in merge_fastest(*passes))
+        return 0
     with open(args.out, "w") as f:
-        collect(args.ops, f, lambda r: print(r["op"], r["shape"], r["config"], f"{r['runtime_s'] * 1e3:.3f} ms",
+        skip = {_key(r["op"], r["shape"], r["config"]) for p in args.skip for r in map(json.loads, open(p)) if r}
+        collect(args.ops, f, skip=skip, progress=lambda r: print(r["op"], r["shape"], r["config"], f"{r['runtime_s'] * 1e3:.3f} ms",
                                             file=sys.stderr, flush=True))
     return 0
 

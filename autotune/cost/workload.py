@@ -113,8 +113,9 @@ def gemv(shape: dict, dtype: str, config: dict) -> Workload:
     gm = cdiv(M, BM)
     return Workload("gemv", {"M": M, "K": K}, dtype, dict(config), flops=2.0 * M * K,
                     bytes=M * K * e + K * e + M * e, grid=(gm,), tile_bytes_local=int((BM * BK + BK) * e),
-                    traffic={"dram": M * K * e + K * e * gm + M * e}, inner_iterations=cdiv(K, BK),
-                    work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK))
+                    traffic={"dram": M * K * e + K * e * gm + M * e,
+                             "local": gm * cdiv(K, BK) * (BM * BK + BK) * e},
+                    inner_iterations=cdiv(K, BK), work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK))
 
 
 def quant_gemv(shape: dict, dtype: str, config: dict) -> Workload:
@@ -128,8 +129,9 @@ def quant_gemv(shape: dict, dtype: str, config: dict) -> Workload:
     return Workload("quant_gemv", dict(shape), dtype, dict(config), flops=2.0 * M * K,
                     bytes=M * K * wb + K * e + 2 * M * e, grid=(gm,),
                     tile_bytes_local=int(BM * BK * (wb + 4) + BK * e), compute_dtype=dtype,
-                    traffic={"dram": M * K * wb + K * e * gm + 2 * M * e}, inner_iterations=cdiv(K, BK),
-                    work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK))
+                    traffic={"dram": M * K * wb + K * e * gm + 2 * M * e,
+                             "local": gm * cdiv(K, BK) * (BM * BK * (wb + 4) + BK * e)},
+                    inner_iterations=cdiv(K, BK), work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK))
 
 
 def attention(shape: dict, dtype: str, config: dict) -> Workload:
@@ -146,7 +148,8 @@ def attention(shape: dict, dtype: str, config: dict) -> Workload:
     return Workload("attention", dict(shape), dtype, dict(config), flops=4.0 * heads * N * Nk * D * frac,
                     bytes=heads * (2 * N * D + 2 * Nk * D) * e, grid=(gm, heads),
                     tile_bytes_local=int((BM * D + 2 * BN * D) * e + (BM * BN + BM * D) * 4),
-                    traffic={"dram": heads * (2 * N * D * e + 2 * Nk * D * e * gm * frac)},
+                    traffic={"dram": heads * (2 * N * D * e + 2 * Nk * D * e * gm * frac),
+                             "local": heads * gm * (2 * BM * D * e + cdiv(Nk, BN) * frac * (2 * BN * D * e + BM * BN * 4))},
                     inner_iterations=max(1, int(cdiv(Nk, BN) * frac)),
                     work_efficiency=(N * Nk) / (gm * BM * cdiv(Nk, BN) * BN), dot_shape=(BM, BN, D))
 
