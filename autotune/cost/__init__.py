@@ -6,8 +6,9 @@
 - ``learned.LearnedModel``: gradient-boosted trees on analytical features + raw config.
 - ``records``: training rows from tuning records, CSV files and Kernel Tuner caches.
 """
+from . import records  # registers the workloads of the record sources' kernels
 from .analytical import Prediction, predict
 from .feasibility import feasible
 from .workload import Workload, register, workload_for
 
-__all__ = ["Prediction", "Workload", "feasible", "predict", "register", "workload_for"]
+__all__ = ["Prediction", "Workload", "feasible", "predict", "records", "register", "workload_for"]

@@ -1,6 +1,10 @@
 """Training data from this machine: small DSL kernels for the op families the cost models
 cover (GEMM, GEMV, int8 weight-only GEMV, attention), timed on the Numba backend over a grid
-of shapes and configs. ``python -m autotune.cost.hostbench OUT.jsonl`` writes the records.
+of shapes and configs.
+
+    python -m autotune.cost.hostbench pass1.jsonl          # measure (a few minutes)
+    python -m autotune.cost.hostbench pass2.jsonl
+    python -m autotune.cost.hostbench out.jsonl --merge pass1.jsonl pass2.jsonl   # fastest of each
 
 The real ops in ``ops/`` will supersede these kernels; the tuner's own records feed the same
 ``records.measured_rows`` path. These exist so the learned model has real CPU data today.
