@@ -210,3 +210,19 @@ def test_energy_against_measured_power_caches():
     assert np.mean(np.abs(errs)) < 0.5
     a100 = [c for c in checks if c.record.device == "a100_pcie_40gb" and c.record.config["nvml_gr_clock"] == 1410]
     assert abs(a100[0].error) < 0.15
+
+
+@needs_shared
+def test_convolution_caches_hold_out_a_device():
+    """Train on the RTX 2080 Ti's convolution configs, rank the TITAN RTX's (same Turing
+    architecture, other clocks and bandwidth): the model transfers the order across devices."""
+    folder = SHARED / "datasets/kerneltuner_convolution_pnpoly_turing_ampere/convolution"
+    import random
+    train = random.Random(0).sample(R.load_kernel_tuner(folder / "RTX_2080_Ti.json.gz"), 1500)
+    test = random.Random(1).sample(R.load_kernel_tuner(folder / "RTX_Titan.json.gz"), 600)
+    w = workload_for("convolution_kernel", test[0].shape, "float32", test[0].config)
+    assert w.flops == 2.0 * 4096 * 4096 * 15 * 15
+    model = LearnedModel.fit(train)
+    pred, _ = model.predict(test)
+    m = ev.metrics([r.runtime_s for r in test], pred)
+    assert m["spearman"] >= 0.85 and m["r2_log"] >= 0.5, m

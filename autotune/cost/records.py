@@ -130,7 +130,9 @@ DEVICE_PROFILES = {"NVIDIA A100-PCIE-40GB": "a100_pcie_40gb", "NVIDIA RTX A4000"
                    "NVIDIA RTX 4000 Ada Generation": "rtx4000_ada", "NVIDIA GeForce GTX 680": "gtx680",
                    "NVIDIA A100-SXM4-40GB": "a100_sxm4_40gb", "NVIDIA A100-SXM4-80GB": "a100_sxm4_80gb",
                    "NVIDIA H100 PCIe": "h100_pcie", "NVIDIA H100 80GB HBM3": "h100_sxm",
-                   "NVIDIA GeForce RTX 4090": "rtx4090", "NVIDIA GeForce RTX 4070": "rtx4070", "NVIDIA L4": "l4"}
+                   "NVIDIA GeForce RTX 4090": "rtx4090", "NVIDIA GeForce RTX 4070": "rtx4070", "NVIDIA L4": "l4",
+                   "NVIDIA GeForce RTX 3090": "rtx3090", "NVIDIA GeForce RTX 3060 Laptop GPU": "rtx3060_laptop",
+                   "NVIDIA GeForce RTX 2080 Ti": "rtx2080ti", "NVIDIA TITAN RTX": "titan_rtx"}
 _NOT_PARAMS = {"time", "times", "compile_time", "verification_time", "benchmark_time", "strategy_time",
                "framework_time", "timestamp", "GFLOP/s", "GFLOPS/W", "temperature", "core_freq", "pwr_core_freq",
                "f", "energy", "ps_energy", "nvml_energy", "nvml_power", "ps_power", "power"}
@@ -225,5 +227,26 @@ def _fp32_kernel(shape: dict, dtype: str, c: dict) -> wl.Workload:
                        registers_per_thread=16)
 
 
-for _name, _builder in (("gemm_cltune", _gemm_cltune), ("vector_add", _vector_add), ("fp32_kernel", _fp32_kernel)):
+def _convolution(shape: dict, dtype: str, c: dict) -> wl.Workload:
+    """Kernel Tuner's 2-D convolution (image n0 x n1, filter fh x fw): a block of
+    block_size_x x block_size_y threads computes a tile_size_x x tile_size_y patch per thread,
+    staging its input window (output tile + filter halo) in shared memory."""
+    W, H = shape["n0"], shape.get("n1", shape["n0"])
+    fw, fh = int(c.get("filter_width", 15)), int(c.get("filter_height", 15))
+    ox, oy = c["block_size_x"] * c.get("tile_size_x", 1), c["block_size_y"] * c.get("tile_size_y", 1)
+    gx, gy = wl.cdiv(W, ox), wl.cdiv(H, oy)
+    window = (ox + fw - 1) * (oy + fh - 1) * 4
+    threads = c["block_size_x"] * c["block_size_y"]
+    per_thread = c.get("tile_size_x", 1) * c.get("tile_size_y", 1)
+    return wl.Workload("convolution_kernel", dict(shape), dtype, dict(c), flops=2.0 * W * H * fw * fh,
+                       bytes=4.0 * ((W + fw - 1) * (H + fh - 1) + W * H + fw * fh), grid=(gx, gy),
+                       tile_bytes_local=window, threads_per_program=threads,
+                       registers_per_thread=int(per_thread * 2 + 24),
+                       traffic={"dram": gx * gy * window + 4.0 * W * H,
+                                "local": gx * gy * ox * oy * fw * fh * 4.0},
+                       work_efficiency=(W * H) / (gx * ox * gy * oy))
+
+
+for _name, _builder in (("gemm_cltune", _gemm_cltune), ("vector_add", _vector_add), ("fp32_kernel", _fp32_kernel),
+                        ("convolution_kernel", _convolution)):
     wl.register(_name, _builder)
