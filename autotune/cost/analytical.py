@@ -178,7 +178,7 @@ def predict(w: Workload, p) -> Prediction:
     energy = p.idle_power_w * runtime + dynamic
 
     dram = p.dram
-    t_roof = max(w.flops / (p.peak(w.peak_key) or peak), w.bytes / dram.bandwidth_bytes_per_s)
+    t_roof = max(w.flops / (p.peak(w.peak_key) or peak), w.bytes / dram.bandwidth_bytes_per_s, 1e-12)
     features = {
         "log_flops": math.log10(max(w.flops, 1.0)), "log_bytes": math.log10(max(w.bytes, 1.0)),
         "intensity": w.flops / max(w.bytes, 1.0), "log_programs": math.log10(programs),

@@ -115,6 +115,7 @@ def plot(results: list[Result], path: str, title: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.4), squeeze=False)
     for ax, res in zip(axes[0], results):
         y, p = res.measured, res.predicted
@@ -123,6 +124,8 @@ def plot(results: list[Result], path: str, title: str = "") -> None:
         ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())          # minor labels overlap on short ranges
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("measured runtime (s)")
         ax.set_ylabel("predicted runtime (s)")
         m = res.metrics
