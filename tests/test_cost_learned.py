@@ -226,3 +226,19 @@ def test_convolution_caches_hold_out_a_device():
     pred, _ = model.predict(test)
     m = ev.metrics([r.runtime_s for r in test], pred)
     assert m["spearman"] >= 0.85 and m["r2_log"] >= 0.5, m
+
+
+def test_generic_csv_records(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("op,dtype,device,runtime_s,energy_j,shape.M,shape.K,config.BM,config.BK,config.dot\n"
+                    "gemv,float32,host,0.001,,1024,512,16,64,blas\n"
+                    "gemv,float32,l4,2.5e-5,0.002,1024,512,32,128,loops\n")
+    recs = R.load_any(path)
+    assert recs[0].shape == {"M": 1024, "K": 512} and recs[0].config == {"BM": 16, "BK": 64, "dot": "blas"}
+    assert recs[0].energy_j is None and recs[1].energy_j == 0.002 and recs[1].device == "l4"
+    (tmp_path / "bad.csv").write_text("op,runtime_s\ngemv,1\n")
+    with pytest.raises(TilecError, match=r"needs columns \['dtype'\]"):
+        R.load_any(tmp_path / "bad.csv")
+    (tmp_path / "bad2.csv").write_text("op,dtype,runtime_s\ngemv,float32,fast\n")
+    with pytest.raises(TilecError, match="bad2.csv:2"):
+        R.load_any(tmp_path / "bad2.csv")

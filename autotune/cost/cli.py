@@ -12,7 +12,7 @@ def _load(paths: list[str], limit: int | None, seed: int):
     from . import records as R
     out = []
     for p in paths:
-        recs = R.load_uci_sgemm(p, limit=limit, seed=seed) if p.lower().endswith(".csv") else R.load_any(p)
+        recs = R.load_uci_sgemm(p, limit=limit, seed=seed) if _is_uci(p) else R.load_any(p)
         out += recs
     if limit is not None and len(out) > limit:
         import random
@@ -20,6 +20,15 @@ def _load(paths: list[str], limit: int | None, seed: int):
     if not out:
         raise TilecError(f"no usable records in {paths}")
     return out
+
+
+def _is_uci(path: str) -> bool:
+    """The UCI SGEMM CSV is subsampled while read (``--limit``), so it is recognised up front."""
+    try:
+        with open(path) as f:
+            return path.lower().endswith(".csv") and f.readline().startswith("MWG,")
+    except OSError:
+        return False
 
 
 def _kv(text: str | None) -> dict:

@@ -2,7 +2,8 @@
 
 - the tuner's measurements (``measured_rows``: op, shape, dtype, config, runtime_s[, energy_j]);
 - JSON-lines files written by ``save_jsonl`` or ``hostbench``;
-- the UCI "SGEMM GPU kernel performance" CSV (CLTune gemm_fast on a GTX 680);
+- CSV files with one column per shape dimension and config parameter (``load_csv``), and
+  the UCI "SGEMM GPU kernel performance" CSV (CLTune gemm_fast on a GTX 680);
 - Kernel Tuner cache files (``.json`` or ``.json.gz``), including their power/energy fields.
 
 Nothing here executes what it reads: JSON, CSV and gzip only.
@@ -175,12 +176,50 @@ def load_kernel_tuner(path: str | Path) -> list[Record]:
     return out
 
 
+# -- generic CSV ---------------------------------------------------------------------------------
+def load_csv(path: str | Path) -> list[Record]:
+    """A CSV of records: columns ``op``, ``dtype``, ``runtime_s`` (required), ``device``,
+    ``energy_j``, ``power_w`` (optional), and one column per shape dimension (``shape.M``)
+    and per config parameter (``config.BM``). The UCI SGEMM file is recognised and read as such."""
+    path = Path(path)
+    with _open_text(path) as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if [h.strip() for h in header[:14]] == list(UCI_PARAMS):
+            return load_uci_sgemm(path)
+        missing = [c for c in ("op", "dtype", "runtime_s") if c not in header]
+        if missing:
+            raise TilecError(f"{path}: a records CSV needs columns {missing} (and shape.*/config.* columns)")
+        out = []
+        for n, row in enumerate(reader, 2):
+            def num(v):
+                try:
+                    return int(v)
+                except ValueError:
+                    try:
+                        return float(v)
+                    except ValueError:
+                        return v
+            item = {"op": row["op"], "dtype": row["dtype"], "device": row.get("device") or "host",
+                    "shape": {k[6:]: num(v) for k, v in row.items() if k.startswith("shape.") and v != ""},
+                    "config": {k[7:]: num(v) for k, v in row.items() if k.startswith("config.") and v != ""}}
+            try:
+                item["runtime_s"] = float(row["runtime_s"])
+                for k in ("energy_j", "power_w"):
+                    if row.get(k):
+                        item[k] = float(row[k])
+            except ValueError as e:
+                raise TilecError(f"{path}:{n}: {e}") from None
+            out += measured_rows([item], source=path.name)
+        return out
+
+
 def load_any(path: str | Path) -> list[Record]:
-    """Pick the loader from the file: UCI CSV, Kernel Tuner cache, or JSON lines."""
+    """Pick the loader from the file: a records or UCI CSV, a Kernel Tuner cache, or JSON lines."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith(".csv") or name.endswith(".csv.gz"):
-        return load_uci_sgemm(path)
+        return load_csv(path)
     if name.endswith(".jsonl") or name.endswith(".jsonl.gz"):
         return load_jsonl(path)
     if name.endswith(".json") or name.endswith(".json.gz"):
