@@ -58,6 +58,10 @@ class Backend:
     def compile(self, fn: Function, options: dict) -> Compiled:
         raise NotImplementedError
 
+    def prepare_scalar(self, value: Any, dtype) -> Any:
+        """A scalar argument as the runner takes it: a plain Python number of the IR's kind."""
+        return bool(value) if dtype.kind == "bool" else float(value) if dtype.is_float else int(value)
+
     def prepare(self, arg: Any, name: str) -> Any:
         """The argument as this backend's runner takes it (zero-copy where possible)."""
         return arg

@@ -31,6 +31,14 @@ class CudaBackend(Backend):
                                               "(occupancy) and may make ptxas spill; 1 leaves it free"),
     }
 
+    def accepts(self, device: str) -> bool:
+        return True  # CUDA arrays on the GPU; host arrays through the C++ emulator (tests)
+
+    def space_params(self):
+        from autotune.space import Param
+        return [Param("threads", (64, 128, 256), "threads per block"),
+                Param("mma", ("simt", "wmma"), "tc.dot on CUDA cores or tensor cores (f16/bf16)")]
+
     def missing(self) -> str | None:
         if gpu.missing() is None or emulation.missing() is None:
             return None

@@ -65,6 +65,9 @@ class NumbaBackend(Backend):
 
         return Compiled(source, run, {"path": str(path), "module": module_name})
 
+    def prepare_scalar(self, value: Any, dtype) -> Any:
+        return dtype.numpy.type(value)  # typed, so a Python float is fp32 in the kernel, not fp64
+
     def prepare(self, arg: Any, name: str) -> Any:
         if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
             return arg
