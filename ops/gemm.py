@@ -137,5 +137,6 @@ SPEC = OpSpec(
     bytes=lambda s, dtype: float(np.dtype(np.float32).itemsize if dtype == "float32" else 2)
     * (s["M"] * s["K"] + s["K"] * s["N"] + s["M"] * s["N"]),
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
+    extra={"backends": ("numba", "triton", "cuda")},
     tolerance=lambda dtype: (1e-4, 1e-4) if dtype == "float32" else (1e-2, 1e-2),
 )

@@ -58,6 +58,7 @@ class NumbaRenderer:
         self.count = uses(fn)
         self.inline: set[int] = set()
         self._plan_inlining(fn.body)
+        self.carried = _yielded(fn.body)
 
     # -- planning ---------------------------------------------------------------------------
     def _plan_inlining(self, block: Block) -> None:
@@ -194,6 +195,12 @@ class NumbaRenderer:
             self.depth += 1
         return idx
 
+    def empty(self, v: Value, dtype: str | None = None) -> str:
+        """An uninitialized tile; values carried across loop iterations get one Numba cannot
+        hoist out of the loop (a hoisted buffer would be shared by old and new values)."""
+        alloc = "rt.fresh_empty" if v.id in self.carried else "np.empty"
+        return f"{alloc}({v.shape}, {dtype or np_type(v.dtype)})"
+
     def close(self, n: int) -> None:
         self.depth -= n
 
@@ -203,7 +210,7 @@ class NumbaRenderer:
         if r.shape == ():
             self.emit(f"{name} = {self.expr(op, [])}")
             return
-        self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+        self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
         self.emit(f"{name}[{', '.join(idx)}] = {self.expr(op, idx)}")
         self.close(len(idx))
@@ -283,7 +290,7 @@ class NumbaRenderer:
                       zip(bounds, [e for e in box if e is not None])]
             inside += [c for c in conds if " <= " in c]
             self.emit(f"if {' and '.join(inside)}:")
-            self.emit(f"    {target} = np.empty({r.shape}, {store_dtype})")
+            self.emit(f"    {target} = {self.empty(r, store_dtype)}")
             self.emit(f"    {target}[...] = {source}")
             self.emit("else:")
             self.emit(f"    {target} = np.full({r.shape}, {fill}, {store_dtype})")
@@ -341,7 +348,7 @@ class NumbaRenderer:
         rank = len(x.shape)
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
-                self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+                self.emit(f"{name} = {self.empty(r)}")
             outer = self.loops(x.shape[:-1])
             acc = self.name.fresh(f"{name}_acc")
             self.emit(f"{acc} = {init}")
@@ -389,15 +396,16 @@ class NumbaRenderer:
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])}.T)")
 
     def op_reshape(self, op: Op) -> None:
+        copy = ".copy()" if op.result.id in self.carried else ""  # a carried view would alias its source
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])})"
-                  f".reshape({op.attrs['shape']})")
+                  f".reshape({op.attrs['shape']}){copy}")
 
     def op_gather(self, op: Op) -> None:
         src, index = op.operands
         r = op.result
         axis = op.attrs["axis"]
         name = self.name(r)
-        self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+        self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
         at = self.ref(index, idx)
         src_idx = [at if d == axis else ("0" if s == 1 else idx[d]) for d, s in enumerate(src.shape)]
@@ -432,6 +440,15 @@ class NumbaRenderer:
             for res, y in zip(op.results, blk.yields):
                 self.emit(f"{self.name(res)} = {self.name(y)}")
             self.depth -= 1
+
+
+def _yielded(block: Block) -> set[int]:
+    """Ids of values that a loop or branch yields (they outlive the iteration that made them)."""
+    out = {v.id for v in block.yields}
+    for op in block.ops:
+        for child in op.blocks:
+            out |= _yielded(child)
+    return out
 
 
 def kernel_symbol(fn: Function) -> str:
