@@ -106,6 +106,7 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
     if prof is not None:
         key = TuningKey.make(op.name, shape, dtype, backend, f"profile:{prof.name}")
         evaluator = from_cost_model(op, shape, dtype, prof)
+        space = space.extend([], [evaluator.constraint])
     else:
         device = device or "cpu"
         prof = _host_profile() if device == "cpu" else None

@@ -192,6 +192,19 @@ def test_modeled_evaluator_tunes_time_or_energy_with_a_stub_model():
     assert any("no energy" in h["reason"] for h in by_energy.history if h["value"] is None)
 
 
+def test_model_infeasibility_is_a_space_constraint_that_costs_no_evaluation():
+    calls = []
+    def model(c):
+        calls.append(c["T"])
+        return Prediction(1e-3 / c["T"], None, c["T"] <= 4, ("needs 300 KB of shared memory",))
+    ev = ModeledEvaluator(model, "stub")
+    space = Space([Param("T", (1, 2, 4, 8, 16))]).extend([], [ev.constraint])
+    assert space.reasons({"T": 8}) == ["needs 300 KB of shared memory"] and space.size() == 3
+    res = tune(space, ev, n_evals=5, study_name="c", storage="memory", strategy="grid", seed=0)
+    assert res.best_config == {"T": 4} and res.evaluations == 3
+    assert all(h["value"] is not None for h in res.history)
+
+
 @pytest.mark.parametrize("out", [float("nan"), (-1.0, 0.0), "fast", (None, None)])
 def test_modeled_evaluator_rejects_unusable_predictions(out):
     with pytest.raises(TrialFailed):

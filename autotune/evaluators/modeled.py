@@ -18,10 +18,28 @@ from . import Measurement, TrialFailed
 class ModeledEvaluator:
     def __init__(self, model: Callable[[dict], Any], name: str = "model"):
         self.model, self.name = model, name
+        self._last: tuple[str, Any] | None = None
+
+    def _predict(self, config: dict):
+        key = repr(sorted(config.items()))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self.model(dict(config)))
+        return self._last[1]
+
+    def constraint(self, config: dict, profile: Any = None) -> str | None:
+        """A space constraint: the model's own infeasibility verdict (e.g. shared memory or
+        registers), so such configs are skipped as infeasible instead of spending budget."""
+        try:
+            out = self._predict(config)
+        except Exception:
+            return None                  # let the evaluation report the error
+        if getattr(out, "feasible", True) is False:
+            return "; ".join(getattr(out, "reasons", ()) or ()) or f"infeasible for {self.name}"
+        return None
 
     def __call__(self, config: dict) -> Measurement:
         try:
-            out = self.model(dict(config))
+            out = self._predict(config)
         except TrialFailed:
             raise
         except Exception as e:
