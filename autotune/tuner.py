@@ -118,8 +118,11 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
          stop_at: float | None = None,
          progress: Callable[[dict], None] | None = None) -> TuneResult:
     """Tune ``space`` with ``evaluator`` until the study holds ``n_evals`` evaluated configs
-    (or the feasible space is exhausted, or a value <= ``stop_at`` is found). ``storage`` is a URL, "memory" or an Optuna storage;
-    default: the tuning database (``database.default_url()``)."""
+    (or the feasible space is exhausted, or a value <= ``stop_at`` is found).
+
+    ``storage``: a URL, "memory" or an Optuna storage; default: the tuning database
+    (``database.default_url()``). Tuning for energy uses its own study (the key's name plus
+    ``|objective=energy``), so op calls, which read the time-tuned study, never get it."""
     if n_evals < 1:
         raise TilecError(f"the number of trials must be at least 1, got {n_evals}")
     if objective not in ("time", "energy"):
@@ -127,6 +130,8 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
     name = study_name or (key.study_name if key else None)
     if not name:
         raise TilecError("tune needs a tuning key or a study name")
+    if objective != "time":
+        name = f"{name}|objective={objective}"
     store = database.open_storage(storage) if isinstance(storage, str) or storage is None else storage
     dists = encoding.distributions(space)
     sampler = strategies.get(strategy)(dists, seed, n_evals)

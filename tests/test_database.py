@@ -243,3 +243,11 @@ def test_four_processes_share_one_postgresql_study(postgres, tmp_path, monkeypat
     database.forget()
     assert database.lookup("synthetic", SHAPE, "float32", "numba", "cpu") == res.best_config
     database.forget()
+
+
+def test_energy_tuning_never_answers_op_calls(cache):
+    key = TuningKey.make("synthetic", SHAPE, "float32", "numba", "cpu")
+    res = tune(synthetic_space(), lambda c: Measurement(synthetic_cost(c), 1.0 / synthetic_cost(c)), n_evals=4,
+               key=key, storage=None, strategy="random", seed=0, objective="energy")
+    assert res.study_name == key.study_name + "|objective=energy" and res.best_config is not None
+    assert database.lookup("synthetic", SHAPE, "float32", "numba", "cpu") is None
