@@ -21,4 +21,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'autotune' has no attribute {name!r}")
 
 
-__all__ = ["lookup", "tune", "tune_op", "TuneResult"]
+__all__ = ["TuneResult", "lookup", "tune", "tune_op"]

@@ -41,7 +41,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_name() -> str:
     name = ""
     try:
@@ -53,11 +53,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     name = name or platform.processor() or platform.machine()
-    name = re.sub(r"\((r|tm)\)", "", name, flags=re.I)
+    name = re.sub(r"\((r|tm)\)", "", name, flags=re.IGNORECASE)
     return f"cpu-{_slug(name)}-x{os.cpu_count() or 1}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gpu_name(index: int) -> str:
     """The GPU model behind ``cuda:N`` when a GPU library can tell, else a generic name."""
     try:
@@ -103,7 +103,7 @@ class TuningKey:
     version: str
 
     @classmethod
-    def make(cls, op: str, shape: dict, dtype: str, backend: str, device: str) -> "TuningKey":
+    def make(cls, op: str, shape: dict, dtype: str, backend: str, device: str) -> TuningKey:
         for label, value in (("op", op), ("dtype", dtype), ("backend", backend)):
             if not isinstance(value, str) or not value or SEP in value:
                 raise TilecError(f"tuning key {label} must be a non-empty name without '{SEP}', got {value!r}")

@@ -6,9 +6,8 @@ import base64
 import io
 import json
 import math
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import optuna
 from rich.console import Console

@@ -3,7 +3,8 @@ profile), seed the search with the op's default and the cost model's best guesse
 the study so op calls find the result."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tilec.errors import TilecError
 

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_tune_support import synthetic_cost, synthetic_space
 
 from autotune import database
 from autotune.evaluators import Measurement
 from autotune.keys import TuningKey
 from autotune.tuner import tune
-from test_tune_support import synthetic_cost, synthetic_space
 
 SUPPORT = Path(__file__).with_name("test_tune_support.py")
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from autotune import efficiency
-from autotune.evaluators import TrialFailed
-from autotune.evaluators import replay
+from autotune.evaluators import TrialFailed, replay
 from autotune.tuner import tune
 from tilec.errors import TilecError
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_tune_support import synthetic_cost, synthetic_space
 
 from autotune import encoding, strategies
 from autotune.evaluators import Measurement, TrialFailed
@@ -17,9 +18,7 @@ from autotune.keys import TuningKey, bucket, device_id
 from autotune.space import Param, Space
 from autotune.tuner import tune
 from ops.spec import OpSpec
-from test_tune_support import synthetic_cost, synthetic_space
 from tilec.errors import TilecError
-
 
 # ---- keys -------------------------------------------------------------------------------
 

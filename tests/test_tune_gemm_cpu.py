@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_tune_support import gemm_spec
 
 from autotune.encoding import config_id
 from autotune.evaluators.measured import MeasuredEvaluator
 from autotune.run import tune_op
-from test_tune_support import gemm_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = {"M": 512, "N": 512, "K": 512}

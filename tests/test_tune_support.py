@@ -12,10 +12,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import tilec as tc  # noqa: E402
-from autotune.space import Param, Space  # noqa: E402
-from ops.spec import OpSpec  # noqa: E402
-from tilec.kernel import cdiv_host  # noqa: E402
+import tilec as tc
+from autotune.space import Param, Space
+from ops.spec import OpSpec
+from tilec.kernel import cdiv_host
 
 
 @tc.kernel

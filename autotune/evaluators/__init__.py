@@ -3,8 +3,8 @@ config cannot be run or gives a wrong result. measured (the device the arrays li
 modeled (a cost model on a hardware profile), replay (a recorded search space)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tilec.errors import TilecError
 

@@ -8,7 +8,8 @@ or says infeasible for configs it rejects. ``from_cost_model`` wires in
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tilec.errors import TilecError
 

@@ -43,7 +43,7 @@ class RecordedSpace:
             raise TilecError(f"{self.name}: no valid measurement in the record")
         return min(valid.values())
 
-    def evaluator(self) -> "ReplayEvaluator":
+    def evaluator(self) -> ReplayEvaluator:
         return ReplayEvaluator(self)
 
 

@@ -9,17 +9,16 @@ Uses ``ops.REGISTRY["gemm"]`` when the op library has it, else the DSL GEMM exam
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import time
 
 import numpy as np
 
+from ..encoding import config_id
 from ..evaluators import TrialFailed
 from ..evaluators.measured import MeasuredEvaluator
 from ..evaluators.replay import RecordedSpace
-from ..encoding import config_id
 from ..space import Param, Space
 from ..tuner import tune
 
