@@ -1,7 +1,7 @@
 """``tilec tune`` (and ``python -m autotune``).
 
     tilec tune gemm --shape M=1024,N=1024,K=1024 --dtype float32 --device cpu --trials 30
-    tilec tune gemm --shape 4096x4096x4096 --profile a100 --trials 200 --json out.json --plot tune.png
+    tilec tune gemm --shape 4096x4096x4096 --profile a100_sxm4_80gb --trials 200 --json out.json --plot tune.png
     tilec tune --replay cache.json.gz --strategy tpe --trials 100
     tilec tune --replay cache.json.gz --compare tpe,random --seeds 20 --within 0.1
 """
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="float32")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--device", default=None, help="measure on cpu or cuda:N (default cpu)")
-    where.add_argument("--profile", help="model a hardware profile instead of measuring (a100, h100, ...)")
+    where.add_argument("--profile", help="model a hardware profile instead of measuring (a100_sxm4_80gb, h100_sxm, ...: tilec profiles list)")
     p.add_argument("--backend", help="numba, triton or cuda (default: from the device/profile)")
     p.add_argument("--trials", type=int, default=30, help="configs to evaluate (study total)")
     p.add_argument("--strategy", default=strategies.DEFAULT, choices=strategies.NAMES)
