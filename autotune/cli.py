@@ -46,7 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="float32")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--device", default=None, help="measure on cpu or cuda:N (default cpu)")
-    where.add_argument("--profile", help="model a hardware profile instead of measuring (a100_sxm4_80gb, h100_sxm, ...: tilec profiles list)")
+    where.add_argument("--profile", help="model a hardware profile instead of measuring "
+                                         "(a100_sxm4_80gb, h100_sxm, ...: see tilec profiles list)")
     p.add_argument("--backend", help="numba, triton or cuda (default: from the device/profile)")
     p.add_argument("--trials", type=int, default=30, help="configs to evaluate (study total)")
     p.add_argument("--strategy", default=strategies.DEFAULT, choices=strategies.NAMES)
