@@ -76,11 +76,20 @@ class NumbaRenderer:
                 continue  # rounding to 16 bits works on whole tiles
             r = op.result
             reader = readers.get(r.id)
+            if self.count.get(r.id, 0) == 1 and reader is not None and self._dot_reads_once(reader, r):
+                self.inline.add(r.id)  # e.g. weights unpacked right inside a GEMV's loop
+                continue
             if self.count.get(r.id, 0) == 1 and reader is not None and \
                     (reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store")) and \
                     not (reader.kind == "cast" and reader.attrs["dtype"] in ("float16", "bfloat16")) and \
                     not (reader.kind == "store" and reader.operands[0].dtype.name in ("float16", "bfloat16")):
                 self.inline.add(r.id)
+
+    def _dot_reads_once(self, reader: Op, v: Value) -> bool:
+        """A loop-nest dot reads each element of its right operand once when the left one has
+        a single row; then computing that operand in place costs nothing extra."""
+        return reader.kind == "dot" and self.options.get("dot") == "loops" and \
+            reader.operands[1] is v and reader.operands[0] is not v and reader.operands[0].shape[0] == 1
 
     # -- output -----------------------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -377,7 +386,7 @@ class NumbaRenderer:
         self.emit(f"    for {kk} in range({k}):")
         self.emit(f"        {aik} = {cast}({self.name(a)}[{i}, {kk}])")
         self.emit(f"        for {j} in range({n}):")
-        self.emit(f"            {name}[{i}, {j}] += {aik} * {self.name(b)}[{kk}, {j}]")
+        self.emit(f"            {name}[{i}, {j}] += {aik} * {self.ref(b, [kk, j])}")
 
     def op_trans(self, op: Op) -> None:
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])}.T)")
