@@ -8,6 +8,7 @@ inlined into the consumer's loop (so `relu(acc + bias)` fuses into the store). T
 """
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -57,6 +58,7 @@ class NumbaRenderer:
         self.depth = 0
         self.count = uses(fn)
         self.inline: set[int] = set()
+        self.inner: dict | None = None   # the innermost loop being rendered (see open_inner)
         self._plan_inlining(fn.body)
 
     # -- planning ---------------------------------------------------------------------------
@@ -141,7 +143,30 @@ class NumbaRenderer:
         if v.shape == ():
             return self.name(v)
         own = idx[len(idx) - len(v.shape):]
-        return f"{self.name(v)}[{', '.join('0' if s == 1 else i for s, i in zip(v.shape, own))}]"
+        return self.hoisted(f"{self.name(v)}[{', '.join('0' if s == 1 else i for s, i in zip(v.shape, own))}]")
+
+    # -- reads that stay fixed along the innermost loop ------------------------------------------
+    def open_inner(self, var: str) -> None:
+        """Call right after emitting the innermost ``for var`` line. Tile reads in its body whose
+        index does not involve ``var`` move in front of it: LLVM cannot prove that tiles do not
+        alias the one being written, so it would reload them every step and may not vectorize."""
+        line = self.lines[-1]
+        self.inner = {"var": re.compile(rf"\b{re.escape(var)}\b"), "at": len(self.lines) - 1,
+                      "indent": line[:len(line) - len(line.lstrip())], "seen": {}}
+
+    def close_inner(self) -> None:
+        self.inner = None
+
+    def hoisted(self, read: str) -> str:
+        inner = self.inner
+        if inner is None or inner["var"].search(read):
+            return read
+        if read not in inner["seen"]:
+            local = self.name.fresh("inv")
+            self.lines.insert(inner["at"], f"{inner['indent']}{local} = {read}")
+            inner["at"] += 1
+            inner["seen"][read] = local
+        return inner["seen"][read]
 
     def expr(self, op: Op, idx: list[str]) -> str:
         """The value of an elementwise op at index ``idx`` (as long as its result's rank)."""
@@ -214,7 +239,9 @@ class NumbaRenderer:
             return
         self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
         idx = self.loops(r.shape)
+        self.open_inner(idx[-1])
         self.emit(f"{name}[{', '.join(idx)}] = {self.expr(op, idx)}")
+        self.close_inner()
         self.close(len(idx))
 
     op_full = op_arange = op_unary = op_binary = op_where = op_expand_dims = op_broadcast = materialize
@@ -325,11 +352,14 @@ class NumbaRenderer:
             else:
                 dst.append(f"{self.name(off)} + {idx[t]}")
                 t += 1
+        if idx:
+            self.open_inner(idx[-1])
         if sixteen:
             rhs = f"{bits}[{', '.join(idx)}]" if value.shape else f"{bits}[0]"
         else:
             rhs = self.ref(value, idx)
         self.emit(f"{tname}[{', '.join(dst)}] = {rhs}")
+        self.close_inner()
         self.depth -= len(idx) + 1
 
     # -- structure ----------------------------------------------------------------------------
@@ -350,8 +380,10 @@ class NumbaRenderer:
             self.emit(f"{acc} = {init}")
             inner = self.name.fresh("j")
             self.emit(f"for {inner} in range({x.shape[-1]}):")
+            self.open_inner(inner)
             self.depth += 1
             self.emit(f"{acc} = {combine.format(a=acc, b=self.ref(x, outer + [inner]))}")
+            self.close_inner()
             self.depth -= 1
             if r.shape:
                 self.emit(f"{name}[{', '.join(outer + (['0'] if keep else []))}] = {acc}")
@@ -363,7 +395,9 @@ class NumbaRenderer:
         idx = self.loops(x.shape)
         out = [("0" if keep else None) if d == axis else i for d, i in enumerate(idx)]
         cell = f"{name}[{', '.join(i for i in out if i is not None)}]"
+        self.open_inner(idx[-1])
         self.emit(f"{cell} = {combine.format(a=cell, b=self.ref(x, idx))}")
+        self.close_inner()
         self.close(len(idx))
 
     def op_dot(self, op: Op) -> None:
@@ -386,7 +420,11 @@ class NumbaRenderer:
         self.emit(f"    for {kk} in range({k}):")
         self.emit(f"        {aik} = {cast}({self.name(a)}[{i}, {kk}])")
         self.emit(f"        for {j} in range({n}):")
-        self.emit(f"            {name}[{i}, {j}] += {aik} * {self.ref(b, [kk, j])}")
+        self.depth += 2
+        self.open_inner(j)
+        self.emit(f"    {name}[{i}, {j}] += {aik} * {self.ref(b, [kk, j])}")
+        self.close_inner()
+        self.depth -= 2
 
     def op_trans(self, op: Op) -> None:
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])}.T)")
@@ -402,9 +440,11 @@ class NumbaRenderer:
         name = self.name(r)
         self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
         idx = self.loops(r.shape)
+        self.open_inner(idx[-1])
         at = self.ref(index, idx)
         src_idx = [at if d == axis else ("0" if s == 1 else idx[d]) for d, s in enumerate(src.shape)]
-        self.emit(f"{name}[{', '.join(idx)}] = {self.name(src)}[{', '.join(src_idx)}]")
+        self.emit(f"{name}[{', '.join(idx)}] = {self.hoisted(f'{self.name(src)}[{chr(44).join(src_idx)}]')}")
+        self.close_inner()
         self.close(len(idx))
 
     def op_for(self, op: Op) -> None:
