@@ -23,28 +23,34 @@ from .spec import OpSpec
 
 @tc.kernel
 def quant_gemm_kernel(X, QW, S, Z, Y, BM: tc.constexpr, BNB: tc.constexpr, G: tc.constexpr,
-                      BITS: tc.constexpr, SYMMETRIC: tc.constexpr):
-    # X (M, K); QW (K, N/P) packed codes; S, Z (K/G, N/P, P) scales and zero points; Y (M, N/P, P).
+                      BITS: tc.constexpr, SYMMETRIC: tc.constexpr, UNPACK: tc.constexpr = "fused"):
+    # X (M, K); QW (K, N/P) packed codes; S, Z (K/G, N/P, P) scales and zero points; Y (M, N/P, P)
     pm, pn = tc.program_id(0), tc.program_id(1)
-    P = 8 // BITS
-    for p in tc.static_range(P):  # code position inside a byte: output columns P*j + p
-        acc = tc.zeros((BM, BNB), tc.float32)
-        for k in tc.range(0, X.shape[1], G):
-            x = tc.load(X, (pm * BM, k), (BM, G))
-            q = tc.load(QW, (k, pn * BNB), (G, BNB))
-            code = tc.cast((q >> (p * BITS)) & ((1 << BITS) - 1), tc.float32)
-            part = tc.dot(x, code)  # sum over the group of x * code, (BM, BNB)
-            scale = tc.load(S, (k // G, pn * BNB, p), (None, BNB, None))
-            if SYMMETRIC:
-                zx = tc.sum(x, axis=1) * float(1 << (BITS - 1))
-                acc = acc + scale[None, :] * (part - zx[:, None])
-            else:
-                zero = tc.cast(tc.load(Z, (k // G, pn * BNB, p), (None, BNB, None)), tc.float32)
-                acc = acc + scale[None, :] * (part - zero[None, :] * tc.sum(x, axis=1)[:, None])
-        tc.store(Y, (pm * BM, pn * BNB, p), acc, (BM, BNB, None))
+    P = 8 // BITS                                   # codes per byte: output column = P * byte + p
+    shifts = tc.arange(P) * BITS
+    acc = tc.zeros((BM, P, BNB), tc.float32)
+    for k in tc.range(0, X.shape[1], G):
+        x = tc.load(X, (pm * BM, k), (BM, G))
+        q = tc.load(QW, (k, pn * BNB), (G, BNB))
+        code = tc.cast((q[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1), tc.float32)  # (G, P, BNB)
+        if UNPACK == "fused":   # unpack inside the multiply loop, innermost along the packed bytes
+            part = tc.sum(x[:, :, None, None] * code[None, :, :, :], axis=1)
+        else:                   # unpack the tile once, then one matrix product for all rows
+            part = tc.reshape(tc.dot(x, tc.reshape(code, (G, P * BNB))), (BM, P, BNB))
+        scale = tc.trans(tc.load(S, (k // G, pn * BNB, 0), (None, BNB, P)))  # (P, BNB)
+        if SYMMETRIC:           # zero point 2**(BITS-1), applied once per group
+            zx = tc.sum(x, axis=1) * float(1 << (BITS - 1))
+            acc = acc + scale[None, :, :] * (part - zx[:, None, None])
+        else:
+            zero = tc.cast(tc.trans(tc.load(Z, (k // G, pn * BNB, 0), (None, BNB, P))), tc.float32)
+            acc = acc + scale[None, :, :] * (part - zero[None, :, :] * tc.sum(x, axis=1)[:, None, None])
+    for p in tc.static_range(P):
+        out = tc.gather(acc, tc.full((BM, 1, BNB), p, tc.int32), axis=1)     # acc[:, p, :]
+        tc.store(Y, (pm * BM, pn * BNB, p), tc.reshape(out, (BM, BNB)), (BM, BNB, None))
 
 
-TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64)), Param("BNB", (16, 32, 64, 128, 256, 512))]
+TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64)), Param("BNB", (16, 32, 64, 128, 256, 512)),
+         Param("UNPACK", ("fused", "tile"), "unpack codes inside the multiply loop, or once per tile")]
 
 
 def space(backend: str = "numba"):
@@ -55,8 +61,8 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     m = shape.get("M", 1)
     bm = 1 if m == 1 else min(8, 1 << (m - 1).bit_length())
     if backend == "numba":
-        return {"BM": bm, "BNB": 64, "dot": "loops"}
-    return {"BM": max(bm, 16), "BNB": 64}
+        return {"BM": bm, "BNB": 256, "UNPACK": "fused" if bm == 1 else "tile", "dot": "loops"}
+    return {"BM": max(bm, 16), "BNB": 64, "UNPACK": "tile"}
 
 
 def _check(x, qw) -> tuple[Any, int, int, int]:
