@@ -33,8 +33,8 @@ def gemm_kernel(A, B, C, bias, alpha, BM: tc.constexpr, BN: tc.constexpr, BK: tc
     tc.store(C, (pm * BM, pn * BN), activation(acc, ACT))
 
 
-TILES = [Param("BM", (16, 32, 64, 128, 256)), Param("BN", (16, 32, 64, 128, 256)),
-         Param("BK", (16, 32, 64, 128, 256))]
+TILES = [Param("BM", (16, 32, 64, 128, 256, 512)), Param("BN", (16, 32, 64, 128, 256, 512)),
+         Param("BK", (16, 32, 64, 128, 256, 512, 1024))]
 
 
 def _fits(cfg: dict, profile) -> str | None:
@@ -137,5 +137,6 @@ SPEC = OpSpec(
     bytes=lambda s, dtype: float(np.dtype(np.float32).itemsize if dtype == "float32" else 2)
     * (s["M"] * s["K"] + s["K"] * s["N"] + s["M"] * s["N"]),
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
+    extra={"backends": ("numba", "triton", "cuda")},
     tolerance=lambda dtype: (1e-4, 1e-4) if dtype == "float32" else (1e-2, 1e-2),
 )

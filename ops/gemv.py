@@ -115,5 +115,6 @@ SPEC = OpSpec(
     flops=lambda s: 2.0 * s["M"] * s["K"],
     bytes=lambda s, dtype: float(4 if dtype == "float32" else 2) * (s["M"] * s["K"] + s["K"] + s["M"]),
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
+    extra={"backends": ("numba", "triton", "cuda")},
     tolerance=lambda dtype: (1e-4, 1e-4) if dtype == "float32" else (1e-2, 1e-2),
 )

@@ -60,6 +60,7 @@ class NumbaRenderer:
         self.inline: set[int] = set()
         self.inner: dict | None = None   # the innermost loop being rendered (see open_inner)
         self._plan_inlining(fn.body)
+        self.carried = _yielded(fn.body)
 
     # -- planning ---------------------------------------------------------------------------
     def _plan_inlining(self, block: Block) -> None:
@@ -228,6 +229,12 @@ class NumbaRenderer:
             self.depth += 1
         return idx
 
+    def empty(self, v: Value, dtype: str | None = None) -> str:
+        """An uninitialized tile; values carried across loop iterations get one Numba cannot
+        hoist out of the loop (a hoisted buffer would be shared by old and new values)."""
+        alloc = "rt.fresh_empty" if v.id in self.carried else "np.empty"
+        return f"{alloc}({v.shape}, {dtype or np_type(v.dtype)})"
+
     def close(self, n: int) -> None:
         self.depth -= n
 
@@ -237,7 +244,7 @@ class NumbaRenderer:
         if r.shape == ():
             self.emit(f"{name} = {self.expr(op, [])}")
             return
-        self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+        self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
         self.open_inner(idx[-1])
         self.emit(f"{name}[{', '.join(idx)}] = {self.expr(op, idx)}")
@@ -298,15 +305,9 @@ class NumbaRenderer:
         store_dtype = "np.uint16" if sixteen else np_type(r.dtype)
         fill = bits16(pad, tensor.dtype) if sixteen else literal(pad, r.dtype)
         target = name + "_bits" if sixteen else name
-        if r.shape == ():
-            self.emit(f"{target} = {fill}")
-        else:
-            self.emit(f"{target} = np.full({r.shape}, {fill}, {store_dtype})")
         bounds, conds = self._window(tensor, offsets, box)
-        self.emit(f"if {' and '.join(conds)}:" if conds else "if True:")
-        self.depth += 1
         src, dst, t = [], [], 0
-        for ax, (off, ext) in enumerate(zip(offsets, box)):
+        for off, ext in zip(offsets, box):
             if ext is None:
                 src.append(self.name(off))
             else:
@@ -314,11 +315,23 @@ class NumbaRenderer:
                 src.append(f"{self.name(off)} + {lo}:{self.name(off)} + {hi}")
                 dst.append(f"{lo}:{hi}")
                 t += 1
+        source = f"{self.name(tensor)}[{', '.join(src)}]"
         if r.shape == ():
-            self.emit(f"{target} = {self.name(tensor)}[{', '.join(src)}]")
+            self.emit(f"{target} = {fill}")
+            self.emit(f"if {' and '.join(conds)}:" if conds else "if True:")
+            self.emit(f"    {target} = {source}")
         else:
-            self.emit(f"{target}[{', '.join(dst)}] = {self.name(tensor)}[{', '.join(src)}]")
-        self.depth -= 1
+            # the whole box inside the tensor (the common case): one copy, no fill
+            inside = [f"{lo} == 0 and {hi} == {ext}" for (lo, hi), ext in
+                      zip(bounds, [e for e in box if e is not None])]
+            inside += [c for c in conds if " <= " in c]
+            self.emit(f"if {' and '.join(inside)}:")
+            self.emit(f"    {target} = {self.empty(r, store_dtype)}")
+            self.emit(f"    {target}[...] = {source}")
+            self.emit("else:")
+            self.emit(f"    {target} = np.full({r.shape}, {fill}, {store_dtype})")
+            self.emit(f"    if {' and '.join(conds)}:")
+            self.emit(f"        {target}[{', '.join(dst)}] = {source}")
         if sixteen:
             widen = "widen_bf16" if tensor.dtype.name == "bfloat16" else "widen_f16"
             if r.shape == ():
@@ -374,7 +387,7 @@ class NumbaRenderer:
         rank = len(x.shape)
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
-                self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+                self.emit(f"{name} = {self.empty(r)}")
             outer = self.loops(x.shape[:-1])
             acc = self.name.fresh(f"{name}_acc")
             self.emit(f"{acc} = {init}")
@@ -430,15 +443,16 @@ class NumbaRenderer:
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])}.T)")
 
     def op_reshape(self, op: Op) -> None:
+        copy = ".copy()" if op.result.id in self.carried else ""  # a carried view would alias its source
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])})"
-                  f".reshape({op.attrs['shape']})")
+                  f".reshape({op.attrs['shape']}){copy}")
 
     def op_gather(self, op: Op) -> None:
         src, index = op.operands
         r = op.result
         axis = op.attrs["axis"]
         name = self.name(r)
-        self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+        self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
         self.open_inner(idx[-1])
         at = self.ref(index, idx)
@@ -475,6 +489,15 @@ class NumbaRenderer:
             for res, y in zip(op.results, blk.yields):
                 self.emit(f"{self.name(res)} = {self.name(y)}")
             self.depth -= 1
+
+
+def _yielded(block: Block) -> set[int]:
+    """Ids of values that a loop or branch yields (they outlive the iteration that made them)."""
+    out = {v.id for v in block.yields}
+    for op in block.ops:
+        for child in op.blocks:
+            out |= _yielded(child)
+    return out
 
 
 def kernel_symbol(fn: Function) -> str:

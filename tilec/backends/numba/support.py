@@ -97,3 +97,10 @@ def round_bf16(x):
 def round_f16(x):
     """float32 tile rounded to fp16 precision, kept as float32."""
     return widen_f16(narrow_f16(x))
+
+
+@numba.njit(cache=True)
+def fresh_empty(shape, dtype):
+    """np.empty that Numba's parfor pass will not hoist out of loops: a tile carried from one
+    iteration to the next must get a new buffer each time, or the old value is overwritten."""
+    return np.empty(shape, dtype)
