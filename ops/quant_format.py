@@ -88,6 +88,17 @@ def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     return out.reshape(k, nb * per)
 
 
+def fitting_group(k: int, preferred: int = 128) -> int:
+    """The largest of preferred, preferred/2, ... 8 that divides K, else K itself (one group):
+    lets generic tests pick any K for ops whose weights need K % group_size == 0."""
+    g = preferred
+    while g >= 8:
+        if k % g == 0:
+            return g
+        g //= 2
+    return k
+
+
 def check_weight(w, group_size: int, what: str) -> np.ndarray:
     w = np.asarray(w)
     if w.ndim != 2:
