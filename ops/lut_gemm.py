@@ -66,7 +66,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     bm = 1 if m == 1 else min(8, 1 << (m - 1).bit_length())
     if backend == "numba":
         return {"BM": bm, "BN": 128, "MU": 4, "dot": "loops"}
-    return {"BM": max(bm, 16), "BN": 64, "MU": 4}
+    return {"BM": min(bm, 4), "BN": 32, "MU": 4}  # tables and hits live in shared memory on GPUs
 
 
 def lut_gemm(x: Any, bw: BCQWeight, *, backend: str | None = None, config: dict | None = None) -> Any:

@@ -62,7 +62,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     bm = 1 if m == 1 else min(8, 1 << (m - 1).bit_length())
     if backend == "numba":
         return {"BM": bm, "BNB": 256, "UNPACK": "fused" if bm == 1 else "tile", "dot": "loops"}
-    return {"BM": max(bm, 16), "BNB": 64, "UNPACK": "tile"}
+    return {"BM": 16, "BNB": 32, "UNPACK": "tile"}  # unpacked tile in shared memory on GPUs
 
 
 def _check(x, qw) -> tuple[Any, int, int, int]:
