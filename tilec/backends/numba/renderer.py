@@ -74,7 +74,8 @@ class NumbaRenderer:
             for child in op.blocks:
                 self._plan_inlining(child)
         for op in block.ops:
-            if op.kind not in ELEMENTWISE or op.kind == "const" or not op.results or op.result.shape == ():
+            if op.kind not in ELEMENTWISE and op.kind != "gather" or op.kind == "const" or not op.results \
+                    or op.result.shape == ():
                 continue
             if op.kind == "cast" and op.attrs["dtype"] in ("float16", "bfloat16"):
                 continue  # rounding to 16 bits works on whole tiles
@@ -218,6 +219,12 @@ class NumbaRenderer:
             if r.dtype.is_int and (r.dtype.bits < 64 or o in ("truediv",)):
                 return f"{np_type(r.dtype)}{text}"  # keep the IR's integer width and wrap-around
             return text
+        if k == "gather":  # a table lookup read in place (no tile of hits in between)
+            src, index = op.operands
+            at = self.ref(index, own)
+            axis = op.attrs["axis"]
+            pos = [at if d == axis else ("0" if n == 1 else own[d]) for d, n in enumerate(src.shape)]
+            return f"{self.name(src)}[{', '.join(pos)}]"
         raise TilecError(f"numba backend cannot inline {k}")
 
     # -- loops over a tile ----------------------------------------------------------------------
