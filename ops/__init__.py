@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from . import gemm as _gemm_mod
 from . import gemv as _gemv_mod
+from . import lut_gemm as _lut_gemm_mod
+from . import quant as _quant_mod
+from .bcq import BCQLayout, BCQWeight, bcq_from_uniform, bcq_quantize
 from .gemm import gemm
 from .gemv import gemv
+from .lut_gemm import lut_gemm
+from .quant import quant_gemm
+from .quant_format import QuantizedWeight, QuantLayout, quantize
 from .spec import OpSpec
 
 REGISTRY: dict[str, OpSpec] = {
     "gemm": _gemm_mod.SPEC,
     "gemv": _gemv_mod.SPEC,
+    "quant_gemm": _quant_mod.SPEC,
+    "lut_gemm": _lut_gemm_mod.SPEC,
 }
 
-__all__ = ["gemm", "gemv", "REGISTRY", "OpSpec"]
+__all__ = ["gemm", "gemv", "quant_gemm", "quantize", "QuantizedWeight", "QuantLayout", "lut_gemm",
+           "bcq_quantize", "bcq_from_uniform", "BCQWeight", "BCQLayout", "REGISTRY", "OpSpec"]

@@ -8,6 +8,7 @@ inlined into the consumer's loop (so `relu(acc + bias)` fuses into the store). T
 """
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -57,8 +58,10 @@ class NumbaRenderer:
         self.depth = 0
         self.count = uses(fn)
         self.inline: set[int] = set()
+        self.inner: dict | None = None   # the innermost loop being rendered (see open_inner)
         self._plan_inlining(fn.body)
         self.carried = _yielded(fn.body)
+        self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
 
     # -- planning ---------------------------------------------------------------------------
     def _plan_inlining(self, block: Block) -> None:
@@ -71,17 +74,27 @@ class NumbaRenderer:
             for child in op.blocks:
                 self._plan_inlining(child)
         for op in block.ops:
-            if op.kind not in ELEMENTWISE or op.kind == "const" or not op.results or op.result.shape == ():
+            if op.kind not in ELEMENTWISE and op.kind != "gather" or op.kind == "const" or not op.results \
+                    or op.result.shape == ():
                 continue
             if op.kind == "cast" and op.attrs["dtype"] in ("float16", "bfloat16"):
                 continue  # rounding to 16 bits works on whole tiles
             r = op.result
             reader = readers.get(r.id)
+            if self.count.get(r.id, 0) == 1 and reader is not None and self._dot_reads_once(reader, r):
+                self.inline.add(r.id)  # e.g. weights unpacked right inside a GEMV's loop
+                continue
             if self.count.get(r.id, 0) == 1 and reader is not None and \
                     (reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store")) and \
                     not (reader.kind == "cast" and reader.attrs["dtype"] in ("float16", "bfloat16")) and \
                     not (reader.kind == "store" and reader.operands[0].dtype.name in ("float16", "bfloat16")):
                 self.inline.add(r.id)
+
+    def _dot_reads_once(self, reader: Op, v: Value) -> bool:
+        """A loop-nest dot reads each element of its right operand once when the left one has
+        a single row; then computing that operand in place costs nothing extra."""
+        return reader.kind == "dot" and self.options.get("dot") == "loops" and \
+            reader.operands[1] is v and reader.operands[0] is not v and reader.operands[0].shape[0] == 1
 
     # -- output -----------------------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -133,7 +146,30 @@ class NumbaRenderer:
         if v.shape == ():
             return self.name(v)
         own = idx[len(idx) - len(v.shape):]
-        return f"{self.name(v)}[{', '.join('0' if s == 1 else i for s, i in zip(v.shape, own))}]"
+        return self.hoisted(f"{self.name(v)}[{', '.join('0' if s == 1 else i for s, i in zip(v.shape, own))}]")
+
+    # -- reads that stay fixed along the innermost loop ------------------------------------------
+    def open_inner(self, var: str) -> None:
+        """Call right after emitting the innermost ``for var`` line. Tile reads in its body whose
+        index does not involve ``var`` move in front of it: LLVM cannot prove that tiles do not
+        alias the one being written, so it would reload them every step and may not vectorize."""
+        line = self.lines[-1]
+        self.inner = {"var": re.compile(rf"\b{re.escape(var)}\b"), "at": len(self.lines) - 1,
+                      "indent": line[:len(line) - len(line.lstrip())], "seen": {}}
+
+    def close_inner(self) -> None:
+        self.inner = None
+
+    def hoisted(self, read: str) -> str:
+        inner = self.inner
+        if inner is None or inner["var"].search(read):
+            return read
+        if read not in inner["seen"]:
+            local = self.name.fresh("inv")
+            self.lines.insert(inner["at"], f"{inner['indent']}{local} = {read}")
+            inner["at"] += 1
+            inner["seen"][read] = local
+        return inner["seen"][read]
 
     def expr(self, op: Op, idx: list[str]) -> str:
         """The value of an elementwise op at index ``idx`` (as long as its result's rank)."""
@@ -183,6 +219,12 @@ class NumbaRenderer:
             if r.dtype.is_int and (r.dtype.bits < 64 or o in ("truediv",)):
                 return f"{np_type(r.dtype)}{text}"  # keep the IR's integer width and wrap-around
             return text
+        if k == "gather":  # a table lookup read in place (no tile of hits in between)
+            src, index = op.operands
+            at = self.ref(index, own)
+            axis = op.attrs["axis"]
+            pos = [at if d == axis else ("0" if n == 1 else own[d]) for d, n in enumerate(src.shape)]
+            return f"{self.name(src)}[{', '.join(pos)}]"
         raise TilecError(f"numba backend cannot inline {k}")
 
     # -- loops over a tile ----------------------------------------------------------------------
@@ -212,7 +254,9 @@ class NumbaRenderer:
             return
         self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
+        self.open_inner(idx[-1])
         self.emit(f"{name}[{', '.join(idx)}] = {self.expr(op, idx)}")
+        self.close_inner()
         self.close(len(idx))
 
     op_full = op_arange = op_unary = op_binary = op_where = op_expand_dims = op_broadcast = materialize
@@ -290,8 +334,13 @@ class NumbaRenderer:
                       zip(bounds, [e for e in box if e is not None])]
             inside += [c for c in conds if " <= " in c]
             self.emit(f"if {' and '.join(inside)}:")
-            self.emit(f"    {target} = {self.empty(r, store_dtype)}")
-            self.emit(f"    {target}[...] = {source}")
+            if tensor.id in self.written or r.id in self.carried:
+                self.emit(f"    {target} = {self.empty(r, store_dtype)}")
+                self.emit(f"    {target}[...] = {source}")
+            else:
+                # read-only tensor: ascontiguousarray copies a strided box about twice as fast as
+                # `[...] =` (and a box that is already contiguous may stay a view: nothing writes it)
+                self.emit(f"    {target} = np.ascontiguousarray({source})")
             self.emit("else:")
             self.emit(f"    {target} = np.full({r.shape}, {fill}, {store_dtype})")
             self.emit(f"    if {' and '.join(conds)}:")
@@ -329,11 +378,14 @@ class NumbaRenderer:
             else:
                 dst.append(f"{self.name(off)} + {idx[t]}")
                 t += 1
+        if idx:
+            self.open_inner(idx[-1])
         if sixteen:
             rhs = f"{bits}[{', '.join(idx)}]" if value.shape else f"{bits}[0]"
         else:
             rhs = self.ref(value, idx)
         self.emit(f"{tname}[{', '.join(dst)}] = {rhs}")
+        self.close_inner()
         self.depth -= len(idx) + 1
 
     # -- structure ----------------------------------------------------------------------------
@@ -354,8 +406,10 @@ class NumbaRenderer:
             self.emit(f"{acc} = {init}")
             inner = self.name.fresh("j")
             self.emit(f"for {inner} in range({x.shape[-1]}):")
+            self.open_inner(inner)
             self.depth += 1
             self.emit(f"{acc} = {combine.format(a=acc, b=self.ref(x, outer + [inner]))}")
+            self.close_inner()
             self.depth -= 1
             if r.shape:
                 self.emit(f"{name}[{', '.join(outer + (['0'] if keep else []))}] = {acc}")
@@ -367,7 +421,9 @@ class NumbaRenderer:
         idx = self.loops(x.shape)
         out = [("0" if keep else None) if d == axis else i for d, i in enumerate(idx)]
         cell = f"{name}[{', '.join(i for i in out if i is not None)}]"
+        self.open_inner(idx[-1])
         self.emit(f"{cell} = {combine.format(a=cell, b=self.ref(x, idx))}")
+        self.close_inner()
         self.close(len(idx))
 
     def op_dot(self, op: Op) -> None:
@@ -390,7 +446,11 @@ class NumbaRenderer:
         self.emit(f"    for {kk} in range({k}):")
         self.emit(f"        {aik} = {cast}({self.name(a)}[{i}, {kk}])")
         self.emit(f"        for {j} in range({n}):")
-        self.emit(f"            {name}[{i}, {j}] += {aik} * {self.name(b)}[{kk}, {j}]")
+        self.depth += 2
+        self.open_inner(j)
+        self.emit(f"    {name}[{i}, {j}] += {aik} * {self.ref(b, [kk, j])}")
+        self.close_inner()
+        self.depth -= 2
 
     def op_trans(self, op: Op) -> None:
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])}.T)")
@@ -407,9 +467,11 @@ class NumbaRenderer:
         name = self.name(r)
         self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
+        self.open_inner(idx[-1])
         at = self.ref(index, idx)
         src_idx = [at if d == axis else ("0" if s == 1 else idx[d]) for d, s in enumerate(src.shape)]
-        self.emit(f"{name}[{', '.join(idx)}] = {self.name(src)}[{', '.join(src_idx)}]")
+        self.emit(f"{name}[{', '.join(idx)}] = {self.hoisted(f'{self.name(src)}[{chr(44).join(src_idx)}]')}")
+        self.close_inner()
         self.close(len(idx))
 
     def op_for(self, op: Op) -> None:
