@@ -62,3 +62,38 @@ def test_fake_tensor_shapes():
         a, b = torch.empty(5, 7), torch.empty(7, 3)
         assert torch.ops.tilec.gemm(a, b, None, None, 1.0).shape == (5, 3)
         assert torch.ops.tilec.gemv(a, torch.empty(7), None, None, 1.0).shape == (5,)
+
+
+@pytest.mark.parametrize("method,tol", [("int4", 0.2), ("int8", 0.02), ("lut", 0.3)])
+def test_quantize_linear_in_one_call(method, tol):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 96)
+    layer = tilec.torch.quantize_linear(linear, method, group_size=64)
+    x = torch.randn(5, 256)
+    got = layer(x)
+    want = linear(x).detach()
+    assert got.shape == (5, 96)
+    # against the layer's own dequantized weight: only kernel rounding separates them
+    if method == "lut":
+        from ops.bcq import BCQLayout, BCQWeight
+        w = BCQWeight(layer.bits.numpy(), layer.alpha.numpy(), None, (256, 96),
+                      BCQLayout(3, 64, "stored", False)).dequantize()
+    else:
+        from ops.quant_format import QuantizedWeight, QuantLayout
+        w = QuantizedWeight(layer.qweight.numpy(), layer.scales.numpy(), None, (256, 96),
+                            QuantLayout(int(method[3:]), 64, True)).dequantize()
+    exact = x.double() @ torch.from_numpy(w).double() + linear.bias.double()
+    torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=1e-4)
+    # and quantization keeps it near the float layer
+    assert (got - want).norm() / want.norm() < tol
+
+
+def test_quantized_mlp_under_torch_compile():
+    torch.manual_seed(1)
+    mlp = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+    qmlp = torch.nn.Sequential(tilec.torch.quantize_linear(mlp[0], "int4", group_size=32), torch.nn.GELU(),
+                               tilec.torch.quantize_linear(mlp[2], "lut", group_size=32))
+    x = torch.randn(3, 128)
+    eager = qmlp(x)
+    compiled = torch.compile(qmlp, fullgraph=True, backend="aot_eager")(x)
+    torch.testing.assert_close(compiled, eager)
