@@ -172,6 +172,8 @@ class NumbaRenderer:
                 return f"({one} / ({one} + np.exp(-{x})))"
             if u == "erf":
                 return f"{np_type(r.dtype)}(math.erf({x}))"
+            if u == "exp2" and np_type(r.dtype) == "np.float32":
+                return f"rt.exp2f({x})"  # vectorizes; np.exp2 is a scalar libm call
             return _UNARY[u].format(x)
         if k == "binary":
             a, b = (self.ref(v, own) for v in op.operands)
