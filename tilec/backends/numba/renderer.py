@@ -26,6 +26,7 @@ _UNARY = {"exp": "np.exp({})", "exp2": "np.exp2({})", "log": "np.log({})", "log2
 # Working dtype of tiles in this backend: 16-bit floats compute in fp32, rounded at casts.
 _WORK = {"float16": "float32", "bfloat16": "float32", "bool": "bool_"}
 _INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
+_LANES = 16  # partial results per row in max/min reductions (one AVX-512 register of fp32)
 
 
 def np_type(dtype) -> str:
@@ -338,14 +339,23 @@ class NumbaRenderer:
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
                 self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+            lanes = kind in ("max", "min") and r.dtype.is_float and x.shape[-1] >= 2 * _LANES
+            if lanes:
+                part = self.name.fresh(f"{name}_lanes")
+                self.emit(f"{part} = np.empty({_LANES}, {np_type(r.dtype)})")
             outer = self.loops(x.shape[:-1])
             acc = self.name.fresh(f"{name}_acc")
             self.emit(f"{acc} = {init}")
             inner = self.name.fresh("j")
-            self.emit(f"for {inner} in range({x.shape[-1]}):")
-            self.depth += 1
-            self.emit(f"{acc} = {combine.format(a=acc, b=self.ref(x, outer + [inner]))}")
-            self.depth -= 1
+            start = 0
+            if lanes:
+                self._lane_reduce(kind, part, acc, init, x, outer)
+                start = x.shape[-1] - x.shape[-1] % _LANES
+            if start < x.shape[-1]:
+                self.emit(f"for {inner} in range({start}, {x.shape[-1]}):")
+                self.depth += 1
+                self.emit(f"{acc} = {combine.format(a=acc, b=self.ref(x, outer + [inner]))}")
+                self.depth -= 1
             if r.shape:
                 self.emit(f"{name}[{', '.join(outer + (['0'] if keep else []))}] = {acc}")
             self.close(len(outer))
@@ -358,6 +368,23 @@ class NumbaRenderer:
         cell = f"{name}[{', '.join(i for i in out if i is not None)}]"
         self.emit(f"{cell} = {combine.format(a=cell, b=self.ref(x, idx))}")
         self.close(len(idx))
+
+    def _lane_reduce(self, kind: str, part: str, acc: str, init: str, x: Value, outer: list[str]) -> None:
+        """max/min of a row through _LANES partial results: LLVM vectorizes a float max/min
+        reduction only under no-NaN fast math, but an elementwise max into lanes always."""
+        j, lane = self.name.fresh("j"), self.name.fresh("lane")
+        b = self.name.fresh("b")
+        cmp = ">" if kind == "max" else "<"
+        self.emit(f"for {lane} in range({_LANES}):")
+        self.emit(f"    {part}[{lane}] = {init}")
+        self.emit(f"for {j} in range(0, {x.shape[-1] - x.shape[-1] % _LANES}, {_LANES}):")
+        self.emit(f"    for {lane} in range({_LANES}):")
+        self.depth += 2
+        self.emit(f"{b} = {self.ref(x, outer + [f'{j} + {lane}'])}")
+        self.emit(f"{part}[{lane}] = {part}[{lane}] if {part}[{lane}] {cmp} {b} else {b}")
+        self.depth -= 2
+        self.emit(f"for {lane} in range({_LANES}):")
+        self.emit(f"    {acc} = {kind}({acc}, {part}[{lane}])")
 
     def op_dot(self, op: Op) -> None:
         a, b = op.operands[:2]
