@@ -206,7 +206,7 @@ class NumbaRenderer:
         if r.shape == ():
             self.emit(f"{name} = {self.expr(op, [])}")
             return
-        self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+        self.emit(f"{name} = rt.empty({r.shape}, {np_type(r.dtype)})")
         idx = self.loops(r.shape)
         self.emit(f"{name}[{', '.join(idx)}] = {self.expr(op, idx)}")
         self.close(len(idx))
@@ -338,7 +338,7 @@ class NumbaRenderer:
         rank = len(x.shape)
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
-                self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+                self.emit(f"{name} = rt.empty({r.shape}, {np_type(r.dtype)})")
             lanes = kind in ("max", "min") and r.dtype.is_float and x.shape[-1] >= 2 * _LANES
             if lanes:
                 part = self.name.fresh(f"{name}_lanes")
@@ -420,7 +420,7 @@ class NumbaRenderer:
         r = op.result
         axis = op.attrs["axis"]
         name = self.name(r)
-        self.emit(f"{name} = np.empty({r.shape}, {np_type(r.dtype)})")
+        self.emit(f"{name} = rt.empty({r.shape}, {np_type(r.dtype)})")
         idx = self.loops(r.shape)
         at = self.ref(index, idx)
         src_idx = [at if d == axis else ("0" if s == 1 else idx[d]) for d, s in enumerate(src.shape)]

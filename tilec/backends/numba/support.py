@@ -147,3 +147,12 @@ def exp2f(x):
     if xf != xf:
         r = xf
     return r
+
+
+@numba.njit(cache=True)
+def empty(shape, dtype):
+    """np.empty behind a call. Numba's parfor pass hoists a bare np.empty with a constant shape
+    out of the prange body, so every loop iteration would get the same buffer: a loop-carried
+    tile (acc = f(acc)) would then alias its own next value. A call it cannot see into is
+    never hoisted."""
+    return np.empty(shape, dtype)
