@@ -33,8 +33,8 @@ def gemm_kernel(A, B, C, bias, alpha, BM: tc.constexpr, BN: tc.constexpr, BK: tc
     tc.store(C, (pm * BM, pn * BN), activation(acc, ACT))
 
 
-TILES = [Param("BM", (16, 32, 64, 128, 256)), Param("BN", (16, 32, 64, 128, 256)),
-         Param("BK", (16, 32, 64, 128, 256))]
+TILES = [Param("BM", (16, 32, 64, 128, 256, 512)), Param("BN", (16, 32, 64, 128, 256, 512)),
+         Param("BK", (16, 32, 64, 128, 256, 512, 1024))]
 
 
 def _fits(cfg: dict, profile) -> str | None:

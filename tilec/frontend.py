@@ -90,10 +90,10 @@ class FrontEnd:
     def build(self, arg_types: dict[str, TensorType | TileType], constexprs: dict[str, Any]) -> Function:
         env: dict[str, Any] = {}
         params: list[Value] = []
-        defaults = _defaults(self.node)
+        defaults = literal_defaults(self.node)
         for a in self.node.args.args:
             self.b.loc = self._where(a)
-            if _is_constexpr(a.annotation, self.fn):
+            if is_constexpr_annotation(a.annotation):
                 if a.arg in constexprs:
                     env[a.arg] = constexprs[a.arg]
                 elif a.arg in defaults:
@@ -112,7 +112,7 @@ class FrontEnd:
             raise TilecError(f"{self.name} has no constexpr parameter(s) {sorted(unknown)}", self._where(self.node))
         self._run_body(self.node.body, env, allow_return=False)
         used = {k: env[k] for k in constexprs} | {a.arg: env[a.arg] for a in self.node.args.args
-                                                   if _is_constexpr(a.annotation, self.fn)}
+                                                   if is_constexpr_annotation(a.annotation)}
         return Function(self.name, params, self.b.blocks[0], used, self.grid_rank, self.filename)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ class FrontEnd:
             if a is other or (not isinstance(a, Value) and not isinstance(other, Value) and a == other):
                 env[n] = a
                 continue
-            like = a if isinstance(a, Value) else other
+            like = a if isinstance(a, Value) else other if isinstance(other, Value) else None
             with self.b.region(blocks[0]):
                 va = self.as_value(a, like, s)
             with self.b.region(blocks[1]):
@@ -485,7 +485,7 @@ class FrontEnd:
         sub.node, sub.filename, _ = parse_function(func.fn)
         sub.name, sub.grid_rank = func.__name__, self.grid_rank
         names = [a.arg for a in sub.node.args.args]
-        env = dict(_defaults(sub.node))
+        env = dict(literal_defaults(sub.node))
         if len(args) > len(names):
             raise self.error(node, f"{func.__name__} takes {len(names)} arguments, got {len(args)}")
         env.update(zip(names, args))
@@ -594,7 +594,7 @@ class FrontEnd:
         return {id(k): v for k, v in table.items()}
 
 
-def _defaults(node: ast.FunctionDef) -> dict[str, Any]:
+def literal_defaults(node: ast.FunctionDef) -> dict[str, Any]:
     args = node.args.args
     out = {}
     for a, d in zip(args[len(args) - len(node.args.defaults):], node.args.defaults):
@@ -605,7 +605,7 @@ def _defaults(node: ast.FunctionDef) -> dict[str, Any]:
     return out
 
 
-def _is_constexpr(annotation: ast.expr | None, fn: Callable) -> bool:
+def is_constexpr_annotation(annotation: ast.expr | None) -> bool:
     if annotation is None:
         return False
     text = ast.unparse(annotation)

@@ -2,14 +2,14 @@
 and launched over a grid by a backend: ``kernel[grid](*args, backend=..., **config)``."""
 from __future__ import annotations
 
-import hashlib
+
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import dtypes as dt
 from .errors import ConfigError, TilecError
-from .frontend import FrontEnd, _is_constexpr, parse_function
+from .frontend import FrontEnd, literal_defaults, is_constexpr_annotation, parse_function
 from .ir import Function, TensorType, TileType
 from .passes import run_pipeline
 
@@ -26,10 +26,9 @@ class Kernel:
         self.__doc__ = fn.__doc__
         node, self.source_file, self.line = parse_function(fn)
         self.param_names = [a.arg for a in node.args.args]
-        self.constexpr_names = [a.arg for a in node.args.args if _is_constexpr(a.annotation, fn)]
+        self.constexpr_names = [a.arg for a in node.args.args if is_constexpr_annotation(a.annotation)]
+        self.constexpr_defaults = {k: v for k, v in literal_defaults(node).items() if k in self.constexpr_names}
         self.runtime_names = [n for n in self.param_names if n not in self.constexpr_names]
-        import ast
-        self.source_hash = hashlib.sha256(ast.unparse(node).encode()).hexdigest()[:16]
         self._ir: dict[tuple, Function] = {}
 
     def __repr__(self) -> str:
@@ -55,12 +54,10 @@ class Kernel:
         key = (tuple(sorted((k, str(v)) for k, v in arg_types.items())),
                tuple(sorted((k, repr(v)) for k, v in constexprs.items())))
         if key not in self._ir:
-            missing = [n for n in self.constexpr_names if n not in constexprs]
-            fe = FrontEnd(self.fn)
-            if missing and any(n not in _defaults_of(fe) for n in missing):
-                need = [n for n in missing if n not in _defaults_of(fe)]
+            need = [n for n in self.constexpr_names if n not in constexprs and n not in self.constexpr_defaults]
+            if need:
                 raise ConfigError(f"kernel {self.name} needs constexpr value(s) for {need}")
-            self._ir[key] = run_pipeline(fe.build(arg_types, constexprs))
+            self._ir[key] = run_pipeline(FrontEnd(self.fn).build(arg_types, constexprs))
         return self._ir[key]
 
     def __getitem__(self, grid):
@@ -68,11 +65,6 @@ class Kernel:
             from .runtime.launch import launch
             return launch(self, grid, args, config, backend)
         return launcher
-
-
-def _defaults_of(fe: FrontEnd) -> dict:
-    from .frontend import _defaults
-    return _defaults(fe.node)
 
 
 def type_of(arg: Any, name: str) -> TensorType | TileType:

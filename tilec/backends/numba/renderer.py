@@ -265,15 +265,9 @@ class NumbaRenderer:
         store_dtype = "np.uint16" if sixteen else np_type(r.dtype)
         fill = bits16(pad, tensor.dtype) if sixteen else literal(pad, r.dtype)
         target = name + "_bits" if sixteen else name
-        if r.shape == ():
-            self.emit(f"{target} = {fill}")
-        else:
-            self.emit(f"{target} = np.full({r.shape}, {fill}, {store_dtype})")
         bounds, conds = self._window(tensor, offsets, box)
-        self.emit(f"if {' and '.join(conds)}:" if conds else "if True:")
-        self.depth += 1
         src, dst, t = [], [], 0
-        for ax, (off, ext) in enumerate(zip(offsets, box)):
+        for off, ext in zip(offsets, box):
             if ext is None:
                 src.append(self.name(off))
             else:
@@ -281,11 +275,23 @@ class NumbaRenderer:
                 src.append(f"{self.name(off)} + {lo}:{self.name(off)} + {hi}")
                 dst.append(f"{lo}:{hi}")
                 t += 1
+        source = f"{self.name(tensor)}[{', '.join(src)}]"
         if r.shape == ():
-            self.emit(f"{target} = {self.name(tensor)}[{', '.join(src)}]")
+            self.emit(f"{target} = {fill}")
+            self.emit(f"if {' and '.join(conds)}:" if conds else "if True:")
+            self.emit(f"    {target} = {source}")
         else:
-            self.emit(f"{target}[{', '.join(dst)}] = {self.name(tensor)}[{', '.join(src)}]")
-        self.depth -= 1
+            # the whole box inside the tensor (the common case): one copy, no fill
+            inside = [f"{lo} == 0 and {hi} == {ext}" for (lo, hi), ext in
+                      zip(bounds, [e for e in box if e is not None])]
+            inside += [c for c in conds if " <= " in c]
+            self.emit(f"if {' and '.join(inside)}:")
+            self.emit(f"    {target} = np.empty({r.shape}, {store_dtype})")
+            self.emit(f"    {target}[...] = {source}")
+            self.emit("else:")
+            self.emit(f"    {target} = np.full({r.shape}, {fill}, {store_dtype})")
+            self.emit(f"    if {' and '.join(conds)}:")
+            self.emit(f"        {target}[{', '.join(dst)}] = {source}")
         if sixteen:
             widen = "widen_bf16" if tensor.dtype.name == "bfloat16" else "widen_f16"
             if r.shape == ():

@@ -13,7 +13,6 @@ from typing import Any
 import numba
 from threadpoolctl import threadpool_limits
 
-from ... import __version__
 from ...ir import Function
 from ...runtime.arrays import host_view
 from ...runtime.cache import Manifest, atomic_write, cache_dir
@@ -50,7 +49,7 @@ class NumbaBackend(Backend):
             module = _import(module_name, path)
         kernel = getattr(module, kernel_symbol(fn))
         uses_blas = options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk())
-        state = {"snapshot": False}
+        state = {"overloads": -1}
 
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
             if uses_blas:
@@ -59,9 +58,10 @@ class NumbaBackend(Backend):
                     kernel(*grid, *args)
             else:
                 kernel(*grid, *args)
-            if not state["snapshot"]:
+            if len(kernel.overloads) != state["overloads"]:
+                # a new specialization (e.g. another array layout) rewrote Numba's index: record it
                 manifest.write([path, *_numba_files(path)])
-                state["snapshot"] = True
+                state["overloads"] = len(kernel.overloads)
 
         return Compiled(source, run, {"path": str(path), "module": module_name})
 

@@ -1,0 +1,526 @@
+"""Render tile IR as ``@triton.jit`` source.
+
+Every tensor parameter ``A`` of rank r becomes ``A, A_shape0.., A_stride0..`` (pointer,
+extents, element strides), so loads and stores are plain pointer blocks whose masks come
+from the IR's boxes: ``A + rows[:, None] * A_stride0 + cols[None, :] * A_stride1`` masked by
+``rows < A_shape0`` etc. Tile sizes are literals in the source (constexprs are folded in the
+IR), so the kernel has no constexpr parameters.
+
+Triton differs from the IR in a few places the renderer bridges explicitly:
+- tile extents must be powers of two (checked, with the reason);
+- ``//`` and ``%`` on integers truncate; the IR follows Python (floor);
+- 16-bit floats: loads and stores keep the storage type and ``tl.dot`` takes them as they
+  are; elementwise math on them runs in fp32 (the IR's "compute in fp32 inside tiles");
+- ``tl.dot`` needs every extent >= 16 (inner >= 32 for 8-bit); smaller dots become a
+  broadcast-multiply-sum.
+"""
+from __future__ import annotations
+
+from ... import __version__
+from ...errors import TilecError
+from ...ir import Block, Function, Op, Value, uses
+from ..naming import Namer
+
+# IR dtype name -> triton.language type
+TL_TYPE = {"float32": "tl.float32", "float16": "tl.float16", "bfloat16": "tl.bfloat16", "float64": "tl.float64",
+           "int8": "tl.int8", "int16": "tl.int16", "int32": "tl.int32", "int64": "tl.int64",
+           "uint8": "tl.uint8", "uint16": "tl.uint16", "uint32": "tl.uint32", "bool": "tl.int1"}
+# IR dtype name -> the type string Triton's signatures use (offline compile)
+SIG_TYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64", "int8": "i8",
+            "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8", "uint16": "u16", "uint32": "u32",
+            "bool": "i1"}
+_SIXTEEN = ("tl.float16", "tl.bfloat16")
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "and": "&", "or": "|", "xor": "^",
+          "shl": "<<", "shr": ">>", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+_UNARY = {"exp": "tl.exp({})", "exp2": "tl.exp2({})", "log": "tl.log({})", "log2": "tl.log2({})",
+          "sqrt": "tl.sqrt_rn({})", "rsqrt": "tl.rsqrt({})", "abs": "tl.abs({})", "floor": "tl.floor({})",
+          "ceil": "tl.ceil({})", "sigmoid": "tl.sigmoid({})", "erf": "tl.erf({})", "sin": "tl.sin({})",
+          "cos": "tl.cos({})"}
+_REDUCE = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}
+_SPECIAL_FLOATS = {"inf": "INF", "-inf": "NEG_INF", "nan": "NAN"}
+_ONE_STATEMENT = {"dot", "binary", "unary", "where", "reduce", "broadcast", "full"}  # kinds rendered as one assignment
+DOT_MIN = 16     # tl.dot's smallest extent on every axis
+DOT_MIN_K8 = 32  # ... and its smallest inner extent for 8-bit operands (the GPU compile rejects 16)
+
+
+def is_pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def kernel_symbol(fn: Function) -> str:
+    parts = [fn.name] + [f"{k}{v}" for k, v in fn.constexprs.items() if isinstance(v, (int, bool, str))]
+    return "_".join(str(p).lower().replace("-", "m") for p in parts)
+
+
+def tensor_arg_names(fn: Function) -> list[tuple[Value, str, list[str], list[str]]]:
+    """(param, pointer name, shape names, stride names) for every tensor parameter, in order;
+    scalars get empty shape/stride lists. This is the generated kernel's signature."""
+    namer = Namer({"tl", "triton", "range", "float", "INF", "NEG_INF", "NAN"})
+    out = []
+    for p in fn.params:
+        base = namer(p)
+        if p.is_tensor:
+            r = p.type.rank
+            out.append((p, base, [namer.fresh(f"{base}_shape{i}") for i in range(r)],
+                        [namer.fresh(f"{base}_stride{i}") for i in range(r)]))
+        else:
+            out.append((p, base, [], []))
+    return out
+
+
+class TritonRenderer:
+    def __init__(self, fn: Function, options: dict, interpreter: bool = False):
+        self.fn = fn
+        self.options = options
+        self.interpreter = interpreter
+        self.name = Namer({"tl", "triton", "range", "float", "INF", "NEG_INF", "NAN"})
+        self.lines: list[str] = []
+        self.depth = 0
+        self.held: dict[int, str] = {}        # value id -> the Triton type the variable has
+        self.nonneg: set[int] = set()         # scalars known to be >= 0 (their masks skip the low side)
+        self.specials: set[str] = set()
+        self.count = uses(fn)                 # value id -> number of readers
+        self.shape_of: dict[int, list[str]] = {}
+        self.stride_of: dict[int, list[str]] = {}
+        self.signature: list[str] = []
+        for p, base, shapes, strides in tensor_arg_names(fn):
+            self.name.alias(p, base)
+            self.name.taken.update([base, *shapes, *strides])
+            self.signature += [base, *shapes, *strides]
+            if p.is_tensor:
+                self.shape_of[p.id], self.stride_of[p.id] = shapes, strides
+            else:
+                self.held[p.id] = TL_TYPE[p.dtype.name]
+
+    # -- output -------------------------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def render(self) -> str:
+        fn = self.fn
+        cfg = " ".join(f"{k}={v}" for k, v in {**fn.constexprs, **self.options}.items())
+        self.depth = 1
+        self.block(fn.body)
+        if len(self.lines) == 0:
+            self.emit("pass")
+        mode = " for the CPU interpreter" if self.interpreter else ""
+        head = [(f"# Generated by tilec {__version__} (triton backend{mode}) from kernel {fn.name!r} "
+                 f"in {fn.source_file}"),
+                f"# config: {cfg}" if cfg else "# config: (none)",
+                "import triton",
+                "import triton.language as tl",
+                ""]
+        consts = {"INF": 'float("inf")', "NEG_INF": 'float("-inf")', "NAN": 'float("nan")'}
+        head += [f"{s} = tl.constexpr({consts[s]})" for s in sorted(self.specials)]
+        head += ["", "", "@triton.jit", f"def {kernel_symbol(fn)}({', '.join(self.signature)}):"]
+        return "\n".join(head + self.lines) + "\n"
+
+    def block(self, block: Block) -> None:
+        for op in block.ops:
+            getattr(self, "op_" + op.kind)(op)
+
+    def fail(self, op: Op, message: str):
+        raise TilecError(f"triton backend: {message}", op.loc or None)
+
+    # -- values -------------------------------------------------------------------------------
+    def define(self, v: Value, expr: str, held: str | None = None) -> str:
+        name = self.name(v)
+        self.emit(f"{name} = {expr}")
+        self.held[v.id] = held or TL_TYPE[v.dtype.name]
+        return name
+
+    def ref(self, v: Value) -> str:
+        return self.name(v)
+
+    def f32(self, v: Value) -> str:
+        """``v`` for arithmetic: 16-bit floats widen to fp32 first."""
+        if self.held.get(v.id) in _SIXTEEN:
+            return self.convert(v, "tl.float32")
+        return self.name(v)
+
+    def as_type(self, v: Value, held: str) -> str:
+        """``v`` converted to the Triton type ``held`` when it is held differently."""
+        return self.name(v) if self.held.get(v.id) == held else self.convert(v, held)
+
+    def convert(self, v: Value, t: str) -> str:
+        # scalars may be Python ints in the interpreter (loop indices) or constexprs: tl.cast takes both
+        return f"tl.cast({self.name(v)}, {t})" if not v.shape else f"{self.name(v)}.to({t})"
+
+    def work_type(self, v: Value) -> str:
+        """Type a variable carried across loop iterations or branches must have: 16-bit
+        floats travel as fp32 so every assignment agrees."""
+        t = TL_TYPE[v.dtype.name]
+        return "tl.float32" if t in _SIXTEEN else t
+
+    def aligned(self, v: Value, rank: int) -> str:
+        """``v`` (as for arithmetic) with leading unit axes up to ``rank`` (NumPy broadcasting)."""
+        expr = self.f32(v)
+        missing = rank - len(v.shape)
+        if v.shape and missing > 0:
+            expr = f"{expr}[{', '.join(['None'] * missing + [':'] * len(v.shape))}]"
+        return expr
+
+    def literal(self, value, dtype) -> str:
+        if dtype.kind == "bool":
+            return "True" if value else "False"
+        if dtype.is_float:
+            text = repr(float(value))
+            if text in _SPECIAL_FLOATS:
+                self.specials.add(_SPECIAL_FLOATS[text])
+                text = _SPECIAL_FLOATS[text]
+            return text if dtype.name == "float32" else f"tl.full((), {text}, {TL_TYPE[dtype.name]})"
+        return str(int(value)) if dtype.name == "int32" else f"tl.full((), {int(value)}, {TL_TYPE[dtype.name]})"
+
+    # -- scalars ------------------------------------------------------------------------------
+    def op_const(self, op: Op) -> None:
+        r = op.result
+        value = op.attrs["value"]
+        text = self.literal(value, r.dtype)
+        # literals (and typed ``tl.full((), v, T)`` scalars) are written where they are used
+        self.name.alias(r, f"({text})" if text.startswith("-") else text)
+        self.held[r.id] = TL_TYPE[r.dtype.name]
+        if not r.dtype.is_float and r.dtype.kind != "bool" and int(value) >= 0:
+            self.nonneg.add(r.id)
+
+    def op_program_id(self, op: Op) -> None:
+        self.name.alias(op.result, self.name.fresh(f"pid_{op.attrs['axis']}"))
+        self.define(op.result, f"tl.program_id({op.attrs['axis']})")
+        self.nonneg.add(op.result.id)
+
+    def op_num_programs(self, op: Op) -> None:
+        self.define(op.result, f"tl.num_programs({op.attrs['axis']})")
+        self.nonneg.add(op.result.id)
+
+    def op_dim(self, op: Op) -> None:
+        self.name.alias(op.result, self.shape_of[op.operands[0].id][op.attrs["axis"]])
+        self.held[op.result.id] = "tl.int32"
+        self.nonneg.add(op.result.id)
+
+    # -- tile constructors ---------------------------------------------------------------------
+    def check_shape(self, op: Op, shape: tuple) -> None:
+        bad = [s for s in shape if not is_pow2(s)]
+        if bad:
+            self.fail(op, f"{op.kind} makes a tile of shape {tuple(shape)}, but Triton tiles need power-of-two "
+                          f"extents (got {bad[0]}); choose power-of-two tile sizes for this backend")
+
+    def op_full(self, op: Op) -> None:
+        r = op.result
+        self.check_shape(op, r.shape)
+        src = op.operands[0]
+        t = self.work_type(r)
+        if not r.shape:
+            self.define(r, self.as_type(src, t), t)
+        else:
+            self.define(r, f"tl.full({r.shape}, {self.f32(src)}, {t})", t)
+
+    def op_arange(self, op: Op) -> None:
+        self.check_shape(op, op.result.shape)
+        self.define(op.result, f"tl.arange(0, {op.attrs['n']})")
+        self.nonneg.add(op.result.id)
+
+    # -- elementwise ----------------------------------------------------------------------------
+    def op_cast(self, op: Op) -> None:
+        src, r = op.operands[0], op.result
+        target = TL_TYPE[r.dtype.name]
+        if self.held.get(src.id) == target:  # e.g. an fp16 product already held in fp32
+            self.name.alias(r, self.name(src))
+            self.held[r.id] = target
+        elif r.dtype.kind == "bool":
+            self.define(r, f"{self.ref(src)} != 0")
+        else:
+            self.define(r, self.convert(src, target), target)
+
+    def op_unary(self, op: Op) -> None:
+        x, r = op.operands[0], op.result
+        u = op.attrs["op"]
+        a = self.f32(x)
+        t = self.work_type(r)
+        if u == "neg":
+            expr = f"-{a}"
+        elif u == "not":
+            expr = f"{a} == 0" if r.dtype.kind == "bool" else f"~{a}"
+        elif u == "tanh":  # no tl.tanh (libdevice is GPU-only); this form saturates cleanly
+            expr = f"1.0 - 2.0 / (tl.exp(2.0 * {a}) + 1.0)"
+        elif u == "abs" and not r.dtype.is_float:
+            expr = f"tl.where({a} < 0, -{a}, {a})"
+        else:
+            expr = _UNARY[u].format(a)
+        self.define(r, expr, t)
+
+    def op_binary(self, op: Op) -> None:
+        a_v, b_v = op.operands
+        r = op.result
+        o = op.attrs["op"]
+        rank = len(r.shape)
+        a, b = self.aligned(a_v, rank), self.aligned(b_v, rank)
+        t = self.work_type(r)
+        is_int = a_v.dtype.is_int
+        signed = a_v.dtype.kind == "int"
+        if o in ("max", "min"):
+            self.define(r, f"tl.{o}imum({a}, {b})", t)
+        elif o == "floordiv" and not is_int:
+            self.define(r, f"tl.floor({a} / {b})", t)
+        elif o == "floordiv":
+            q = self.define(r, f"{a} // {b}", t)
+            if signed and not self.positive_over_positive(a_v, b_v):
+                # C truncation -> Python floor: one lower where inexact and the signs differ
+                differ = f"({a} < 0)" if self.positive_const(b_v) else f"(({a} < 0) != ({b} < 0))"
+                self.emit(f"{q} = {q} - tl.cast(({q} * {b} != {a}) & {differ}, {t})")
+        elif o == "mod" and not is_int:
+            self.define(r, f"{a} - tl.floor({a} / {b}) * {b}", t)
+        elif o == "mod":
+            m = self.define(r, f"{a} % {b}", t)
+            if signed and not self.positive_over_positive(a_v, b_v):
+                # a Python remainder takes the divisor's sign
+                differ = f"({m} < 0)" if self.positive_const(b_v) else f"({m} != 0) & (({m} < 0) != ({b} < 0))"
+                self.emit(f"{m} = {m} + tl.cast(tl.where({differ}, {b}, 0), {t})")
+        elif o == "pow":
+            if is_int:
+                self.fail(op, "integer ** is not supported by the triton backend; cast to float first")
+            self.render_pow(r, a, b)
+        else:
+            self.define(r, f"{a} {_INFIX[o]} {b}", t if o not in ("lt", "le", "gt", "ge", "eq", "ne") else "tl.int1")
+        keeps_sign = o in ("add", "mul", "floordiv", "mod", "max", "shr", "and")
+        if keeps_sign and all(v.id in self.nonneg for v in op.operands):
+            self.nonneg.add(r.id)
+
+    def positive_const(self, v: Value) -> bool:
+        p = v.producer
+        return p is not None and p.kind == "const" and p.attrs["value"] > 0
+
+    def positive_over_positive(self, a: Value, b: Value) -> bool:
+        """Truncating and flooring division agree: a >= 0 and b > 0."""
+        return a.id in self.nonneg and self.positive_const(b)
+
+    def render_pow(self, r: Value, a: str, b: str) -> None:
+        """Python's float ** without libdevice: exp2(b log2|a|), the sign from odd integer
+        exponents of negative bases, NaN for other negative bases, and x ** 0 == 1."""
+        mag = self.name.fresh(self.name(r) + "_mag")
+        self.emit(f"{mag} = tl.exp2({b} * tl.log2(tl.abs({a})))")
+        self.specials.add("NAN")
+        whole = f"(tl.floor({b}) == {b})"
+        odd = f"(tl.floor({b} * 0.5) * 2.0 != {b})"
+        self.define(r, f"tl.where({b} == 0, 1.0, tl.where({a} < 0, tl.where({whole}, tl.where({odd}, -{mag}, {mag}), "
+                       f"NAN), {mag}))", self.work_type(r))
+
+    def op_where(self, op: Op) -> None:
+        c, a, b = op.operands
+        rank = len(op.result.shape)
+        self.define(op.result, f"tl.where({self.aligned(c, rank)}, {self.aligned(a, rank)}, {self.aligned(b, rank)})",
+                    self.work_type(op.result))
+
+    def op_expand_dims(self, op: Op) -> None:
+        x = op.operands[0]
+        self.define(op.result, f"tl.expand_dims({self.ref(x)}, {op.attrs['axis']})", self.held.get(x.id))
+
+    def op_broadcast(self, op: Op) -> None:
+        x, r = op.operands[0], op.result
+        self.check_shape(op, r.shape)
+        if not x.shape:
+            t = self.work_type(r)
+            self.define(r, f"tl.full({r.shape}, {self.f32(x)}, {t})", t)
+            return
+        self.define(r, f"tl.broadcast_to({self.aligned(x, len(r.shape))}, {r.shape})", self.work_type(r))
+
+    # -- structure -------------------------------------------------------------------------------
+    def op_reduce(self, op: Op) -> None:
+        x, r = op.operands[0], op.result
+        keep = ", keep_dims=True" if op.attrs["keepdims"] else ""
+        self.define(r, f"{_REDUCE[op.attrs['op']]}({self.f32(x)}, axis={op.attrs['axis']}{keep})", self.work_type(r))
+
+    def op_dot(self, op: Op) -> None:
+        a, b = op.operands[:2]
+        acc = op.operands[2] if len(op.operands) > 2 else None
+        r = op.result
+        (m, k), n = a.shape, b.shape[1]
+        out = TL_TYPE[r.dtype.name]
+        native_ok = a.dtype.name != "uint8" and k >= (DOT_MIN_K8 if a.dtype.bits == 8 else DOT_MIN)
+        if min(m, n) >= DOT_MIN and native_ok:
+            native = TL_TYPE[a.dtype.name]
+            if native == "tl.bfloat16" and self.interpreter:
+                native = "tl.float32"  # Triton's interpreter multiplies bf16 as raw uint16 bits; fp32 is exact
+            args = [self.as_type(a, native), self.as_type(b, native)]
+            if acc is not None:
+                args.append(self.as_type(acc, out))
+            if native == "tl.float32":  # ieee: exact fp32 products, as the IR promises (tf32 only on request)
+                args.append(f'input_precision="{self.options.get("fp32_dot", "ieee")}"')
+            if r.dtype.is_int:
+                args.append("out_dtype=tl.int32")
+            self.define(r, f"tl.dot({', '.join(args)})", out)
+            return
+        if min(m, n, k) >= DOT_MIN and a.dtype.is_int and a.dtype.bits == 8 and k * 255 * 255 < 2**24:
+            # 8-bit ints where tl.dot has no int path (uint8, or k < 32): fp16 holds them exactly
+            # and k products of at most 255 * 255 sum exactly in fp32, so an fp16 tl.dot is exact
+            part = f"tl.dot({self.name(a)}.to(tl.float16), {self.name(b)}.to(tl.float16)).to(tl.int32)"
+            self.define(r, f"{self.as_type(acc, out)} + {part}" if acc is not None else part, out)
+            return
+        # an extent below 16: products broadcast over (m, k, n), summed over k
+        wa, wb = (f"{self.name(v)}.to({out})" if self.held.get(v.id) != out else self.name(v) for v in (a, b))
+        expr = f"tl.sum({wa}[:, :, None] * {wb}[None, :, :], axis=1)"
+        if acc is not None:
+            expr = f"{self.as_type(acc, out)} + {expr}"
+        self.define(r, expr, out)
+
+    def op_trans(self, op: Op) -> None:
+        x = op.operands[0]
+        self.define(op.result, f"tl.trans({self.ref(x)})", self.held.get(x.id))
+
+    def op_reshape(self, op: Op) -> None:
+        x = op.operands[0]
+        self.check_shape(op, op.result.shape)
+        self.define(op.result, f"tl.reshape({self.ref(x)}, {op.attrs['shape']})", self.held.get(x.id))
+
+    def op_gather(self, op: Op) -> None:
+        src, index = op.operands
+        r = op.result
+        axis = op.attrs["axis"]
+        self.check_shape(op, r.shape)
+        # tl.gather wants equal extents off the gathered axis: broadcast both sides first
+        src_shape = tuple(s if d == axis else r.shape[d] for d, s in enumerate(src.shape))
+        s_expr = self.name(src) if src_shape == src.shape else f"tl.broadcast_to({self.name(src)}, {src_shape})"
+        i_expr = self.name(index) if index.shape == r.shape else f"tl.broadcast_to({self.name(index)}, {r.shape})"
+        self.define(r, f"tl.gather({s_expr}, {i_expr}, {axis})", self.held.get(src.id))
+
+    # -- memory ----------------------------------------------------------------------------------
+    def addressing(self, op: Op, tensor: Value, offsets: list[Value], box: tuple) -> tuple[str, str | None]:
+        """(pointer expression, mask expression or None) for a box of ``tensor`` at ``offsets``."""
+        tname = self.name(tensor)
+        shapes, strides = self.shape_of[tensor.id], self.stride_of[tensor.id]
+        tile_axes = [ax for ax, e in enumerate(box) if e is not None]
+        rank = len(tile_axes)
+        terms, masks = [], []
+        for ax, (off, ext) in enumerate(zip(offsets, box)):
+            o = self.name(off)
+            if ext is None:
+                terms.append(f"{o} * {strides[ax]}")
+                masks.append(f"({o} < {shapes[ax]})")
+                if off.id not in self.nonneg:
+                    masks.append(f"({o} >= 0)")
+                continue
+            if not is_pow2(ext):
+                self.fail(op, f"{op.kind} box {tuple(box)} of {tensor.hint!r} has extent {ext}, but Triton tiles need "
+                              f"power-of-two extents; choose power-of-two tile sizes for this backend")
+            pos = tile_axes.index(ax)
+            role = "idx" if rank == 1 else "rows" if pos == 0 else "cols" if pos == rank - 1 else "idx"
+            idx = self.name.fresh(f"{tname}_{role}{ax}")
+            self.emit(f"{idx} = {o} + tl.arange(0, {ext})" if o != "0" else f"{idx} = tl.arange(0, {ext})")
+            view = idx if rank == 1 else f"{idx}[{', '.join(':' if p == pos else 'None' for p in range(rank))}]"
+            terms.append(f"{view} * {strides[ax]}")
+            masks.append(f"({view} < {shapes[ax]})")
+            if off.id not in self.nonneg:
+                masks.append(f"({view} >= 0)")
+        return f"{tname} + {' + '.join(terms)}", " & ".join(masks) or None
+
+    def op_load(self, op: Op) -> None:
+        tensor, offsets = op.operands[0], op.operands[1:]
+        r = op.result
+        ptr, mask = self.addressing(op, tensor, offsets, op.attrs["box"])
+        pad = self.pad_literal(op.attrs["padding"], r.dtype)
+        args = [ptr] + ([f"mask={mask}", f"other={pad}"] if mask else [])
+        self.define(r, f"tl.load({', '.join(args)})", TL_TYPE[tensor.dtype.name])
+
+    def pad_literal(self, value, dtype) -> str:
+        """``other=`` of a masked load: a plain literal, converted by tl.load to the element type."""
+        if dtype.kind == "bool":
+            return "True" if value else "False"
+        if dtype.is_int:
+            return str(int(value))
+        text = repr(float(value))
+        if text in _SPECIAL_FLOATS:
+            self.specials.add(_SPECIAL_FLOATS[text])
+            return _SPECIAL_FLOATS[text]
+        return text
+
+    def op_store(self, op: Op) -> None:
+        tensor, offsets, value = op.operands[0], op.operands[1:-1], op.operands[-1]
+        ptr, mask = self.addressing(op, tensor, offsets, op.attrs["box"])
+        v = self.as_type(value, TL_TYPE[tensor.dtype.name])
+        self.emit(f"tl.store({ptr}, {v}" + (f", mask={mask})" if mask else ")"))
+
+    # -- control flow ------------------------------------------------------------------------------
+    def op_for(self, op: Op) -> None:
+        start, stop, step = op.operands[:3]
+        inits = op.operands[3:]
+        body = op.blocks[0]
+        iv, carried = body.args[0], body.args[1:]
+        for arg, init, res in zip(carried, inits, op.results):
+            t = self.work_type(arg)
+            if init.shape and self.count.get(init.id, 0) == 1 and self.held.get(init.id) == t \
+                    and init.producer is not None:
+                self.name.alias(arg, self.name(init))   # the loop takes the init's variable over
+            else:
+                self.emit(f"{self.name(arg)} = {self.carried_init(init, t)}")
+            self.held[arg.id] = t
+            self.name.alias(res, self.name(arg))
+            self.held[res.id] = t
+        written_in_place = self.in_place_yields(body, carried)
+        if start.id in self.nonneg and step.id in self.nonneg:
+            self.nonneg.add(iv.id)
+        self.held[iv.id] = "tl.int32"
+        bounds = ", ".join(str(v.producer.attrs["value"]) if v.producer is not None and v.producer.kind == "const"
+                           else self.name(v) for v in (start, stop, step))  # Triton promotes the types
+        self.emit(f"for {self.name(iv)} in range({bounds}):")
+        self.depth += 1
+        before = len(self.lines)
+        self.block(body)
+        for arg, y in zip(carried, body.yields):
+            if y.id not in written_in_place:
+                self.emit(f"{self.name(arg)} = {self.carried_init(y, self.held[arg.id])}")
+        if len(self.lines) == before:
+            self.emit("pass")
+        self.depth -= 1
+
+    def in_place_yields(self, body: Block, carried: list[Value]) -> set[int]:
+        """Yielded tiles computed by one statement in the loop body straight into the carried
+        variable (``acc = tl.dot(a, b, acc)``), when nothing after that statement still reads
+        the carried value. Returns their ids, already named like the carried variable."""
+        done = set()
+        yielded = [y.id for y in body.yields]
+        for arg, y in zip(carried, body.yields):
+            p = y.producer
+            if not y.shape or p is None or p not in body.ops or self.count.get(y.id, 0) != 1 \
+                    or yielded.count(y.id) != 1 or y.id in {a.id for a in carried}:
+                continue
+            if p.kind not in _ONE_STATEMENT or (p.kind == "binary" and p.attrs["op"] in ("floordiv", "mod", "pow")):
+                continue
+            later = body.ops[body.ops.index(p) + 1:]
+            if any(_reads(o, arg.id) for o in later) or any(v.id == arg.id for v in body.yields):
+                continue
+            self.name.alias(y, self.name(arg))
+            done.add(y.id)
+        return done
+
+    def carried_init(self, v: Value, t: str) -> str:
+        """A loop-carried or branch variable's first value, typed so that later assignments
+        agree (a literal would otherwise enter the loop as a constexpr)."""
+        if not v.shape:
+            return f"tl.full((), {self.name(v)}, {t})"
+        return self.as_type(v, t)
+
+    def op_if(self, op: Op) -> None:
+        for res in op.results:
+            self.held[res.id] = self.work_type(res)
+        self.emit(f"if {self.name(op.operands[0])}:")
+        for i, blk in enumerate(op.blocks):
+            if i == 1:
+                self.emit("else:")
+            self.depth += 1
+            before = len(self.lines)
+            self.block(blk)
+            for res, y in zip(op.results, blk.yields):
+                self.emit(f"{self.name(res)} = {self.carried_init(y, self.held[res.id])}")
+            if len(self.lines) == before:
+                self.emit("pass")
+            self.depth -= 1
+
+
+def _reads(op: Op, value_id: int) -> bool:
+    return any(v.id == value_id for v in op.operands) or \
+        any(_reads(o, value_id) for b in op.blocks for o in b.ops) or \
+        any(v.id == value_id for b in op.blocks for v in b.yields)
+
+
+def render(fn: Function, options: dict, interpreter: bool = False) -> str:
+    """``interpreter=True``: the variant for Triton's CPU interpreter (differs only where the
+    interpreter lacks a GPU feature: bf16 dot operands are widened to fp32 there)."""
+    return TritonRenderer(fn, options, interpreter).render()

@@ -1,0 +1,75 @@
+"""``tilec show OP``: the IR, the generated source and (with ``--arch``) the offline compile
+report of one op under one config."""
+from __future__ import annotations
+
+import argparse
+
+from . import backends
+from .errors import TilecError
+from .printer import format_function
+
+
+def parse_assignments(text: str | None) -> dict:
+    """``"BM=64,BN=64,dot=blas"`` -> {"BM": 64, "BN": 64, "dot": "blas"}."""
+    out: dict = {}
+    for part in filter(None, (text or "").split(",")):
+        if "=" not in part:
+            raise TilecError(f"expected KEY=VALUE, got {part!r}")
+        key, value = (s.strip() for s in part.split("=", 1))
+        out[key] = _value(value)
+    return out
+
+
+def _value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def show(op_name: str, backend: str = "numba", config: dict | None = None, shape: dict | None = None,
+         dtype: str = "float32", arch: str | None = None, what: str = "all") -> str:
+    import ops
+    spec = ops.REGISTRY.get(op_name)
+    if spec is None:
+        raise TilecError(f"unknown op {op_name!r}; known: {', '.join(sorted(ops.REGISTRY))}")
+    shape = {**{n: 1024 for n in spec.shape_names}, **(shape or {})}
+    be = backends.get(backend)
+    space = spec.space(backend)
+    cfg = {**spec.default_config(shape, backend), **(config or {})}
+    reasons = space.reasons(cfg)
+    if reasons:
+        raise TilecError(f"config {cfg} does not fit {op_name}: {'; '.join(reasons)}")
+    kernel, fn, grid = spec.launch_ir(shape, dtype, cfg)
+    _, given = kernel.split_config(cfg)
+    options = be.resolve_options(given, kernel.name, kernel.constexpr_names)
+    parts = [f"# {op_name} {shape} {dtype} on {backend}: config {cfg}, grid {grid}"]
+    if what in ("all", "ir"):
+        parts += ["", "## tile IR", format_function(fn)]
+    if what in ("all", "source"):
+        parts += ["", f"## {backend} source", be.render(fn, options)]
+    if arch:
+        if not hasattr(be, "compile_offline"):
+            raise TilecError(f"the {backend} backend has no offline compile (--arch is for triton and cuda)")
+        parts += ["", f"## compile report for {arch}", str(be.compile_offline(fn, options, arch))]
+    return "\n".join(parts)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="print an op's IR, generated source and compile report")
+    p.add_argument("op")
+    p.add_argument("--backend", default="numba", choices=backends.names())
+    p.add_argument("--config", help="e.g. BM=64,BN=64,BK=32 (missing keys take the default)")
+    p.add_argument("--shape", help="e.g. M=1024,N=1024,K=1024")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--arch", help="sm_80, sm_86, sm_89 or sm_90: compile offline and report resources")
+    p.add_argument("--only", choices=("ir", "source"), help="print just the IR or just the source")
+    p.set_defaults(run=lambda a: print(show(a.op, a.backend, parse_assignments(a.config),
+                                            parse_assignments(a.shape), a.dtype, a.arch, a.only or "all")))
