@@ -2,15 +2,25 @@
 reference and flops/bytes formulas; ``REGISTRY`` lists them for the tuner, benchmarks and CLI."""
 from __future__ import annotations
 
+from . import attention as _attention_mod
+from . import decode as _decode_mod
 from . import gemm as _gemm_mod
 from . import gemv as _gemv_mod
+from . import kv_quant as _kv_quant_mod
+from .attention import attention
+from .decode import decode_attention
 from .gemm import gemm
 from .gemv import gemv
+from .kv_quant import QuantizedKV, decode_attention_quantized, quantize_kv
 from .spec import OpSpec
 
 REGISTRY: dict[str, OpSpec] = {
     "gemm": _gemm_mod.SPEC,
     "gemv": _gemv_mod.SPEC,
+    "attention": _attention_mod.SPEC,
+    "decode_attention": _decode_mod.SPEC,
+    "decode_attention_quantized": _kv_quant_mod.SPEC,
 }
 
-__all__ = ["gemm", "gemv", "REGISTRY", "OpSpec"]
+__all__ = ["gemm", "gemv", "attention", "decode_attention", "quantize_kv", "decode_attention_quantized",
+           "QuantizedKV", "REGISTRY", "OpSpec"]
