@@ -59,6 +59,7 @@ class NumbaRenderer:
         self.count = uses(fn)
         self.inline: set[int] = set()
         self._plan_inlining(fn.body)
+        self.dot_only = _read_only_by_dot(fn)
 
     # -- planning ---------------------------------------------------------------------------
     def _plan_inlining(self, block: Block) -> None:
@@ -415,7 +416,12 @@ class NumbaRenderer:
         self.emit(f"            {name}[{i}, {j}] += {aik} * {self.name(b)}[{kk}, {j}]")
 
     def op_trans(self, op: Op) -> None:
-        self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])}.T)")
+        src = self.name(op.operands[0])
+        if op.result.id in self.dot_only and self.options["dot"] == "blas":
+            # BLAS takes a transposed (Fortran-ordered) view as it is: no copy
+            self.emit(f"{self.name(op.result)} = {src}.T")
+        else:
+            self.emit(f"{self.name(op.result)} = np.ascontiguousarray({src}.T)")
 
     def op_reshape(self, op: Op) -> None:
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])})"
@@ -461,6 +467,26 @@ class NumbaRenderer:
             for res, y in zip(op.results, blk.yields):
                 self.emit(f"{self.name(res)} = {self.name(y)}")
             self.depth -= 1
+
+
+def _read_only_by_dot(fn: Function) -> set[int]:
+    """Ids of values whose every reader is a float32 ``dot`` operand (never a yield or another op)."""
+    readers: dict[int, list[Op]] = {}
+    yielded: set[int] = set()
+
+    def visit(block: Block) -> None:
+        for op in block.ops:
+            for v in op.operands:
+                readers.setdefault(v.id, []).append(op)
+            for child in op.blocks:
+                visit(child)
+        yielded.update(v.id for v in block.yields)
+
+    visit(fn.body)
+    return {vid for vid, ops in readers.items() if vid not in yielded and
+            all(o.kind == "dot" and o.result.dtype.name == "float32" and
+                any(x.id == vid for x in o.operands[:2]) and
+                not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
 
 
 def kernel_symbol(fn: Function) -> str:
