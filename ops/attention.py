@@ -86,12 +86,13 @@ def space(backend: str = "numba"):
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
-    """Numba: head_dim exactly (no padded lanes), wide key tiles for BLAS; GPUs: 64 x 64."""
+    """Numba: head_dim exactly (no padded lanes) and 128 x 64 tiles (the fastest of 64..256 x
+    64..256 at seq 2048, d 64 on a 2-core Zen 4: BLAS is efficient there and the per-tile
+    softmax work stays in L1/L2); GPUs: 64 x 64."""
     d = shape["D"]
     if backend == "numba":
         bm = 128 if shape["Lq"] >= 128 else max(16, next_pow2(shape["Lq"]))
-        return {"BM": bm, "BN": 256 if shape["Lk"] >= 256 else 64, "BD": d if d in (16, 32, 64, 128, 256)
-                else next_pow2(d), "dot": "blas"}
+        return {"BM": bm, "BN": 64, "BD": d if d in (16, 32, 64, 128, 256) else next_pow2(d), "dot": "blas"}
     return {"BM": 64, "BN": 64, "BD": next_pow2(d)}
 
 
