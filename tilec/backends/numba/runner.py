@@ -13,6 +13,11 @@ from typing import Any
 import numba
 from threadpoolctl import threadpool_limits
 
+try:  # the BLAS that Numba's np.dot calls: loaded now, so threadpool_limits sees it on the first launch
+    import scipy.linalg.cython_blas  # noqa: F401
+except ImportError:  # Numba then has no BLAS dot at all
+    pass
+
 from ...ir import Function
 from ...runtime.arrays import host_view
 from ...runtime.cache import Manifest, atomic_write, cache_dir
