@@ -133,6 +133,9 @@ print(json.dumps({"seq": n, "extra_bytes": peak[0] - base, "output_bytes": out.n
 
 def bench_memory(n: int = 8192) -> dict:
     env = dict(os.environ)
+    # glibc would otherwise serve new buffers from pages freed earlier (already resident, so
+    # invisible in RSS): a fixed mmap threshold and trimming make every new buffer show up
+    env.update(MALLOC_MMAP_THRESHOLD_="16384", MALLOC_TRIM_THRESHOLD_="0")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     res = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(n)], capture_output=True, text=True, env=env,
                          timeout=900)
