@@ -65,6 +65,15 @@ def ratio(times: dict, base: str, other: str) -> float:
     return float(np.median(np.array(times[other]) / np.array(times[base])))
 
 
+def forward_fns(q, k, v, causal: bool, torch) -> dict:
+    fns = {"tilec": lambda: ops.attention(q, k, v, causal=causal),
+           "numpy": lambda: numpy_attention(q, k, v, causal)}
+    if torch is not None:
+        tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+        fns["torch"] = lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+    return fns
+
+
 def bench_forward(seqs, repeats: int) -> list[dict]:
     torch = _torch()
     rng = np.random.default_rng(0)
@@ -72,11 +81,7 @@ def bench_forward(seqs, repeats: int) -> list[dict]:
     for n in seqs:
         q, k, v = (rng.standard_normal((1, 8, n, 64)).astype(np.float32) for _ in range(3))
         for causal in (False, True):
-            fns = {"tilec": lambda: ops.attention(q, k, v, causal=causal),
-                   "numpy": lambda: numpy_attention(q, k, v, causal)}
-            if torch is not None:
-                tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
-                fns["torch"] = lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+            fns = forward_fns(q, k, v, causal, torch)
             want = numpy_attention(q, k, v, causal)
             err = float(np.abs(ops.attention(q, k, v, causal=causal) - want).max())
             t = interleaved(fns, repeats)
@@ -138,7 +143,7 @@ def bench_memory(n: int = 8192) -> dict:
     env.update(MALLOC_MMAP_THRESHOLD_="16384", MALLOC_TRIM_THRESHOLD_="0")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     res = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(n)], capture_output=True, text=True, env=env,
-                         timeout=900)
+                         timeout=900, check=False)
     if res.returncode:
         raise RuntimeError(f"memory probe failed: {res.stderr[-2000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])

@@ -24,7 +24,6 @@ import numpy as np
 
 import tilec as tc
 from autotune.space import Param
-from tilec.kernel import cdiv_host
 
 from ._common import backend_space, choose_config, output_like, pick_backend
 from .attn_checks import check_head_dim, check_kv_pair, check_rank, next_pow2
