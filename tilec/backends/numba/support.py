@@ -144,7 +144,7 @@ def exp2f(x):
     r = p * scale
     if xf >= np.float32(128.0):
         r = np.float32(np.inf)
-    if xf != xf:
+    if np.isnan(xf):
         r = xf
     return r
 
