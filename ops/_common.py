@@ -44,7 +44,7 @@ def pick_backend(arrays: dict[str, Any], backend: str | None) -> str:
     device = check_same_device(arrays)
     name = backend or backends.default_for(device)
     be = backends.get(name)
-    if (be.device == "cpu") != (device == "cpu"):
+    if not be.accepts(device):
         raise InputError(f"the {name} backend runs on {be.device}, but the arrays live on {device}")
     reason = be.missing()
     if reason:

@@ -33,8 +33,11 @@ def gemm_kernel(A, B, C, bias, alpha, BM: tc.constexpr, BN: tc.constexpr, BK: tc
     tc.store(C, (pm * BM, pn * BN), activation(acc, ACT))
 
 
-TILES = [Param("BM", (16, 32, 64, 128, 256, 512)), Param("BN", (16, 32, 64, 128, 256, 512)),
-         Param("BK", (16, 32, 64, 128, 256, 512, 1024))]
+# CPUs want big tiles (one BLAS call per tile, few programs); GPUs want tiles that fit registers.
+CPU_TILES = [Param("BM", (16, 32, 64, 128, 256, 512)), Param("BN", (16, 32, 64, 128, 256, 512)),
+             Param("BK", (16, 32, 64, 128, 256, 512, 1024))]
+GPU_TILES = [Param("BM", (16, 32, 64, 128, 256)), Param("BN", (16, 32, 64, 128, 256)),
+             Param("BK", (16, 32, 64, 128))]
 
 
 def _fits(cfg: dict, profile) -> str | None:
@@ -49,7 +52,7 @@ def _fits(cfg: dict, profile) -> str | None:
 
 
 def space(backend: str = "numba"):
-    return backend_space(TILES, [_fits], backend)
+    return backend_space(CPU_TILES if backend == "numba" else GPU_TILES, [_fits], backend)
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
@@ -137,5 +140,6 @@ SPEC = OpSpec(
     bytes=lambda s, dtype: float(np.dtype(np.float32).itemsize if dtype == "float32" else 2)
     * (s["M"] * s["K"] + s["K"] * s["N"] + s["M"] * s["N"]),
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
+    extra={"backends": ("numba", "triton", "cuda")},
     tolerance=lambda dtype: (1e-4, 1e-4) if dtype == "float32" else (1e-2, 1e-2),
 )

@@ -34,7 +34,8 @@ def gemv_kernel(A, X, Y, bias, alpha, BM: tc.constexpr, BK: tc.constexpr,
     tc.store(Y, (pm * BM,), activation(acc, ACT))
 
 
-TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (64, 128, 256, 512, 1024, 2048, 4096))]
+CPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (64, 128, 256, 512, 1024, 2048, 4096))]
+GPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (32, 64, 128, 256, 512))]
 
 
 def _fits(cfg: dict, profile) -> str | None:
@@ -48,7 +49,7 @@ def _fits(cfg: dict, profile) -> str | None:
 
 
 def space(backend: str = "numba"):
-    return backend_space(TILES, [_fits], backend)
+    return backend_space(CPU_TILES if backend == "numba" else GPU_TILES, [_fits], backend)
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
@@ -115,5 +116,6 @@ SPEC = OpSpec(
     flops=lambda s: 2.0 * s["M"] * s["K"],
     bytes=lambda s, dtype: float(4 if dtype == "float32" else 2) * (s["M"] * s["K"] + s["K"] + s["M"]),
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
+    extra={"backends": ("numba", "triton", "cuda")},
     tolerance=lambda dtype: (1e-4, 1e-4) if dtype == "float32" else (1e-2, 1e-2),
 )

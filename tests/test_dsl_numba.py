@@ -117,3 +117,28 @@ def test_ir_printer_shows_types_and_loop():
     # loop-invariant offsets were hoisted: nothing multiplies by the program id inside the loop
     body = text.split("body(")[1].split("yield")[0]
     assert "program_id" not in body and "op=mul" not in body.split("load")[0]
+
+
+@tc.kernel
+def running_max_rescale(X, OUT, BM: tc.constexpr, BN: tc.constexpr):
+    """The online-softmax pattern: the old carried value is read after the new one is made."""
+    pm = tc.program_id(0)
+    m = tc.full((BM,), -1e30, tc.float32)
+    total = tc.zeros((BM,), tc.float32)
+    for k in tc.range(0, X.shape[1], BN):
+        x = tc.load(X, (pm * BM, k), (BM, BN))
+        m_new = tc.maximum(m, tc.max(x, axis=1))
+        alpha = tc.exp(m - m_new)
+        total = total * alpha + tc.sum(tc.exp(x - m_new[:, None]), axis=1)
+        m = m_new
+    tc.store(OUT, (pm * BM,), total)
+
+
+def test_carried_tile_read_after_its_successor_is_built():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 64)).astype(np.float32) * 4
+    x[:, 40:] += 10  # later blocks raise the running max, so alpha != 1 matters
+    out = np.zeros(16, np.float32)
+    running_max_rescale[(2,)](x, out, BM=8, BN=16)
+    want = np.exp(x - x.max(1, keepdims=True)).sum(1)
+    np.testing.assert_allclose(out, want, rtol=1e-5)

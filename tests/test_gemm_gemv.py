@@ -100,9 +100,19 @@ def test_bad_input_gets_a_clear_error(call, match):
         call()
 
 
-def test_gpu_backend_on_host_arrays_is_refused():
-    with pytest.raises(tc.TilecError, match="runs on cuda, but the arrays live on cpu|not part of this tilec"):
-        ops.gemm(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), backend="triton")
+def test_backend_that_cannot_take_host_arrays_is_refused(monkeypatch):
+    from tilec import backends
+    from tilec.backends.base import Backend
+
+    class GpuOnly(Backend):
+        name, device = "gpuonly", "cuda"
+
+    monkeypatch.setitem(backends._MODULES, "gpuonly", "unused")
+    monkeypatch.setitem(backends._INSTANCES, "gpuonly", GpuOnly())
+    with pytest.raises(tc.TilecError, match="gpuonly backend runs on cuda, but the arrays live on cpu"):
+        ops.gemm(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), backend="gpuonly")
+    with pytest.raises(tc.TilecError, match="unknown backend 'nope'"):
+        ops.gemm(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32), backend="nope")
 
 
 def test_flops_and_bytes_formulas():

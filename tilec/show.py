@@ -58,7 +58,8 @@ def show(op_name: str, backend: str = "numba", config: dict | None = None, shape
     if arch:
         if not hasattr(be, "compile_offline"):
             raise TilecError(f"the {backend} backend has no offline compile (--arch is for triton and cuda)")
-        parts += ["", f"## compile report for {arch}", str(be.compile_offline(fn, options, arch))]
+        report = be.compile_offline(fn, options, arch)
+        parts += ["", f"## compile report for {arch}", report.summary() if hasattr(report, "summary") else str(report)]
     return "\n".join(parts)
 
 

@@ -30,6 +30,10 @@ class Backend:
     extra = ""                           # the pip extra that installs it
     options: dict[str, Option] = {}
 
+    def accepts(self, device: str) -> bool:
+        """Whether this backend runs arrays living on ``device`` ("cpu", "cuda:0", ...)."""
+        return device.split(":")[0] == self.device
+
     def missing(self) -> str | None:
         """Why this backend cannot run here (with the install hint), or None."""
         return None
@@ -53,6 +57,10 @@ class Backend:
 
     def compile(self, fn: Function, options: dict) -> Compiled:
         raise NotImplementedError
+
+    def prepare_scalar(self, value: Any, dtype) -> Any:
+        """A scalar argument as the runner takes it: a plain Python number of the IR's kind."""
+        return bool(value) if dtype.kind == "bool" else float(value) if dtype.is_float else int(value)
 
     def prepare(self, arg: Any, name: str) -> Any:
         """The argument as this backend's runner takes it (zero-copy where possible)."""

@@ -49,6 +49,5 @@ def launch(kernel, grid: tuple | Callable[[dict], tuple], args: Sequence[Any], c
     prepared = []
     for a, n in zip(args, kernel.runtime_names):
         t = types[n]
-        # scalars travel as the IR type says (a Python float is fp32 in the kernel, not fp64)
-        prepared.append(t.dtype.numpy.type(a) if isinstance(t, TileType) else be.prepare(a, n))
+        prepared.append(be.prepare_scalar(a, t.dtype) if isinstance(t, TileType) else be.prepare(a, n))
     compiled.run(g, prepared)

@@ -60,6 +60,7 @@ class NumbaRenderer:
         self.inline: set[int] = set()
         self._plan_inlining(fn.body)
         self.dot_only = _read_only_by_dot(fn)
+        self.carried = _yielded(fn.body)
 
     # -- planning ---------------------------------------------------------------------------
     def _plan_inlining(self, block: Block) -> None:
@@ -198,6 +199,12 @@ class NumbaRenderer:
             self.depth += 1
         return idx
 
+    def empty(self, v: Value, dtype: str | None = None) -> str:
+        """An uninitialized tile; values carried across loop iterations get one Numba cannot
+        hoist out of the loop (a hoisted buffer would be shared by old and new values)."""
+        alloc = "rt.fresh_empty" if v.id in self.carried else "np.empty"
+        return f"{alloc}({v.shape}, {dtype or np_type(v.dtype)})"
+
     def close(self, n: int) -> None:
         self.depth -= n
 
@@ -207,7 +214,7 @@ class NumbaRenderer:
         if r.shape == ():
             self.emit(f"{name} = {self.expr(op, [])}")
             return
-        self.emit(f"{name} = rt.empty({r.shape}, {np_type(r.dtype)})")
+        self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
         self.emit(f"{name}[{', '.join(idx)}] = {self.expr(op, idx)}")
         self.close(len(idx))
@@ -287,7 +294,7 @@ class NumbaRenderer:
                       zip(bounds, [e for e in box if e is not None])]
             inside += [c for c in conds if " <= " in c]
             self.emit(f"if {' and '.join(inside)}:")
-            self.emit(f"    {target} = np.empty({r.shape}, {store_dtype})")
+            self.emit(f"    {target} = {self.empty(r, store_dtype)}")
             self.emit(f"    {target}[...] = {source}")
             self.emit("else:")
             self.emit(f"    {target} = np.full({r.shape}, {fill}, {store_dtype})")
@@ -345,7 +352,7 @@ class NumbaRenderer:
         rank = len(x.shape)
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
-                self.emit(f"{name} = rt.empty({r.shape}, {np_type(r.dtype)})")
+                self.emit(f"{name} = {self.empty(r)}")
             lanes = kind in ("max", "min") and r.dtype.is_float and x.shape[-1] >= 2 * _LANES
             if lanes:
                 part = self.name.fresh(f"{name}_lanes")
@@ -424,15 +431,16 @@ class NumbaRenderer:
             self.emit(f"{self.name(op.result)} = np.ascontiguousarray({src}.T)")
 
     def op_reshape(self, op: Op) -> None:
+        copy = ".copy()" if op.result.id in self.carried else ""  # a carried view would alias its source
         self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])})"
-                  f".reshape({op.attrs['shape']})")
+                  f".reshape({op.attrs['shape']}){copy}")
 
     def op_gather(self, op: Op) -> None:
         src, index = op.operands
         r = op.result
         axis = op.attrs["axis"]
         name = self.name(r)
-        self.emit(f"{name} = rt.empty({r.shape}, {np_type(r.dtype)})")
+        self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
         at = self.ref(index, idx)
         src_idx = [at if d == axis else ("0" if s == 1 else idx[d]) for d, s in enumerate(src.shape)]
@@ -487,6 +495,15 @@ def _read_only_by_dot(fn: Function) -> set[int]:
             all(o.kind == "dot" and o.result.dtype.name == "float32" and
                 any(x.id == vid for x in o.operands[:2]) and
                 not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
+
+
+def _yielded(block: Block) -> set[int]:
+    """Ids of values that a loop or branch yields (they outlive the iteration that made them)."""
+    out = {v.id for v in block.yields}
+    for op in block.ops:
+        for child in op.blocks:
+            out |= _yielded(child)
+    return out
 
 
 def kernel_symbol(fn: Function) -> str:

@@ -6,17 +6,13 @@ import hashlib
 import importlib.util
 import sys
 import threading
+from contextlib import contextmanager
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numba
-from threadpoolctl import threadpool_limits
-
-try:  # the BLAS that Numba's np.dot calls: loaded now, so threadpool_limits sees it on the first launch
-    import scipy.linalg.cython_blas  # noqa: F401
-except ImportError:  # Numba then has no BLAS dot at all
-    pass
+from threadpoolctl import ThreadpoolController
 
 from ...ir import Function
 from ...runtime.arrays import host_view
@@ -59,7 +55,7 @@ class NumbaBackend(Backend):
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
             if uses_blas:
                 # BLAS called from the prange threads must not spawn threads of its own.
-                with threadpool_limits(1, user_api="blas"):
+                with _one_blas_thread():
                     kernel(*grid, *args)
             else:
                 kernel(*grid, *args)
@@ -70,10 +66,34 @@ class NumbaBackend(Backend):
 
         return Compiled(source, run, {"path": str(path), "module": module_name})
 
+    def prepare_scalar(self, value: Any, dtype) -> Any:
+        return dtype.numpy.type(value)  # typed, so a Python float is fp32 in the kernel, not fp64
+
     def prepare(self, arg: Any, name: str) -> Any:
         if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
             return arg
         return host_view(arg, name)
+
+
+_blas_libs: list | None = None
+
+
+@contextmanager
+def _one_blas_thread():
+    """BLAS libraries set to one thread for the duration (a few microseconds, unlike
+    ``threadpool_limits``, which rescans the loaded libraries on every call)."""
+    global _blas_libs
+    if _blas_libs is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it first)
+        _blas_libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    before = [lib.num_threads for lib in _blas_libs]
+    for lib in _blas_libs:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(_blas_libs, before):
+            lib.set_num_threads(n)
 
 
 def _numba_files(path: Path) -> list[Path]:

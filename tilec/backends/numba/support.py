@@ -150,9 +150,7 @@ def exp2f(x):
 
 
 @numba.njit(cache=True)
-def empty(shape, dtype):
-    """np.empty behind a call. Numba's parfor pass hoists a bare np.empty with a constant shape
-    out of the prange body, so every loop iteration would get the same buffer: a loop-carried
-    tile (acc = f(acc)) would then alias its own next value. A call it cannot see into is
-    never hoisted."""
+def fresh_empty(shape, dtype):
+    """np.empty that Numba's parfor pass will not hoist out of loops: a tile carried from one
+    iteration to the next must get a new buffer each time, or the old value is overwritten."""
     return np.empty(shape, dtype)

@@ -33,6 +33,9 @@ class TritonBackend(Backend):
                            "precision of tl.dot on fp32 tiles: exact (ieee) or tensor-core TF32 (faster, ~1e-3)"),
     }
 
+    def accepts(self, device: str) -> bool:
+        return True  # CUDA arrays on the GPU; host arrays through Triton's CPU interpreter
+
     def missing(self) -> str | None:
         if importlib.util.find_spec("triton") is None:
             return "the triton backend needs the triton package: pip install 'tilec[triton]'"
@@ -40,6 +43,14 @@ class TritonBackend(Backend):
 
     def render(self, fn: Function, options: dict) -> str:
         return render(fn, options)
+
+    def space_params(self):
+        from .space import space_params
+        return space_params()
+
+    def compile_offline(self, fn: Function, options: dict, arch: str):
+        from .offline import compile_offline
+        return compile_offline(fn, options, arch)
 
     def compile(self, fn: Function, options: dict) -> Compiled:
         reason = self.missing()

@@ -1,0 +1,154 @@
+"""``tilec tune`` (and ``python -m autotune``).
+
+    tilec tune gemm --shape M=1024,N=1024,K=1024 --dtype float32 --device cpu --trials 30
+    tilec tune gemm --shape 4096x4096x4096 --profile a100_sxm4_80gb --trials 200 --json out.json --plot tune.png
+    tilec tune --replay cache.json.gz --strategy tpe --trials 100
+    tilec tune --replay cache.json.gz --compare tpe,random --seeds 20 --within 0.1
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from tilec.errors import TilecError
+
+from . import strategies
+
+
+def parse_shape(text: str, names: tuple[str, ...] = ()) -> dict:
+    """``M=1024,N=512,K=64`` or ``1024x512x64`` (in the op's dimension order)."""
+    text = text.strip()
+    if "=" in text:
+        out = {}
+        for part in text.split(","):
+            name, _, value = part.partition("=")
+            if not name.strip() or not re.fullmatch(r"\d+", value.strip()):
+                raise TilecError(f"--shape part {part!r} is not NAME=INT")
+            out[name.strip()] = int(value)
+        return out
+    dims = re.split(r"[x,]", text)
+    if not all(re.fullmatch(r"\d+", d.strip()) for d in dims):
+        raise TilecError(f"--shape {text!r} is neither NAME=INT,... nor AxBxC")
+    if len(dims) != len(names):
+        raise TilecError(f"--shape {text!r} has {len(dims)} dimensions; this op takes {list(names)}")
+    return {n: int(d) for n, d in zip(names, dims)}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("tune", help="autotune an op's tile config (or replay a recorded search space)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("op", nargs="?", help="op name (see ops.REGISTRY)")
+    p.add_argument("--shape", help="M=1024,N=1024,K=1024 or 1024x1024x1024")
+    p.add_argument("--dtype", default="float32")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--device", default=None, help="measure on cpu or cuda:N (default cpu)")
+    where.add_argument("--profile", help="model a hardware profile instead of measuring "
+                                         "(a100_sxm4_80gb, h100_sxm, ...: see tilec profiles list)")
+    p.add_argument("--backend", help="numba, triton or cuda (default: from the device/profile)")
+    p.add_argument("--trials", type=int, default=30, help="configs to evaluate (study total)")
+    p.add_argument("--strategy", default=strategies.DEFAULT, choices=strategies.NAMES)
+    p.add_argument("--objective", default="time", choices=("time", "energy"))
+    p.add_argument("--storage", help="Optuna storage URL (default $TILEC_TUNING_DB or sqlite in the cache dir)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per config (median)")
+    p.add_argument("--no-seeds", action="store_true", help="do not start from the default/cost-model configs")
+    p.add_argument("--json", help="write the result and every trial to this JSON file")
+    p.add_argument("--plot", help="write plots: FILE.png or FILE.html (history and importances)")
+    p.add_argument("--replay", help="a recorded space: Kernel Tuner cache JSON(.gz) or CSV")
+    p.add_argument("--replay-objective", help="objective field/column(s) of the record (default: time)")
+    p.add_argument("--compare", help="with --replay: strategies to compare, e.g. tpe,random")
+    p.add_argument("--seeds", type=int, default=20, help="with --compare: runs per strategy")
+    p.add_argument("--within", type=float, default=0.10, help="with --compare: target = optimum x (1+within)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=main)
+
+
+def main(args) -> int:
+    console = Console()
+    if args.trials < 1:
+        raise TilecError("--trials must be at least 1")
+    if args.replay:
+        return _replay(args, console)
+    if not args.op or not args.shape:
+        raise TilecError("tilec tune needs an OP and --shape (or --replay FILE)")
+    from .report import ProgressBar, study_record, table, write_json, write_plots
+    from .run import resolve_op, tune_op
+    op = resolve_op(args.op)
+    shape = parse_shape(args.shape, tuple(op.shape_names))
+    device = None if args.profile else (args.device or "cpu")
+    with ProgressBar(args.trials, args.objective, enabled=not args.quiet) as bar:
+        result, key = tune_op(op, shape, args.dtype, device=device, profile=args.profile, backend=args.backend,
+                              n_evals=args.trials, strategy=args.strategy, storage=args.storage, seed=args.seed,
+                              repeats=args.repeats, objective=args.objective, use_seeds=not args.no_seeds,
+                              progress=bar.update)
+    console.print(table(result.study, args.objective))
+    console.print(f"best: {result.best_config}  ({result.evaluations} configs evaluated; key {key.study_name})")
+    if args.json:
+        write_json(args.json, study_record(result.study, {"best_config": result.best_config,
+                                                           "best_value": result.best_value,
+                                                           "objective": args.objective, "strategy": args.strategy}))
+    if args.plot:
+        for path in write_plots(result.study, args.plot):
+            console.print(f"wrote {path}")
+    return 0 if result.best_config is not None else 1
+
+
+def _replay(args, console: Console) -> int:
+    from .evaluators import replay
+    from .report import ProgressBar, fmt_value, study_record, table, write_json, write_plots
+    recorded = replay.load(args.replay, args.replay_objective)
+    optimum = recorded.optimum() * recorded.unit_s
+    console.print(f"{recorded.name}: {len(recorded.records)} recorded configs, {len(recorded.valid())} valid, "
+                  f"optimum {fmt_value(optimum)} {recorded.meta.get('device_name') or ''}")
+    if args.compare:
+        from .efficiency import compare
+        names = [s.strip() for s in args.compare.split(",") if s.strip()]
+        for s in names:
+            strategies.get(s)
+        results = compare(recorded, names, seeds=args.seeds, within=args.within, cap=args.trials)
+        out = Table(title=f"evaluations to reach within {args.within:.0%} of the optimum "
+                          f"(median of {args.seeds} seeds, cap {args.trials})")
+        for col in ("strategy", "median", "reached", "per seed"):
+            out.add_column(col)
+        for r in results:
+            out.add_row(r.strategy, f"{r.median:g}", f"{r.reached}/{len(r.needed)}", " ".join(map(str, r.needed)))
+        console.print(out)
+        if args.json:
+            write_json(args.json, {"file": recorded.name, "meta": recorded.meta, "within": args.within,
+                                   "optimum_s": optimum, "results": [r.as_dict() for r in results]})
+        return 0
+    from .tuner import tune
+    with ProgressBar(args.trials, enabled=not args.quiet) as bar:
+        result = tune(recorded.space(), recorded.evaluator(), n_evals=args.trials, strategy=args.strategy,
+                      study_name=f"replay|{recorded.name}|{args.strategy}|seed={args.seed}",
+                      storage=args.storage or "memory", seed=args.seed, progress=bar.update)
+    console.print(table(result.study))
+    ratio = result.best_value / optimum if result.best_value else float("nan")
+    console.print(f"best {fmt_value(result.best_value)} = {ratio:.3f}x the recorded optimum after "
+                  f"{result.evaluations} evaluations: {result.best_config}")
+    if args.json:
+        write_json(args.json, study_record(result.study, {"best_config": result.best_config,
+                                                           "best_value": result.best_value, "optimum_s": optimum}))
+    if args.plot:
+        for path in write_plots(result.study, args.plot):
+            console.print(f"wrote {path}")
+    return 0
+
+
+def standalone(argv: list[str] | None = None) -> int:
+    """``python -m autotune ...`` = ``tilec tune ...``."""
+    parser = argparse.ArgumentParser(prog="python -m autotune")
+    register(parser.add_subparsers(dest="command"))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["tune"]:
+        argv = ["tune", *argv]
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except TilecError as e:
+        print(f"tilec: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,170 @@
+"""What a cost model needs to know about one launch, independent of the IR.
+
+An op builds a ``Workload`` from its shape, dtype and config (``ops/`` know their flops and
+bytes; the ``workload_for`` registry below holds builders for the common op families so that
+records from any source can be turned into workloads by name). Fields:
+
+- ``flops``: arithmetic work of the whole launch (2 per multiply-add).
+- ``bytes``: minimal main-memory traffic (each input read once, each output written once).
+- ``traffic``: optional {memory level name: bytes} actually moved through a level when tiles
+  are re-read (e.g. GEMM reads A once per column of programs); the model uses ``bytes`` when absent.
+- ``grid``: programs launched; ``tile_bytes_local``: on-chip bytes one program keeps live
+  (shared memory / L1 / UB); ``level_bytes``: per-level needs for targets with several buffers
+  (e.g. {"L0A": ..., "L0C": ...} on an NPU).
+- ``threads_per_program`` / ``registers_per_thread``: GPU launch resources when known (from a
+  backend's compile), else estimated by the model.
+- ``compute_dtype``: the key into the profile's ``peak_flops`` (e.g. "float16", "tf32").
+- ``pipeline_stages``: tiles in flight per program (software pipelining / double buffering).
+- ``work_efficiency``: useful over computed work (edge tiles compute zero padding);
+  ``dot_shape``: (m, n, k) of the tile products, checked against the matrix unit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tilec.errors import TilecError
+
+
+@dataclass(frozen=True)
+class Workload:
+    op: str
+    shape: dict
+    dtype: str
+    config: dict
+    flops: float
+    bytes: float
+    grid: tuple[int, ...]
+    tile_bytes_local: int
+    threads_per_program: int | None = None
+    registers_per_thread: int | None = None
+    compute_dtype: str | None = None
+    traffic: dict = field(default_factory=dict)
+    level_bytes: dict = field(default_factory=dict)
+    pipeline_stages: int = 1
+    inner_iterations: int = 1            # sequential steps per program (K loop trips), for pipelining
+    work_efficiency: float = 1.0         # useful / computed work (edge tiles compute padding)
+    dot_shape: tuple[int, int, int] | None = None   # (m, n, k) of the tile products, if any
+
+    @property
+    def programs(self) -> int:
+        return math.prod(self.grid)
+
+    @property
+    def peak_key(self) -> str:
+        return self.compute_dtype or self.dtype
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
+def itemsize(dtype: str) -> float:
+    sizes = {"float64": 8, "float32": 4, "tf32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "int8": 1,
+             "uint8": 1, "int4": 0.5, "int32": 4}
+    if dtype not in sizes:
+        raise TilecError(f"unknown dtype {dtype!r} for a workload; known: {sorted(sizes)}")
+    return sizes[dtype]
+
+
+def _need(shape: dict, config: dict, op: str, shape_keys: tuple, config_keys: tuple) -> None:
+    miss = [k for k in shape_keys if k not in shape] + [k for k in config_keys if k not in config]
+    if miss:
+        raise TilecError(f"{op} workload needs {miss} (shape {shape}, config {config})")
+
+
+# -- builders for the op families -------------------------------------------------------------
+def gemm(shape: dict, dtype: str, config: dict) -> Workload:
+    """C[M,N] = A[M,K] @ B[K,N]; config BM, BN, BK (+ num_warps, num_stages on GPUs)."""
+    _need(shape, config, "gemm", ("M", "N", "K"), ("BM", "BN", "BK"))
+    M, N, K = (int(shape[k]) for k in "MNK")
+    BM, BN, BK = (int(config[k]) for k in ("BM", "BN", "BK"))
+    e = itemsize(dtype)
+    gm, gn = cdiv(M, BM), cdiv(N, BN)
+    stages = int(config.get("num_stages", 1))
+    warps = config.get("num_warps")
+    threads = int(warps) * 32 if warps else None
+    tile = int((BM * BK + BK * BN) * e * max(stages, 1))
+    regs = None
+    if threads:
+        # 1.5 x the fp32 accumulator per thread (the epilogue converts it while it is live)
+        # + about one register per operand byte per thread (data in flight plus addresses)
+        # + 40 for indices: fitted to Triton 3.9 sm_80 compiles of a pointer-block GEMM,
+        # erring on the side of predicting a spill
+        regs = int(1.5 * BM * BN / threads + (BM * BK + BK * BN) * e / threads + 40)
+    return Workload(
+        "gemm", {"M": M, "N": N, "K": K}, dtype, dict(config), flops=2.0 * M * N * K,
+        bytes=(M * K + K * N + M * N) * e,
+        grid=(gm, gn), tile_bytes_local=tile, threads_per_program=threads, registers_per_thread=regs,
+        traffic={"dram": (M * K * gn + K * N * gm) * e + M * N * e,
+                 "local": gm * gn * cdiv(K, BK) * (BM * BK + BK * BN) * e},
+        level_bytes={"L0A": BM * BK * e, "L0B": BK * BN * e, "L0C": BM * BN * 4},
+        pipeline_stages=stages, inner_iterations=cdiv(K, BK),
+        work_efficiency=(M * N * K) / (gm * BM * gn * BN * cdiv(K, BK) * BK), dot_shape=(BM, BN, BK))
+
+
+def gemv(shape: dict, dtype: str, config: dict) -> Workload:
+    """y[M] = A[M,K] @ x[K]; config BM, BK."""
+    _need(shape, config, "gemv", ("M", "K"), ("BM", "BK"))
+    M, K = int(shape["M"]), int(shape["K"])
+    BM, BK = int(config["BM"]), int(config["BK"])
+    e = itemsize(dtype)
+    gm = cdiv(M, BM)
+    return Workload("gemv", {"M": M, "K": K}, dtype, dict(config), flops=2.0 * M * K,
+                    bytes=M * K * e + K * e + M * e, grid=(gm,), tile_bytes_local=int((BM * BK + BK) * e),
+                    traffic={"dram": M * K * e + K * e * gm + M * e,
+                             "local": gm * cdiv(K, BK) * (BM * BK + BK) * e},
+                    inner_iterations=cdiv(K, BK), work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK))
+
+
+def quant_gemv(shape: dict, dtype: str, config: dict) -> Workload:
+    """y[M] = scale[M] * (Wq[M,K] @ x[K]) with weights of ``wbits`` (8 or 4) bits; config BM, BK."""
+    _need(shape, config, "quant_gemv", ("M", "K"), ("BM", "BK"))
+    M, K = int(shape["M"]), int(shape["K"])
+    BM, BK = int(config["BM"]), int(config["BK"])
+    wb = int(shape.get("wbits", 8)) / 8
+    e = itemsize(dtype)
+    gm = cdiv(M, BM)
+    return Workload("quant_gemv", dict(shape), dtype, dict(config), flops=2.0 * M * K,
+                    bytes=M * K * wb + K * e + 2 * M * e, grid=(gm,),
+                    tile_bytes_local=int(BM * BK * (wb + 4) + BK * e), compute_dtype=dtype,
+                    traffic={"dram": M * K * wb + K * e * gm + 2 * M * e,
+                             "local": gm * cdiv(K, BK) * (BM * BK * (wb + 4) + BK * e)},
+                    inner_iterations=cdiv(K, BK), work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK))
+
+
+def attention(shape: dict, dtype: str, config: dict) -> Workload:
+    """FlashAttention-style forward: B*H heads of N x D (keys Nk, default N); config BM, BN."""
+    _need(shape, config, "attention", ("N", "D"), ("BM", "BN"))
+    N, D = int(shape["N"]), int(shape["D"])
+    Nk = int(shape.get("Nk", N))
+    heads = int(shape.get("B", 1)) * int(shape.get("H", 1))
+    BM, BN = int(config["BM"]), int(config["BN"])
+    e = itemsize(dtype)
+    causal = bool(shape.get("causal", False))
+    frac = 0.5 if causal else 1.0
+    gm = cdiv(N, BM)
+    return Workload("attention", dict(shape), dtype, dict(config), flops=4.0 * heads * N * Nk * D * frac,
+                    bytes=heads * (2 * N * D + 2 * Nk * D) * e, grid=(gm, heads),
+                    tile_bytes_local=int((BM * D + 2 * BN * D) * e + (BM * BN + BM * D) * 4),
+                    traffic={"dram": heads * (2 * N * D * e + 2 * Nk * D * e * gm * frac),
+                             "local": heads * gm * (2 * BM * D * e + cdiv(Nk, BN) * frac * (2 * BN * D * e + BM * BN * 4))},
+                    inner_iterations=max(1, int(cdiv(Nk, BN) * frac)),
+                    work_efficiency=(N * Nk) / (gm * BM * cdiv(Nk, BN) * BN), dot_shape=(BM, BN, D))
+
+
+BUILDERS: dict[str, Callable[[dict, str, dict], Workload]] = {
+    "gemm": gemm, "gemv": gemv, "quant_gemv": quant_gemv, "attention": attention}
+
+
+def register(op: str, builder: Callable[[dict, str, dict], Workload]) -> None:
+    """Let an op family outside this module describe its launches to the cost models."""
+    BUILDERS[op] = builder
+
+
+def workload_for(op: str, shape: dict, dtype: str, config: dict) -> Workload:
+    if op not in BUILDERS:
+        raise TilecError(f"no workload builder for op {op!r}; known: {sorted(BUILDERS)} "
+                         "(register one with autotune.cost.workload.register)")
+    return BUILDERS[op](shape, dtype, config)

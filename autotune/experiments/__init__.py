@@ -1,0 +1,1 @@
+"""Reproducible experiments behind the numbers the project reports (not run by tests)."""

@@ -1,0 +1,120 @@
+"""Tune one op at one shape: pick the evaluator (measured on a device, or modeled on a
+profile), seed the search with the op's default and the cost model's best guesses, and key
+the study so op calls find the result."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tilec.errors import TilecError
+
+from .keys import TuningKey
+from .space import Space
+
+SEED_COUNT = 3          # cost-model guesses tried first
+RANK_LIMIT = 20000      # rank at most this many configs with the cost model
+
+
+def resolve_op(op):
+    """An OpSpec, or its name in ``ops.REGISTRY``."""
+    if not isinstance(op, str):
+        return op
+    try:
+        import ops
+        registry = ops.REGISTRY
+    except (ImportError, AttributeError):
+        raise TilecError("the op library (ops.REGISTRY) is not available in this build") from None
+    if op not in registry:
+        raise TilecError(f"unknown op {op!r}; known ops: {sorted(registry)}")
+    return registry[op]
+
+
+def load_profile(name: str | None):
+    if name is None:
+        return None
+    try:
+        import hw_profiles
+    except ImportError:
+        raise TilecError(f"hardware profile {name!r} asked for, but hw_profiles is not installed") from None
+    return hw_profiles.load(name)
+
+
+def _host_profile():
+    """The calibrated host profile when the profiles package has one (else constraints see None)."""
+    try:
+        import hw_profiles
+        return hw_profiles.load("host")
+    except Exception:
+        return None
+
+
+def check_shape(op, shape: dict) -> dict:
+    names = tuple(getattr(op, "shape_names", ()) or ())
+    if names and set(shape) != set(names):
+        raise TilecError(f"{op.name} needs shape dimensions {list(names)}, got {sorted(shape)}")
+    for k, v in shape.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise TilecError(f"shape dimension {k}={v!r} must be a positive integer")
+    return dict(shape)
+
+
+def cost_model_seeds(op, shape: dict, dtype: str, space: Space, profile, k: int = SEED_COUNT) -> list[dict]:
+    """The ``k`` configs the analytical model ranks fastest (none when it is not installed)."""
+    if profile is None:
+        return []
+    try:
+        from .evaluators.modeled import from_cost_model
+        model = from_cost_model(op, shape, dtype, profile)
+    except TilecError:
+        return []
+    scored = []
+    for i, cfg in enumerate(space.configs(profile)):
+        if i >= RANK_LIMIT:
+            break
+        try:
+            scored.append((model(cfg).runtime_s, i, cfg))
+        except TilecError:
+            continue
+    return [cfg for _, _, cfg in sorted(scored)[:k]]
+
+
+def default_backend(device: str | None, profile) -> str:
+    from tilec import backends
+    if profile is not None:
+        for name in getattr(profile, "backends", ()) or ():
+            if name in backends.names():
+                return name
+        return "triton"
+    return backends.default_for("cpu" if device in (None, "cpu") else device)
+
+
+def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cpu", profile: str | None = None,
+            backend: str | None = None, n_evals: int = 30, strategy: str = "tpe", storage: Any = None,
+            seed: int | None = None, repeats: int = 5, warmup: int = 1, objective: str = "time",
+            use_seeds: bool = True, progress: Callable[[dict], None] | None = None):
+    """Tune ``op`` at ``shape``; measured on ``device`` or, with ``profile``, modeled there."""
+    from .evaluators.measured import MeasuredEvaluator
+    from .evaluators.modeled import from_cost_model
+    from .tuner import tune
+
+    op = resolve_op(op)
+    shape = check_shape(op, shape)
+    if dtype not in op.dtypes:
+        raise TilecError(f"{op.name} takes dtypes {list(op.dtypes)}, not {dtype!r}")
+    prof = load_profile(profile)
+    backend = backend or default_backend(device, prof)
+    space = op.space(backend)
+    if prof is not None:
+        key = TuningKey.make(op.name, shape, dtype, backend, f"profile:{prof.name}")
+        evaluator = from_cost_model(op, shape, dtype, prof)
+        space = space.extend([], [evaluator.constraint])
+    else:
+        device = device or "cpu"
+        prof = _host_profile() if device == "cpu" else None
+        key = TuningKey.make(op.name, shape, dtype, backend, device)
+        evaluator = MeasuredEvaluator(op, shape, dtype, backend, device, repeats=repeats, warmup=warmup)
+    seeds = []
+    if use_seeds:
+        seeds = cost_model_seeds(op, shape, dtype, space, prof) + [op.default_config(shape, backend)]
+    return tune(space, evaluator, n_evals=n_evals, key=key, storage=storage, strategy=strategy, seed=seed,
+                seeds=seeds, profile=prof, objective=objective, progress=progress), key

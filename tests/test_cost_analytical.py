@@ -1,0 +1,227 @@
+"""The analytical model: physical lower bounds hold, hand-computed cases come out right,
+feasibility names each problem, and its picks for GEMM 4096^3 fit every GPU profile."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hw_profiles
+from autotune.cost import Workload, feasible, predict, workload_for
+from autotune.cost.analytical import LAUNCH_OVERHEAD_S, occupancy
+from autotune.cost.picks import GPU_GEMM_SPACE, rank
+from tilec.errors import TilecError
+
+GPUS = [n for n in hw_profiles.names() if n != "host" and hw_profiles.load(n).kind == "gpu"]
+TRITON_GPUS = [n for n in GPUS if "triton" in hw_profiles.load(n).backends]
+TILES = st.sampled_from([16, 32, 64, 128, 256])
+SIZES = st.one_of(st.sampled_from([1, 7, 127, 1000, 4096]), st.integers(1, 5000))
+
+
+@settings(max_examples=150, deadline=None)
+@given(M=SIZES, N=SIZES, K=SIZES, BM=TILES, BN=TILES, BK=TILES, warps=st.sampled_from([2, 4, 8]),
+       stages=st.sampled_from([1, 2, 3, 4]), dtype=st.sampled_from(["float32", "float16", "int8"]),
+       prof=st.sampled_from(GPUS + ["ascend910b", "host", "pulp_open"]))
+def test_runtime_and_energy_respect_physical_bounds(M, N, K, BM, BN, BK, warps, stages, dtype, prof):
+    p = hw_profiles.load(prof)
+    w = workload_for("gemm", {"M": M, "N": N, "K": K}, dtype, {"BM": BM, "BN": BN, "BK": BK,
+                                                               "num_warps": warps, "num_stages": stages})
+    r = predict(w, p)
+    peak = p.peak(dtype) or min(p.peak_flops.values())
+    assert r.runtime_s >= w.flops / peak * (1 - 1e-9)                          # compute roofline
+    assert r.runtime_s >= w.bytes / p.dram.bandwidth_bytes_per_s * (1 - 1e-9)  # memory roofline
+    assert r.runtime_s >= LAUNCH_OVERHEAD_S[p.kind]
+    assert r.energy_j >= p.idle_power_w * r.runtime_s * (1 - 1e-9)
+    assert r.energy_j >= p.flop_energy(dtype) * w.flops * (1 - 1e-9)
+    assert r.power_w <= p.tdp_w * (1 + 1e-9)                                  # power capped at TDP
+    assert math.isfinite(r.runtime_s) and math.isfinite(r.energy_j)
+    assert r.bound in {"compute", "launch", *(m.name for m in p.memory)}
+    assert r.feasible == (not r.reasons) and r.reasons == feasible(w, p)
+
+
+def test_streaming_kernel_matches_hand_roofline():
+    """vector add of 1e8 fp32 on an A100: 1.2 GB at 1555 GB/s plus the launch, DRAM-bound,
+    energy = idle x t + e_flop x n + bytes x (L2 + DRAM energy per byte)."""
+    p = hw_profiles.load("a100_sxm4_40gb")
+    n = 100_000_000
+    w = Workload("vector_add", {"n": n}, "float32", {}, flops=n, bytes=12 * n, grid=(n // 256,),
+                 tile_bytes_local=0, threads_per_program=256, registers_per_thread=16)
+    r = predict(w, p)
+    t = 12 * n / 1555e9 + LAUNCH_OVERHEAD_S["gpu"]
+    assert r.runtime_s == pytest.approx(t, rel=1e-6)
+    assert r.bound == "DRAM"
+    e = 55.0 * t + n * p.energy_j_per_flop["float32"] + 12 * n * (5e-12 + 31.2e-12)
+    assert r.energy_j == pytest.approx(e, rel=1e-6)
+
+
+def test_occupancy_hand_computed():
+    p = hw_profiles.load("a100_sxm4_40gb")            # 64 K regs, 2048 threads, 164 KB smem per SM
+    w = Workload("x", {}, "float16", {}, 1e9, 1e6, (1000,), tile_bytes_local=48 * 1024,
+                 threads_per_program=256, registers_per_thread=128)
+    occ = occupancy(w, p)
+    # registers: 65536 / (128 x 256) = 2; smem: 167936 / (49152 + 1024) = 3; threads: 8
+    assert occ["programs_per_cu"] == 2 and occ["occupancy_limit"] == "registers"
+    w2 = Workload("x", {}, "float16", {}, 1e9, 1e6, (1000,), tile_bytes_local=100 * 1024,
+                  threads_per_program=128, registers_per_thread=32)
+    assert occupancy(w2, p)["programs_per_cu"] == 1 and occupancy(w2, p)["occupancy_limit"] == "local memory"
+
+
+def test_waves_tail_effect_costs_time():
+    """109 programs on 108 SMs take two waves: about twice 108 programs' time."""
+    p = hw_profiles.load("a100_sxm4_40gb")
+
+    def w(programs):
+        return Workload("x", {}, "float32", {}, flops=programs * 2e9, bytes=1e6, grid=(programs,),
+                        tile_bytes_local=160 * 1024, threads_per_program=1024, registers_per_thread=64)
+    t108, t109 = predict(w(108), p).runtime_s, predict(w(109), p).runtime_s
+    assert t109 / t108 == pytest.approx(2 * 108 / 109, rel=0.02)
+    assert predict(w(109), p).features["waves"] == 2
+
+
+def test_bounds_of_typical_ops():
+    a100 = hw_profiles.load("a100_sxm4_40gb")
+    gemv = predict(workload_for("gemv", {"M": 8192, "K": 8192}, "float16", {"BM": 64, "BK": 256}), a100)
+    assert gemv.bound == "DRAM"
+    gemm = predict(workload_for("gemm", {"M": 8192, "N": 8192, "K": 8192}, "float16",
+                                {"BM": 128, "BN": 128, "BK": 64, "num_warps": 8, "num_stages": 3}), a100)
+    assert gemm.bound != "DRAM" and gemm.features["intensity"] > 1000
+    # a bigger problem takes longer, and fp16 tensor cores beat fp32 SIMT on the same GEMM
+    g32 = predict(workload_for("gemm", {"M": 8192, "N": 8192, "K": 8192}, "float32",
+                               {"BM": 128, "BN": 128, "BK": 32, "num_warps": 8, "num_stages": 3}), a100)
+    assert g32.runtime_s > 5 * gemm.runtime_s
+
+
+def test_feasibility_reasons():
+    h100, l4 = hw_profiles.load("h100_sxm"), hw_profiles.load("l4")
+    big = workload_for("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16",
+                       {"BM": 256, "BN": 256, "BK": 128, "num_warps": 8, "num_stages": 4})
+    reasons = feasible(big, l4)
+    assert any("on-chip memory" in r and "101376" in r for r in reasons)
+    assert any("registers" in r and "spill" in r for r in reasons)
+    ok = workload_for("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16",
+                      {"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2})
+    assert feasible(ok, h100) == [] and feasible(ok, l4) == []
+    tiny = workload_for("gemm", {"M": 64, "N": 64, "K": 64}, "float16",
+                        {"BM": 8, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2})
+    assert any("tensor cores" in r for r in feasible(tiny, h100))
+    many = Workload("x", {}, "float32", {}, 1.0, 1.0, (1,), 0, threads_per_program=2048)
+    assert any("threads per program" in r for r in feasible(many, h100))
+    gap8 = hw_profiles.load("gap8")
+    assert any("no FPU" in r or "fpu" in r for r in feasible(ok, gap8))
+    int8 = workload_for("gemv", {"M": 64, "K": 64}, "int8", {"BM": 16, "BK": 64})
+    assert feasible(int8, gap8) == []
+    big_l1 = workload_for("gemv", {"M": 64, "K": 4096}, "int8", {"BM": 64, "BK": 4096})
+    assert any("65536" in r for r in feasible(big_l1, gap8))
+    npu = hw_profiles.load("ascend910b")
+    l0 = workload_for("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16", {"BM": 256, "BN": 256, "BK": 128})
+    assert any(r.startswith("L0A") or r.startswith("L0C") for r in feasible(l0, npu))
+    assert feasible(workload_for("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16",
+                                 {"BM": 128, "BN": 128, "BK": 64}), npu) == []
+
+
+def test_unknown_op_is_a_clear_error():
+    with pytest.raises(TilecError, match="no workload builder for op 'conv9d'"):
+        workload_for("conv9d", {}, "float32", {})
+    with pytest.raises(TilecError, match=r"needs \['K'\]"):
+        workload_for("gemm", {"M": 1, "N": 1}, "float32", {"BM": 16, "BN": 16, "BK": 16})
+
+
+@pytest.mark.parametrize("prof", TRITON_GPUS)
+def test_gemm_4096_picks_fit_the_architecture(prof):
+    p = hw_profiles.load(prof)
+    best = rank("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16", GPU_GEMM_SPACE, p, top=3)
+    assert best, f"no feasible GEMM tile on {prof}"
+    for cfg, pred in best:
+        w = workload_for("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16", cfg)
+        assert w.tile_bytes_local <= p.local_memory_bytes
+        assert w.registers_per_thread <= p.registers_per_thread
+        assert cfg["num_warps"] * 32 <= p.max_threads_per_block
+        assert pred.feasible and pred.features["programs_per_cu"] >= 1
+    # the pick beats a deliberately poor feasible config
+    poor = predict(workload_for("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16",
+                                {"BM": 32, "BN": 32, "BK": 16, "num_warps": 2, "num_stages": 2}), p)
+    assert best[0][1].runtime_s < poor.runtime_s
+
+
+# -- the picks compile without spills --------------------------------------------------------
+# Until tilec's own Triton backend can be asked, a plain pointer-block Triton GEMM stands in:
+# it is what the register estimate was fitted to, compiled offline for each architecture.
+def _triton_gemm():
+    import os
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")   # silence 3.9's notice; fusion as before
+    triton = pytest.importorskip("triton")
+    import triton.language as tl
+
+    @triton.jit
+    def gemm_f16(a_ptr, b_ptr, c_ptr, M, N, K, sam, sak, sbk, sbn, scm, scn,
+                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+        pm, pn = tl.program_id(0), tl.program_id(1)
+        rm, rn, rk = pm * BM + tl.arange(0, BM), pn * BN + tl.arange(0, BN), tl.arange(0, BK)
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K, BK):
+            a = tl.load(a_ptr + rm[:, None] * sam + (k + rk)[None, :] * sak)
+            b = tl.load(b_ptr + (k + rk)[:, None] * sbk + rn[None, :] * sbn)
+            acc = tl.dot(a, b, acc)
+        tl.store(c_ptr + rm[:, None] * scm + rn[None, :] * scn, acc.to(tl.float16))
+    return triton, gemm_f16
+
+
+def _resources(cc: int, cfg: dict) -> dict:
+    import os
+    import re
+    import subprocess
+    import tempfile
+    triton, kernel = _triton_gemm()
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    sig = {"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp16",
+           **{n: "i32" for n in ("M", "N", "K", "sam", "sak", "sbk", "sbn", "scm", "scn")}}
+    src = ASTSource(kernel, sig, constexprs={"BM": cfg["BM"], "BN": cfg["BN"], "BK": cfg["BK"]})
+    k = triton.compile(src, target=GPUTarget("cuda", cc, 32),
+                       options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        pytest.skip("triton's cuobjdump is not bundled here")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", out)
+    assert m, out
+    return {"regs": int(m.group(1)), "stack": int(m.group(2)), "local": int(m.group(4)), "shared": k.metadata.shared}
+
+
+def test_gemm_4096_picks_compile_without_spills():
+    """For each GPU architecture, the analytical pick for GEMM 4096^3 fp16 compiles offline
+    with no spill (no stack frame, no local memory) and within the profile's shared memory."""
+    picks = {}
+    for name in TRITON_GPUS:
+        p = hw_profiles.load(name)
+        cfg, _ = rank("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16", GPU_GEMM_SPACE, p, top=1)[0]
+        cc = int(p.arch.split("_")[1])
+        picks.setdefault((cc, tuple(sorted(cfg.items()))), []).append(p)
+    for (cc, items), profs in picks.items():
+        cfg = dict(items)
+        res = _resources(cc, cfg)
+        for p in profs:
+            assert res["stack"] == 0 and res["local"] == 0, (p.name, cfg, res)
+            assert res["regs"] <= p.registers_per_thread
+            assert res["shared"] <= p.local_memory_bytes, (p.name, cfg, res)
+
+
+def test_space_constraint_prunes_configs_that_do_not_fit():
+    from autotune.cost.feasibility import space_constraint
+    from autotune.space import Param, Space
+    space = Space([Param("BM", (64, 128, 256)), Param("BN", (64, 128, 256)), Param("BK", (32, 128)),
+                   Param("num_warps", (4, 8)), Param("num_stages", (2, 4))], [space_constraint("gemm", "float16")])
+    l4, h100 = hw_profiles.load("l4"), "h100_sxm"
+    fits_l4 = list(space.configs(l4))
+    assert 0 < len(fits_l4) < space.size(None)
+    for cfg in fits_l4:
+        assert feasible(workload_for("gemm", {"M": 4096, "N": 4096, "K": 4096}, "float16", cfg), l4) == []
+    assert space.size(hw_profiles.load(h100)) >= len(fits_l4)          # more shared memory on Hopper
+    bad = {"BM": 256, "BN": 256, "BK": 128, "num_warps": 4, "num_stages": 4}
+    assert any("on-chip memory" in r for r in space.reasons(bad, l4))
+    assert predict(workload_for("gemv", {"M": 64, "K": 64}, "float32", {"BM": 16, "BK": 16}), h100).runtime_s > 0

@@ -1,0 +1,68 @@
+"""``tilec cost-model train | eval | predict | pick`` end to end on a small record file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import hw_profiles
+from autotune.cost import analytical, records as R
+from autotune.cost.workload import workload_for
+from tilec.cli import main
+
+
+@pytest.fixture()
+def record_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    p = hw_profiles.load("h100_sxm")
+    recs = []
+    for m in (256, 512, 1024, 2048):
+        for bm in (32, 64, 128):
+            for bk in (32, 64):
+                shape, cfg = {"M": m, "N": 1024, "K": 512}, {"BM": bm, "BN": 64, "BK": bk, "num_warps": 4}
+                t = analytical.predict(workload_for("gemm", shape, "float16", cfg), p).runtime_s
+                recs.append(R.Record("gemm", shape, "float16", cfg, t * (1 + bm / 256) * rng.lognormal(0, 0.01),
+                                     device="h100_sxm", energy_j=t * 300.0))
+    path = tmp_path / "records.jsonl"
+    R.save_jsonl(recs, path)
+    return path
+
+
+def test_train_predict_eval(record_file, tmp_path, capsys):
+    model = tmp_path / "m.json"
+    assert main(["cost-model", "train", str(record_file), "--out", str(model)]) == 0
+    assert json.loads(model.read_text())["meta"]["rows"] == 24
+    capsys.readouterr()
+    assert main(["cost-model", "predict", "--op", "gemm", "--shape", "M=700,N=1024,K=512", "--dtype", "float16",
+                 "--config", "BM=64,BN=64,BK=32,num_warps=4", "--profile", "h100_sxm", "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "analytical on h100_sxm" in out and "learned    on h100_sxm" in out and "bound by" in out
+    plot, js = tmp_path / "pvm.png", tmp_path / "metrics.json"
+    assert main(["cost-model", "eval", str(record_file), "--holdout", "random", "shape", "param:BM",
+                 "--plot", str(plot), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "random 20% rows" in out and "hold out by shape" in out and "hold out by BM" in out and "R2=" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads(js.read_text())
+    assert len(metrics) == 3 and all("r2" in m["runtime"] and "spearman" in m["runtime"] for m in metrics)
+    assert metrics[0]["energy"] is not None
+
+
+def test_predict_reports_infeasible_and_errors(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["cost-model", "predict", "--op", "gemm", "--shape", "M=64,N=64,K=64", "--dtype", "float32",
+                 "--config", "BM=64,BN=64,BK=64", "--profile", "gap8"]) == 0
+    assert "infeasible: gap8 cannot compute float32" in capsys.readouterr().out
+    assert main(["cost-model", "predict", "--op", "nosuchop", "--shape", "M=1", "--profile", "l4"]) == 2
+    assert "no workload builder" in capsys.readouterr().err
+    assert main(["cost-model", "eval", str(tmp_path / "none.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_pick_names_a_config_per_gpu(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["cost-model", "pick", "--profile", "a100_sxm4_40gb", "l4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("a100_sxm4_40gb") and '"BM"' in lines[1]

@@ -1,0 +1,244 @@
+"""The learned model and its data: loaders for tuner records, UCI CSV and Kernel Tuner caches;
+fit/predict/save/load as JSON; accuracy on held-out groups, on synthetic data with a known
+answer, on the UCI SGEMM data and on this machine's own Numba records."""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hw_profiles
+from autotune.cost import analytical, evaluate as ev, records as R
+from autotune.cost.learned import LearnedModel
+from autotune.cost.workload import workload_for
+from tilec.errors import TilecError
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = next((p for p in (REPO.parent / "shared", Path("/work/shared")) if (p / "datasets").is_dir()), None)
+needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared datasets are not present")
+HOST_RECORDS = REPO / "autotune" / "cost" / "data" / "host_numba_records.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+# -- records ------------------------------------------------------------------------------------
+def test_measured_rows_and_jsonl_round_trip(tmp_path):
+    rows = R.measured_rows([{"op": "gemm", "shape": {"M": 64, "N": 64, "K": 64}, "dtype": "float32",
+                             "config": {"BM": 16, "BN": 16, "BK": 16}, "runtime_s": 1e-3, "energy_j": 0.5}])
+    assert rows[0].device == "host" and rows[0].energy_j == 0.5
+    R.save_jsonl(rows * 3, tmp_path / "r.jsonl")
+    back = R.load_jsonl(tmp_path / "r.jsonl")
+    assert back == rows * 3
+    with pytest.raises(TilecError, match="lacks"):
+        R.measured_rows([{"op": "gemm", "shape": {}, "config": {}, "runtime_s": 1.0}])
+    with pytest.raises(TilecError, match="positive"):
+        R.measured_rows([{"op": "gemm", "shape": {}, "dtype": "float32", "config": {}, "runtime_s": -1.0}])
+    (tmp_path / "bad.jsonl").write_text('{"op": "gemm"\n')
+    with pytest.raises(TilecError, match="bad.jsonl:1"):
+        R.load_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_kernel_tuner_cache_loader(tmp_path):
+    doc = {"device_name": "NVIDIA A100-PCIE-40GB", "kernel_name": "vector_add", "problem_size": 1000000,
+           "tune_params_keys": ["block_size_x"], "tune_params": {"block_size_x": [128, 256, 512]},
+           "cache": {"128": {"block_size_x": 128, "time": 0.05, "nvml_power": 100.0},
+                     "256": {"block_size_x": 256, "time": "CompilationFailedConfig"},
+                     "512": {"block_size_x": 512, "time": 0.04, "energy": 0.004, "core_freq": 1410.0}}}
+    path = tmp_path / "cache.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(doc, f)
+    recs = R.load_any(path)
+    assert [r.config for r in recs] == [{"block_size_x": 128}, {"block_size_x": 512}]
+    assert recs[0].device == "a100_pcie_40gb" and recs[0].runtime_s == pytest.approx(5e-5)
+    assert recs[0].energy_j == pytest.approx(100.0 * 5e-5) and recs[1].power_w == pytest.approx(0.004 / 4e-5)
+    assert recs[1].clock_hz == pytest.approx(1.41e9)
+    (tmp_path / "x.json").write_text("[1, 2]")
+    with pytest.raises(TilecError, match="not a Kernel Tuner cache"):
+        R.load_kernel_tuner(tmp_path / "x.json")
+
+
+@needs_shared
+def test_shared_dataset_loaders():
+    uci = R.load_uci_sgemm(SHARED / "datasets/uci_sgemm_gtx680/sgemm_product.csv", limit=500)
+    assert len(uci) == 500 and all(13e-3 < r.runtime_s < 3.5 for r in uci)
+    assert set(uci[0].config) == set(R.UCI_PARAMS)
+    conv = R.load_kernel_tuner(SHARED / "datasets/kerneltuner_convolution_pnpoly_turing_ampere/convolution/RTX_3090.json.gz")
+    assert len(conv) == 5220                               # valid entries, per SOURCE.md
+    power = SHARED / "datasets/kerneltuner_small_power_caches"
+    n = sum(len([r for r in R.load_kernel_tuner(p) if r.energy_j]) for p in sorted(power.glob("*.json")))
+    assert n == 35
+
+
+# -- learned model on data with a known answer -------------------------------------------------
+def _synthetic(shapes, seed=0):
+    """GEMM runtimes on the A100 profile: the analytical runtime times a config effect that
+    does not depend on the shape, with 2% noise: a learnable, shape-independent structure."""
+    rng = np.random.default_rng(seed)
+    p = hw_profiles.load("a100_sxm4_40gb")
+    recs = []
+    for shape in shapes:
+        for bm in (32, 64, 128):
+            for bk in (16, 32, 64):
+                cfg = {"BM": bm, "BN": 64, "BK": bk, "num_warps": 4, "num_stages": 2}
+                t = analytical.predict(workload_for("gemm", shape, "float16", cfg), p).runtime_s
+                effect = 1.0 + 0.8 * abs(math.log2(bm / 64)) + 0.5 * abs(math.log2(bk / 32))
+                recs.append(R.Record("gemm", shape, "float16", cfg, t * effect * float(rng.lognormal(0, 0.02)),
+                                     device="a100_sxm4_40gb"))
+    return recs
+
+
+def test_learned_model_extrapolates_to_unseen_shapes(tmp_path):
+    train = _synthetic([{"M": m, "N": n, "K": k} for m in (512, 1024, 2048) for n in (512, 2048) for k in (256, 1024)])
+    test = _synthetic([{"M": 4096, "N": 3000, "K": 777}, {"M": 333, "N": 8192, "K": 2048}], seed=1)
+    model = LearnedModel.fit(train)
+    pred, energy = model.predict(test)
+    y = np.array([r.runtime_s for r in test])
+    m = ev.metrics(y, pred, [r.group_key("shape") for r in test])
+    assert m["r2"] > 0.95 and m["spearman_within_shape_min"] > 0.9, m
+    assert np.all(energy > 0)
+    # saved as JSON (no pickle), and a reloaded model predicts the same
+    path = tmp_path / "model.json"
+    model.save(path)
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "tilec-cost-model/1" and "tree" in doc["runtime_model"].lower()
+    again = LearnedModel.load(path)
+    np.testing.assert_allclose(again.predict(test)[0], pred, rtol=1e-12)
+
+
+def test_model_file_errors(tmp_path):
+    with pytest.raises(TilecError, match="no cost model"):
+        LearnedModel.load(tmp_path / "missing.json")
+    (tmp_path / "junk.json").write_bytes(b"\x80\x04\x95pickle?")
+    with pytest.raises(TilecError, match="not a tilec cost model"):
+        LearnedModel.load(tmp_path / "junk.json")
+    (tmp_path / "other.json").write_text('{"format": "something-else"}')
+    with pytest.raises(TilecError, match="format"):
+        LearnedModel.load(tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text('{"format": "tilec-cost-model/1", "columns": [], "vocab": {}, '
+                                          '"runtime_model": "not a model"}')
+    with pytest.raises(TilecError, match="damaged"):
+        LearnedModel.load(tmp_path / "broken.json")
+    with pytest.raises(TilecError, match="at least 8"):
+        LearnedModel.fit(_synthetic([{"M": 64, "N": 64, "K": 64}])[:3])
+
+
+def test_group_split_holds_out_whole_groups():
+    recs = _synthetic([{"M": 256 * i, "N": 512, "K": 512} for i in range(1, 7)])
+    sp = ev.group_split(recs, "shape", max_folds=3)
+    assert len(sp.folds) == 3
+    for train, test in sp.folds:
+        assert not {recs[i].group_key("shape") for i in train} & {recs[i].group_key("shape") for i in test}
+    sp = ev.group_split(recs, "BM")
+    for train, test in sp.folds:
+        assert not {recs[i].config["BM"] for i in train} & {recs[i].config["BM"] for i in test}
+    with pytest.raises(TilecError, match="at least 2 groups"):
+        ev.group_split(recs, "device")
+
+
+def test_metrics_against_hand_values():
+    y, p = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.1, 1.9, 3.2, 3.6])
+    assert ev.r2(y, p) == pytest.approx(1 - (0.01 + 0.01 + 0.04 + 0.16) / 5.0)
+    assert ev.mape(y, p) == pytest.approx((0.1 + 0.05 + 0.2 / 3 + 0.1) / 4)
+    assert ev.spearman(y, p) == pytest.approx(1.0)
+    assert ev.spearman(y, p[::-1]) == pytest.approx(-1.0)
+
+
+# -- real data -------------------------------------------------------------------------------------
+@needs_shared
+def test_uci_sgemm_random_split_r2():
+    recs = R.load_uci_sgemm(SHARED / "datasets/uci_sgemm_gtx680/sgemm_product.csv", limit=12000, seed=3)
+    res = ev.cross_validate(recs, ev.random_split(len(recs), 0.2, seed=0), LearnedModel.fit, lambda m, t: m.predict(t))
+    assert res.metrics["r2"] >= 0.99, res.metrics
+
+
+# The host figures the committed records were analysed with (``tilec profiles calibrate`` on
+# the machine that measured them), so the check does not depend on this machine's calibration.
+RECORDS_HOST = {"stream_read_bytes_per_s": 12.37e9, "stream_triad_bytes_per_s": 8.82e9, "fp32_fma_flops": 370.7e9}
+
+
+def test_host_numba_records_held_out_by_shape(monkeypatch):
+    """This machine's own Numba records (GEMM, GEMV, int8 GEMV, attention; single-threaded,
+    CPU-timed): trained without a shape, predicted for it. GEMM and the GEMVs keep their
+    config order within each shape; attention's ranking is weaker (see the report)."""
+    from hw_profiles import hostdetect
+    monkeypatch.setattr(hostdetect, "measure", lambda seconds=0.5: dict(RECORDS_HOST))
+    hostdetect.calibrate()
+    recs = R.load_jsonl(HOST_RECORDS)
+    assert {r.op for r in recs} == {"gemm", "gemv", "quant_gemv", "attention"}
+    res = ev.cross_validate(recs, ev.group_split(recs, "shape", max_folds=5), LearnedModel.fit,
+                            lambda m, t: m.predict(t))
+    assert res.metrics["r2"] >= 0.9, res.metrics
+    assert res.metrics["spearman_within_shape_mean"] >= 0.88, res.metrics
+    held = [r for train, test in ev.group_split(recs, "shape", max_folds=5).folds for r in (recs[i] for i in test)]
+    for op in ("gemm", "gemv", "quant_gemv"):
+        ix = [i for i, r in enumerate(held) if r.op == op]
+        m = ev.metrics(res.measured[ix], res.predicted[ix], [held[i].group_key("shape") for i in ix])
+        assert m["spearman_within_shape_mean"] >= 0.9, (op, m)
+
+
+def test_fresh_measurements_become_training_rows():
+    """Time a few tiny GEMMs on the Numba backend now and feed them through the tuner's path."""
+    from autotune.cost import hostbench
+    ms = [hostbench.measure("gemm", {"M": m, "N": 48, "K": k}, {"BM": 16, "BN": 16, "BK": 16, "parallel": False},
+                            repeats=3, budget_s=0.05)
+          for m in (33, 64) for k in (40, 100)]
+    rows = R.measured_rows(ms)
+    assert all(r.runtime_s > 0 and r.device == "host" for r in rows)
+    model = LearnedModel.fit(rows * 2)
+    rt, en = model.predict(rows)
+    assert np.all(np.isfinite(rt)) and np.all(rt > 0) and np.all(en > 0)
+
+
+# -- energy ---------------------------------------------------------------------------------------
+@needs_shared
+def test_energy_against_measured_power_caches():
+    from autotune.cost import energy
+    folder = SHARED / "datasets/kerneltuner_small_power_caches"
+    checks = [c for p in sorted(folder.glob("*.json")) for c in energy.check(R.load_kernel_tuner(p))]
+    assert len(checks) == 35
+    errs = np.array([c.error for c in checks])
+    assert np.all(np.isfinite(errs))
+    # honest bounds of the profiles' figures (see the report): mean absolute error under 50 %,
+    # and the A100 at its nominal clock within 15 %
+    assert np.mean(np.abs(errs)) < 0.5
+    a100 = [c for c in checks if c.record.device == "a100_pcie_40gb" and c.record.config["nvml_gr_clock"] == 1410]
+    assert abs(a100[0].error) < 0.15
+
+
+@needs_shared
+def test_convolution_caches_hold_out_a_device():
+    """Train on the RTX 2080 Ti's convolution configs, rank the TITAN RTX's (same Turing
+    architecture, other clocks and bandwidth): the model transfers the order across devices."""
+    folder = SHARED / "datasets/kerneltuner_convolution_pnpoly_turing_ampere/convolution"
+    import random
+    train = random.Random(0).sample(R.load_kernel_tuner(folder / "RTX_2080_Ti.json.gz"), 1500)
+    test = random.Random(1).sample(R.load_kernel_tuner(folder / "RTX_Titan.json.gz"), 600)
+    w = workload_for("convolution_kernel", test[0].shape, "float32", test[0].config)
+    assert w.flops == 2.0 * 4096 * 4096 * 15 * 15
+    model = LearnedModel.fit(train)
+    pred, _ = model.predict(test)
+    m = ev.metrics([r.runtime_s for r in test], pred)
+    assert m["spearman"] >= 0.85 and m["r2_log"] >= 0.5, m
+
+
+def test_generic_csv_records(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("op,dtype,device,runtime_s,energy_j,shape.M,shape.K,config.BM,config.BK,config.dot\n"
+                    "gemv,float32,host,0.001,,1024,512,16,64,blas\n"
+                    "gemv,float32,l4,2.5e-5,0.002,1024,512,32,128,loops\n")
+    recs = R.load_any(path)
+    assert recs[0].shape == {"M": 1024, "K": 512} and recs[0].config == {"BM": 16, "BK": 64, "dot": "blas"}
+    assert recs[0].energy_j is None and recs[1].energy_j == 0.002 and recs[1].device == "l4"
+    (tmp_path / "bad.csv").write_text("op,runtime_s\ngemv,1\n")
+    with pytest.raises(TilecError, match=r"needs columns \['dtype'\]"):
+        R.load_any(tmp_path / "bad.csv")
+    (tmp_path / "bad2.csv").write_text("op,dtype,runtime_s\ngemv,float32,fast\n")
+    with pytest.raises(TilecError, match="bad2.csv:2"):
+        R.load_any(tmp_path / "bad2.csv")
