@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from .. import backends
 from ..errors import ConfigError, TilecError
 from ..ir import TileType
@@ -12,7 +14,8 @@ _compiled: dict[tuple, Any] = {}
 
 
 def device_of(args: Sequence[Any]) -> str:
-    devices = {describe(a).device for a in args if hasattr(a, "shape") and not isinstance(a, (int, float))}
+    devices = {describe(a).device for a in args
+               if hasattr(a, "shape") and not isinstance(a, (int, float, bool, np.generic))}
     if len(devices) > 1:
         raise TilecError(f"kernel arguments live on different devices: {sorted(devices)}")
     return devices.pop() if devices else "cpu"

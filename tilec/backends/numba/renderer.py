@@ -27,6 +27,7 @@ _UNARY = {"exp": "np.exp({})", "exp2": "np.exp2({})", "log": "np.log({})", "log2
 # Working dtype of tiles in this backend: 16-bit floats compute in fp32, rounded at casts.
 _WORK = {"float16": "float32", "bfloat16": "float32", "bool": "bool_"}
 _INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
+_LANES = 16  # partial results per row in max/min reductions (one AVX-512 register of fp32)
 
 
 def np_type(dtype) -> str:
@@ -60,6 +61,7 @@ class NumbaRenderer:
         self.inline: set[int] = set()
         self.inner: dict | None = None   # the innermost loop being rendered (see open_inner)
         self._plan_inlining(fn.body)
+        self.dot_only = _read_only_by_dot(fn)
         self.carried = _yielded(fn.body)
         self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
 
@@ -209,6 +211,8 @@ class NumbaRenderer:
                 return f"({one} / ({one} + np.exp(-{x})))"
             if u == "erf":
                 return f"{np_type(r.dtype)}(math.erf({x}))"
+            if u == "exp2" and np_type(r.dtype) == "np.float32":
+                return f"rt.exp2f({x})"  # vectorizes; np.exp2 is a scalar libm call
             return _UNARY[u].format(x)
         if k == "binary":
             a, b = (self.ref(v, own) for v in op.operands)
@@ -401,16 +405,25 @@ class NumbaRenderer:
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
                 self.emit(f"{name} = {self.empty(r)}")
+            lanes = kind in ("max", "min") and r.dtype.is_float and x.shape[-1] >= 2 * _LANES
+            if lanes:
+                part = self.name.fresh(f"{name}_lanes")
+                self.emit(f"{part} = np.empty({_LANES}, {np_type(r.dtype)})")
             outer = self.loops(x.shape[:-1])
             acc = self.name.fresh(f"{name}_acc")
             self.emit(f"{acc} = {init}")
             inner = self.name.fresh("j")
-            self.emit(f"for {inner} in range({x.shape[-1]}):")
-            self.open_inner(inner)
-            self.depth += 1
-            self.emit(f"{acc} = {combine.format(a=acc, b=self.ref(x, outer + [inner]))}")
-            self.close_inner()
-            self.depth -= 1
+            start = 0
+            if lanes:
+                self._lane_reduce(kind, part, acc, init, x, outer)
+                start = x.shape[-1] - x.shape[-1] % _LANES
+            if start < x.shape[-1]:
+                self.emit(f"for {inner} in range({start}, {x.shape[-1]}):")
+                self.open_inner(inner)
+                self.depth += 1
+                self.emit(f"{acc} = {combine.format(a=acc, b=self.ref(x, outer + [inner]))}")
+                self.close_inner()
+                self.depth -= 1
             if r.shape:
                 self.emit(f"{name}[{', '.join(outer + (['0'] if keep else []))}] = {acc}")
             self.close(len(outer))
@@ -425,6 +438,23 @@ class NumbaRenderer:
         self.emit(f"{cell} = {combine.format(a=cell, b=self.ref(x, idx))}")
         self.close_inner()
         self.close(len(idx))
+
+    def _lane_reduce(self, kind: str, part: str, acc: str, init: str, x: Value, outer: list[str]) -> None:
+        """max/min of a row through _LANES partial results: LLVM vectorizes a float max/min
+        reduction only under no-NaN fast math, but an elementwise max into lanes always."""
+        j, lane = self.name.fresh("j"), self.name.fresh("lane")
+        b = self.name.fresh("b")
+        cmp = ">" if kind == "max" else "<"
+        self.emit(f"for {lane} in range({_LANES}):")
+        self.emit(f"    {part}[{lane}] = {init}")
+        self.emit(f"for {j} in range(0, {x.shape[-1] - x.shape[-1] % _LANES}, {_LANES}):")
+        self.emit(f"    for {lane} in range({_LANES}):")
+        self.depth += 2
+        self.emit(f"{b} = {self.ref(x, outer + [f'{j} + {lane}'])}")
+        self.emit(f"{part}[{lane}] = {part}[{lane}] if {part}[{lane}] {cmp} {b} else {b}")
+        self.depth -= 2
+        self.emit(f"for {lane} in range({_LANES}):")
+        self.emit(f"    {acc} = {kind}({acc}, {part}[{lane}])")
 
     def op_dot(self, op: Op) -> None:
         a, b = op.operands[:2]
@@ -453,7 +483,12 @@ class NumbaRenderer:
         self.depth -= 2
 
     def op_trans(self, op: Op) -> None:
-        self.emit(f"{self.name(op.result)} = np.ascontiguousarray({self.name(op.operands[0])}.T)")
+        src = self.name(op.operands[0])
+        if op.result.id in self.dot_only and self.options["dot"] == "blas":
+            # BLAS takes a transposed (Fortran-ordered) view as it is: no copy
+            self.emit(f"{self.name(op.result)} = {src}.T")
+        else:
+            self.emit(f"{self.name(op.result)} = np.ascontiguousarray({src}.T)")
 
     def op_reshape(self, op: Op) -> None:
         copy = ".copy()" if op.result.id in self.carried else ""  # a carried view would alias its source
@@ -502,6 +537,26 @@ class NumbaRenderer:
             for res, y in zip(op.results, blk.yields):
                 self.emit(f"{self.name(res)} = {self.name(y)}")
             self.depth -= 1
+
+
+def _read_only_by_dot(fn: Function) -> set[int]:
+    """Ids of values whose every reader is a float32 ``dot`` operand (never a yield or another op)."""
+    readers: dict[int, list[Op]] = {}
+    yielded: set[int] = set()
+
+    def visit(block: Block) -> None:
+        for op in block.ops:
+            for v in op.operands:
+                readers.setdefault(v.id, []).append(op)
+            for child in op.blocks:
+                visit(child)
+        yielded.update(v.id for v in block.yields)
+
+    visit(fn.body)
+    return {vid for vid, ops in readers.items() if vid not in yielded and
+            all(o.kind == "dot" and o.result.dtype.name == "float32" and
+                any(x.id == vid for x in o.operands[:2]) and
+                not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
 
 
 def _yielded(block: Block) -> set[int]:

@@ -1,0 +1,55 @@
+"""Input checks shared by the attention ops: shapes, dtypes and head grouping."""
+from __future__ import annotations
+
+from typing import Any
+
+from tilec.errors import InputError
+from tilec.runtime.arrays import describe
+
+from ._common import FLOAT_DTYPES
+
+MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def check_rank(name: str, x: Any, ndim: int, dtypes=FLOAT_DTYPES):
+    info = describe(x, name)
+    if info.ndim != ndim:
+        raise InputError(f"{name} must be {ndim}-D, got shape {info.shape}")
+    if info.dtype.name not in dtypes:
+        raise InputError(f"{name} has dtype {info.dtype.name}; this op takes {', '.join(dtypes)}")
+    return info
+
+
+def check_head_dim(d: int) -> None:
+    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
+        raise InputError(f"head_dim must be in {MIN_HEAD_DIM}..{MAX_HEAD_DIM}, got {d}")
+
+
+def check_kv_pair(k: Any, v: Any, batch: int, heads: int, d: int, dtype, what: str = "k/v") -> tuple:
+    """k and v of shape (batch, kv_heads, L, d) in ``dtype``, kv_heads dividing ``heads``."""
+    ik, iv = check_rank("k", k, 4), check_rank("v", v, 4)
+    if ik.shape != iv.shape:
+        raise InputError(f"k and v must have one shape, got k {ik.shape} and v {iv.shape}")
+    if ik.shape[0] != batch or ik.shape[3] != d:
+        raise InputError(f"{what} must be (batch={batch}, kv_heads, length, head_dim={d}), got {ik.shape}")
+    if ik.shape[1] < 1 or heads % ik.shape[1]:
+        raise InputError(f"query heads ({heads}) must be a multiple of kv heads ({ik.shape[1]})")
+    for name, i in (("k", ik), ("v", iv)):
+        if i.dtype != dtype:
+            raise InputError(f"q and {name} must share a dtype, got q {dtype.name} and {name} {i.dtype.name}")
+    return ik, iv
+
+
+def check_qkv(q: Any, k: Any, v: Any, causal: bool) -> dict:
+    iq = check_rank("q", q, 4)
+    b, h, lq, d = iq.shape
+    check_head_dim(d)
+    ik, iv = check_kv_pair(k, v, b, h, d, iq.dtype)
+    if causal and lq > ik.shape[2]:
+        raise InputError(f"causal attention with more queries ({lq}) than keys ({ik.shape[2]}) leaves the "
+                         f"first {lq - ik.shape[2]} query rows with no visible key")
+    return {"q": iq, "k": ik, "v": iv}

@@ -1,0 +1,86 @@
+"""KIVI cache: quantization error within half a step, the packed layout, the residual split,
+and decoding straight from the packed cache against decoding the dequantized cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ops.attn_testing import BACKENDS
+from ops.decode import reference as decode_reference
+from ops.kv_quant import decode_attention_quantized, quantize_kv, unpack_host
+from tilec.errors import InputError
+
+
+def _kv(rng, b, hkv, cap, d):
+    return (rng.standard_normal((b, hkv, cap, d)).astype(np.float32),
+            rng.standard_normal((b, hkv, cap, d)).astype(np.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bits", [2, 4])
+def test_quantization_error_and_residual(backend, bits):
+    rng = np.random.default_rng(bits)
+    k, v = _kv(rng, 2, 2, 150, 32)
+    k[:, :, :, 3] *= 20.0                         # an outlier channel: per-channel keys absorb it
+    lens = np.array([150, 61], np.int32)
+    cache = quantize_kv(k, v, lens, bits=bits, group=32, residual=16, backend=backend)
+    assert list(cache.q_len) == [128, 32] and list(cache.r_len) == [22, 29]
+    kk, vv, back = cache.dequantize()
+    assert (back == lens).all()
+    levels = 2 ** bits - 1
+    for b, n in enumerate(cache.q_len):
+        kg = k[b, :, :n].reshape(2, n // 32, 32, 32)
+        k_step = (kg.max(2) - kg.min(2)) / levels               # per group and channel
+        k_err = np.abs(kk[b, :, :n] - k[b, :, :n]).reshape(2, n // 32, 32, 32)
+        assert (k_err <= k_step[:, :, None, :] / 2 + 1e-5).all()
+        v_step = (v[b, :, :n].max(-1) - v[b, :, :n].min(-1)) / levels  # per token
+        assert (np.abs(vv[b, :, :n] - v[b, :, :n]) <= v_step[..., None] / 2 + 1e-5).all()
+        r = lens[b] - n
+        np.testing.assert_array_equal(kk[b, :, n:n + r], k[b, :, n:n + r])   # residual is exact
+
+
+def test_packed_layout():
+    """Byte i of a group holds tokens i, i + G/PB, ... at bit offsets 0, bits, ..."""
+    k = np.zeros((1, 1, 32, 32), np.float32)
+    k[0, 0, :, 0] = np.arange(32) // 3 % 4       # key channel 0 spans 0..3 in the group: codes = values
+    cache = quantize_kv(k, k, bits=2, group=32, residual=0)
+    codes = np.asarray(cache.k_codes)[0, 0, :, 0]
+    want = [sum(((i + j * 8) // 3 % 4) << (2 * j) for j in range(4)) for i in range(8)]
+    assert list(codes) == want
+    np.testing.assert_array_equal(unpack_host(np.asarray(cache.k_codes), 2, 32)[0, 0, :, 0], k[0, 0, :, 0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), b=st.integers(1, 2), t=st.sampled_from([1, 2]), cap=st.sampled_from([40, 97, 200]),
+       bits=st.sampled_from([2, 4]), seed=st.integers(0, 2**16))
+def test_decode_from_packed_cache(backend, data, b, t, cap, bits, seed):
+    """Split-K over the packed groups (4 splits; the full-precision tail rides with split 0)."""
+    splits = 4
+    lengths = np.array(data.draw(st.lists(st.integers(t, cap), min_size=b, max_size=b)), np.int32)
+    rng = np.random.default_rng(seed)
+    k, v = _kv(rng, b, 2, cap, 32)
+    q = rng.standard_normal((b, 4, t, 32)).astype(np.float32)
+    cache = quantize_kv(k, v, lengths, bits=bits, group=32, residual=8, backend=backend)
+    out = decode_attention_quantized(q, cache, backend=backend, config={"BD": 32, "NS": splits})
+    kk, vv, lens = cache.dequantize()
+    want = decode_reference({"q": q, "k_cache": kk, "v_cache": vv, "lengths": lens})
+    np.testing.assert_allclose(out, want, rtol=1e-3, atol=1e-4)
+    if bits == 4:  # 4 bits stay close to full precision attention
+        exact = decode_reference({"q": q, "k_cache": k, "v_cache": v, "lengths": lengths})
+        assert np.abs(out - exact).max() < 0.3
+
+
+def test_bad_parameters():
+    k = np.zeros((1, 1, 32, 32), np.float32)
+    with pytest.raises(InputError, match="bits"):
+        quantize_kv(k, k, bits=3)
+    with pytest.raises(InputError, match="group"):
+        quantize_kv(k, k, group=24)
+    with pytest.raises(InputError, match="lengths"):
+        quantize_kv(k, k, np.array([33], np.int32))
+    cache = quantize_kv(k, k, bits=2, group=32, residual=0)
+    with pytest.raises(InputError, match="new tokens"):
+        decode_attention_quantized(np.zeros((1, 1, 40, 32), np.float32), cache)
