@@ -338,12 +338,13 @@ class NumbaRenderer:
                       zip(bounds, [e for e in box if e is not None])]
             inside += [c for c in conds if " <= " in c]
             self.emit(f"if {' and '.join(inside)}:")
-            if tensor.id in self.written or r.id in self.carried:
+            if len(r.shape) >= 2:
+                self._copy_rows(target, self.empty(r, store_dtype), tensor, offsets, box)
+            elif tensor.id in self.written or r.id in self.carried:
                 self.emit(f"    {target} = {self.empty(r, store_dtype)}")
                 self.emit(f"    {target}[...] = {source}")
             else:
-                # read-only tensor: ascontiguousarray copies a strided box about twice as fast as
-                # `[...] =` (and a box that is already contiguous may stay a view: nothing writes it)
+                # read-only tensor: a contiguous 1-D box may stay a view (nothing writes it)
                 self.emit(f"    {target} = np.ascontiguousarray({source})")
             self.emit("else:")
             self.emit(f"    {target} = np.full({r.shape}, {fill}, {store_dtype})")
@@ -355,6 +356,27 @@ class NumbaRenderer:
                 self.emit(f"{name} = rt.{widen}(np.array([{target}], np.uint16))[0]")
             else:
                 self.emit(f"{name} = rt.{widen}({target})")
+
+    def _copy_rows(self, target: str, alloc: str, tensor: Value, offsets: list[Value], box: tuple) -> None:
+        """An in-bounds box copied one innermost row at a time: each row is a contiguous slice
+        of a C-ordered tensor, so the copy vectorizes (a whole strided box copies element-wise)."""
+        self.emit(f"    {target} = {alloc}")
+        tile_axes = [a for a, e in enumerate(box) if e is not None]
+        last = tile_axes[-1]
+        rows = [self.name.fresh(f"r{d}") for d in range(len(tile_axes) - 1)]
+        for d, var in enumerate(rows):
+            self.emit("    " * (d + 1) + f"for {var} in range({box[tile_axes[d]]}):")
+        src = []
+        for a, (off, ext) in enumerate(zip(offsets, box)):
+            o = self.name(off)
+            if ext is None:
+                src.append(o)
+            elif a == last:
+                src.append(f"{o}:{o} + {ext}")
+            else:
+                src.append(f"{o} + {rows[tile_axes.index(a)]}")
+        dst = ", ".join(rows + [":"])
+        self.emit("    " * (len(rows) + 1) + f"{target}[{dst}] = {self.name(tensor)}[{', '.join(src)}]")
 
     def op_store(self, op: Op) -> None:
         tensor, offsets, value = op.operands[0], op.operands[1:-1], op.operands[-1]
