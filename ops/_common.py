@@ -1,7 +1,7 @@
 """Pieces every op shares: input checks, output allocation, config choice, epilogues."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import tilec as tc
 from autotune.space import Param, Space
@@ -57,6 +57,20 @@ def backend_space(tiles: list[Param], constraints: list, backend: str) -> Space:
     be = backends.get(backend)
     extra = be.space_params() if hasattr(be, "space_params") else []
     return Space(list(tiles) + list(extra), list(constraints))
+
+
+def fits_local_memory(tile_bytes: Callable[[dict], int], keys: tuple[str, ...]):
+    """A space constraint: the tiles ``tile_bytes(config)`` must fit the target's fast local
+    memory (shared memory / L1 / UB / L2 per core, from the profile)."""
+    def check(cfg: dict, profile) -> str | None:
+        if profile is None or not all(k in cfg for k in keys):
+            return None
+        need = tile_bytes(cfg)
+        limit = getattr(profile, "local_memory_bytes", None)
+        if limit and need > limit:
+            return f"tiles need {need} B of local memory, {profile.name} has {limit} B"
+        return None
+    return check
 
 
 def choose_config(op: str, shape: dict, dtype: str, backend: str, device: str, config: dict | None,

@@ -14,7 +14,7 @@ from autotune.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import (activation, backend_space, check_activation, check_matrix, choose_config,
-                      output_like, pick_backend)
+                      fits_local_memory, output_like, pick_backend)
 from .spec import OpSpec
 
 
@@ -40,15 +40,8 @@ GPU_TILES = [Param("BM", (16, 32, 64, 128, 256)), Param("BN", (16, 32, 64, 128, 
              Param("BK", (16, 32, 64, 128))]
 
 
-def _fits(cfg: dict, profile) -> str | None:
-    """Tiles of A, B and C must fit the target's fast local memory (fp32 staging)."""
-    if profile is None or not all(k in cfg for k in ("BM", "BN", "BK")):
-        return None
-    need = 4 * (cfg["BM"] * cfg["BK"] + cfg["BK"] * cfg["BN"] + cfg["BM"] * cfg["BN"])
-    limit = getattr(profile, "local_memory_bytes", None)
-    if limit and need > limit:
-        return f"tiles need {need} B of local memory, {profile.name} has {limit} B"
-    return None
+# tiles of A, B and C staged in fp32
+_fits = fits_local_memory(lambda cfg: 4 * (cfg["BM"] * cfg["BK"] + cfg["BK"] * cfg["BN"] + cfg["BM"] * cfg["BN"]), ("BM", "BN", "BK"))
 
 
 def space(backend: str = "numba"):

@@ -14,7 +14,7 @@ from autotune.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import (activation, backend_space, check_activation, check_matrix, choose_config,
-                      output_like, pick_backend)
+                      fits_local_memory, output_like, pick_backend)
 from .gemm import apply_activation_reference
 from .spec import OpSpec
 
@@ -38,14 +38,8 @@ CPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (64, 128, 2
 GPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (32, 64, 128, 256, 512))]
 
 
-def _fits(cfg: dict, profile) -> str | None:
-    if profile is None or not all(k in cfg for k in ("BM", "BK")):
-        return None
-    need = 4 * (cfg["BM"] * cfg["BK"] + cfg["BK"] + cfg["BM"])
-    limit = getattr(profile, "local_memory_bytes", None)
-    if limit and need > limit:
-        return f"tiles need {need} B of local memory, {profile.name} has {limit} B"
-    return None
+# a tile of A, a slice of x and the accumulator, in fp32
+_fits = fits_local_memory(lambda cfg: 4 * (cfg["BM"] * cfg["BK"] + cfg["BK"] + cfg["BM"]), ("BM", "BK"))
 
 
 def space(backend: str = "numba"):
