@@ -404,14 +404,14 @@ def test_bool_tensors_in_and_out(n, seed):
 
 
 @tc.kernel
-def padded_lanes(X, I, T, Y, BR: tc.constexpr, BC: tc.constexpr):
+def padded_lanes(X, IDX, T, Y, BR: tc.constexpr, BC: tc.constexpr):
     """Non-power-of-two tiles: reductions over padded axes, a gather through a padded index
     tile and a padded inner dot axis must ignore the padding lanes."""
     p = tc.program_id(0)
     x = tc.load(X, (p * BR, 0), (BR, BC), padding=0.0)
     rmax = tc.max(x, 1)                        # x < 0: a padding lane of 0 would win
     cmin = tc.min(-x, 0)                       # -x > 0: a padding lane of 0 would win
-    g = tc.gather(tc.load(T, (0,), (BC,))[None, :], tc.load(I, (p * BR, 0), (BR, BC)), 1)
+    g = tc.gather(tc.load(T, (0,), (BC,))[None, :], tc.load(IDX, (p * BR, 0), (BR, BC)), 1)
     sq = tc.dot(x, tc.trans(x))                # inner extent BC
     tc.store(Y, (p * BR, 0), tc.expand_dims(rmax, 1), (BR, 1))
     tc.store(Y, (p * BR, 1), tc.expand_dims(tc.sum(g, 1), 1), (BR, 1))
