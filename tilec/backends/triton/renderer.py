@@ -88,7 +88,8 @@ class TritonRenderer:
         self.lines: list[str] = []
         self.depth = 0
         self.held: dict[int, str] = {}        # value id -> the Triton type the variable has
-        self.nonneg: set[int] = set()         # scalars known to be >= 0 (their masks skip the low side)
+        self.nonneg: set[int] = set()
+        self.zero_padded: set[int] = set()    # tiles whose padded lanes are known to be 0         # scalars known to be >= 0 (their masks skip the low side)
         self.specials: set[str] = set()
         self.count = uses(fn)                 # value id -> number of readers
         self.shape_of: dict[int, list[str]] = {}
@@ -366,6 +367,8 @@ class TritonRenderer:
         out = TL_TYPE[r.dtype.name]
         if not is_pow2(k):  # padded inner lanes must add nothing: zero them on both sides
             for v, axis in ((a, 1), (b, 0)):
+                if v.id in self.zero_padded:
+                    continue
                 clean = self.name.fresh(f"{self.name(v)}_k")
                 self.emit(f"{clean} = {self.masked(self.name(v), v.shape, [axis], '0')}")
                 self.name.alias(v, clean)
@@ -461,6 +464,8 @@ class TritonRenderer:
         pad = self.pad_literal(op.attrs["padding"], r.dtype)
         args = [ptr] + ([f"mask={mask}", f"other={pad}"] if mask else [])
         self.define(r, f"tl.load({', '.join(args)})", TL_TYPE[tensor.dtype.name])
+        if op.attrs["padding"] == 0:
+            self.zero_padded.add(r.id)   # its padded lanes are masked off: they read as 0
 
     def pad_literal(self, value, dtype) -> str:
         """``other=`` of a masked load: a plain literal, converted by tl.load to the element type."""
