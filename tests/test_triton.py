@@ -109,13 +109,15 @@ def run_gemm(a, b, cfg, backend="triton"):
 
 
 @SETTINGS
-@given(M=EDGE, N=EDGE, K=EDGE, tiles=st.sampled_from([(16, 16, 16), (32, 16, 16), (16, 32, 32), (8, 16, 4)]),
+@given(M=EDGE, N=EDGE, K=EDGE, tiles=st.sampled_from([(16, 16, 16), (32, 16, 16), (16, 32, 32), (8, 16, 4),
+                                                      (24, 40, 12), (5, 3, 7)]),
        seed=st.integers(0, 2**16))
 def test_gemm_fp32_matches_numpy(M, N, K, tiles, seed):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((M, K), dtype=np.float32)
     b = rng.standard_normal((K, N), dtype=np.float32)
-    BM, BN, BK = tiles   # (8, 16, 4): dots below 16 take the broadcast-multiply-sum path
+    BM, BN, BK = tiles   # (8, 16, 4): dots below 16 take the broadcast-multiply-sum path; 24, 40, 12, 5, 3, 7
+    # are held padded to powers of two, the padded inner lanes masked to zero
     c = run_gemm(a, b, dict(BM=BM, BN=BN, BK=BK))
     ref = a.astype(np.float64) @ b.astype(np.float64)
     np.testing.assert_allclose(c, ref, rtol=1e-5, atol=1e-5 * K)
@@ -154,7 +156,7 @@ def test_gemm_matches_numba_on_strided_views():
 
 
 @SETTINGS
-@given(M=EDGE, K=EDGE, tiles=st.sampled_from([(16, 16), (32, 8), (4, 32)]), f16=st.booleans(),
+@given(M=EDGE, K=EDGE, tiles=st.sampled_from([(16, 16), (32, 8), (4, 32), (12, 20)]), f16=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_gemv_matches_numpy(M, K, tiles, f16, seed):
     rng = np.random.default_rng(seed)
@@ -245,10 +247,18 @@ def test_torch_cpu_tensors_are_accepted():
 
 # -- errors ---------------------------------------------------------------------------------------
 
-def test_non_power_of_two_tiles_are_rejected_with_the_reason():
-    a = np.zeros((8, 8), np.float32)
+@tc.kernel
+def reshape_tile(X, Y, B: tc.constexpr):
+    tc.store(Y, (0, 0), tc.reshape(tc.load(X, (0,), (B * B,)), (B, B)))
+
+
+def test_reshape_of_padded_tiles_is_rejected_with_the_reason():
+    x = np.zeros(36, np.float32)
     with pytest.raises(TilecError, match="power-of-two"):
-        run_gemm(a, a, dict(BM=12, BN=16, BK=16))
+        reshape_tile[(1,)](x, x.reshape(6, 6).copy(), backend="triton", B=6)
+    y = np.zeros((4, 4), np.float32)
+    reshape_tile[(1,)](np.arange(16, dtype=np.float32), y, backend="triton", B=4)
+    np.testing.assert_array_equal(y, np.arange(16).reshape(4, 4))
 
 
 @tc.kernel
@@ -391,3 +401,44 @@ def test_bool_tensors_in_and_out(n, seed):
     bool_io[(tc.cdiv_host(n, 16),)](x, m, y, z, backend="triton", B=16)
     np.testing.assert_array_equal(y, np.where(m, x, -x))
     np.testing.assert_array_equal(z, x > 0)
+
+
+@tc.kernel
+def padded_lanes(X, IDX, T, Y, BR: tc.constexpr, BC: tc.constexpr):
+    """Non-power-of-two tiles: reductions over padded axes, a gather through a padded index
+    tile and a padded inner dot axis must ignore the padding lanes."""
+    p = tc.program_id(0)
+    x = tc.load(X, (p * BR, 0), (BR, BC), padding=0.0)
+    rmax = tc.max(x, 1)                        # x < 0: a padding lane of 0 would win
+    cmin = tc.min(-x, 0)                       # -x > 0: a padding lane of 0 would win
+    g = tc.gather(tc.load(T, (0,), (BC,))[None, :], tc.load(IDX, (p * BR, 0), (BR, BC)), 1)
+    sq = tc.dot(x, tc.trans(x))                # inner extent BC
+    tc.store(Y, (p * BR, 0), tc.expand_dims(rmax, 1), (BR, 1))
+    tc.store(Y, (p * BR, 1), tc.expand_dims(tc.sum(g, 1), 1), (BR, 1))
+    tc.store(Y, (p * BR, 2), tc.expand_dims(tc.sum(sq, 1), 1), (BR, 1))
+    tc.store(Y, (p * BR, 3), tc.expand_dims(tc.max(cmin[None, :] + tc.zeros((BR, BC), tc.float32), 1), 1), (BR, 1))
+
+
+@SETTINGS
+@given(M=st.sampled_from([1, 5, 12, 23]), tiles=st.sampled_from([(6, 5), (12, 3), (3, 20), (17, 17)]),
+       seed=st.integers(0, 2**16))
+def test_non_power_of_two_tiles_ignore_their_padding(M, tiles, seed):
+    BR, BC = tiles
+    rng = np.random.default_rng(seed)
+    x = -rng.uniform(0.5, 2.0, (M, BC)).astype(np.float32)
+    idx = rng.integers(0, BC, (M, BC)).astype(np.int32)
+    table = rng.standard_normal(BC).astype(np.float32)
+    y = np.full((M, 4), np.nan, np.float32)
+    padded_lanes[(tc.cdiv_host(M, BR),)](x, idx, table, y, backend="triton", BR=BR, BC=BC)
+    x64 = x.astype(np.float64)
+    rows = tc.cdiv_host(M, BR) * BR
+    xp = np.zeros((rows, BC))      # the box's rows past the tensor load as padding (0)
+    xp[:M] = x64
+    cmin = np.concatenate([(-xp[i:i + BR]).min(0, keepdims=True).repeat(BR, 0) for i in range(0, rows, BR)])[:M]
+    ref = np.stack([x64.max(1), table[idx].sum(1), (x64 @ x64.T * _same_block(M, BR)).sum(1), cmin.max(1)], 1)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def _same_block(M, B):
+    blocks = np.arange(M) // B
+    return blocks[:, None] == blocks[None, :]

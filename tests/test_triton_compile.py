@@ -56,6 +56,7 @@ CASES = [
     ("gemm-f16 128x128x32", lambda: gemm_ir(np.float16, 128, 128, 32), dict(num_warps=8, num_stages=3)),
     ("gemm-f16 128x64x64", lambda: gemm_ir(np.float16, 128, 64, 64), dict(num_warps=4, num_stages=4)),
     ("gemm-f16 32x32x64", lambda: gemm_ir(np.float16, 32, 32, 64), dict(num_warps=2, num_stages=2)),
+    ("gemm-f16 48x80x24 (padded)", lambda: gemm_ir(np.float16, 48, 80, 24), dict(num_warps=4, num_stages=3)),
     ("gemm-f32 default", lambda: gemm_ir(np.float32, 64, 64, 32), dict(num_warps=4, num_stages=3)),
     ("gemm-f32 128x64x32", lambda: gemm_ir(np.float32, 128, 64, 32), dict(num_warps=8, num_stages=3)),
     ("gemm-f32 32x32x32", lambda: gemm_ir(np.float32, 32, 32, 32), dict(num_warps=2, num_stages=2)),

@@ -7,7 +7,7 @@ from the IR's boxes: ``A + rows[:, None] * A_stride0 + cols[None, :] * A_stride1
 IR), so the kernel has no constexpr parameters.
 
 Triton differs from the IR in a few places the renderer bridges explicitly:
-- tile extents must be powers of two (checked, with the reason);
+- tile extents must be powers of two: other extents are padded up (masked where lanes mix);
 - ``//`` and ``%`` on integers truncate; the IR follows Python (floor);
 - 16-bit floats: loads and stores keep the storage type and ``tl.dot`` takes them as they
   are; elementwise math on them runs in fp32 (the IR's "compute in fp32 inside tiles");
@@ -15,6 +15,8 @@ Triton differs from the IR in a few places the renderer bridges explicitly:
   broadcast-multiply-sum.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from ... import __version__
 from ...errors import TilecError
@@ -47,6 +49,15 @@ def is_pow2(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
 
 
+def pow2(n: int) -> int:
+    """The power-of-two extent that holds a tile extent ``n`` in Triton."""
+    return 1 << (n - 1).bit_length()
+
+
+def padded(shape: tuple) -> tuple:
+    return tuple(pow2(s) for s in shape)
+
+
 def kernel_symbol(fn: Function) -> str:
     parts = [fn.name] + [f"{k}{v}" for k, v in fn.constexprs.items() if isinstance(v, (int, bool, str))]
     return "_".join(str(p).lower().replace("-", "m") for p in parts)
@@ -77,7 +88,8 @@ class TritonRenderer:
         self.lines: list[str] = []
         self.depth = 0
         self.held: dict[int, str] = {}        # value id -> the Triton type the variable has
-        self.nonneg: set[int] = set()         # scalars known to be >= 0 (their masks skip the low side)
+        self.nonneg: set[int] = set()
+        self.zero_padded: set[int] = set()    # tiles whose padded lanes are known to be 0         # scalars known to be >= 0 (their masks skip the low side)
         self.specials: set[str] = set()
         self.count = uses(fn)                 # value id -> number of readers
         self.shape_of: dict[int, list[str]] = {}
@@ -196,26 +208,44 @@ class TritonRenderer:
         self.held[op.result.id] = "tl.int32"
         self.nonneg.add(op.result.id)
 
+    # -- padding -------------------------------------------------------------------------------
+    # Triton tiles have power-of-two extents. A tile of extent E is held in pow2(E) lanes;
+    # lanes past E hold anything and only matter where lanes mix: reductions and dot's inner
+    # axis see them masked to a neutral value, gather indices are masked to 0, and loads and
+    # stores are masked to the logical box.
+    def valid(self, shape: tuple, axis: int) -> str:
+        """Bool tile (broadcastable to ``padded(shape)``) that is true on lanes < extent of ``axis``."""
+        rank = len(shape)
+        view = "" if rank == 1 else f"[{', '.join(':' if d == axis else 'None' for d in range(rank))}]"
+        return f"(tl.arange(0, {pow2(shape[axis])}){view} < {shape[axis]})"
+
+    def masked(self, expr: str, shape: tuple, axes: list[int], fill: str) -> str:
+        """``expr`` with the padded lanes of ``axes`` replaced by ``fill``."""
+        conds = [self.valid(shape, d) for d in axes if not is_pow2(shape[d])]
+        return f"tl.where({' & '.join(conds)}, {expr}, {fill})" if conds else expr
+
+    def identity(self, kind: str, dtype) -> str:
+        if kind == "sum":
+            return "0"
+        if dtype.is_float:
+            self.specials.add("NEG_INF" if kind == "max" else "INF")
+            return "NEG_INF" if kind == "max" else "INF"
+        info = np.iinfo(dtype.numpy)
+        return str(info.min if kind == "max" else info.max)
+
     # -- tile constructors ---------------------------------------------------------------------
-    def check_shape(self, op: Op, shape: tuple) -> None:
-        bad = [s for s in shape if not is_pow2(s)]
-        if bad:
-            self.fail(op, f"{op.kind} makes a tile of shape {tuple(shape)}, but Triton tiles need power-of-two "
-                          f"extents (got {bad[0]}); choose power-of-two tile sizes for this backend")
 
     def op_full(self, op: Op) -> None:
         r = op.result
-        self.check_shape(op, r.shape)
         src = op.operands[0]
         t = self.work_type(r)
         if not r.shape:
             self.define(r, self.as_type(src, t), t)
         else:
-            self.define(r, f"tl.full({r.shape}, {self.f32(src)}, {t})", t)
+            self.define(r, f"tl.full({padded(r.shape)}, {self.f32(src)}, {t})", t)
 
     def op_arange(self, op: Op) -> None:
-        self.check_shape(op, op.result.shape)
-        self.define(op.result, f"tl.arange(0, {op.attrs['n']})")
+        self.define(op.result, f"tl.arange(0, {pow2(op.attrs['n'])})")
         self.nonneg.add(op.result.id)
 
     # -- elementwise ----------------------------------------------------------------------------
@@ -315,18 +345,19 @@ class TritonRenderer:
 
     def op_broadcast(self, op: Op) -> None:
         x, r = op.operands[0], op.result
-        self.check_shape(op, r.shape)
         if not x.shape:
             t = self.work_type(r)
-            self.define(r, f"tl.full({r.shape}, {self.f32(x)}, {t})", t)
+            self.define(r, f"tl.full({padded(r.shape)}, {self.f32(x)}, {t})", t)
             return
-        self.define(r, f"tl.broadcast_to({self.aligned(x, len(r.shape))}, {r.shape})", self.work_type(r))
+        self.define(r, f"tl.broadcast_to({self.aligned(x, len(r.shape))}, {padded(r.shape)})", self.work_type(r))
 
     # -- structure -------------------------------------------------------------------------------
     def op_reduce(self, op: Op) -> None:
         x, r = op.operands[0], op.result
+        axis, kind = op.attrs["axis"], op.attrs["op"]
         keep = ", keep_dims=True" if op.attrs["keepdims"] else ""
-        self.define(r, f"{_REDUCE[op.attrs['op']]}({self.f32(x)}, axis={op.attrs['axis']}{keep})", self.work_type(r))
+        src = self.masked(self.f32(x), x.shape, [axis], self.identity(kind, r.dtype))
+        self.define(r, f"{_REDUCE[kind]}({src}, axis={axis}{keep})", self.work_type(r))
 
     def op_dot(self, op: Op) -> None:
         a, b = op.operands[:2]
@@ -334,6 +365,14 @@ class TritonRenderer:
         r = op.result
         (m, k), n = a.shape, b.shape[1]
         out = TL_TYPE[r.dtype.name]
+        if not is_pow2(k):  # padded inner lanes must add nothing: zero them on both sides
+            for v, axis in ((a, 1), (b, 0)):
+                if v.id in self.zero_padded:
+                    continue
+                clean = self.name.fresh(f"{self.name(v)}_k")
+                self.emit(f"{clean} = {self.masked(self.name(v), v.shape, [axis], '0')}")
+                self.name.alias(v, clean)
+        m, n, k = pow2(m), pow2(n), pow2(k)   # the lanes tl.dot sees
         native_ok = a.dtype.name != "uint8" and k >= (DOT_MIN_K8 if a.dtype.bits == 8 else DOT_MIN)
         if min(m, n) >= DOT_MIN and native_ok:
             native = TL_TYPE[a.dtype.name]
@@ -366,19 +405,26 @@ class TritonRenderer:
         self.define(op.result, f"tl.trans({self.ref(x)})", self.held.get(x.id))
 
     def op_reshape(self, op: Op) -> None:
-        x = op.operands[0]
-        self.check_shape(op, op.result.shape)
-        self.define(op.result, f"tl.reshape({self.ref(x)}, {op.attrs['shape']})", self.held.get(x.id))
+        x, r = op.operands[0], op.result
+        if padded(x.shape) != x.shape or padded(r.shape) != r.shape:
+            if [s for s in x.shape if s != 1] != [s for s in r.shape if s != 1]:
+                self.fail(op, f"tc.reshape {x.shape} -> {r.shape} needs power-of-two extents on the Triton backend "
+                              f"(its tiles are padded to powers of two, which reorders a reshape's elements); "
+                              f"choose power-of-two tile sizes for this kernel")
+        self.define(r, f"tl.reshape({self.ref(x)}, {padded(r.shape)})", self.held.get(x.id))
 
     def op_gather(self, op: Op) -> None:
         src, index = op.operands
         r = op.result
         axis = op.attrs["axis"]
-        self.check_shape(op, r.shape)
         # tl.gather wants equal extents off the gathered axis: broadcast both sides first
-        src_shape = tuple(s if d == axis else r.shape[d] for d, s in enumerate(src.shape))
-        s_expr = self.name(src) if src_shape == src.shape else f"tl.broadcast_to({self.name(src)}, {src_shape})"
-        i_expr = self.name(index) if index.shape == r.shape else f"tl.broadcast_to({self.name(index)}, {r.shape})"
+        src_shape = padded(tuple(s if d == axis else r.shape[d] for d, s in enumerate(src.shape)))
+        s_expr = self.name(src) if src_shape == padded(src.shape) else \
+            f"tl.broadcast_to({self.name(src)}, {src_shape})"
+        i_expr = self.name(index) if index.shape == r.shape else \
+            f"tl.broadcast_to({self.name(index)}, {padded(r.shape)})"
+        # padded lanes of the index could point anywhere: send them to element 0
+        i_expr = self.masked(i_expr, r.shape, list(range(len(r.shape))), "0")
         self.define(r, f"tl.gather({s_expr}, {i_expr}, {axis})", self.held.get(src.id))
 
     # -- memory ----------------------------------------------------------------------------------
@@ -397,16 +443,16 @@ class TritonRenderer:
                 if off.id not in self.nonneg:
                     masks.append(f"({o} >= 0)")
                 continue
-            if not is_pow2(ext):
-                self.fail(op, f"{op.kind} box {tuple(box)} of {tensor.hint!r} has extent {ext}, but Triton tiles need "
-                              f"power-of-two extents; choose power-of-two tile sizes for this backend")
             pos = tile_axes.index(ax)
             role = "idx" if rank == 1 else "rows" if pos == 0 else "cols" if pos == rank - 1 else "idx"
             idx = self.name.fresh(f"{tname}_{role}{ax}")
-            self.emit(f"{idx} = {o} + tl.arange(0, {ext})" if o != "0" else f"{idx} = tl.arange(0, {ext})")
+            lanes = pow2(ext)
+            self.emit(f"{idx} = {o} + tl.arange(0, {lanes})" if o != "0" else f"{idx} = tl.arange(0, {lanes})")
             view = idx if rank == 1 else f"{idx}[{', '.join(':' if p == pos else 'None' for p in range(rank))}]"
             terms.append(f"{view} * {strides[ax]}")
             masks.append(f"({view} < {shapes[ax]})")
+            if lanes != ext:  # the padded lanes lie outside the box
+                masks.append(f"({view} < {o} + {ext})" if o != "0" else f"({view} < {ext})")
             if off.id not in self.nonneg:
                 masks.append(f"({view} >= 0)")
         return f"{tname} + {' + '.join(terms)}", " & ".join(masks) or None
@@ -418,6 +464,8 @@ class TritonRenderer:
         pad = self.pad_literal(op.attrs["padding"], r.dtype)
         args = [ptr] + ([f"mask={mask}", f"other={pad}"] if mask else [])
         self.define(r, f"tl.load({', '.join(args)})", TL_TYPE[tensor.dtype.name])
+        if op.attrs["padding"] == 0:
+            self.zero_padded.add(r.id)   # its padded lanes are masked off: they read as 0
 
     def pad_literal(self, value, dtype) -> str:
         """``other=`` of a masked load: a plain literal, converted by tl.load to the element type."""

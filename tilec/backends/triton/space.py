@@ -1,5 +1,6 @@
-"""The Triton backend's part of a tuning space: num_warps and num_stages, and the rule that
-Triton tiles have power-of-two extents."""
+"""The Triton backend's part of a tuning space: num_warps and num_stages, an optional rule
+keeping tile extents at powers of two (others work, padded, but waste lanes), and a
+feasibility constraint that compiles each config offline for the profile's GPU."""
 from __future__ import annotations
 
 from autotune.space import Param
@@ -15,10 +16,12 @@ def space_params(warps: tuple = NUM_WARPS, stages: tuple = NUM_STAGES) -> list[P
 
 
 def power_of_two_tiles(tile_names: tuple[str, ...]):
-    """A constraint: the named tile parameters must be powers of two (Triton's tl.arange)."""
+    """A constraint: the named tile parameters are powers of two. Triton holds other extents
+    padded to the next power of two, so e.g. 48 computes 64 lanes; this keeps a search to
+    configs without such waste."""
     def check(config: dict, profile=None) -> str | None:
         bad = [f"{n}={config[n]}" for n in tile_names if isinstance(config.get(n), int) and not is_pow2(config[n])]
-        return f"triton tiles need power-of-two extents: {', '.join(bad)}" if bad else None
+        return f"triton pads non-power-of-two tiles (wasted lanes): {', '.join(bad)}" if bad else None
     return check
 
 
