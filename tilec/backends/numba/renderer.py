@@ -338,7 +338,7 @@ class NumbaRenderer:
                       zip(bounds, [e for e in box if e is not None])]
             inside += [c for c in conds if " <= " in c]
             self.emit(f"if {' and '.join(inside)}:")
-            if len(r.shape) >= 2:
+            if len(r.shape) >= 2 and r.shape[-1] >= _ROW_COPY_MIN:
                 self._copy_rows(target, self.empty(r, store_dtype), tensor, offsets, box)
             elif tensor.id in self.written or r.id in self.carried:
                 self.emit(f"    {target} = {self.empty(r, store_dtype)}")
@@ -579,6 +579,10 @@ def _read_only_by_dot(fn: Function) -> set[int]:
             all(o.kind == "dot" and o.result.dtype.name == "float32" and
                 any(x.id == vid for x in o.operands[:2]) and
                 not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
+
+
+# Row-by-row copies pay off when rows are long enough to vectorize; short rows copy faster whole.
+_ROW_COPY_MIN = 16
 
 
 def _yielded(block: Block) -> set[int]:
