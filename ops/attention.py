@@ -20,7 +20,7 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, choose_config, output_like, pick_backend
+from ._common import backend_space, choose_config, fits_local_memory, output_like, pick_backend
 from .attn_checks import check_qkv, next_pow2
 from .spec import OpSpec
 
@@ -69,16 +69,8 @@ TILES = [Param("BM", (16, 32, 64, 128, 256)), Param("BN", (16, 32, 64, 128, 256,
          Param("BD", (16, 32, 64, 128, 256))]
 
 
-def _fits(cfg: dict, profile) -> str | None:
-    """Q, K, V, score and accumulator tiles must fit the target's fast local memory."""
-    if profile is None or not all(k in cfg for k in ("BM", "BN", "BD")):
-        return None
-    bm, bn, bd = cfg["BM"], cfg["BN"], cfg["BD"]
-    need = 4 * (2 * bm * bd + 2 * bn * bd + bm * bn)
-    limit = getattr(profile, "local_memory_bytes", None)
-    if limit and need > limit:
-        return f"tiles need {need} B of local memory, {profile.name} has {limit} B"
-    return None
+# Q, K, V, score and accumulator tiles must fit the target's fast local memory (fp32)
+_fits = fits_local_memory(lambda cfg: 4 * (2 * cfg["BM"] * cfg["BD"] + 2 * cfg["BN"] * cfg["BD"] + cfg["BM"] * cfg["BN"]), ("BM", "BN", "BD"))
 
 
 def space(backend: str = "numba"):

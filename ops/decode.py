@@ -23,7 +23,7 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, choose_config, output_like, pick_backend
+from ._common import backend_space, choose_config, fits_local_memory, output_like, pick_backend
 from .attn_checks import check_head_dim, check_kv_pair, check_rank, next_pow2
 from .spec import OpSpec
 
@@ -88,14 +88,8 @@ TILES = [Param("BN", (16, 32, 64, 128, 256, 512, 1024)), Param("BD", (16, 32, 64
          Param("NS", (1, 2, 4, 8, 16, 32, 64))]
 
 
-def _fits(cfg: dict, profile) -> str | None:
-    if profile is None or not all(k in cfg for k in ("BN", "BD")):
-        return None
-    need = 4 * (2 * cfg["BN"] * cfg["BD"] + 2 * 16 * cfg["BD"] + 16 * cfg["BN"])
-    limit = getattr(profile, "local_memory_bytes", None)
-    if limit and need > limit:
-        return f"tiles need {need} B of local memory, {profile.name} has {limit} B"
-    return None
+# K/V tiles, up to 16 query rows and their scores must fit the target's fast local memory (fp32)
+_fits = fits_local_memory(lambda cfg: 4 * (2 * cfg["BN"] * cfg["BD"] + 2 * 16 * cfg["BD"] + 16 * cfg["BN"]), ("BN", "BD"))
 
 
 def space(backend: str = "numba"):
