@@ -21,12 +21,13 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 import ops
+
+from .timing import interleaved_samples
 
 
 def numpy_attention(q, k, v, causal):
@@ -46,18 +47,6 @@ def _torch():
         return torch
     except ImportError:
         return None
-
-
-def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
-    for f in fns.values():
-        f()  # warm-up: compile, caches
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def ratio(times: dict, base: str, other: str) -> float:
@@ -84,7 +73,7 @@ def bench_forward(seqs, repeats: int) -> list[dict]:
             fns = forward_fns(q, k, v, causal, torch)
             want = numpy_attention(q, k, v, causal)
             err = float(np.abs(ops.attention(q, k, v, causal=causal) - want).max())
-            t = interleaved(fns, repeats)
+            t = interleaved_samples(fns, repeats)
             flops = 4.0 * 8 * n * n * 64 * (0.5 if causal else 1.0)
             row = {"seq": n, "causal": causal, "max_abs_err_vs_numpy": err,
                    **{f"{name}_ms": 1e3 * float(np.median(ts)) for name, ts in t.items()},
@@ -167,7 +156,7 @@ def bench_decode(tokens: int, repeats: int) -> dict:
     fns = {"fp32": lambda: ops.decode_attention(q, k, v, lens)}
     for g, cache in caches.items():
         fns[f"kivi2_g{g}"] = lambda cache=cache: ops.decode_attention_quantized(q, cache)
-    t = interleaved(fns, repeats)
+    t = interleaved_samples(fns, repeats)
     row = {"tokens": tokens, **{f"{name}_ms": 1e3 * float(np.median(ts)) for name, ts in t.items()},
            "fp32_cache_bytes": int(k.nbytes + v.nbytes)}
     line = f"decode {tokens} tokens: fp32 cache {row['fp32_ms']:.2f} ms ({row['fp32_cache_bytes'] / 2**20:.0f} MiB)"

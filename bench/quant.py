@@ -23,6 +23,8 @@ lut_mod = importlib.import_module("ops.lut_gemm")
 from ops.bcq import bcq_quantize, relative_error  # noqa: E402
 from ops.quant_format import quantize  # noqa: E402
 
+from .timing import interleaved_samples  # noqa: E402
+
 
 def streaming_bandwidth(mb: int = 256, repeats: int = 5) -> float:
     """Bytes/s of a NumPy sum over a ``mb`` MB float32 array (read-only streaming, all threads
@@ -38,16 +40,9 @@ def streaming_bandwidth(mb: int = 256, repeats: int = 5) -> float:
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
-    """Median and min seconds per function, timed round-robin so load spikes hit all alike."""
-    for f in fns.values():
-        f()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: {"median_s": float(np.median(v)), "min_s": float(min(v))} for k, v in times.items()}
+    """Median and min seconds per function (timed as bench.timing.interleaved_samples)."""
+    return {k: {"median_s": float(np.median(v)), "min_s": float(min(v))}
+            for k, v in interleaved_samples(fns, repeats, flush=True).items()}
 
 
 def bench_case(k: int, m: int, repeats: int, bandwidth: float, rng) -> dict:

@@ -17,6 +17,8 @@ from autotune.encoding import config_id
 from autotune.evaluators.measured import MeasuredEvaluator
 from autotune.run import tune_op
 
+pytestmark = pytest.mark.serial  # it times configs against each other: no other tests beside it
+
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = {"M": 512, "N": 512, "K": 512}
 

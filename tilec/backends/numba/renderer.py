@@ -2,8 +2,8 @@
 
 Tile shapes are static, so every tile op becomes an explicit loop nest over constant bounds
 that LLVM vectorizes. Single-use elementwise values are not stored: their expression is
-inlined into the consumer's loop (so `relu(acc + bias)` fuses into the store). The grid is a
-``prange`` over all programs. ``dot`` lowers to ``np.dot`` (BLAS) or to a loop nest, as the
+inlined into the consumer's loop (so `relu(acc + bias)` fuses into the store). The kernel
+function runs programs ``first`` to ``stop - 1``; the runner hands such runs to CPU threads. ``dot`` lowers to ``np.dot`` (BLAS) or to a loop nest, as the
 ``dot`` option says.
 """
 from __future__ import annotations
@@ -116,12 +116,14 @@ class NumbaRenderer:
             "from tilec.backends.numba import support as rt",
             "",
             "",
-            f"@numba.njit(parallel={self.options['parallel']}, cache=True, nogil=True, "
-            f"fastmath={{'reassoc', 'contract', 'nsz', 'arcp'}}, boundscheck=False, error_model='numpy')",
-            f"def {fname}(grid0, grid1, grid2, {', '.join(params)}):",
+            # No parallel=True: the runner hands out runs of programs to its threads itself,
+            # because Numba's parallel passes made compiling 2-3x slower.
+            "@numba.njit(cache=True, nogil=True, "
+            "fastmath={'reassoc', 'contract', 'nsz', 'arcp'}, boundscheck=False, error_model='numpy')",
+            f"def {fname}(first, stop, grid0, grid1, grid2, {', '.join(params)}):",
         ]
         self.depth = 1
-        self.emit("for pid in numba.prange(grid0 * grid1 * grid2):")
+        self.emit("for pid in range(first, stop):")
         self.depth = 2
         self.emit("pid_0 = pid % grid0")
         if fn.grid_rank > 1:
@@ -242,10 +244,8 @@ class NumbaRenderer:
         return idx
 
     def empty(self, v: Value, dtype: str | None = None) -> str:
-        """An uninitialized tile; values carried across loop iterations get one Numba cannot
-        hoist out of the loop (a hoisted buffer would be shared by old and new values)."""
-        alloc = "rt.fresh_empty" if v.id in self.carried else "np.empty"
-        return f"{alloc}({v.shape}, {dtype or np_type(v.dtype)})"
+        """An uninitialized tile."""
+        return f"np.empty({v.shape}, {dtype or np_type(v.dtype)})"
 
     def close(self, n: int) -> None:
         self.depth -= n
@@ -318,38 +318,27 @@ class NumbaRenderer:
         fill = bits16(pad, tensor.dtype) if sixteen else literal(pad, r.dtype)
         target = name + "_bits" if sixteen else name
         bounds, conds = self._window(tensor, offsets, box)
-        src, dst, t = [], [], 0
-        for off, ext in zip(offsets, box):
-            if ext is None:
-                src.append(self.name(off))
-            else:
-                lo, hi = bounds[t]
-                src.append(f"{self.name(off)} + {lo}:{self.name(off)} + {hi}")
-                dst.append(f"{lo}:{hi}")
-                t += 1
-        source = f"{self.name(tensor)}[{', '.join(src)}]"
         if r.shape == ():
             self.emit(f"{target} = {fill}")
             self.emit(f"if {' and '.join(conds)}:" if conds else "if True:")
-            self.emit(f"    {target} = {source}")
+            self.emit(f"    {target} = {self.name(tensor)}[{', '.join(self.name(o) for o in offsets)}]")
         else:
-            # the whole box inside the tensor (the common case): one copy, no fill
+            # the whole box inside the tensor (the common case): a copy, no fill
             inside = [f"{lo} == 0 and {hi} == {ext}" for (lo, hi), ext in
                       zip(bounds, [e for e in box if e is not None])]
             inside += [c for c in conds if " <= " in c]
             self.emit(f"if {' and '.join(inside)}:")
-            if len(r.shape) >= 2 and r.shape[-1] >= _ROW_COPY_MIN:
-                self._copy_rows(target, self.empty(r, store_dtype), tensor, offsets, box)
-            elif tensor.id in self.written or r.id in self.carried:
-                self.emit(f"    {target} = {self.empty(r, store_dtype)}")
-                self.emit(f"    {target}[...] = {source}")
-            else:
-                # read-only tensor: a contiguous 1-D box may stay a view (nothing writes it)
-                self.emit(f"    {target} = np.ascontiguousarray({source})")
+            self.depth += 1
+            self.emit(f"{target} = {self.empty(r, store_dtype)}")
+            self._copy_box(target, tensor, offsets, box, [("0", str(e)) for e in box if e is not None])
+            self.depth -= 1
             self.emit("else:")
-            self.emit(f"    {target} = np.full({r.shape}, {fill}, {store_dtype})")
-            self.emit(f"    if {' and '.join(conds)}:")
-            self.emit(f"        {target}[{', '.join(dst)}] = {source}")
+            self.depth += 1
+            self.emit(f"{target} = np.full({r.shape}, {fill}, {store_dtype})")
+            self.emit(f"if {' and '.join(conds)}:")
+            self.depth += 1
+            self._copy_box(target, tensor, offsets, box, bounds)
+            self.depth -= 2
         if sixteen:
             widen = "widen_bf16" if tensor.dtype.name == "bfloat16" else "widen_f16"
             if r.shape == ():
@@ -357,26 +346,19 @@ class NumbaRenderer:
             else:
                 self.emit(f"{name} = rt.{widen}({target})")
 
-    def _copy_rows(self, target: str, alloc: str, tensor: Value, offsets: list[Value], box: tuple) -> None:
-        """An in-bounds box copied one innermost row at a time: each row is a contiguous slice
-        of a C-ordered tensor, so the copy vectorizes (a whole strided box copies element-wise)."""
-        self.emit(f"    {target} = {alloc}")
-        tile_axes = [a for a, e in enumerate(box) if e is not None]
-        last = tile_axes[-1]
-        rows = [self.name.fresh(f"r{d}") for d in range(len(tile_axes) - 1)]
-        for d, var in enumerate(rows):
-            self.emit("    " * (d + 1) + f"for {var} in range({box[tile_axes[d]]}):")
-        src = []
-        for a, (off, ext) in enumerate(zip(offsets, box)):
-            o = self.name(off)
-            if ext is None:
-                src.append(o)
-            elif a == last:
-                src.append(f"{o}:{o} + {ext}")
-            else:
-                src.append(f"{o} + {rows[tile_axes.index(a)]}")
-        dst = ", ".join(rows + [":"])
-        self.emit("    " * (len(rows) + 1) + f"{target}[{dst}] = {self.name(tensor)}[{', '.join(src)}]")
+    def _copy_box(self, target: str, tensor: Value, offsets: list[Value], box: tuple,
+                  ranges: list[tuple[str, str]]) -> None:
+        """Copy the part ``ranges`` of a box element by element. Explicit loops, because Numba's
+        slice assignment copies through a generic strided iterator (several times slower); with
+        a C-ordered tensor the innermost loop is a contiguous, vectorized copy."""
+        idx = []
+        for lo, hi in ranges:
+            var = self.name.fresh(f"r{len(idx)}")
+            self.emit(f"for {var} in range({hi}):" if lo == "0" else f"for {var} in range({lo}, {hi}):")
+            self.depth += 1
+            idx.append(var)
+        self.emit(f"{target}[{', '.join(idx)}] = {self.name(tensor)}[{_tensor_index(self.name, offsets, box, idx)}]")
+        self.depth -= len(idx)
 
     def op_store(self, op: Op) -> None:
         tensor, offsets, value = op.operands[0], op.operands[1:-1], op.operands[-1]
@@ -397,20 +379,14 @@ class NumbaRenderer:
             idx.append(var)
             self.emit(f"for {var} in range({lo}, {hi}):")
             self.depth += 1
-        dst, t = [], 0
-        for off, ext in zip(offsets, box):
-            if ext is None:
-                dst.append(self.name(off))
-            else:
-                dst.append(f"{self.name(off)} + {idx[t]}")
-                t += 1
+        dst = _tensor_index(self.name, offsets, box, idx)
         if idx:
             self.open_inner(idx[-1])
         if sixteen:
             rhs = f"{bits}[{', '.join(idx)}]" if value.shape else f"{bits}[0]"
         else:
             rhs = self.ref(value, idx)
-        self.emit(f"{tname}[{', '.join(dst)}] = {rhs}")
+        self.emit(f"{tname}[{dst}] = {rhs}")
         self.close_inner()
         self.depth -= len(idx) + 1
 
@@ -494,8 +470,9 @@ class NumbaRenderer:
         i, kk, j = (self.name.fresh(s) for s in ("i", "k", "j"))
         aik = self.name.fresh("a_ik")
         cast = np_type(r.dtype)
-        self.emit(f"for {i} in range({m}):")
-        self.emit(f"    for {kk} in range({k}):")
+        # k outside i: row kk of b stays in L1 while every row of the result takes its share
+        self.emit(f"for {kk} in range({k}):")
+        self.emit(f"    for {i} in range({m}):")
         self.emit(f"        {aik} = {cast}({self.name(a)}[{i}, {kk}])")
         self.emit(f"        for {j} in range({n}):")
         self.depth += 2
@@ -582,7 +559,6 @@ def _read_only_by_dot(fn: Function) -> set[int]:
 
 
 # Row-by-row copies pay off when rows are long enough to vectorize; short rows copy faster whole.
-_ROW_COPY_MIN = 16
 
 
 def _yielded(block: Block) -> set[int]:
@@ -592,6 +568,21 @@ def _yielded(block: Block) -> set[int]:
         for child in op.blocks:
             out |= _yielded(child)
     return out
+
+
+def _tensor_index(name, offsets: list[Value], box: tuple, idx: list[str]) -> str:
+    """The tensor index of tile element ``idx``: offset + loop variable on tiled axes. Cast to
+    unsigned because these are never negative (the window checks made sure), and Numba
+    otherwise adds a negative-index wraparound test to every access, which stops LLVM from
+    vectorizing the copy (3x slower loads)."""
+    out, t = [], 0
+    for off, ext in zip(offsets, box):
+        if ext is None:
+            out.append(name(off))
+        else:
+            out.append(f"np.uintp({name(off)} + {idx[t]})")
+            t += 1
+    return ", ".join(out)
 
 
 def kernel_symbol(fn: Function) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 import warnings
 from pathlib import Path
@@ -28,7 +29,7 @@ class NumbaBackend(Backend):
     device = "cpu"
     options = {
         "dot": Option("blas", ("blas", "loops"), "tc.dot as np.dot on the tile (BLAS) or as a loop nest"),
-        "parallel": Option(True, (True, False), "spread programs over CPU threads with prange"),
+        "parallel": Option(True, (True, False), "spread programs over CPU threads (NUMBA_NUM_THREADS)"),
     }
 
     def render(self, fn: Function, options: dict) -> str:
@@ -52,13 +53,15 @@ class NumbaBackend(Backend):
         uses_blas = options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk())
         state = {"overloads": -1}
 
+        threads = numba.config.NUMBA_NUM_THREADS if options["parallel"] else 1
+
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
             if uses_blas:
-                # BLAS called from the prange threads must not spawn threads of its own.
+                # BLAS called from the program threads must not spawn threads of its own.
                 with _one_blas_thread():
-                    kernel(*grid, *args)
+                    _run_programs(kernel, threads, grid, args)
             else:
-                kernel(*grid, *args)
+                _run_programs(kernel, threads, grid, args)
             if len(kernel.overloads) != state["overloads"]:
                 # a new specialization (e.g. another array layout) rewrote Numba's index: record it
                 manifest.write([path, *_numba_files(path)])
@@ -73,6 +76,43 @@ class NumbaBackend(Backend):
         if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
             return arg
         return host_view(arg, name)
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _run_programs(kernel, threads: int, grid: tuple[int, int, int], args: list[Any]) -> None:
+    """Run all grid programs on up to ``threads`` threads (the calling one among them; the
+    kernel releases the GIL). Threads take runs of programs from a shared counter, so a thread
+    that gets less of its core (another library's spinning workers, uneven programs) simply
+    takes fewer runs instead of holding everyone back."""
+    global _pool
+    total = grid[0] * grid[1] * grid[2]
+    n = min(threads, total)
+    if n <= 1:
+        kernel(0, total, *grid, *args)
+        return
+    size = -(-total // (4 * n))                  # about four runs per thread
+    runs = iter(range(0, total, size))
+    take = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with take:
+                first = next(runs, None)
+            if first is None:
+                return
+            kernel(first, min(first + size, total), *grid, *args)
+
+    with _lock:
+        if _pool is None or _pool._max_workers < n - 1:
+            _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="tilec-programs")
+    others = [_pool.submit(work) for _ in range(n - 1)]
+    try:
+        work()
+    finally:
+        for f in others:
+            f.result()
 
 
 _blas_libs: list | None = None

@@ -147,10 +147,3 @@ def exp2f(x):
     if np.isnan(xf):
         r = xf
     return r
-
-
-@numba.njit(cache=True)
-def fresh_empty(shape, dtype):
-    """np.empty that Numba's parfor pass will not hoist out of loops: a tile carried from one
-    iteration to the next must get a new buffer each time, or the old value is overwritten."""
-    return np.empty(shape, dtype)
