@@ -10,8 +10,8 @@
 
     python -m bench.attention [--json FILE] [--repeats N] [--quick]
 
-Each repeat runs every implementation once, in turn, so load from other processes hits all of
-them alike; the tables report medians and the median of the per-repeat ratios.
+Timing as ``bench.timing.interleaved_samples`` (interleaved rounds in rotated order, blocks of
+back-to-back runs); the tables report medians and the median of the per-sample ratios.
 """
 from __future__ import annotations
 

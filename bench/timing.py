@@ -35,24 +35,27 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, flu
 
 def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
                         flush: bool = False, block: int = 3) -> dict[str, list[float]]:
-    """Seconds of each run of each candidate. Rounds interleave the candidates so slow drifts
-    in machine speed hit all alike; within a round each runs ``block`` times back to back, so
-    threads the previous candidate left spinning (OpenBLAS busy-waits after a call) and cores
-    parked while idle cost only the first run of a block. Never sleep between runs: an idle
-    core here takes milliseconds to come back (a 2.8 ms kernel measured 5.9 ms after 100 ms
-    of sleep)."""
+    """Seconds of runs of each candidate: ``repeats`` rounds, ``block - 1`` samples per candidate
+    and round. Rounds interleave the candidates, in an order rotated each round, so drifts in
+    machine speed and whatever the previous candidate leaves behind (OpenBLAS threads busy-wait
+    for a while after a call and take a core from the next one) fall on every candidate alike.
+    Within a round a candidate runs ``block`` times back to back and the first run, which pays
+    for that hand-over, is not kept. Never sleep between runs: an idle core here takes
+    milliseconds to come back (a 2.8 ms kernel measured 5.9 ms after 100 ms of sleep)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    names = list(fns)
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            for _ in range(block):
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            for i in range(max(block, 2)):
                 if flush:
                     flush_caches()
                 t = time.perf_counter()
-                fn()
-                samples[name].append(time.perf_counter() - t)
+                fns[name]()
+                if i:
+                    samples[name].append(time.perf_counter() - t)
     return samples
 
 

@@ -51,11 +51,18 @@ def space(backend: str = "numba"):
 def default_config(shape: dict, backend: str = "numba") -> dict:
     """Big tiles on the CPU (one BLAS call per tile); 64x64x32 on GPUs."""
     if backend == "numba":
-        # 128x128 output tiles keep enough programs for every core busy (measured best at 1024^3)
+        # Big BLAS tiles (512x256x256 was the fastest at 1024^3 and 2048^3), shrunk until there
+        # are 8 programs to share between threads or the tile no longer overhangs the matrix
         m, n = shape["M"], shape["N"]
-        bm = 128 if m >= 128 else 64 if m >= 32 else 16
-        bn = 128 if n >= 128 else 64 if n >= 32 else 16
-        return {"BM": bm, "BN": bn, "BK": 256, "dot": "blas"}
+        bm, bn = 512, 256
+        while bm > 16 and (bm >= 2 * m or cdiv_host(m, bm) * cdiv_host(n, bn) < 8 and bm >= bn):
+            bm //= 2
+        while bn > 16 and (bn >= 2 * n or cdiv_host(m, bm) * cdiv_host(n, bn) < 8 and bn > bm // 2):
+            bn //= 2
+        bk = 256
+        while bk > 16 and bk >= 2 * shape["K"]:
+            bk //= 2
+        return {"BM": bm, "BN": bn, "BK": bk, "dot": "blas"}
     return {"BM": 64, "BN": 64, "BK": 32}
 
 

@@ -65,7 +65,12 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     m = shape.get("M", 1)
     bm = 1 if m == 1 else min(8, 1 << (m - 1).bit_length())
     if backend == "numba":
-        return {"BM": bm, "BN": 128, "MU": 4, "dot": "loops"}
+        # 256-entry tables (MU=8) and wide strips were fastest at K=N=4096 (M=1: 5.4 ms against
+        # 10.8 ms for BN=128, MU=4); narrower strips only to leave a few programs per thread
+        bn, rows = 512, cdiv_host(m, bm)
+        while bn > 32 and rows * cdiv_host(shape.get("N", 1), bn) < 4:
+            bn //= 2
+        return {"BM": bm, "BN": bn, "MU": 8, "dot": "loops"}
     return {"BM": min(bm, 4), "BN": 32, "MU": 4}  # tables and hits live in shared memory on GPUs
 
 

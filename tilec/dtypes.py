@@ -67,14 +67,20 @@ def lookup(name: str | DType) -> DType:
         raise TilecError(f"unknown dtype {name!r}; known: {sorted({d.name for d in ALL})}") from None
 
 
+_FROM_NUMPY: dict[np.dtype, DType] = {}
+
+
 def from_numpy(dt: np.dtype) -> DType:
     """Map a NumPy dtype to a tilec dtype; ml_dtypes' bfloat16 maps to bfloat16."""
+    try:
+        return _FROM_NUMPY[dt]   # every launch describes each argument: keep it a dict lookup
+    except (KeyError, TypeError):
+        pass
     dt = np.dtype(dt)
-    if dt.name == "bfloat16":
-        return bfloat16
-    if dt.name in BY_NAME:
-        return BY_NAME[dt.name]
-    raise TilecError(f"unsupported array dtype {dt}; tilec takes {', '.join(d.name for d in ALL)}")
+    if dt.name not in BY_NAME:
+        raise TilecError(f"unsupported array dtype {dt}; tilec takes {', '.join(d.name for d in ALL)}")
+    _FROM_NUMPY[dt] = BY_NAME[dt.name]
+    return BY_NAME[dt.name]
 
 
 def promote(a: DType, b: DType) -> DType:

@@ -487,7 +487,12 @@ class NumbaRenderer:
             # BLAS takes a transposed (Fortran-ordered) view as it is: no copy
             self.emit(f"{self.name(op.result)} = {src}.T")
         else:
-            self.emit(f"{self.name(op.result)} = np.ascontiguousarray({src}.T)")
+            # element loops: np.ascontiguousarray(src.T) goes through Numba's generic strided copy
+            r = op.result
+            self.emit(f"{self.name(r)} = {self.empty(r)}")
+            i, j = self.loops(r.shape)
+            self.emit(f"{self.name(r)}[{i}, {j}] = {src}[{j}, {i}]")
+            self.close(2)
 
     def op_reshape(self, op: Op) -> None:
         copy = ".copy()" if op.result.id in self.carried else ""  # a carried view would alias its source
