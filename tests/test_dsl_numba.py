@@ -142,3 +142,21 @@ def test_carried_tile_read_after_its_successor_is_built():
     running_max_rescale[(2,)](x, out, BM=8, BN=16)
     want = np.exp(x - x.max(1, keepdims=True)).sum(1)
     np.testing.assert_allclose(out, want, rtol=1e-5)
+
+
+@tc.kernel
+def program_ids(OUT):
+    """Each program adds its flat id + 1 to its own cell of a 3-D grid."""
+    i, j, k = tc.program_id(0), tc.program_id(1), tc.program_id(2)
+    here = tc.load(OUT, (k, j, i), (None, None, None))
+    flat = i + j * tc.num_programs(0) + k * tc.num_programs(0) * tc.num_programs(1)
+    tc.store(OUT, (k, j, i), here + flat + 1, (None, None, None))
+
+
+@settings(max_examples=25)
+@given(g0=st.integers(1, 13), g1=st.integers(1, 5), g2=st.integers(1, 3), parallel=st.booleans())
+def test_every_program_runs_exactly_once(g0, g1, g2, parallel):
+    """The runner splits the grid into runs for its threads: none may be skipped or repeated."""
+    out = np.zeros((g2, g1, g0), np.int64)
+    program_ids[(g0, g1, g2)](out, parallel=parallel)
+    np.testing.assert_array_equal(out.ravel(), np.arange(1, g0 * g1 * g2 + 1))

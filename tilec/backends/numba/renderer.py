@@ -3,8 +3,8 @@
 Tile shapes are static, so every tile op becomes an explicit loop nest over constant bounds
 that LLVM vectorizes. Single-use elementwise values are not stored: their expression is
 inlined into the consumer's loop (so `relu(acc + bias)` fuses into the store). The kernel
-function runs programs ``first`` to ``stop - 1``; the runner hands such runs to CPU threads. ``dot`` lowers to ``np.dot`` (BLAS) or to a loop nest, as the
-``dot`` option says.
+function runs programs ``first`` to ``stop - 1``; the runner hands such runs to CPU threads.
+``dot`` lowers to ``np.dot`` (BLAS) or to a loop nest, as the ``dot`` option says.
 """
 from __future__ import annotations
 
@@ -561,9 +561,6 @@ def _read_only_by_dot(fn: Function) -> set[int]:
             all(o.kind == "dot" and o.result.dtype.name == "float32" and
                 any(x.id == vid for x in o.operands[:2]) and
                 not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
-
-
-# Row-by-row copies pay off when rows are long enough to vectorize; short rows copy faster whole.
 
 
 def _yielded(block: Block) -> set[int]:

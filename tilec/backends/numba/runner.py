@@ -79,6 +79,7 @@ class NumbaBackend(Backend):
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 
 
 def _run_programs(kernel, threads: int, grid: tuple[int, int, int], args: list[Any]) -> None:
@@ -86,7 +87,7 @@ def _run_programs(kernel, threads: int, grid: tuple[int, int, int], args: list[A
     kernel releases the GIL). Threads take runs of programs from a shared counter, so a thread
     that gets less of its core (another library's spinning workers, uneven programs) simply
     takes fewer runs instead of holding everyone back."""
-    global _pool
+    global _pool, _pool_size
     total = grid[0] * grid[1] * grid[2]
     n = min(threads, total)
     if n <= 1:
@@ -105,8 +106,9 @@ def _run_programs(kernel, threads: int, grid: tuple[int, int, int], args: list[A
             kernel(first, min(first + size, total), *grid, *args)
 
     with _lock:
-        if _pool is None or _pool._max_workers < n - 1:
+        if _pool_size < n - 1:
             _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="tilec-programs")
+            _pool_size = n - 1
     others = [_pool.submit(work) for _ in range(n - 1)]
     try:
         work()
