@@ -73,6 +73,16 @@ def fits_local_memory(tile_bytes: Callable[[dict], int], keys: tuple[str, ...]):
     return check
 
 
+def strip_width(widest: int, columns: int, rows: int, narrowest: int, programs: int = 4) -> int:
+    """The widest column strip (halving from ``widest`` down to ``narrowest``) that still gives
+    ``rows`` program rows times ``columns / width`` strips at least ``programs`` programs, so
+    every CPU thread gets a few."""
+    width = widest
+    while width > narrowest and rows * -(-columns // width) < programs:
+        width //= 2
+    return width
+
+
 def choose_config(op: str, shape: dict, dtype: str, backend: str, device: str, config: dict | None,
                   space: Space, default: dict) -> dict:
     """The config to run: the caller's (validated), else the tuned one, else the default."""

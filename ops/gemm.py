@@ -55,9 +55,9 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         # are 8 programs to share between threads or the tile no longer overhangs the matrix
         m, n = shape["M"], shape["N"]
         bm, bn = 512, 256
-        while bm > 16 and (bm >= 2 * m or cdiv_host(m, bm) * cdiv_host(n, bn) < 8 and bm >= bn):
+        while bm > 16 and (bm >= 2 * m or (cdiv_host(m, bm) * cdiv_host(n, bn) < 8 and bm >= bn)):
             bm //= 2
-        while bn > 16 and (bn >= 2 * n or cdiv_host(m, bm) * cdiv_host(n, bn) < 8 and bn > bm // 2):
+        while bn > 16 and (bn >= 2 * n or (cdiv_host(m, bm) * cdiv_host(n, bn) < 8 and bn > bm // 2)):
             bn //= 2
         bk = 256
         while bk > 16 and bk >= 2 * shape["K"]:

@@ -17,7 +17,7 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, check_matrix, choose_config, output_like, pick_backend
+from ._common import backend_space, check_matrix, choose_config, output_like, pick_backend, strip_width
 from .bcq import BCQWeight, bcq_quantize
 from .spec import OpSpec
 
@@ -67,9 +67,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
         # 256-entry tables (MU=8) and wide strips were fastest at K=N=4096 (M=1: 5.4 ms against
         # 10.8 ms for BN=128, MU=4); narrower strips only to leave a few programs per thread
-        bn, rows = 512, cdiv_host(m, bm)
-        while bn > 32 and rows * cdiv_host(shape.get("N", 1), bn) < 4:
-            bn //= 2
+        bn = strip_width(512, shape.get("N", 1), cdiv_host(m, bm), 32)
         return {"BM": bm, "BN": bn, "MU": 8, "dot": "loops"}
     return {"BM": min(bm, 4), "BN": 32, "MU": 4}  # tables and hits live in shared memory on GPUs
 

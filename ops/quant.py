@@ -16,7 +16,7 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, check_matrix, choose_config, output_like, pick_backend
+from ._common import backend_space, check_matrix, choose_config, output_like, pick_backend, strip_width
 from .quant_format import QuantizedWeight, QuantLayout, quantize
 from .spec import OpSpec
 
@@ -63,9 +63,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
         # wide column strips: each inner loop then runs long enough to repay its set-up (BNB=512
         # was 2x faster than 64 at K=N=4096), while leaving a few programs per thread
-        bnb, rows = 512, cdiv_host(m, bm)
-        while bnb > 64 and rows * cdiv_host(shape.get("N", 1) * shape.get("bits", 4) // 8, bnb) < 4:
-            bnb //= 2
+        bnb = strip_width(512, shape.get("N", 1) * shape.get("bits", 4) // 8, cdiv_host(m, bm), 64)
         return {"BM": bm, "BNB": bnb, "UNPACK": "fused" if bm == 1 else "tile", "dot": "loops"}
     return {"BM": 16, "BNB": 32, "UNPACK": "tile"}  # unpacked tile in shared memory on GPUs
 

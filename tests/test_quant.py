@@ -155,3 +155,13 @@ def test_registry_and_spec_roundtrip():
     assert spec.bytes(shape, "float32") < 4 * 128 * 16  # packed weights move fewer bytes than fp32
     kernel, fn, grid = spec.launch_ir({"M": 8, "N": 256, "K": 256}, "float32", {"BM": 8, "BNB": 64})
     assert grid == (1, 2) and any(op.kind == "load" for op in fn.walk())
+
+
+@given(columns=st.integers(1, 10_000), rows=st.integers(1, 9))
+def test_default_strip_leaves_programs_for_every_thread(columns, rows):
+    from ops._common import strip_width
+    w = strip_width(512, columns, rows, 64)
+    assert w in (64, 128, 256, 512)
+    programs = rows * -(-columns // w)
+    assert programs >= 4 or w == 64                       # enough programs, or as narrow as allowed
+    assert w == 512 or rows * -(-columns // (2 * w)) < 4  # and no wider strip would have done
