@@ -26,7 +26,7 @@ def activation(x, ACT):
     return y
 
 
-def check_matrix(name: str, x: Any, ndim: int, dtypes=FLOAT_DTYPES):
+def check_rank(name: str, x: Any, ndim: int, dtypes=FLOAT_DTYPES):
     info = describe(x, name)
     if info.ndim != ndim:
         raise InputError(f"{name} must be {ndim}-D, got shape {info.shape}")

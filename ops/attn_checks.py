@@ -4,24 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from tilec.errors import InputError
-from tilec.runtime.arrays import describe
 
-from ._common import FLOAT_DTYPES
+from ._common import check_rank
 
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
 
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
-
-
-def check_rank(name: str, x: Any, ndim: int, dtypes=FLOAT_DTYPES):
-    info = describe(x, name)
-    if info.ndim != ndim:
-        raise InputError(f"{name} must be {ndim}-D, got shape {info.shape}")
-    if info.dtype.name not in dtypes:
-        raise InputError(f"{name} has dtype {info.dtype.name}; this op takes {', '.join(dtypes)}")
-    return info
 
 
 def check_head_dim(d: int) -> None:

@@ -23,8 +23,8 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, choose_config, fits_local_memory, output_like, pick_backend
-from .attn_checks import check_head_dim, check_kv_pair, check_rank, next_pow2
+from ._common import backend_space, check_rank, choose_config, fits_local_memory, output_like, pick_backend
+from .attn_checks import check_head_dim, check_kv_pair, next_pow2
 from .spec import OpSpec
 
 LOG2E = 1.4426950408889634

@@ -13,7 +13,7 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import (activation, backend_space, check_activation, check_matrix, choose_config,
+from ._common import (activation, backend_space, check_activation, check_rank, choose_config,
                       fits_local_memory, output_like, pick_backend)
 from .spec import OpSpec
 
@@ -69,7 +69,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
 def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
          backend: str | None = None, config: dict | None = None) -> Any:
     """act(alpha * a @ b + bias) with fp32 accumulation; returns an array like ``a``."""
-    ia, ib = check_matrix("a", a, 2), check_matrix("b", b, 2)
+    ia, ib = check_rank("a", a, 2), check_rank("b", b, 2)
     (m, k), (k2, n) = ia.shape, ib.shape
     if k != k2:
         raise tc.InputError(f"gemm shapes do not chain: a is {ia.shape}, b is {ib.shape} ({k} != {k2})")
@@ -77,7 +77,7 @@ def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alp
         raise tc.InputError(f"gemm needs a and b of one dtype, got a {ia.dtype.name} and b {ib.dtype.name}")
     check_activation(activation)
     if bias is not None:
-        ibias = check_matrix("bias", bias, 1)
+        ibias = check_rank("bias", bias, 1)
         if ibias.shape != (n,):
             raise tc.InputError(f"bias must have shape ({n},) to match b's columns, got {ibias.shape}")
     be = pick_backend({"a": a, "b": b, "bias": bias}, backend)

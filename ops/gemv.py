@@ -13,7 +13,7 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import (activation, backend_space, check_activation, check_matrix, choose_config,
+from ._common import (activation, backend_space, check_activation, check_rank, choose_config,
                       fits_local_memory, output_like, pick_backend)
 from .gemm import apply_activation_reference
 from .spec import OpSpec
@@ -55,7 +55,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
 def gemv(a: Any, x: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
          backend: str | None = None, config: dict | None = None) -> Any:
     """act(alpha * a @ x + bias) with fp32 accumulation; returns a vector like ``a``."""
-    ia, ix = check_matrix("a", a, 2), check_matrix("x", x, 1)
+    ia, ix = check_rank("a", a, 2), check_rank("x", x, 1)
     m, k = ia.shape
     if ix.shape != (k,):
         raise tc.InputError(f"gemv needs x of shape ({k},) for a of shape {ia.shape}, got {ix.shape}")
@@ -63,7 +63,7 @@ def gemv(a: Any, x: Any, *, bias: Any = None, activation: str | None = None, alp
         raise tc.InputError(f"gemv needs a and x of one dtype, got a {ia.dtype.name} and x {ix.dtype.name}")
     check_activation(activation)
     if bias is not None:
-        ibias = check_matrix("bias", bias, 1)
+        ibias = check_rank("bias", bias, 1)
         if ibias.shape != (m,):
             raise tc.InputError(f"bias must have shape ({m},) to match a's rows, got {ibias.shape}")
     be = pick_backend({"a": a, "x": x, "bias": bias}, backend)

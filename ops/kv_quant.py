@@ -25,8 +25,8 @@ import numpy as np
 import tilec as tc
 from autotune.space import Param
 
-from ._common import backend_space, choose_config, output_like, pick_backend
-from .attn_checks import check_head_dim, check_kv_pair, check_rank, next_pow2
+from ._common import backend_space, check_rank, choose_config, output_like, pick_backend
+from .attn_checks import check_head_dim, check_kv_pair, next_pow2
 from .decode import LOG2E, NEG_BIG, finish, launch_decode, target_programs
 from .spec import OpSpec
 
