@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import ops
 from ops.attention import attention, reference
-from ops.attn_testing import BACKENDS
+from ops.backends_for_tests import BACKENDS
 from tilec.errors import InputError
 
 # one tile config for the property tests: every shape reuses the same few compiled kernels

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ops.attn_testing import BACKENDS
+from ops.backends_for_tests import BACKENDS
 from ops.decode import decode_attention, default_config, reference
 from tilec.errors import InputError
 

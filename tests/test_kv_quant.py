@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ops.attn_testing import BACKENDS
+from ops.backends_for_tests import BACKENDS
 from ops.decode import reference as decode_reference
 from ops.kv_quant import decode_attention_quantized, quantize_kv, unpack_host
 from tilec.errors import InputError

@@ -8,24 +8,9 @@ from hypothesis import strategies as st
 
 import ops
 import tilec as tc
+from ops.backends_for_tests import BACKENDS
 from ops.bcq import bcq_from_uniform, bcq_quantize, pack_signs, relative_error, unpack_signs
 from ops.quant_format import quantize
-from tilec import backends
-
-
-def _available_backends() -> list[str]:
-    out = []
-    for name in backends.names():
-        try:
-            be = backends.get(name)
-        except tc.TilecError:
-            continue
-        if be.device == "cpu" and be.missing() is None:
-            out.append(name)
-    return out
-
-
-BACKENDS = _available_backends()
 
 
 def dequant_reference(x: np.ndarray, bw) -> np.ndarray:

@@ -11,26 +11,10 @@ from hypothesis import strategies as st
 
 import ops
 import tilec as tc
+from ops.backends_for_tests import BACKENDS
 from ops.quant_format import QuantizedWeight, pack_codes, quantize, unpack_codes
-from tilec import backends
 
 quant_mod = importlib.import_module("ops.quant")
-
-
-def _available_backends() -> list[str]:
-    """Backends of this build that can run here (the numba one always)."""
-    out = []
-    for name in backends.names():
-        try:
-            be = backends.get(name)
-        except tc.TilecError:
-            continue
-        if be.device == "cpu" and be.missing() is None:
-            out.append(name)
-    return out
-
-
-BACKENDS = _available_backends()
 
 
 def dequant_reference(x: np.ndarray, qw: QuantizedWeight) -> np.ndarray:

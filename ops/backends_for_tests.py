@@ -1,4 +1,5 @@
-"""Backends the attention tests run on: numba always, GPU backends when they can run here."""
+"""Backends the op tests run on: numba always; the GPU ones are listed, skipped with the reason,
+when they cannot run here (these tests feed NumPy arrays)."""
 from __future__ import annotations
 
 import pytest
