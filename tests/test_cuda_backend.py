@@ -16,7 +16,8 @@ from tilec.backends.cuda.args import array_facts, kernel_arguments
 from tilec.backends.cuda.plan import layout_for, make_plan
 from tilec.backends.cuda.renderer import CudaRenderer
 
-from test_cuda_kernels import gemm, gemv, mixed
+from ops.plain import gemm
+from test_cuda_kernels import gemv, mixed
 
 
 def _gemm_ir(BM, BN, BK, dtype=np.float32):

@@ -15,7 +15,8 @@ from tilec.backends import get
 from tilec.backends.cuda import emulation
 from tilec.kernel import cdiv_host
 
-from test_cuda_kernels import gemm, gemm_grid, gemv, integers, integers_reference, mixed, mixed_reference
+from ops.plain import gemm
+from test_cuda_kernels import gemm_grid, gemv, integers, integers_reference, mixed, mixed_reference
 
 pytestmark = pytest.mark.skipif(emulation.missing() is not None, reason=str(emulation.missing()))
 

@@ -9,15 +9,6 @@ import tilec as tc
 from tilec.kernel import cdiv_host
 
 
-@tc.kernel
-def gemm(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
-    pm, pn = tc.program_id(0), tc.program_id(1)
-    acc = tc.zeros((BM, BN), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
-    tc.store(C, (pm * BM, pn * BN), acc)
-
-
 def gemm_grid(M, N, cfg):
     return (cdiv_host(M, cfg["BM"]), cdiv_host(N, cfg["BN"]))
 

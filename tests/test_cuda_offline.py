@@ -15,7 +15,8 @@ from tilec.backends.cuda import offline
 from tilec.backends.cuda.limits import ARCHS
 from tilec.backends.cuda.resources import REGISTER_FACTOR, REGISTER_SLACK, registers_agree
 
-from test_cuda_kernels import carried, gemm, gemv, integers, mixed, rank3, unaries
+from ops.plain import gemm
+from test_cuda_kernels import carried, gemv, integers, mixed, rank3, unaries
 
 pytestmark = pytest.mark.skipif(offline.available() is not None, reason=str(offline.available()))
 

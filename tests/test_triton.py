@@ -16,32 +16,13 @@ from hypothesis import strategies as st
 
 import tilec as tc
 from tilec.errors import TilecError
+from ops.plain import gemm, gemv
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed (pip install 'tilec[triton]')")
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 EDGE = st.sampled_from([1, 2, 3, 7, 13, 16, 17, 31, 40])   # 1, primes, non-multiples of the tile
-
-
-@tc.kernel
-def gemm(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
-    pm, pn = tc.program_id(0), tc.program_id(1)
-    acc = tc.zeros((BM, BN), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
-    tc.store(C, (pm * BM, pn * BN), acc)
-
-
-@tc.kernel
-def gemv(A, X, Y, BM: tc.constexpr, BK: tc.constexpr):
-    p = tc.program_id(0)
-    acc = tc.zeros((BM,), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        a = tc.load(A, (p * BM, k), (BM, BK))
-        x = tc.load(X, (k,), (BK,))
-        acc = acc + tc.sum(a * x[None, :], 1)
-    tc.store(Y, (p * BM,), acc)
 
 
 @tc.kernel

@@ -9,31 +9,13 @@ import json
 import numpy as np
 import pytest
 
-import tilec as tc
 from tilec.errors import TilecError
+from ops.plain import gemm, gemv
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed (pip install 'tilec[triton]')")
 
 ARCHS = ("sm_80", "sm_89", "sm_90")
-
-
-@tc.kernel
-def gemm(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
-    pm, pn = tc.program_id(0), tc.program_id(1)
-    acc = tc.zeros((BM, BN), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
-    tc.store(C, (pm * BM, pn * BN), acc)
-
-
-@tc.kernel
-def gemv(A, X, Y, BM: tc.constexpr, BK: tc.constexpr):
-    p = tc.program_id(0)
-    acc = tc.zeros((BM,), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        acc = acc + tc.sum(tc.load(A, (p * BM, k), (BM, BK)) * tc.load(X, (k,), (BK,))[None, :], 1)
-    tc.store(Y, (p * BM,), acc)
 
 
 def ir_of(kernel, arrays, constexprs):

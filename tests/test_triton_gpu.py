@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tilec as tc
+from ops.plain import gemm
 
 
 def _cuda() -> str | None:
@@ -20,15 +21,6 @@ def _cuda() -> str | None:
 
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_cuda() is not None, reason=f"GPU test: {_cuda()}")]
-
-
-@tc.kernel
-def gemm(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
-    pm, pn = tc.program_id(0), tc.program_id(1)
-    acc = tc.zeros((BM, BN), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
-    tc.store(C, (pm * BM, pn * BN), acc)
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 1e-3), ("bfloat16", 1e-3)])

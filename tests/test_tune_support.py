@@ -1,5 +1,5 @@
-"""Helpers shared by the tuner/database tests (no tests here): a small GEMM op built from the
-DSL example, and a worker entry point the crash and concurrency tests start as processes."""
+"""Helpers shared by the tuner/database tests (no tests here): a small GEMM op around
+ops.plain.gemm, and a worker entry point the crash and concurrency tests start as processes."""
 from __future__ import annotations
 
 import json
@@ -12,19 +12,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import tilec as tc
 from autotune.space import Param, Space
 from ops.spec import OpSpec
 from tilec.kernel import cdiv_host
-
-
-@tc.kernel
-def gemm_kernel(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
-    pm, pn = tc.program_id(0), tc.program_id(1)
-    acc = tc.zeros((BM, BN), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
-    tc.store(C, (pm * BM, pn * BN), acc)
+from ops.plain import gemm
 
 
 def gemm_spec(bm=(32, 64, 128, 256), bn=(32, 64, 128, 256), bk=(64, 256), default=None) -> OpSpec:
@@ -32,7 +23,7 @@ def gemm_spec(bm=(32, 64, 128, 256), bn=(32, 64, 128, 256), bk=(64, 256), defaul
         a, b = inputs["a"], inputs["b"]
         c = np.empty((a.shape[0], b.shape[1]), np.float32)
         grid = (cdiv_host(a.shape[0], config["BM"]), cdiv_host(b.shape[1], config["BN"]))
-        gemm_kernel[grid](a, b, c, backend=backend, **config)
+        gemm[grid](a, b, c, backend=backend, **config)
         return c
 
     def make_inputs(shape, dtype, rng):
@@ -41,7 +32,7 @@ def gemm_spec(bm=(32, 64, 128, 256), bn=(32, 64, 128, 256), bk=(64, 256), defaul
 
     space = Space([Param("BM", tuple(bm)), Param("BN", tuple(bn)), Param("BK", tuple(bk))])
     return OpSpec(
-        name="gemm", doc="test GEMM", kernels={"gemm": gemm_kernel}, shape_names=("M", "N", "K"),
+        name="gemm", doc="test GEMM", kernels={"gemm": gemm}, shape_names=("M", "N", "K"),
         space=lambda backend: space,
         default_config=lambda shape, backend: dict(default or {"BM": 64, "BN": 64, "BK": 64}),
         make_inputs=make_inputs, run=run,

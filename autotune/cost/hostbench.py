@@ -21,24 +21,7 @@ import time
 import numpy as np
 
 import tilec as tc
-
-
-@tc.kernel
-def gemm_kernel(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
-    pm, pn = tc.program_id(0), tc.program_id(1)
-    acc = tc.zeros((BM, BN), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
-    tc.store(C, (pm * BM, pn * BN), acc)
-
-
-@tc.kernel
-def gemv_kernel(A, x, y, BM: tc.constexpr, BK: tc.constexpr):
-    pm = tc.program_id(0)
-    acc = tc.zeros((BM,), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        acc = acc + tc.sum(tc.load(A, (pm * BM, k), (BM, BK)) * tc.load(x, (k,), (BK,)), 1)
-    tc.store(y, (pm * BM,), acc)
+from ops import plain
 
 
 @tc.kernel
@@ -107,9 +90,9 @@ def _inputs(op: str, shape: dict, rng):
 def _launch(op: str, shape: dict, config: dict, args):
     c = {k: v for k, v in config.items()}
     if op == "gemm":
-        return lambda: gemm_kernel[(_cdiv(shape["M"], c["BM"]), _cdiv(shape["N"], c["BN"]))](*args, **c)
+        return lambda: plain.gemm[(_cdiv(shape["M"], c["BM"]), _cdiv(shape["N"], c["BN"]))](*args, **c)
     if op == "gemv":
-        return lambda: gemv_kernel[(_cdiv(shape["M"], c["BM"]),)](*args, **c)
+        return lambda: plain.gemv[(_cdiv(shape["M"], c["BM"]),)](*args, **c)
     if op == "quant_gemv":
         return lambda: quant_gemv_kernel[(_cdiv(shape["M"], c["BM"]),)](*args, **c)
     if op == "attention":

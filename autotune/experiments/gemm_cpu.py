@@ -4,7 +4,7 @@ over many seeds; and run one real measured TPE tune with a 25% budget.
 
     python -m autotune.experiments.gemm_cpu --n 1024 --seeds 20 --out gemm1024.json
 
-Uses ``ops.REGISTRY["gemm"]`` when the op library has it, else the DSL GEMM example.
+Tunes the library's ``ops.gemm`` (``ops.REGISTRY["gemm"]``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import json
 import statistics
 import time
 
-import numpy as np
 
 from ..encoding import config_id
 from ..evaluators import TrialFailed
@@ -25,42 +24,9 @@ from ..tuner import tune
 TILES = {"BM": (32, 64, 128, 256), "BN": (32, 64, 128, 256), "BK": (64, 128, 256)}
 
 
-def example_gemm():
-    import tilec as tc
-    from ops.spec import OpSpec
-    from tilec.kernel import cdiv_host
-
-    @tc.kernel
-    def gemm(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
-        pm, pn = tc.program_id(0), tc.program_id(1)
-        acc = tc.zeros((BM, BN), tc.float32)
-        for k in tc.range(0, A.shape[1], BK):
-            acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, pn * BN), (BK, BN)), acc)
-        tc.store(C, (pm * BM, pn * BN), acc)
-
-    def run(inputs, config=None, backend="numba"):
-        a, b = inputs["a"], inputs["b"]
-        c = np.empty((a.shape[0], b.shape[1]), np.float32)
-        gemm[(cdiv_host(a.shape[0], config["BM"]), cdiv_host(b.shape[1], config["BN"]))](a, b, c, backend=backend,
-                                                                                         **config)
-        return c
-
-    return OpSpec(name="gemm", doc="DSL example GEMM", kernels={"gemm": gemm}, shape_names=("M", "N", "K"),
-                  space=lambda backend: Space([Param(k, v) for k, v in TILES.items()]),
-                  default_config=lambda shape, backend: {"BM": 64, "BN": 64, "BK": 64},
-                  make_inputs=lambda s, d, rng: {"a": rng.random((s["M"], s["K"]), np.float32),
-                                                 "b": rng.random((s["K"], s["N"]), np.float32)},
-                  run=run, reference=lambda i: i["a"].astype(np.float64) @ i["b"].astype(np.float64),
-                  flops=lambda s: 2.0 * s["M"] * s["N"] * s["K"], bytes=lambda s, d: 0.0,
-                  tolerance=lambda d: (1e-3, 1e-3))
-
-
 def gemm_op():
-    try:
-        import ops
-        return ops.REGISTRY["gemm"]
-    except (ImportError, AttributeError, KeyError):
-        return example_gemm()
+    import ops
+    return ops.REGISTRY["gemm"]
 
 
 def space_of(op) -> Space:
