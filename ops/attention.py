@@ -28,6 +28,16 @@ LOG2E = 1.4426950408889634
 NEG_BIG = -1.0e30  # running-max start: finite, so exp2(m_old - m_new) is never inf - inf
 
 
+@tc.func
+def online_softmax(m_i, l_i, s):
+    """One step of the streaming softmax over a block of base-2 scores ``s`` (rows x keys): the
+    new running max, the block's weights, the factor that rescales what came before, the new sum."""
+    m_new = tc.maximum(m_i, tc.max(s, 1))
+    p = tc.exp2(s - m_new[:, None])
+    alpha = tc.exp2(m_i - m_new)
+    return m_new, p, alpha, l_i * alpha + tc.sum(p, 1)
+
+
 @tc.kernel
 def attention_kernel(Q, K, V, O, LSE, scale_log2, BM: tc.constexpr, BN: tc.constexpr, BD: tc.constexpr,
                      GROUP: tc.constexpr = 1, CAUSAL: tc.constexpr = False, HAS_LSE: tc.constexpr = False):
@@ -52,10 +62,7 @@ def attention_kernel(Q, K, V, O, LSE, scale_log2, BM: tc.constexpr, BN: tc.const
             s = tc.where((cols[None, :] <= rows[:, None]) & (cols[None, :] < lk), s, -math.inf)
         else:
             s = tc.where(cols[None, :] < lk, s, -math.inf)
-        m_new = tc.maximum(m_i, tc.max(s, 1))
-        p = tc.exp2(s - m_new[:, None])
-        alpha = tc.exp2(m_i - m_new)
-        l_i = l_i * alpha + tc.sum(p, 1)
+        m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
         v = tc.load(V, (b, kvh, n, 0), (None, None, BN, BD))
         acc = tc.dot(p, v, acc * alpha[:, None])
         m_i = m_new

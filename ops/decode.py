@@ -24,6 +24,7 @@ from autotune.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import backend_space, check_rank, choose_config, fits_local_memory, output_like, pick_backend
+from .attention import online_softmax
 from .attn_checks import check_head_dim, check_kv_pair, next_pow2
 from .spec import OpSpec
 
@@ -50,10 +51,7 @@ def decode_kernel(Q, K, V, Lens, O, OP, LP, scale_log2, chunk, GROUP: tc.constex
         s = tc.dot(q, tc.trans(k))
         cols = n + tc.arange(BN)
         s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
-        m_new = tc.maximum(m_i, tc.max(s, 1))
-        p = tc.exp2(s - m_new[:, None])
-        alpha = tc.exp2(m_i - m_new)
-        l_i = l_i * alpha + tc.sum(p, 1)
+        m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
         v = tc.load(V, (b, g, n, 0), (None, None, BN, BD))
         acc = tc.dot(p, v, acc * alpha[:, None])
         m_i = m_new

@@ -26,6 +26,7 @@ import tilec as tc
 from autotune.space import Param
 
 from ._common import backend_space, check_rank, choose_config, output_like, pick_backend
+from .attention import online_softmax
 from .attn_checks import check_head_dim, check_kv_pair, next_pow2
 from .decode import LOG2E, NEG_BIG, finish, launch_decode, target_programs
 from .spec import OpSpec
@@ -99,10 +100,7 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
         s = tc.dot(q * ks[None, :], tc.trans(kcodes)) + tc.sum(q * kz[None, :], 1)[:, None]
         cols = n + tc.arange(G)
         s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
-        m_new = tc.maximum(m_i, tc.max(s, 1))
-        p = tc.exp2(s - m_new[:, None])
-        alpha = tc.exp2(m_i - m_new)
-        l_i = l_i * alpha + tc.sum(p, 1)
+        m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
         vcodes = unpack(tc.load(VC, (b, g, n // pb, 0), (None, None, G // pb, BD)), G, BD, BITS)
         vs = tc.load(VS, (b, g, n), (None, None, G))
         vz = tc.load(VZ, (b, g, n), (None, None, G))
@@ -114,10 +112,7 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
         s = tc.dot(q, tc.trans(k))
         local = n + tc.arange(BN)
         s = tc.where(((nq + local)[None, :] <= last[:, None]) & (local[None, :] < nr), s, -math.inf)
-        m_new = tc.maximum(m_i, tc.max(s, 1))
-        p = tc.exp2(s - m_new[:, None])
-        alpha = tc.exp2(m_i - m_new)
-        l_i = l_i * alpha + tc.sum(p, 1)
+        m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
         v = tc.load(VR, (b, g, n, 0), (None, None, BN, BD))
         acc = tc.dot(p, v, acc * alpha[:, None])
         m_i = m_new
