@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 
 import numpy as np
 
@@ -24,20 +23,6 @@ from ops.bcq import bcq_quantize, relative_error  # noqa: E402
 from ops.quant_format import quantize  # noqa: E402
 
 from .timing import interleaved_samples  # noqa: E402
-
-
-def streaming_bandwidth(mb: int = 256, repeats: int = 5) -> float:
-    """Bytes/s that OpenBLAS's fp32 GEMV (all its threads) streams out of a ``mb`` MB matrix:
-    the fastest read this machine showed (a NumPy sum is bound by its pairwise adds, ~4x lower)."""
-    a = np.ones((mb * 2**20 // 4 // 4096, 4096), np.float32)
-    x = np.ones(4096, np.float32)
-    a @ x
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ x
-        times.append(time.perf_counter() - t)
-    return a.nbytes / float(np.median(times))
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
@@ -107,8 +92,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    bandwidth = streaming_bandwidth()
-    print(f"streaming read bandwidth (OpenBLAS GEMV over 256 MB): {bandwidth / 1e9:.1f} GB/s")
+    from hw_profiles.hostdetect import measure
+    bandwidth = measure()["stream_read_bytes_per_s"]   # the probe `tilec profiles calibrate` uses
+    print(f"streaming read bandwidth (tilec profiles calibrate's probe): {bandwidth / 1e9:.1f} GB/s")
     cases = []
     head = (f"{'K=N':>6} {'M':>3} | {'int4 ms':>8} {'vs deq':>7} {'vs fp32':>7} {'BW%':>5} | "
             f"{'lut3 ms':>8} {'vs deq':>7} {'vs fp32':>7} {'BW%':>5} | {'fp32 ms':>8} {'BW%':>5}")
