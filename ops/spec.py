@@ -25,3 +25,8 @@ class OpSpec:
     dtypes: tuple[str, ...] = ("float32",)
     tolerance: Callable[[str], tuple[float, float]] = lambda dtype: (1e-4, 1e-4)  # (rtol, atol)
     extra: dict = field(default_factory=dict)
+
+    def typical_shape(self) -> dict:
+        """A representative problem: the op's ``extra["compile_shape"]``, else 1024 for every
+        dimension (which e.g. attention's head size could not take)."""
+        return dict(self.extra.get("compile_shape") or {n: 1024 for n in self.shape_names})

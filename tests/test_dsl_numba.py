@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,3 +161,19 @@ def test_every_program_runs_exactly_once(g0, g1, g2, parallel):
     out = np.zeros((g2, g1, g0), np.int64)
     program_ids[(g0, g1, g2)](out, parallel=parallel)
     np.testing.assert_array_equal(out.ravel(), np.arange(1, g0 * g1 * g2 + 1))
+
+
+def test_show_renders_every_registry_op_at_its_typical_shape():
+    """`tilec show OP` with no --shape: the op's own typical shape, the default config, the IR and
+    generated source named after the kernel (or a clear error for an op without launch_ir)."""
+    import ops
+    from tilec.errors import TilecError
+    from tilec.show import show
+    for name, spec in ops.REGISTRY.items():
+        if spec.launch_ir is None:
+            with pytest.raises(TilecError, match="does not expose"):
+                show(name)
+            continue
+        text = show(name)
+        kernel = next(iter(spec.kernels.values()))
+        assert "## tile IR" in text and f"def {kernel.name}" in text, name

@@ -88,7 +88,7 @@ def test_op_default_and_three_more_configs_compile_without_spills(spec, arch):
     from tilec.backends.triton import compile_offline
     if spec.launch_ir is None:
         pytest.skip(f"op {spec.name} has no launch_ir to compile from")
-    shape = spec.extra.get("compile_shape") or {n: 1024 for n in spec.shape_names}
+    shape = spec.typical_shape()
     dtype = spec.dtypes[0]
     default = spec.default_config(shape, "triton")
 

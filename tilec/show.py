@@ -40,15 +40,18 @@ def show(op_name: str, backend: str = "numba", config: dict | None = None, shape
     spec = ops.REGISTRY.get(op_name)
     if spec is None:
         raise TilecError(f"unknown op {op_name!r}; known: {', '.join(sorted(ops.REGISTRY))}")
-    shape = {**{n: 1024 for n in spec.shape_names}, **(shape or {})}
+    shape = {**spec.typical_shape(), **(shape or {})}
     be = backends.get(backend)
     space = spec.space(backend)
     cfg = {**spec.default_config(shape, backend), **(config or {})}
     reasons = space.reasons(cfg)
     if reasons:
         raise TilecError(f"config {cfg} does not fit {op_name}: {'; '.join(reasons)}")
+    if spec.launch_ir is None:
+        raise TilecError(f"{op_name} does not expose its kernel's IR to tilec show yet")
     kernel, fn, grid = spec.launch_ir(shape, dtype, cfg)
-    _, given = kernel.split_config(cfg)
+    # host-side keys (e.g. decode's split count NS) are the launcher's, not the kernel's
+    _, given = kernel.split_config({k: v for k, v in cfg.items() if k in kernel.constexpr_names or k in be.options})
     options = be.resolve_options(given, kernel.name, kernel.constexpr_names)
     parts = [f"# {op_name} {shape} {dtype} on {backend}: config {cfg}, grid {grid}"]
     if what in ("all", "ir"):
