@@ -146,6 +146,38 @@ def test_carried_tile_read_after_its_successor_is_built():
 
 
 @tc.kernel
+def shared_accumulators(A, B, W, C, D, E, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr):
+    """Accumulators whose arrays another value still needs: a BLAS dot may not write into them."""
+    pm = tc.program_id(0)
+    start = tc.full((BM, BN), 1.0, tc.float32)
+    acc = start
+    for k in tc.range(0, A.shape[1], BK):
+        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.load(B, (k, 0), (BK, BN)), acc)
+    tc.store(C, (pm * BM, 0), acc + start)           # start is read after the loop: still all ones
+    base = acc * 2.0
+    once_more = tc.dot(tc.load(A, (pm * BM, 0), (BM, BK)), tc.trans(tc.load(W, (0, 0), (BN, BK))), base)
+    tc.store(D, (pm * BM, 0), once_more)
+    tc.store(E, (pm * BM, 0), base)                  # base is read after the dot that took it
+
+
+@settings(max_examples=20, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 50), seed=st.integers(0, 2**16), dot=st.sampled_from(["blas", "loops"]))
+def test_dot_accumulator_shared_with_other_values(m, k, seed, dot):
+    bm, bn, bk = 8, 8, 16
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, max(k, bk))).astype(np.float32)
+    b = rng.standard_normal((max(k, bk), bn)).astype(np.float32)
+    a[:, k:] = 0  # a's columns past k only pad the second dot's fixed BK-wide window
+    w = rng.standard_normal((bn, bk)).astype(np.float32)
+    c, d, e = (np.zeros((m, bn), np.float32) for _ in range(3))
+    shared_accumulators[(cdiv_host(m, bm),)](a, b, w, c, d, e, BM=bm, BN=bn, BK=bk, dot=dot)
+    acc = 1.0 + a.astype(np.float64) @ b
+    np.testing.assert_allclose(c, acc + 1.0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(e, 2 * acc, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(d, 2 * acc + a[:, :bk].astype(np.float64) @ w.T, rtol=1e-4, atol=1e-4)
+
+
+@tc.kernel
 def program_ids(OUT):
     """Each program adds its flat id + 1 to its own cell of a 3-D grid."""
     i, j, k = tc.program_id(0), tc.program_id(1), tc.program_id(2)

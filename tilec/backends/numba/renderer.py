@@ -64,6 +64,7 @@ class NumbaRenderer:
         self.dot_only = _read_only_by_dot(fn)
         self.carried = _yielded(fn.body)
         self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
+        self.producer = _producers(fn)
 
     # -- planning ---------------------------------------------------------------------------
     def _plan_inlining(self, block: Block) -> None:
@@ -329,8 +330,13 @@ class NumbaRenderer:
             inside += [c for c in conds if " <= " in c]
             self.emit(f"if {' and '.join(inside)}:")
             self.depth += 1
-            self.emit(f"{target} = {self.empty(r, store_dtype)}")
-            self._copy_box(target, tensor, offsets, box, [("0", str(e)) for e in box if e is not None])
+            if self._blas_view(op):
+                # BLAS reads the tile where it lies (a strided view): no copy
+                window = ", ".join(f"{self.name(o)}:{self.name(o)} + {e}" for o, e in zip(offsets, box))
+                self.emit(f"{target} = {self.name(tensor)}[{window}]")
+            else:
+                self.emit(f"{target} = {self.empty(r, store_dtype)}")
+                self._copy_box(target, tensor, offsets, box, [("0", str(e)) for e in box if e is not None])
             self.depth -= 1
             self.emit("else:")
             self.depth += 1
@@ -345,6 +351,12 @@ class NumbaRenderer:
                 self.emit(f"{name} = rt.{widen}(np.array([{target}], np.uint16))[0]")
             else:
                 self.emit(f"{name} = rt.{widen}({target})")
+
+    def _blas_view(self, op: Op) -> bool:
+        """A float32 2-D tile that only BLAS dots read can stay in the tensor as a view."""
+        tensor, r = op.operands[0], op.result
+        return self.options["dot"] == "blas" and r.id in self.dot_only and tensor.dtype.name == "float32" \
+            and len(r.shape) == 2 and None not in op.attrs["box"]
 
     def _copy_box(self, target: str, tensor: Value, offsets: list[Value], box: tuple,
                   ranges: list[tuple[str, str]]) -> None:
@@ -461,9 +473,13 @@ class NumbaRenderer:
         name = self.name(r)
         (m, k), n = a.shape, b.shape[1]
         if self.options["dot"] == "blas" and r.dtype.name == "float32":
-            self.emit(f"{name} = np.dot({self.name(a)}, {self.name(b)})")
-            if acc is not None:
-                self.emit(f"{name} += {self.name(acc)}")
+            if acc is None:
+                self.emit(f"{name} = {self.empty(r)}")
+            elif self._owns(acc, op):
+                self.name.alias(r, self.name(acc))
+            else:
+                self.emit(f"{name} = {self.name(acc)}.copy()")
+            self.emit(f"rt.matmul_into({self.name(a)}, {self.name(b)}, {self.name(r)}, {0.0 if acc is None else 1.0})")
             return
         self.emit(f"{name} = {self.name(acc)}.copy()" if acc is not None else
                   f"{name} = np.zeros(({m}, {n}), {np_type(r.dtype)})")
@@ -480,6 +496,19 @@ class NumbaRenderer:
         self.emit(f"    {name}[{i}, {j}] += {aik} * {self.ref(b, [kk, j])}")
         self.close_inner()
         self.depth -= 2
+
+    def _owns(self, v: Value, dot: Op | None = None) -> bool:
+        """May ``dot`` overwrite tile ``v`` in place? Only if nothing else reads v and no other
+        value shares its array. A loop-carried v qualifies when the loop carries this dot's
+        result in its place and the array it starts from qualifies."""
+        if self.count.get(v.id, 0) != 1:
+            return False
+        made_by = self.producer.get(v.id)
+        if isinstance(made_by, tuple):
+            loop, position = made_by
+            return dot is not None and loop.blocks[0].yields[position] is dot.result and \
+                self._owns(loop.operands[3 + position])
+        return made_by is not None and made_by.kind in _FRESH and made_by.kind != "const"
 
     def op_trans(self, op: Op) -> None:
         src = self.name(op.operands[0])
@@ -525,10 +554,9 @@ class NumbaRenderer:
         self.emit(f"for {self.name(iv)} in range({start}, {stop}, {step}):")
         self.depth += 1
         self.block(body)
-        if carried:
-            lhs = ", ".join(self.name(a) for a in carried)
-            rhs = ", ".join(self.name(y) for y in body.yields)
-            self.emit(f"{lhs} = {rhs}")
+        moved = [(self.name(a), self.name(y)) for a, y in zip(carried, body.yields) if self.name(a) != self.name(y)]
+        if moved:  # (a dot that accumulated in place already left its result in the carried name)
+            self.emit(f"{', '.join(a for a, _ in moved)} = {', '.join(y for _, y in moved)}")
         self.depth -= 1
 
     def op_if(self, op: Op) -> None:
@@ -561,6 +589,23 @@ def _read_only_by_dot(fn: Function) -> set[int]:
             all(o.kind == "dot" and o.result.dtype.name == "float32" and
                 any(x.id == vid for x in o.operands[:2]) and
                 not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
+
+
+# ops whose result is a new array of its own (loads copy unless BLAS reads them as views, and
+# a view is never a dot's accumulator: see _read_only_by_dot)
+_FRESH = ELEMENTWISE | {"load", "dot", "reduce", "gather"}
+
+
+def _producers(fn: Function) -> dict[int, object]:
+    """Value id -> the op that makes it, or (for op, position) for a loop-carried block argument."""
+    out: dict[int, object] = {}
+    for op in fn.walk():
+        for r in op.results:
+            out[r.id] = op
+        if op.kind == "for":
+            for position, arg in enumerate(op.blocks[0].args[1:]):
+                out[arg.id] = (op, position)
+    return out
 
 
 def _yielded(block: Block) -> set[int]:

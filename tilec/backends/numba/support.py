@@ -147,3 +147,61 @@ def exp2f(x):
     if np.isnan(xf):
         r = xf
     return r
+
+
+# -- tc.dot through BLAS, in place ---------------------------------------------------------------
+# np.dot allocates its result, so `acc + a @ b` cost a temporary and a second pass, and its
+# operands had to be tile copies. sgemm takes leading dimensions and beta: it reads a tile
+# straight out of the tensor (a strided view) and accumulates into the accumulator in place.
+# numba_xxgemm is the C helper Numba's own np.dot calls (scipy's BLAS), so caching still works.
+
+@intrinsic
+def _sgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """Column-major sgemm: c[m x n] = op(a) @ op(b) + beta * c, alpha 1, on the arrays' data."""
+    from numba.np.linalg import ensure_blas
+    ensure_blas()
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+        ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, beta_, c_, ldc_ = args
+        char, intp, voidp = llvm_ir.IntType(8), context.get_value_type(types.intp), cgutils.voidptr_t
+        fnty = llvm_ir.FunctionType(llvm_ir.IntType(32), [char, char, char, intp, intp, intp, voidp, voidp,
+                                                          intp, voidp, intp, voidp, voidp, intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        one = cgutils.alloca_once_value(builder, context.get_constant(types.float32, 1.0))
+        beta_slot = cgutils.alloca_once_value(builder, beta_)
+        data = [builder.bitcast(context.make_array(ty)(context, builder, v).data, voidp)
+                for ty, v in ((signature.args[5], a_), (signature.args[7], b_), (signature.args[10], c_))]
+        builder.call(fn, [llvm_ir.Constant(char, ord("s")), builder.trunc(ta, char), builder.trunc(tb, char),
+                          m_, n_, k_, builder.bitcast(one, voidp), data[0], lda_, data[1], ldb_,
+                          builder.bitcast(beta_slot, voidp), data[2], ldc_])
+        return context.get_dummy_value()
+
+    sig = types.none(types.intp, types.intp, types.intp, types.intp, types.intp, a, types.intp, b,
+                     types.intp, types.float32, c, types.intp)
+    return sig, codegen
+
+
+@numba.njit(cache=True)
+def _blas_operand(x):
+    """(x or a contiguous copy, 'n' or 't', leading dimension) for x as a row-major BLAS operand."""
+    rows, cols = x.shape
+    s0, s1 = x.strides[0] // 4, x.strides[1] // 4
+    if (s1 == 1 or cols == 1) and s0 >= max(cols, 1) and x.strides[0] % 4 == 0:
+        return x, ord("n"), s0 if rows > 1 else max(cols, 1)
+    if (s0 == 1 or rows == 1) and s1 >= max(rows, 1) and x.strides[1] % 4 == 0:
+        return x, ord("t"), s1 if cols > 1 else max(rows, 1)
+    y = np.ascontiguousarray(x)
+    return y, ord("n"), max(cols, 1)
+
+
+@numba.njit(cache=True)
+def matmul_into(a, b, c, beta):
+    """c = a @ b + beta * c for float32 2-D arrays; a and b may be strided views (a tile read in
+    place, or a transposed one); c must be C-contiguous."""
+    m, k = a.shape
+    n = c.shape[1]
+    a2, ta, lda = _blas_operand(a)
+    b2, tb, ldb = _blas_operand(b)
+    # row-major C = A @ B is column-major C^T = B^T @ A^T: swap the operands
+    _sgemm(tb, ta, n, m, k, b2, ldb, a2, lda, np.float32(beta), c, max(n, 1))
