@@ -10,8 +10,8 @@
 
     python -m bench.attention [--json FILE] [--repeats N] [--quick]
 
-Timing as ``bench.timing.interleaved_samples`` (interleaved rounds in rotated order, blocks of
-back-to-back runs); the tables report medians and the median of the per-sample ratios.
+Timing as ``bench.timing.interleaved_samples`` (interleaved rounds in rotated order, each turn
+settling for 0.15 s before its samples); the tables report medians and the median of the per-sample ratios.
 """
 from __future__ import annotations
 

@@ -34,13 +34,16 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, flu
 
 
 def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
-                        flush: bool = False, block: int = 3) -> dict[str, list[float]]:
+                        flush: bool = False, block: int = 3, settle: float = 0.15) -> dict[str, list[float]]:
     """Seconds of runs of each candidate: ``repeats`` rounds, ``block - 1`` samples per candidate
     and round. Rounds interleave the candidates, in an order rotated each round, so drifts in
-    machine speed and whatever the previous candidate leaves behind (OpenBLAS threads busy-wait
-    for a while after a call and take a core from the next one) fall on every candidate alike.
-    Within a round a candidate runs ``block`` times back to back and the first run, which pays
-    for that hand-over, is not kept. Never sleep between runs: an idle core here takes
+    machine speed fall on every candidate alike.
+
+    Each candidate's turn first runs it back to back for ``settle`` seconds without keeping the
+    times: whatever the previous candidate left behind must be gone first. OpenBLAS's workers
+    busy-wait about 2**28 cycles (~0.13 s here) after each call, so on two cores a kernel that
+    runs right after a NumPy matmul loses a core: the same 1024^3 GEMM took 22-25 ms within
+    60 ms of a NumPy call and 13-15 ms after 120 ms. Never sleep instead: an idle core here takes
     milliseconds to come back (a 2.8 ms kernel measured 5.9 ms after 100 ms of sleep)."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -49,13 +52,16 @@ def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int = 5, 
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            for i in range(max(block, 2)):
+            start = time.perf_counter()
+            fns[name]()  # at least one run is dropped, however long it takes
+            while time.perf_counter() - start < settle:
+                fns[name]()
+            for _ in range(max(block - 1, 1)):
                 if flush:
                     flush_caches()
                 t = time.perf_counter()
                 fns[name]()
-                if i:
-                    samples[name].append(time.perf_counter() - t)
+                samples[name].append(time.perf_counter() - t)
     return samples
 
 

@@ -21,20 +21,29 @@ from .spec import OpSpec
 
 @tc.kernel
 def gemv_kernel(A, X, Y, bias, alpha, BM: tc.constexpr, BK: tc.constexpr,
-                HAS_BIAS: tc.constexpr = False, ACT: tc.constexpr = None):
+                HAS_BIAS: tc.constexpr = False, ACT: tc.constexpr = None, AS_DOT: tc.constexpr = False):
     pm = tc.program_id(0)
     acc = tc.zeros((BM,), tc.float32)
-    for k in tc.range(0, A.shape[1], BK):
-        a = tc.load(A, (pm * BM, k), (BM, BK))
-        x = tc.load(X, (k,), (BK,))
-        acc = acc + tc.sum(a * x[None, :], axis=1)
+    if AS_DOT:
+        # the slice as a (BM, BK) @ (BK, 1) dot: on the CPU a BLAS GEMV reading A where it lies
+        column = tc.zeros((BM, 1), tc.float32)
+        for k in tc.range(0, A.shape[1], BK):
+            x = tc.reshape(tc.load(X, (k,), (BK,)), (BK, 1))
+            column = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), x, column)
+        acc = tc.reshape(column, (BM,))
+    else:
+        for k in tc.range(0, A.shape[1], BK):
+            a = tc.load(A, (pm * BM, k), (BM, BK))
+            x = tc.load(X, (k,), (BK,))
+            acc = acc + tc.sum(a * x[None, :], axis=1)
     acc = acc * alpha
     if HAS_BIAS:
         acc = acc + tc.load(bias, (pm * BM,), (BM,))
     tc.store(Y, (pm * BM,), activation(acc, ACT))
 
 
-CPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (64, 128, 256, 512, 1024, 2048, 4096))]
+CPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (64, 128, 256, 512, 1024, 2048, 4096)),
+             Param("AS_DOT", (False, True), "each slice as a dot (a BLAS GEMV on the CPU) or multiply-and-sum")]
 GPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (32, 64, 128, 256, 512))]
 
 
@@ -48,7 +57,15 @@ def space(backend: str = "numba"):
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
-        return {"BM": 16, "BK": 1024, "dot": "blas"}
+        # a BLAS GEMV per strip of rows, over up to 4096 columns at a time (the A slice is read in
+        # place, only a partial last slice is copied); strips narrow until there are 8 programs
+        bm = 128
+        while bm > 1 and cdiv_host(shape["M"], bm) < 8:
+            bm //= 2
+        bk = 64
+        while bk < 4096 and 2 * bk <= shape["K"]:
+            bk *= 2
+        return {"BM": bm, "BK": bk, "dot": "blas", "AS_DOT": True}
     return {"BM": 32, "BK": 128}
 
 

@@ -25,6 +25,9 @@ GEMV_CASES = [
     ({"BM": 8, "BK": 128, "dot": "blas"}, "float32", True, "relu"),
     ({"BM": 16, "BK": 64, "dot": "loops"}, "bfloat16", True, None),
     ({"BM": 4, "BK": 256, "dot": "blas"}, "float16", False, "gelu"),
+    ({"BM": 8, "BK": 64, "dot": "blas", "AS_DOT": True}, "float32", True, "relu"),
+    ({"BM": 1, "BK": 128, "dot": "blas", "AS_DOT": True}, "float16", False, None),
+    ({"BM": 4, "BK": 64, "dot": "loops", "AS_DOT": True}, "bfloat16", True, "silu"),
 ]
 EDGE = st.sampled_from([1, 2, 3, 7, 13, 16, 17, 31, 33, 64, 97, 130])
 
@@ -80,6 +83,16 @@ def test_gemm_non_contiguous_inputs():
     b = rng.standard_normal((50, 35)).astype(np.float32).T[:, :33]   # transposed view
     np.testing.assert_allclose(ops.gemm(a, b, config={"BM": 16, "BN": 16, "BK": 16}),
                                a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("as_dot", [False, True])
+def test_gemv_non_contiguous_inputs(as_dot):
+    rng = np.random.default_rng(2)
+    config = {"BM": 8, "BK": 64, "dot": "blas", "AS_DOT": as_dot}
+    for a in (rng.standard_normal((150, 45)).astype(np.float32).T,         # column-major
+              rng.standard_normal((45, 300)).astype(np.float32)[:, ::2]):  # strided rows
+        x = rng.standard_normal(150).astype(np.float32)[::-1]               # negative stride
+        np.testing.assert_allclose(ops.gemv(a, x, config=config), a.astype(np.float64) @ x, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("call,match", [

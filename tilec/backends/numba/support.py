@@ -182,6 +182,32 @@ def _sgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     return sig, codegen
 
 
+@intrinsic
+def _sgemv(typingctx, trans, m, n, a, lda, x, beta, y):
+    """Column-major sgemv: y = op(a[m x n]) @ x + beta * y, alpha 1, unit strides for x and y."""
+    from numba.np.linalg import ensure_blas
+    ensure_blas()
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+        ta, m_, n_, a_, lda_, x_, beta_, y_ = args
+        char, intp, voidp = llvm_ir.IntType(8), context.get_value_type(types.intp), cgutils.voidptr_t
+        fnty = llvm_ir.FunctionType(llvm_ir.IntType(32), [char, char, intp, intp, voidp, voidp, intp,
+                                                          voidp, voidp, voidp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemv")
+        one = cgutils.alloca_once_value(builder, context.get_constant(types.float32, 1.0))
+        beta_slot = cgutils.alloca_once_value(builder, beta_)
+        data = [builder.bitcast(context.make_array(ty)(context, builder, v).data, voidp)
+                for ty, v in ((signature.args[3], a_), (signature.args[5], x_), (signature.args[7], y_))]
+        builder.call(fn, [llvm_ir.Constant(char, ord("s")), builder.trunc(ta, char), m_, n_,
+                          builder.bitcast(one, voidp), data[0], lda_, data[1], builder.bitcast(beta_slot, voidp),
+                          data[2]])
+        return context.get_dummy_value()
+
+    sig = types.none(types.intp, types.intp, types.intp, a, types.intp, x, types.float32, y)
+    return sig, codegen
+
+
 @numba.njit(cache=True)
 def _blas_operand(x):
     """(x or a contiguous copy, 'n' or 't', leading dimension) for x as a row-major BLAS operand."""
@@ -202,6 +228,13 @@ def matmul_into(a, b, c, beta):
     m, k = a.shape
     n = c.shape[1]
     a2, ta, lda = _blas_operand(a)
+    if n == 1 and (b.strides[0] == 4 or k == 1):
+        # matrix-vector: sgemv streams a once (sgemm would pack it first)
+        if ta == ord("n"):   # row-major a is column-major a^T
+            _sgemv(ord("t"), k, m, a2, lda, b, np.float32(beta), c)
+        else:
+            _sgemv(ord("n"), m, k, a2, lda, b, np.float32(beta), c)
+        return
     b2, tb, ldb = _blas_operand(b)
     # row-major C = A @ B is column-major C^T = B^T @ A^T: swap the operands
     _sgemm(tb, ta, n, m, k, b2, ldb, a2, lda, np.float32(beta), c, max(n, 1))
