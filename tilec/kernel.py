@@ -69,6 +69,8 @@ class Kernel:
 
 def type_of(arg: Any, name: str) -> TensorType | TileType:
     """IR type of a launch argument: arrays become tensors, numbers scalars."""
+    if type(arg) is np.ndarray:  # the common case, without building an ArrayInfo
+        return TensorType(arg.ndim, dt.from_numpy(arg.dtype))
     if isinstance(arg, (bool, np.bool_)):
         return TileType((), dt.bool_)
     if isinstance(arg, (int, np.integer)):

@@ -14,14 +14,15 @@ _compiled: dict[tuple, Any] = {}
 
 
 def device_of(args: Sequence[Any]) -> str:
-    devices = {describe(a).device for a in args
+    devices = {"cpu" if type(a) is np.ndarray else describe(a).device for a in args
                if hasattr(a, "shape") and not isinstance(a, (int, float, bool, np.generic))}
     if len(devices) > 1:
         raise TilecError(f"kernel arguments live on different devices: {sorted(devices)}")
     return devices.pop() if devices else "cpu"
 
 
-def compile_kernel(kernel, args: Sequence[Any], config: dict, backend: str | None = None):
+def compile_kernel(kernel, args: Sequence[Any], config: dict, backend: str | None = None,
+                   arg_types: dict | None = None):
     """(backend, compiled artefact) for these arguments and this config, from cache if seen."""
     be = backends.get(backend or backends.default_for(device_of(args)))
     reason = be.missing()
@@ -29,8 +30,8 @@ def compile_kernel(kernel, args: Sequence[Any], config: dict, backend: str | Non
         raise TilecError(reason)
     constexprs, given = kernel.split_config(config)
     options = be.resolve_options(given, kernel.name, kernel.constexpr_names)
-    arg_types = kernel.arg_types(args)
-    key = (id(kernel), be.name, tuple((k, str(v)) for k, v in arg_types.items()),
+    arg_types = arg_types or kernel.arg_types(args)
+    key = (id(kernel), be.name, tuple(arg_types.values()),
            tuple(sorted((k, repr(v)) for k, v in constexprs.items())), tuple(sorted(options.items())))
     if key not in _compiled:
         fn = kernel.ir(arg_types, constexprs)
@@ -40,7 +41,8 @@ def compile_kernel(kernel, args: Sequence[Any], config: dict, backend: str | Non
 
 def launch(kernel, grid: tuple | Callable[[dict], tuple], args: Sequence[Any], config: dict,
            backend: str | None = None) -> None:
-    be, compiled = compile_kernel(kernel, args, config, backend)
+    types = kernel.arg_types(args)
+    be, compiled = compile_kernel(kernel, args, config, backend, types)
     g = grid(config) if callable(grid) else grid
     g = tuple(int(x) for x in (g if isinstance(g, (tuple, list)) else (g,)))
     if not 1 <= len(g) <= 3 or any(x < 0 for x in g):
@@ -48,7 +50,6 @@ def launch(kernel, grid: tuple | Callable[[dict], tuple], args: Sequence[Any], c
     g = g + (1,) * (3 - len(g))
     if 0 in g:
         return
-    types = kernel.arg_types(args)
     prepared = []
     for a, n in zip(args, kernel.runtime_names):
         t = types[n]
