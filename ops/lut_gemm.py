@@ -30,21 +30,22 @@ def lut_gemm_kernel(X, Bits, Alpha, Beta, Y, BM: tc.constexpr, BN: tc.constexpr,
     GB = (G + 7) // 8           # sign bytes per group and column
     R = 8 // MU                 # table patterns per byte
     T = 1 << MU                 # table entries
-    # signs[p, j] = +1 if bit j of pattern p is set, else -1
-    signs = tc.cast(((tc.arange(T)[:, None] >> tc.arange(MU)[None, :]) & 1) * 2 - 1, tc.float32)
+    # signs[j, p] = +1 if bit j of pattern p is set, else -1
+    signs = tc.cast(((tc.arange(T)[None, :] >> tc.arange(MU)[:, None]) & 1) * 2 - 1, tc.float32)
     shifts = tc.arange(R) * MU
     acc = tc.zeros((BM, BN), tc.float32)
     for g in tc.range(0, Alpha.shape[1]):
         x = tc.load(X, (pm * BM, g * G), (BM, GB * 8))
         if G != GB * 8:         # the group ends inside the last byte: later rows are not ours
             x = tc.where(tc.arange(GB * 8)[None, :] < G, x, 0.0)
-        chunks = tc.reshape(x, (BM, GB, R, MU))
-        table = tc.sum(chunks[:, :, :, None, :] * signs[None, None, None, :, :], axis=4)  # (BM, GB, R, T)
+        # every table at once: one (BM*GB*R, MU) @ (MU, T) product
+        chunks = tc.reshape(x, (BM * GB * R, MU))
+        table = tc.reshape(tc.dot(chunks, signs), (BM, GB * R, T))
         for i in tc.static_range(Q):
             byte = tc.load(Bits, (i, g * GB, pn * BN), (None, GB, BN))
-            pattern = (byte[:, None, :] >> shifts[None, :, None]) & (T - 1)               # (GB, R, BN)
-            hits = tc.gather(table, pattern[None, :, :, :], axis=3)                      # (BM, GB, R, BN)
-            part = tc.sum(tc.sum(hits, axis=2), axis=1)                                  # (BM, BN)
+            pattern = tc.reshape((byte[:, None, :] >> shifts[None, :, None]) & (T - 1), (GB * R, BN))
+            hits = tc.gather(table, pattern[None, :, :], axis=2)                         # (BM, GB*R, BN)
+            part = tc.sum(hits, axis=1)                                                  # (BM, BN)
             alpha = tc.load(Alpha, (i, g, pn * BN), (None, None, BN))
             acc = acc + alpha[None, :] * part
         if HAS_OFFSET:

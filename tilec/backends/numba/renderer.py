@@ -89,30 +89,31 @@ class NumbaRenderer:
                 self.inline.add(r.id)  # e.g. weights unpacked right inside a GEMV's loop
                 continue
             if self.count.get(r.id, 0) == 1 and reader is not None and \
-                    (reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store")) and \
+                    (reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store", "gather")) and \
                     not (reader.kind == "cast" and reader.attrs["dtype"] in ("float16", "bfloat16")) and \
                     not (reader.kind == "store" and reader.operands[0].dtype.name in ("float16", "bfloat16")):
                 self.inline.add(r.id)
 
     def _plan_index_tiles(self, fn: Function) -> None:
         """Inline tiles computed from constants and aranges only (e.g. the shift of each code
-        in a packed byte, ``arange(P) * BITS``) into their one reader even inside a loop: the
+        in a packed byte, ``arange(P) * BITS``) into every reader, even inside a loop: the
         expression is a few integer ops on the loop index, while a tile made outside the loop
         is a memory load LLVM must assume any store may change, which blocks vectorization."""
-        readers: dict[int, Op] = {}
+        readers: dict[int, list[Op]] = {}
         for op in fn.walk():
             for v in op.operands:
-                readers.setdefault(v.id, op)
+                readers.setdefault(v.id, []).append(op)
+        yielded = _yielded(fn.body)
         index_only: set[int] = set()
         for op in fn.walk():
             if op.kind in ELEMENTWISE and op.kind != "const" and op.results and op.result.shape and \
                     all(v.id in index_only or v.shape == () and v.producer is not None and
                         v.producer.kind == "const" for v in op.operands):
-                index_only.add(op.result.id)
-                reader = readers.get(op.result.id)
-                if self.count.get(op.result.id, 0) == 1 and reader is not None and \
-                        (reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store", "gather")):
-                    self.inline.add(op.result.id)
+                r = op.result
+                index_only.add(r.id)
+                if r.id not in yielded and readers.get(r.id) and all(
+                        o.kind in ELEMENTWISE or o.kind in ("reduce", "store", "gather") for o in readers[r.id]):
+                    self.inline.add(r.id)
 
     def _dot_reads_once(self, reader: Op, v: Value) -> bool:
         """A loop-nest dot reads each element of its right operand once when the left one has
