@@ -101,6 +101,30 @@ def test_unpack_lookup(n, seed):
     np.testing.assert_allclose(out, table[packed & 15] + table[packed >> 4], rtol=1e-6)
 
 
+@tc.kernel
+def lookup_computed_tables(T, IDX, OUT, B: tc.constexpr):
+    """Gathers whose tables are computed tiles read once (an expand_dims of a load; a table
+    made only from an arange): a table is indexed by name, so it must exist as a tile."""
+    p = tc.program_id(0)
+    idx = tc.load(IDX, (p * B,), (B,))
+    loaded = tc.gather(tc.expand_dims(tc.load(T, (0,), (8,)), 0), tc.expand_dims(idx & 7, 0), 1)
+    squares = tc.gather(tc.expand_dims(tc.cast(tc.arange(8) * tc.arange(8), tc.float32), 0),
+                        tc.expand_dims(idx & 7, 0), 1)
+    tc.store(OUT, (p * B,), tc.reshape(loaded + squares, (B,)))
+
+
+@settings(max_examples=15)
+@given(n=st.integers(1, 70), seed=st.integers(0, 1000))
+def test_gather_from_computed_tables(n, seed):
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal(8).astype(np.float32)
+    idx = rng.integers(-50, 50, n).astype(np.int32)
+    out = np.zeros(n, np.float32)
+    lookup_computed_tables[(cdiv_host(n, 16),)](table, idx, out, B=16)
+    k = idx & 7
+    np.testing.assert_allclose(out, table[k] + (k * k).astype(np.float32), rtol=1e-6)
+
+
 def test_int8_transpose_dot():
     rng = np.random.default_rng(3)
     a = rng.integers(-128, 128, (16, 40), dtype=np.int8)

@@ -88,8 +88,7 @@ class NumbaRenderer:
             if self.count.get(r.id, 0) == 1 and reader is not None and self._dot_reads_once(reader, r):
                 self.inline.add(r.id)  # e.g. weights unpacked right inside a GEMV's loop
                 continue
-            if self.count.get(r.id, 0) == 1 and reader is not None and \
-                    (reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store", "gather")) and \
+            if self.count.get(r.id, 0) == 1 and reader is not None and _reads_as_expression(reader, r) and \
                     not (reader.kind == "cast" and reader.attrs["dtype"] in ("float16", "bfloat16")) and \
                     not (reader.kind == "store" and reader.operands[0].dtype.name in ("float16", "bfloat16")):
                 self.inline.add(r.id)
@@ -112,7 +111,7 @@ class NumbaRenderer:
                 r = op.result
                 index_only.add(r.id)
                 if r.id not in yielded and readers.get(r.id) and all(
-                        o.kind in ELEMENTWISE or o.kind in ("reduce", "store", "gather") for o in readers[r.id]):
+                        _reads_as_expression(o, r) for o in readers[r.id]):
                     self.inline.add(r.id)
 
     def _dot_reads_once(self, reader: Op, v: Value) -> bool:
@@ -615,6 +614,14 @@ def _read_only_by_dot(fn: Function) -> set[int]:
 
 # ops whose result is a new array of its own (loads copy unless BLAS reads them as views, and
 # a view is never a dot's accumulator: see _read_only_by_dot)
+def _reads_as_expression(reader: Op, v: Value) -> bool:
+    """Whether ``reader`` can take ``v`` as an inline expression rather than a named tile: a
+    gather indexes its table by name, so only its index operand may be inlined."""
+    if reader.kind == "gather":
+        return reader.operands[1] is v and reader.operands[0] is not v
+    return reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store")
+
+
 _FRESH = ELEMENTWISE | {"load", "dot", "reduce", "gather"}
 
 
