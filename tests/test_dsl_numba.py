@@ -125,6 +125,50 @@ def test_gather_from_computed_tables(n, seed):
     np.testing.assert_allclose(out, table[k] + (k * k).astype(np.float32), rtol=1e-6)
 
 
+@tc.kernel
+def squared_row_sums(X, Y, BM: tc.constexpr, BN: tc.constexpr):
+    """Tiles read element by element from a tensor never written: read in place where the box
+    lies inside the tensor, from a padded copy where it crosses the edge."""
+    pm = tc.program_id(0)
+    total = tc.zeros((BM,), tc.float32)
+    for k in tc.range(0, X.shape[1], BN):
+        x = tc.load(X, (pm * BM, k), (BM, BN), padding=0.0)
+        total = total + tc.sum(x * x, axis=1)
+    tc.store(Y, (pm * BM,), total)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 40), n=st.integers(1, 40), view=st.sampled_from(["plain", "read-only", "transposed", "strided"]),
+       seed=st.integers(0, 1000))
+def test_tiles_read_in_place_from_any_layout(m, n, view, seed):
+    side = 2 * max(m, n) + 1
+    base = np.random.default_rng(seed).standard_normal((side, side)).astype(np.float32)
+    x = {"plain": np.ascontiguousarray(base[:m, :n]), "read-only": np.ascontiguousarray(base[:m, :n]),
+         "transposed": base.T[:m, :n], "strided": base[1::2, ::2][:m, :n]}[view]
+    assert x.shape == (m, n)
+    x.flags.writeable = view != "read-only"
+    y = np.zeros(m, np.float32)
+    squared_row_sums[(cdiv_host(m, 8),)](x, y, BM=8, BN=16)
+    np.testing.assert_allclose(y, (x.astype(np.float64) ** 2).sum(1), rtol=1e-5, atol=1e-6)
+
+
+@tc.kernel
+def read_then_overwrite(X, Y, B: tc.constexpr):
+    """A tile loaded before its tensor is overwritten keeps the values it loaded."""
+    p = tc.program_id(0)
+    x = tc.load(X, (p * B,), (B,))
+    tc.store(X, (p * B,), tc.zeros((B,), tc.float32))
+    tc.store(Y, (p * B,), x + 1.0)
+
+
+def test_tile_of_a_tensor_the_kernel_writes_is_a_copy():
+    x = np.arange(20, dtype=np.float32)
+    y = np.zeros(20, np.float32)
+    read_then_overwrite[(3,)](x, y, B=8)
+    np.testing.assert_array_equal(y, np.arange(20, dtype=np.float32) + 1)
+    np.testing.assert_array_equal(x, np.zeros(20, np.float32))
+
+
 def test_int8_transpose_dot():
     rng = np.random.default_rng(3)
     a = rng.integers(-128, 128, (16, 40), dtype=np.int8)
