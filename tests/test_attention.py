@@ -38,6 +38,19 @@ def test_matches_reference(backend, b, hkv, group, lq, lk, d, causal, seed):
     np.testing.assert_allclose(out, want, rtol=2e-4, atol=2e-5)
 
 
+@settings(max_examples=8, deadline=None)
+@given(lq=st.sampled_from([5, 32, 40]), lk=st.sampled_from([7, 32, 70]), causal=st.booleans(), seed=st.integers(0, 2**16))
+def test_heads_interleaved_layout(lq, lk, causal, seed):
+    """q, k, v as (B, H, L, D) views of (B, L, H, D) arrays, the layout models project into:
+    key and value tiles are read where they lie (strided BLAS operands), edges padded."""
+    lq = min(lq, lk) if causal else lq
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((1, n, 2, 16)).astype(np.float32).transpose(0, 2, 1, 3) for n in (lq, lk, lk))
+    assert not k.flags.c_contiguous
+    out = attention(q, k, v, causal=causal, config={"BM": 16, "BN": 16, "BD": 16})  # BD = D: tiles fit
+    np.testing.assert_allclose(out, reference({"q": q, "k": k, "v": v, "causal": causal}), rtol=2e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_default_config_and_lse(backend):
     rng = np.random.default_rng(1)

@@ -416,7 +416,8 @@ class NumbaRenderer:
                 return
             if self._blas_view(op):
                 # BLAS reads the tile where it lies (a strided view): no copy
-                window = ", ".join(f"{self.name(o)}:{self.name(o)} + {e}" for o, e in zip(offsets, box))
+                window = ", ".join(self.name(o) if e is None else f"{self.name(o)}:{self.name(o)} + {e}"
+                                   for o, e in zip(offsets, box))
                 self.emit(f"{target} = {self.name(tensor)}[{window}]")
             else:
                 self.emit(f"{target} = {self.empty(r, store_dtype)}")
@@ -460,10 +461,11 @@ class NumbaRenderer:
         self.depth -= 1
 
     def _blas_view(self, op: Op) -> bool:
-        """A float32 2-D tile that only BLAS dots read can stay in the tensor as a view."""
+        """A float32 2-D tile that only BLAS dots read (directly or transposed) can stay in the
+        tensor as a view, e.g. a key tile K[b, h, n:n + BN, :] of attention."""
         tensor, r = op.operands[0], op.result
         return self.options["dot"] == "blas" and r.id in self.dot_only and tensor.dtype.name == "float32" \
-            and len(r.shape) == 2 and None not in op.attrs["box"]
+            and len(r.shape) == 2
 
     def _copy_box(self, target: str, tensor: Value, offsets: list[Value], box: tuple,
                   ranges: list[tuple[str, str]]) -> None:
@@ -692,10 +694,13 @@ def _read_only_by_dot(fn: Function) -> set[int]:
         yielded.update(v.id for v in block.yields)
 
     visit(fn.body)
-    return {vid for vid, ops in readers.items() if vid not in yielded and
-            all(o.kind == "dot" and o.result.dtype.name == "float32" and
-                any(x.id == vid for x in o.operands[:2]) and
-                not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
+    direct = {vid for vid, ops in readers.items() if vid not in yielded and
+              all(o.kind == "dot" and o.result.dtype.name == "float32" and
+                  any(x.id == vid for x in o.operands[:2]) and
+                  not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
+    # a tile only transposed for such dots (BLAS takes the transpose as a flag, see op_trans)
+    return direct | {vid for vid, ops in readers.items() if vid not in yielded and
+                     all(o.kind == "trans" and o.result.id in direct for o in ops)}
 
 
 # ops whose result is a new array of its own (loads copy unless BLAS reads them as views, and
