@@ -34,6 +34,7 @@ def dequant_reference(x: np.ndarray, bw) -> np.ndarray:
 VARIANTS = [
     (3, 12, "uniform", {"BM": 2, "BN": 32, "MU": 8}),     # 12 rows: the last byte of a group is half used
     (2, 7, "greedy", {"BM": 1, "BN": 32, "MU": 2}),       # a group of 7 ends inside a chunk of MU
+    (3, 20, "alternating", {"BM": 2, "BN": 32, "MU": 4}),  # 16-entry tables: SIMD lookups on AVX-512
 ]
 
 
