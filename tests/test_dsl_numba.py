@@ -170,35 +170,41 @@ def test_tile_of_a_tensor_the_kernel_writes_is_a_copy():
 
 
 @tc.kernel
-def summed_lookups(T, IDX, OUT, R: tc.constexpr, J: tc.constexpr, N: tc.constexpr, KEEP: tc.constexpr):
+def summed_lookups(T, IDX, OUT, R: tc.constexpr, J: tc.constexpr, N: tc.constexpr, KEEP: tc.constexpr,
+                   FLAT: tc.constexpr):
     """Rows of a 16-entry table gathered along the last axis and summed over the middle one
-    (LUT-GEMM's inner step); the index is shared by every row (broadcast)."""
+    (LUT-GEMM's inner step); the index is shared by every row (broadcast). FLAT: the index is
+    a tile of its own (reshaped from a flat load), else the load read where it lies."""
     tables = tc.load(T, (0, 0, 0), (R, J, 16))
-    idx = tc.load(IDX, (0, 0), (J, N))
+    if FLAT:
+        idx = tc.reshape(tc.load(IDX, (0,), (J * N,)), (J, N))
+    else:
+        idx = tc.load(IDX, (0, 0), (J, N))
     hits = tc.sum(tc.gather(tables, tc.expand_dims(idx, 0), 2), 1, keepdims=KEEP)
     tc.store(OUT, (0, 0), tc.reshape(hits, (R, N)))
 
 
 @settings(max_examples=10, deadline=None)   # each example is a compile (shapes are constexprs)
 @given(r=st.sampled_from([1, 3]), j=st.sampled_from([1, 5]), n=st.sampled_from([1, 16, 21, 48]),
-       wide=st.booleans(), keep=st.booleans(), seed=st.integers(0, 1000))
-def test_summed_table_lookups(r, j, n, wide, keep, seed):
+       wide=st.booleans(), keep=st.booleans(), flat=st.booleans(), seed=st.integers(0, 1000))
+def test_summed_table_lookups(r, j, n, wide, keep, flat, seed):
     rng = np.random.default_rng(seed)
     tables = rng.standard_normal((r, j, 16)).astype(np.float32)
     idx = rng.integers(0, 16, (j, n)).astype(np.int32 if wide else np.uint8)
     out = np.zeros((r, n), np.float32)
-    summed_lookups[(1,)](tables, idx, out, R=r, J=j, N=n, KEEP=keep)
+    summed_lookups[(1,)](tables, idx.reshape(-1) if flat else idx, out, R=r, J=j, N=n, KEEP=keep, FLAT=flat)
     want = np.take_along_axis(tables, np.broadcast_to(idx[None], (r, j, n)).astype(np.int64), 2).sum(1)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
-def test_summed_lookups_use_the_register_table_where_the_cpu_has_one():
+def test_summed_lookups_use_the_register_tables_where_the_cpu_has_them():
     from tilec.backends.numba import support
     from tilec.backends.numba.renderer import render
-    fn = summed_lookups.ir({"T": tc.ir.TensorType(3, tc.float32), "IDX": tc.ir.TensorType(2, tc.uint8),
-                            "OUT": tc.ir.TensorType(2, tc.float32)}, {"R": 2, "J": 4, "N": 32, "KEEP": False})
+    fn = summed_lookups.ir({"T": tc.ir.TensorType(3, tc.float32), "IDX": tc.ir.TensorType(1, tc.uint8),
+                            "OUT": tc.ir.TensorType(2, tc.float32)},
+                           {"R": 2, "J": 4, "N": 32, "KEEP": False, "FLAT": True})
     source = render(fn, {"dot": "blas", "parallel": True})
-    assert ("rt.lookup_add(" in source) == support.PERMUTE16
+    assert ("rt.lookup_sum(" in source) == support.PERMUTE16
 
 
 def test_int8_transpose_dot():

@@ -514,7 +514,7 @@ class NumbaRenderer:
 
     # -- structure ----------------------------------------------------------------------------
     def op_reduce(self, op: Op) -> None:
-        if self._lookup_rows(op):
+        if self._lookup_sums(op):
             return
         x, r = op.operands[0], op.result
         axis, kind = op.attrs["axis"], op.attrs["op"]
@@ -561,51 +561,49 @@ class NumbaRenderer:
         self.close_inner()
         self.close(len(idx))
 
-    def _lookup_rows(self, op: Op) -> bool:
-        """A sum over an outer axis of a gather along the last axis from a 16-entry fp32 table
-        (LUT-GEMM's hits summed over chunks): one ``rt.lookup_add`` per row, which keeps the
-        table row in a SIMD register where the CPU has AVX-512. False if the pattern differs."""
+    def _lookup_sums(self, op: Op) -> bool:
+        """A sum over the next-to-last axis of a gather along the last axis from 16-entry fp32
+        tables (LUT-GEMM's hits summed over chunks): one ``rt.lookup_sum`` per outer index,
+        which keeps each table in a SIMD register where the CPU has AVX-512. False (render as
+        loops) for any other shape of the pattern."""
         x, r = op.operands[0], op.result
         if not (rt_support.PERMUTE16 and op.attrs["op"] == "sum" and r.dtype.name == "float32" and
                 x.id in self.inline and x.producer.kind == "gather"):
             return False
         src, index = x.producer.operands
-        rank, axis = len(x.shape), op.attrs["axis"]
-        if x.producer.attrs["axis"] != rank - 1 or axis == rank - 1 or src.shape[-1] != 16 or \
-                src.dtype.name != "float32" or x.shape[-1] == 1 or src.id in self.windows:
+        rank = len(x.shape)
+        if x.producer.attrs["axis"] != rank - 1 or op.attrs["axis"] != rank - 2 or src.shape[-1] != 16 or \
+                src.shape[-2] != x.shape[-2] or src.dtype.name != "float32" or src.id in self.windows:
             return False
-        outer = [self.name.fresh(f"i{d}") for d in range(rank - 1)]
-        table = f"{self.name(src)}[{', '.join('0' if n == 1 else i for n, i in zip(src.shape[:-1], outer))}]"
-        hits = self._row(index, outer)
-        if hits is None:
+        outer = [self.name.fresh(f"i{d}") for d in range(rank - 2)]
+        tables = self._block(src, outer)
+        hits = self._block(index, outer)
+        if tables is None or hits is None or index.shape[-2] == 1 or index.shape[-1] == 1:
             return False
-        keep = op.attrs["keepdims"]
-        out = [("0" if keep else None) if d == axis else i for d, i in enumerate(outer)]
-        out = [i for i in out if i is not None]
         name = self.name(r)
         self.emit(f"{name} = np.zeros({r.shape}, np.float32)")
-        for var, n in zip(outer, x.shape[:-1]):
+        for var, n in zip(outer, x.shape[:-2]):
             self.emit(f"for {var} in range({n}):")
             self.depth += 1
-        row = f"{name}[{', '.join(out)}]" if out else name
-        self.emit(f"rt.lookup_add({row}, {table}, {hits})")
+        at = outer + (["0"] if op.attrs["keepdims"] else [])
+        row = f"{name}[{', '.join(at)}]" if at else name
+        self.emit(f"rt.lookup_sum({row}, {tables}, {hits})")
         self.depth -= len(outer)
         return True
 
-    def _row(self, v: Value, outer: list[str]) -> str | None:
-        """A 1-D view of ``v`` along its last axis at the consumer's outer index (trailing
-        alignment, as in ``ref``), through inlined expand_dims; None if v has no such row."""
-        if v.shape[-1] == 1:
-            return None
-        if v.id in self.windows:  # the row where it lies (see op_load): tensor[..., o:o + n]
+    def _block(self, v: Value, outer: list[str]) -> str | None:
+        """A 2-D view of ``v``'s last two axes at the consumer's outer index (trailing
+        alignment, as in ``ref``), through inlined expand_dims; None if v has no such view."""
+        inner = len(v.shape) - 2
+        own = ['0' if n == 1 else i for n, i in zip(v.shape[:inner], outer[len(outer) - inner:] if inner else [])]
+        if v.id in self.windows:  # where it lies (see op_load): tensor[..., o:o + m, p:p + n]
             box = v.producer.attrs["box"]
-            own = ['0' if n == 1 else i for n, i in zip(v.shape[:-1], outer[len(outer) - (len(v.shape) - 1):])]
-            last = max(a for a, e in enumerate(box) if e is not None)
+            tiled = [a for a, e in enumerate(box) if e is not None]
             at, t = [], 0
             for a, (offset, e) in enumerate(zip(self.window_offsets[v.id], box)):
                 if e is None:
                     at.append(offset)
-                elif a == last:
+                elif a in tiled[-2:]:
                     at.append(f"{offset}:{offset} + {e}")
                 else:
                     at.append(offset if own[t] == "0" else f"{offset} + np.uintp({own[t]})")
@@ -613,14 +611,12 @@ class NumbaRenderer:
             return f"{self.name(v)}[{', '.join(at)}]"
         if v.id in self.inline:
             p = v.producer
-            if p.kind == "expand_dims" and p.attrs["axis"] < len(v.shape) - 1:
-                own = outer[len(outer) - (len(v.shape) - 1):]
-                return self._row(p.operands[0], own[:p.attrs["axis"]] + own[p.attrs["axis"] + 1:])
+            if p.kind == "expand_dims" and p.attrs["axis"] < inner:
+                ax = p.attrs["axis"]
+                mine = outer[len(outer) - inner:] if inner else []
+                return self._block(p.operands[0], mine[:ax] + mine[ax + 1:])
             return None
-        own = outer[len(outer) - (len(v.shape) - 1):] if len(v.shape) > 1 else []
-        if not own:
-            return self.name(v)
-        return f"{self.name(v)}[{', '.join('0' if n == 1 else i for n, i in zip(v.shape[:-1], own))}]"
+        return f"{self.name(v)}[{', '.join(own)}]" if own else self.name(v)
 
     def _lane_reduce(self, kind: str, part: str, acc: str, init: str, x: Value, outer: list[str]) -> None:
         """max/min of a row through _LANES partial results: LLVM vectorizes a float max/min
