@@ -58,10 +58,14 @@ def attention_kernel(Q, K, V, O, LSE, scale_log2, BM: tc.constexpr, BN: tc.const
         k = tc.load(K, (b, kvh, n, 0), (None, None, BN, BD))
         s = tc.dot(q, tc.trans(k))
         cols = n + tc.arange(BN)
+        # mask only the tiles that need it: past the last key, or (causal) past the first row's
+        # last visible key; the others skip a pass over the scores
         if CAUSAL:
-            s = tc.where((cols[None, :] <= rows[:, None]) & (cols[None, :] < lk), s, -math.inf)
+            if n + BN > m0 + 1 + lk - lq:
+                s = tc.where((cols[None, :] <= rows[:, None]) & (cols[None, :] < lk), s, -math.inf)
         else:
-            s = tc.where(cols[None, :] < lk, s, -math.inf)
+            if n + BN > lk:
+                s = tc.where(cols[None, :] < lk, s, -math.inf)
         m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
         v = tc.load(V, (b, kvh, n, 0), (None, None, BN, BD))
         acc = tc.dot(p, v, acc * alpha[:, None])

@@ -207,6 +207,32 @@ def test_summed_lookups_use_the_register_tables_where_the_cpu_has_them():
     assert ("rt.lookup_sum(" in source) == support.PERMUTE16
 
 
+@tc.kernel
+def row_extremes(X, OUT, BM: tc.constexpr, BN: tc.constexpr, KEEP: tc.constexpr):
+    """max, min and sum along rows of a tile that several readers share (so it is a tile of its
+    own, reduced 16 lanes at a time), with and without keepdims."""
+    x = tc.load(X, (0, 0), (BM, BN), padding=-float("inf")) * 2.0
+    tc.store(OUT, (0, 0), tc.reshape(tc.max(x, 1, keepdims=KEEP), (BM, 1)))
+    tc.store(OUT, (0, 1), tc.reshape(tc.min(x, 1, keepdims=KEEP), (BM, 1)))
+    tc.store(OUT, (0, 2), tc.reshape(tc.sum(tc.where(x > -float("inf"), x, 0.0), 1, keepdims=KEEP), (BM, 1)))
+
+
+@settings(max_examples=10, deadline=None)   # each example is a compile (shapes are constexprs)
+@given(bm=st.sampled_from([1, 3, 8]), bn=st.sampled_from([1, 16, 17, 40, 64]), cols=st.integers(1, 64),
+       keep=st.booleans(), seed=st.integers(0, 1000))
+def test_row_max_min_sum(bm, bn, cols, keep, seed):
+    x = np.random.default_rng(seed).standard_normal((bm, cols)).astype(np.float32)
+    x[0, -1] = -np.inf                                   # a masked score, as attention has
+    out = np.full((bm, 3), np.nan, np.float32)
+    row_extremes[(1,)](x, out, BM=bm, BN=bn, KEEP=keep)
+    seen = np.full((bm, bn), -np.inf, np.float32)        # the tile: x, padded with -inf past column cols
+    seen[:, :min(bn, cols)] = x[:, :bn]
+    seen *= 2
+    np.testing.assert_array_equal(out[:, 0], seen.max(1))
+    np.testing.assert_array_equal(out[:, 1], seen.min(1))
+    np.testing.assert_allclose(out[:, 2], np.where(np.isinf(seen), 0, seen).sum(1), rtol=1e-5, atol=1e-5)
+
+
 def test_int8_transpose_dot():
     rng = np.random.default_rng(3)
     a = rng.integers(-128, 128, (16, 40), dtype=np.int8)

@@ -527,12 +527,21 @@ class NumbaRenderer:
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
                 self.emit(f"{name} = {self.empty(r)}")
+            if kind in ("max", "min") and r.dtype.name == "float32" and rank == 2 and x.shape[-1] >= 16 \
+                    and x.id not in self.inline and x.id not in self.windows:
+                # a tile of its own: 16 lanes at a time (LLVM leaves a max/min loop scalar)
+                self.emit(f"rt.row_{kind}({self.name(x)}, {name + '[:, 0]' if keep else name})")
+                return
             lanes = kind in ("max", "min") and r.dtype.is_float and x.shape[-1] >= 2 * _LANES
             if lanes:
                 part = self.name.fresh(f"{name}_lanes")
                 self.emit(f"{part} = np.empty({_LANES}, {np_type(r.dtype)})")
             outer = self.loops(x.shape[:-1])
-            acc = self.name.fresh(f"{name}_acc")
+            cell = f"{name}[{', '.join(outer + (['0'] if keep else []))}]"
+            # a sum adds into its cell of the result: LLVM vectorizes that loop, but not the
+            # same sum into a local scalar (row sums of a 128 x 64 tile: 0.4 against 2.5 us)
+            in_place = kind == "sum" and bool(r.shape)
+            acc = cell if in_place else self.name.fresh(f"{name}_acc")
             self.emit(f"{acc} = {init}")
             inner = self.name.fresh("j")
             start = 0
@@ -546,8 +555,8 @@ class NumbaRenderer:
                 self.emit(f"{acc} = {combine.format(a=acc, b=self.ref(x, outer + [inner]))}")
                 self.close_inner()
                 self.depth -= 1
-            if r.shape:
-                self.emit(f"{name}[{', '.join(outer + (['0'] if keep else []))}] = {acc}")
+            if r.shape and not in_place:
+                self.emit(f"{cell} = {acc}")
             self.close(len(outer))
             if not r.shape:
                 self.emit(f"{name} = {acc}")

@@ -319,3 +319,88 @@ def _lookup_sum(out, tables, index):
                 out[i] += tables[j, index[j, i]]
 
     return in_registers
+
+
+# -- max / min along rows ----------------------------------------------------------------------
+# LLVM does not vectorize a float max or min reduction written as a loop in Numba (a 128 x 64
+# row max took 2.5 us, the same with 16 partial lanes), so rows are reduced here 16 lanes at a
+# time with llvm.maxnum / llvm.minnum. Like the loop before it, a NaN is not propagated.
+
+def _extreme16(which: str):
+    @intrinsic
+    def extreme(typingctx, x, start, n):
+        """max or min of the float32 run x.flat[start:start + n], n a positive multiple of 16."""
+        def codegen(context, builder, signature, args):
+            from numba.core import cgutils
+            x_, start_, n_ = args
+            v16f = llvm_ir.VectorType(llvm_ir.FloatType(), 16)
+            pair = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(v16f, [v16f, v16f]),
+                                                  f"llvm.{which}num.v16f32")
+            fold = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(llvm_ir.FloatType(), [v16f]),
+                                                  f"llvm.vector.reduce.f{which}.v16f32")
+            base = builder.gep(context.make_array(signature.args[0])(context, builder, x_).data, [start_])
+            sixteen = context.get_constant(types.intp, 16)
+            best = cgutils.alloca_once_value(builder, builder.load(builder.bitcast(base, v16f.as_pointer()), align=4))
+            with cgutils.for_range(builder, builder.sub(builder.udiv(n_, sixteen), context.get_constant(types.intp, 1))) as block:
+                at = builder.mul(builder.add(block.index, context.get_constant(types.intp, 1)), sixteen)
+                lanes = builder.load(builder.bitcast(builder.gep(base, [at]), v16f.as_pointer()), align=4)
+                builder.store(builder.call(pair, [builder.load(best), lanes]), best)
+            return builder.call(fold, [builder.load(best)])
+
+        return types.float32(x, types.intp, types.intp), codegen
+    return extreme
+
+
+_max16, _min16 = _extreme16("max"), _extreme16("min")
+
+
+def row_max(x, out):
+    """out[i] = max over j of x[i, j] for a 2-D float32 x."""
+    for i in range(x.shape[0]):
+        out[i] = x[i].max()
+
+
+def row_min(x, out):
+    """out[i] = min over j of x[i, j] for a 2-D float32 x."""
+    for i in range(x.shape[0]):
+        out[i] = x[i].min()
+
+
+def _row_extreme(vector_run, better):
+    def typer(x, out):
+        vector = isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" and x.dtype == types.float32
+
+        def by_lanes(x, out):
+            cols = x.shape[1]
+            body = cols - cols % 16
+            for i in range(x.shape[0]):
+                best = vector_run(x, i * cols, body) if body else x[i, 0]
+                for j in range(body, cols):
+                    if better(x[i, j], best):
+                        best = x[i, j]
+                out[i] = best
+
+        def scalar(x, out):
+            for i in range(x.shape[0]):
+                best = x[i, 0]
+                for j in range(1, x.shape[1]):
+                    if better(x[i, j], best):
+                        best = x[i, j]
+                out[i] = best
+
+        return by_lanes if vector else scalar
+    return typer
+
+
+@numba.njit(inline="always")
+def _greater(a, b):
+    return a > b
+
+
+@numba.njit(inline="always")
+def _less(a, b):
+    return a < b
+
+
+overload(row_max, jit_options={"fastmath": {"nsz"}})(_row_extreme(_max16, _greater))
+overload(row_min, jit_options={"fastmath": {"nsz"}})(_row_extreme(_min16, _less))
