@@ -324,7 +324,8 @@ def _lookup_sum(out, tables, index):
 # -- max / min along rows ----------------------------------------------------------------------
 # LLVM does not vectorize a float max or min reduction written as a loop in Numba (a 128 x 64
 # row max took 2.5 us, the same with 16 partial lanes), so rows are reduced here 16 lanes at a
-# time with llvm.maxnum / llvm.minnum. Like the loop before it, a NaN is not propagated.
+# time with llvm.maxnum / llvm.minnum. A row holding NaN gives an unspecified result (maxnum
+# skips NaN lanes), as the loop did: tc.max does not promise to propagate NaN.
 
 def _extreme16(which: str):
     @intrinsic
