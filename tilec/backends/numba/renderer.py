@@ -61,6 +61,10 @@ class NumbaRenderer:
         self.count = uses(fn)
         self.inline: set[int] = set()
         self.inner: dict | None = None   # the innermost loop being rendered (see open_inner)
+        self.readers: dict[int, list[Op]] = {}   # value id -> the ops that read it
+        for op in fn.walk():
+            for v in op.operands:
+                self.readers.setdefault(v.id, []).append(op)
         self._plan_inlining(fn.body)
         self._plan_index_tiles(fn)
         self.dot_only = _read_only_by_dot(fn)
@@ -101,11 +105,7 @@ class NumbaRenderer:
         in a packed byte, ``arange(P) * BITS``) into every reader, even inside a loop: the
         expression is a few integer ops on the loop index, while a tile made outside the loop
         is a memory load LLVM must assume any store may change, which blocks vectorization."""
-        readers: dict[int, list[Op]] = {}
-        for op in fn.walk():
-            for v in op.operands:
-                readers.setdefault(v.id, []).append(op)
-        yielded = _yielded(fn.body)
+        readers, yielded = self.readers, _yielded(fn.body)
         index_only: set[int] = set()
         for op in fn.walk():
             if op.kind in ELEMENTWISE and op.kind != "const" and op.results and op.result.shape and \
@@ -122,11 +122,7 @@ class NumbaRenderer:
         box lies inside the tensor, their readers index the tensor in place instead of a copy
         (the copy was a second pass over every byte: int4 GEMV 4096^2 on one thread 1.7-2.5 ->
         1.1-1.4 ms). Only a box that crosses the tensor's edge is copied, padded."""
-        readers: dict[int, list[Op]] = {}
-        for op in fn.walk():
-            for v in op.operands:
-                readers.setdefault(v.id, []).append(op)
-        yielded = _yielded(fn.body)
+        readers, yielded = self.readers, _yielded(fn.body)
         out: set[int] = set()
         for op in fn.walk():
             if op.kind != "load" or not op.result.shape or self._blas_view(op):
@@ -134,12 +130,11 @@ class NumbaRenderer:
             tensor, r = op.operands[0], op.result
             if tensor.dtype.name in ("float16", "bfloat16") or tensor.id in self.written or r.id in yielded:
                 continue
-            if readers.get(r.id) and all(self._reads_by_element(o, r) and self._consumed(o, readers)
-                                         for o in readers[r.id]):
+            if readers.get(r.id) and all(self._reads_by_element(o, r) and self._consumed(o) for o in readers[r.id]):
                 out.add(r.id)
         return out
 
-    def _consumed(self, reader: Op, readers: dict[int, list[Op]]) -> bool:
+    def _consumed(self, reader: Op) -> bool:
         """Does ``reader``, through the expressions inlined into it, end in a reduction, a store or
         a loop-nest dot, rather than in a new tile? Only then does reading in place save a pass:
         a tile as large as the load built from it (e.g. int4 codes unpacked for a dot) ran
@@ -147,7 +142,7 @@ class NumbaRenderer:
         if reader.kind in ("reduce", "store", "dot"):
             return True
         r = reader.result if reader.results else None
-        return r is not None and r.id in self.inline and all(self._consumed(o, readers) for o in readers.get(r.id, []))
+        return r is not None and r.id in self.inline and all(self._consumed(o) for o in self.readers.get(r.id, []))
 
     def _reads_by_element(self, reader: Op, v: Value) -> bool:
         """Does ``reader`` read tile ``v`` only through ``ref`` (one element at a time)?"""
