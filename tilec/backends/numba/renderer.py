@@ -767,8 +767,6 @@ def _read_only_by_dot(fn: Function) -> set[int]:
                      all(o.kind == "trans" and o.result.id in direct for o in ops)}
 
 
-# ops whose result is a new array of its own (loads copy unless BLAS reads them as views, and
-# a view is never a dot's accumulator: see _read_only_by_dot)
 def _reads_as_expression(reader: Op, v: Value) -> bool:
     """Whether ``reader`` can take ``v`` as an inline expression rather than a named tile: a
     gather indexes its table by name, so only its index operand may be inlined."""
@@ -777,6 +775,9 @@ def _reads_as_expression(reader: Op, v: Value) -> bool:
     return reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store")
 
 
+# ops whose result is a new array of its own (loads copy unless BLAS reads them as views or
+# their readers index the tensor in place, and neither is ever a dot's accumulator: see
+# _read_only_by_dot and _plan_windows)
 _FRESH = ELEMENTWISE | {"load", "dot", "reduce", "gather"}
 
 

@@ -246,12 +246,19 @@ def matmul_into(a, b, c, beta):
 # scalar loads to vgatherdps), so the loop is written here. LUT-GEMM's inner step (hits of 32
 # tables of 16 entries over 512 columns, summed): 0.8 us, against 6.6 us for the scalar loop.
 
-def _host_has_avx512() -> bool:
+def _target_has_avx512() -> bool:
+    """Does the CPU Numba compiles for have AVX-512F? NUMBA_CPU_NAME / NUMBA_CPU_FEATURES (a
+    portable build, say) override the host; a named CPU without a feature list counts as no."""
     from llvmlite import binding
-    return "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        if numba.config.CPU_NAME not in (None, "host"):
+            return False
+        features = binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
 
 
-PERMUTE16 = _host_has_avx512()
+PERMUTE16 = _target_has_avx512()
 
 
 def lookup_sum(out, tables, index):
