@@ -68,8 +68,9 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
         # Where the CPU has AVX-512, 16-entry tables (MU=4): each sits in a register and one
         # vpermps does 16 lookups (K=N=4096, same run: M=1 1.55 ms against 3.15 for MU=8 and
-        # 2.06 for NumPy fp32; M=8 4.9 against 17.0 and 7.1). Elsewhere lookups are scalar loads, and 256-entry tables (MU=8) halve
-        # their number. Wide strips; narrower only to leave a few programs per thread.
+        # 2.06 for NumPy fp32; M=8 4.9 against 17.0 and 7.1). Elsewhere lookups are scalar
+        # loads, and 256-entry tables (MU=8) halve their number. Wide strips; narrower only to
+        # leave a few programs per thread.
         from tilec.backends.numba.support import PERMUTE16
         bn = strip_width(512, shape.get("N", 1), cdiv_host(m, bm), 32)
         return {"BM": bm, "BN": bn, "MU": 4 if PERMUTE16 else 8, "dot": "loops"}
