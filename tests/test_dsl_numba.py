@@ -138,8 +138,8 @@ def squared_row_sums(X, Y, BM: tc.constexpr, BN: tc.constexpr):
 
 
 @settings(max_examples=25, deadline=None)
-@given(m=st.integers(1, 40), n=st.integers(1, 40), view=st.sampled_from(["plain", "read-only", "transposed", "strided"]),
-       seed=st.integers(0, 1000))
+@given(m=st.integers(1, 40), n=st.integers(1, 40),
+       view=st.sampled_from(["plain", "read-only", "transposed", "strided"]), seed=st.integers(0, 1000))
 def test_tiles_read_in_place_from_any_layout(m, n, view, seed):
     side = 2 * max(m, n) + 1
     base = np.random.default_rng(seed).standard_normal((side, side)).astype(np.float32)

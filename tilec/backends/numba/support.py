@@ -348,9 +348,10 @@ def _extreme16(which: str):
                                                   f"llvm.vector.reduce.f{which}.v16f32")
             base = builder.gep(context.make_array(signature.args[0])(context, builder, x_).data, [start_])
             sixteen = context.get_constant(types.intp, 16)
+            one = context.get_constant(types.intp, 1)
             best = cgutils.alloca_once_value(builder, builder.load(builder.bitcast(base, v16f.as_pointer()), align=4))
-            with cgutils.for_range(builder, builder.sub(builder.udiv(n_, sixteen), context.get_constant(types.intp, 1))) as block:
-                at = builder.mul(builder.add(block.index, context.get_constant(types.intp, 1)), sixteen)
+            with cgutils.for_range(builder, builder.sub(builder.udiv(n_, sixteen), one)) as block:
+                at = builder.mul(builder.add(block.index, one), sixteen)
                 lanes = builder.load(builder.bitcast(builder.gep(base, [at]), v16f.as_pointer()), align=4)
                 builder.store(builder.call(pair, [builder.load(best), lanes]), best)
             return builder.call(fold, [builder.load(best)])
@@ -375,7 +376,8 @@ def row_min(x, out):
 
 
 def _row_extreme(vector_run, better):
-    def typer(x, out):
+    """The overload of row_max / row_min: 16 lanes at a time for a C-ordered float32 x."""
+    def implement(x, out):
         vector = isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" and x.dtype == types.float32
 
         def by_lanes(x, out):
@@ -397,7 +399,7 @@ def _row_extreme(vector_run, better):
                 out[i] = best
 
         return by_lanes if vector else scalar
-    return typer
+    return implement
 
 
 @numba.njit(inline="always")
