@@ -73,6 +73,8 @@ class NumbaRenderer:
         self.producer = _producers(fn)
         self.windows = self._plan_windows(fn)
         self.window_offsets: dict[int, list[str]] = {}   # per window: its offset variables
+        self.private: dict[int, list] = {}  # loop-private tile -> [line to allocate it at, indent]
+        self.buffers: dict[int, str] = {}   # loop-private tile -> its buffer, once allocated
 
     # -- planning ---------------------------------------------------------------------------
     def _plan_inlining(self, block: Block) -> None:
@@ -322,8 +324,37 @@ class NumbaRenderer:
         return idx
 
     def empty(self, v: Value, dtype: str | None = None) -> str:
-        """An uninitialized tile."""
-        return f"np.empty({v.shape}, {dtype or np_type(v.dtype)})"
+        """An uninitialized tile: a fresh array, or for a loop-private tile (_loop_private) a
+        buffer allocated once in front of its loop."""
+        if v.id not in self.private or dtype not in (None, np_type(v.dtype)):
+            return f"np.empty({v.shape}, {dtype or np_type(v.dtype)})"
+        if v.id not in self.buffers:
+            at, indent = self.private[v.id]
+            self.buffers[v.id] = self.name.fresh(f"{self.name(v)}_buffer")
+            self.lines.insert(at, f"{indent}{self.buffers[v.id]} = np.empty({v.shape}, {np_type(v.dtype)})")
+            for anchor in self.private.values():   # lines after the insertion moved down by one
+                if anchor[0] > at:
+                    anchor[0] += 1
+            if self.inner is not None and self.inner["at"] > at:
+                self.inner["at"] += 1
+        return self.buffers[v.id]
+
+    def _loop_private(self, body: Block) -> list[Value]:
+        """Tiles made in a loop body whose arrays never outlive the iteration: not carried, and
+        read only element by element or as a BLAS operand (never viewed by a reshape or a
+        transpose, never a dot's accumulator, never a loop's or branch's value). The loop
+        allocates each once, before it starts, instead of every iteration."""
+        out = []
+        for op in body.ops:
+            if not op.results or op.kind in ("for", "if") or not op.result.shape:
+                continue
+            r = op.result
+            if r.id in self.inline or r.id in self.windows or r.id in self.carried or not self.readers.get(r.id):
+                continue
+            if all(o.kind in ELEMENTWISE or o.kind in ("reduce", "store", "gather") or
+                   (o.kind == "dot" and all(v is not r for v in o.operands[2:])) for o in self.readers[r.id]):
+                out.append(r)
+        return out
 
     def close(self, n: int) -> None:
         self.depth -= n
@@ -720,6 +751,8 @@ class NumbaRenderer:
         inits = op.operands[3:]
         body = op.blocks[0]
         iv, carried = body.args[0], body.args[1:]
+        for v in self._loop_private(body):   # their buffers go here, in front of the loop, when first used
+            self.private[v.id] = [len(self.lines), "    " * self.depth]
         for arg, init, res in zip(carried, inits, op.results):
             var = self.name(arg)
             self.emit(f"{var} = {self.name(init)}")
