@@ -12,23 +12,14 @@ import numpy as np
 _FLUSH = None
 
 
-def last_level_cache_bytes() -> int:
-    """Size of this CPU's last-level cache (Linux sysfs), 32 MiB where it cannot be read."""
-    caches = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"))
-    sizes = []
-    for f in caches:
-        text = f.read_text().strip()
-        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
-        sizes.append(int(text.rstrip("KMG")) * scale)
-    return max(sizes, default=32 * 2**20)
-
-
 def flush_caches() -> None:
     """Touch twice the last-level cache (at least 64 MB) so the next run reads its operands from
     DRAM: a 64 MB weight matrix would otherwise stay in a 260 MB L3 and look faster than memory."""
     global _FLUSH
     if _FLUSH is None:
-        _FLUSH = np.ones(max(64 * 2**20, 2 * last_level_cache_bytes()) // 4, np.float32)
+        from hw_profiles.hostdetect import caches
+        last_level = max(caches().values(), default=32 * 2**20)
+        _FLUSH = np.ones(max(64 * 2**20, 2 * last_level) // 4, np.float32)
     _FLUSH += 1.0
 
 
