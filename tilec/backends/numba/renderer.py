@@ -65,10 +65,10 @@ class NumbaRenderer:
         for op in fn.walk():
             for v in op.operands:
                 self.readers.setdefault(v.id, []).append(op)
+        self.carried = _yielded(fn.body)
         self._plan_inlining(fn.body)
         self._plan_index_tiles(fn)
-        self.dot_only = _read_only_by_dot(fn)
-        self.carried = _yielded(fn.body)
+        self.dot_only = _read_only_by_dot(self.readers, self.carried)
         self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
         self.producer = _producers(fn)
         self.windows = self._plan_windows(fn)
@@ -107,7 +107,7 @@ class NumbaRenderer:
         in a packed byte, ``arange(P) * BITS``) into every reader, even inside a loop: the
         expression is a few integer ops on the loop index, while a tile made outside the loop
         is a memory load LLVM must assume any store may change, which blocks vectorization."""
-        readers, yielded = self.readers, _yielded(fn.body)
+        readers, yielded = self.readers, self.carried
         index_only: set[int] = set()
         for op in fn.walk():
             if op.kind in ELEMENTWISE and op.kind != "const" and op.results and op.result.shape and \
@@ -124,7 +124,7 @@ class NumbaRenderer:
         box lies inside the tensor, their readers index the tensor in place instead of a copy
         (the copy was a second pass over every byte: int4 GEMV 4096^2 on one thread 1.7-2.5 ->
         1.1-1.4 ms). Only a box that crosses the tensor's edge is copied, padded."""
-        readers, yielded = self.readers, _yielded(fn.body)
+        readers, yielded = self.readers, self.carried
         out: set[int] = set()
         for op in fn.walk():
             if op.kind != "load" or not op.result.shape or self._blas_view(op):
@@ -219,14 +219,19 @@ class NumbaRenderer:
             return self.hoisted(self._window_read(v, own))
         return self.hoisted(f"{self.name(v)}[{', '.join(own)}]")
 
-    def _window_read(self, v: Value, own: list[str]) -> str:
-        """Element ``own`` of a load read in place: the window's array (the tensor, or the padded
-        copy) at the window's offset on each tensor axis (see op_load)."""
+    def _window_read(self, v: Value, own: list[str], sliced: int = 0) -> str:
+        """A load read in place: the window's array (the tensor, or the padded copy) at the
+        window's offset on each tensor axis (see op_load), at tile index ``own``; with
+        ``sliced`` = k the last k tile axes are whole slices (own covers the others)."""
         box = v.producer.attrs["box"]
+        tiled = [a for a, e in enumerate(box) if e is not None]
+        whole = set(tiled[len(tiled) - sliced:])
         at, t = [], 0
-        for offset, ext in zip(self.window_offsets[v.id], box):
+        for a, (offset, ext) in enumerate(zip(self.window_offsets[v.id], box)):
             if ext is None:
                 at.append(offset)
+            elif a in whole:
+                at.append(f"{offset}:{offset} + {ext}")
             else:
                 at.append(offset if own[t] == "0" else f"{offset} + np.uintp({own[t]})")
                 t += 1
@@ -608,7 +613,7 @@ class NumbaRenderer:
         src, index = x.producer.operands
         rank = len(x.shape)
         if x.producer.attrs["axis"] != rank - 1 or op.attrs["axis"] != rank - 2 or src.shape[-1] != 16 or \
-                src.shape[-2] != x.shape[-2] or src.dtype.name != "float32" or src.id in self.windows:
+                src.shape[-2] != x.shape[-2] or src.dtype.name != "float32":
             return False
         outer = [self.name.fresh(f"i{d}") for d in range(rank - 2)]
         tables = self._block(src, outer)
@@ -632,18 +637,7 @@ class NumbaRenderer:
         inner = len(v.shape) - 2
         own = ['0' if n == 1 else i for n, i in zip(v.shape[:inner], outer[len(outer) - inner:] if inner else [])]
         if v.id in self.windows:  # where it lies (see op_load): tensor[..., o:o + m, p:p + n]
-            box = v.producer.attrs["box"]
-            tiled = [a for a, e in enumerate(box) if e is not None]
-            at, t = [], 0
-            for a, (offset, e) in enumerate(zip(self.window_offsets[v.id], box)):
-                if e is None:
-                    at.append(offset)
-                elif a in tiled[-2:]:
-                    at.append(f"{offset}:{offset} + {e}")
-                else:
-                    at.append(offset if own[t] == "0" else f"{offset} + np.uintp({own[t]})")
-                    t += 1
-            return f"{self.name(v)}[{', '.join(at)}]"
+            return self._window_read(v, own, sliced=2)
         if v.id in self.inline:
             p = v.producer
             if p.kind == "expand_dims" and p.attrs["axis"] < inner:
@@ -654,8 +648,8 @@ class NumbaRenderer:
         return f"{self.name(v)}[{', '.join(own)}]" if own else self.name(v)
 
     def _lane_reduce(self, kind: str, part: str, acc: str, init: str, x: Value, outer: list[str]) -> None:
-        """max/min of a row through _LANES partial results: LLVM vectorizes a float max/min
-        reduction only under no-NaN fast math, but an elementwise max into lanes always."""
+        """max/min of a row through _LANES partial results, for rows that are an inlined
+        expression rather than a tile of their own (those go to rt.row_max / row_min)."""
         j, lane = self.name.fresh("j"), self.name.fresh("lane")
         b = self.name.fresh("b")
         cmp = ">" if kind == "max" else "<"
@@ -777,20 +771,8 @@ class NumbaRenderer:
             self.depth -= 1
 
 
-def _read_only_by_dot(fn: Function) -> set[int]:
+def _read_only_by_dot(readers: dict[int, list[Op]], yielded: set[int]) -> set[int]:
     """Ids of values whose every reader is a float32 ``dot`` operand (never a yield or another op)."""
-    readers: dict[int, list[Op]] = {}
-    yielded: set[int] = set()
-
-    def visit(block: Block) -> None:
-        for op in block.ops:
-            for v in op.operands:
-                readers.setdefault(v.id, []).append(op)
-            for child in op.blocks:
-                visit(child)
-        yielded.update(v.id for v in block.yields)
-
-    visit(fn.body)
     direct = {vid for vid, ops in readers.items() if vid not in yielded and
               all(o.kind == "dot" and o.result.dtype.name == "float32" and
                   any(x.id == vid for x in o.operands[:2]) and
