@@ -261,12 +261,18 @@ def _target_has_avx512() -> bool:
 PERMUTE16 = _target_has_avx512()
 
 
+@numba.njit(inline="always")
+def _lookup_sum_from(out, tables, index, first):
+    """lookup_sum on the columns from ``first`` on, one lookup at a time."""
+    for j in range(index.shape[0]):
+        for n in range(first, out.shape[0]):
+            out[n] += tables[j, index[j, n]]
+
+
 def lookup_sum(out, tables, index):
     """out[n] += sum over j of tables[j, index[j, n]]: a gather from one table per row j, summed
     over the rows. Index values must be valid positions in the tables."""
-    for j in range(index.shape[0]):
-        for n in range(out.shape[0]):
-            out[n] += tables[j, index[j, n]]
+    _lookup_sum_from(out, tables, index, 0)
 
 
 @intrinsic
@@ -309,23 +315,16 @@ def _lookup_sum(out, tables, index):
         and isinstance(index.dtype, types.Integer) and index.dtype.bitwidth <= 32
 
     def scalar(out, tables, index):
-        for j in range(index.shape[0]):
-            for n in range(out.shape[0]):
-                out[n] += tables[j, index[j, n]]
-
-    if not vector:
-        return scalar
+        _lookup_sum_from(out, tables, index, 0)
 
     def in_registers(out, tables, index):
         n = out.shape[0]
         done = n - n % 16 if tables.shape[1] == 16 else 0
         if done:
             _permute_sum16(out, tables, index, done)
-        for j in range(index.shape[0]):
-            for i in range(done, n):
-                out[i] += tables[j, index[j, i]]
+        _lookup_sum_from(out, tables, index, done)
 
-    return in_registers
+    return in_registers if vector else scalar
 
 
 # -- max / min along rows ----------------------------------------------------------------------
