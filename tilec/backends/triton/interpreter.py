@@ -87,6 +87,35 @@ def compiled_library():
         yield
 
 
+_COMPARISONS = [f"create_{kind}{pred}" for kind, preds in (
+    ("icmp", ("SLE", "SLT", "SGE", "SGT", "ULE", "ULT", "UGE", "UGT", "EQ", "NE")),
+    ("fcmp", ("OLT", "OGT", "OLE", "OGE", "OEQ", "ONE", "ULT", "UGT", "ULE", "UGE", "UEQ", "UNE"))) for pred in preds]
+
+
+@contextmanager
+def comparisons_typed_bool():
+    """Triton's interpreter tags a comparison's result with its operands' dtype (int32 for
+    ``k < n``) though it holds booleans; splatting such a scalar to a block then converts it to
+    int32, and a load or store masked by ``(k < n) & (rows < n)`` fails ("mask has unsupported
+    dtype"). Within the block comparisons are tagged int1, as the compiler types them."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+    saved = {name: InterpreterBuilder.__dict__[name] for name in _COMPARISONS if name in InterpreterBuilder.__dict__}
+
+    def as_bool(compare):
+        def typed(self, lhs, rhs):
+            return TensorHandle(compare(self, lhs, rhs).data, tl.int1)
+        return typed
+
+    try:
+        for name, compare in saved.items():
+            setattr(InterpreterBuilder, name, as_bool(compare))
+        yield
+    finally:
+        for name, compare in saved.items():
+            setattr(InterpreterBuilder, name, compare)
+
+
 def host_interpreter(python_fn):
     """A callable ``(grid, flat_args)`` interpreting ``python_fn`` over the grid."""
     from triton.runtime.interpreter import GridExecutor, InterpretedFunction
@@ -101,7 +130,7 @@ def host_interpreter(python_fn):
     interpreted = InterpretedFunction(python_fn)
 
     def call(grid, flat):
-        with _lock, library_as("interpreted"):
+        with _lock, library_as("interpreted"), comparisons_typed_bool():
             HostGridExecutor(interpreted.rewrite(), interpreted.arg_names, tuple(grid))(*flat)
 
     return call
