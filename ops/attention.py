@@ -187,8 +187,7 @@ SPEC = OpSpec(
     * (2 * s["B"] * s["H"] * s["Lq"] * s["D"] + 2 * s["B"] * s["Hkv"] * s["Lk"] * s["D"]),
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
     tolerance=lambda dtype: (2e-4, 2e-4) if dtype == "float32" else (2e-2, 2e-2),
-    extra={"backends": ("numba",),  # triton/cuda: not verified yet (see the attention report)
-           "test_shapes": [{"B": 1, "H": 2, "Hkv": 1, "Lq": 17, "Lk": 33, "D": 16},
+    extra={"test_shapes": [{"B": 1, "H": 2, "Hkv": 1, "Lq": 17, "Lk": 33, "D": 16},
                            {"B": 2, "H": 2, "Hkv": 2, "Lq": 1, "Lk": 7, "D": 32}],
            "compile_shape": {"B": 1, "H": 8, "Hkv": 8, "Lq": 1024, "Lk": 1024, "D": 64}},
 )

@@ -234,8 +234,7 @@ SPEC = OpSpec(
     * (2 * s["B"] * s["Hkv"] * s["L"] * s["D"] + 2 * s["B"] * s["H"] * s["T"] * s["D"]),
     launch_ir=launch_ir, dtypes=("float32",),  # 16-bit inputs run but are not tested yet
     tolerance=lambda dtype: (2e-4, 2e-4) if dtype == "float32" else (2e-2, 2e-2),
-    extra={"backends": ("numba",),
-           "test_shapes": [{"B": 2, "H": 4, "Hkv": 2, "T": 1, "L": 33, "D": 16},
+    extra={"test_shapes": [{"B": 2, "H": 4, "Hkv": 2, "T": 1, "L": 33, "D": 16},
                            {"B": 1, "H": 2, "Hkv": 2, "T": 2, "L": 70, "D": 32}],
            "compile_shape": {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128}},
 )

@@ -147,7 +147,6 @@ SPEC = OpSpec(
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
     tolerance=lambda dtype: (1e-4, 1e-3) if dtype == "float32" else (1e-2, 1e-2),
     extra={"weight_params": ("bits", "group_size", "method"),
-           "backends": ("numba",),  # rank-4/5 tiles and gathers are not yet checked on the GPU renderers
            "test_shapes": [{"M": 1, "N": 33, "K": 36, "group_size": 12}, {"M": 2, "N": 7, "K": 64}],
            "compile_shape": {"M": 1, "N": 4096, "K": 4096}},
 )
