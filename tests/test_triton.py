@@ -423,3 +423,22 @@ def test_non_power_of_two_tiles_ignore_their_padding(M, tiles, seed):
 def _same_block(M, B):
     blocks = np.arange(M) // B
     return blocks[:, None] == blocks[None, :]
+
+
+@tc.kernel
+def plane_rows(X, Y, B: tc.constexpr):
+    """Program p copies plane p // 2 of a 3-D tensor: the first axis is a runtime scalar
+    offset, so the load's mask ANDs a scalar bound test with the row and column tests."""
+    p = tc.program_id(0)
+    tile = tc.load(X, (p // 2, 0, 0), (None, B, B), padding=-1.0)
+    tc.store(Y, (p, 0, 0), tile * 2.0, (None, B, B))
+
+
+@SETTINGS
+@given(planes=st.integers(1, 4), n=EDGE, m=EDGE, seed=st.integers(0, 2**16))
+def test_loads_indexed_by_a_runtime_scalar_axis(planes, n, m, seed):
+    x = np.random.default_rng(seed).standard_normal((planes, n, m)).astype(np.float32)
+    y = np.zeros((2 * planes + 1, n, m), np.float32)   # the last program reads a plane past the end
+    plane_rows[(2 * planes + 1,)](x, y, B=8, backend="triton")
+    want = np.concatenate([np.repeat(x, 2, axis=0), np.full((1, n, m), -1.0, np.float32)])[:, :8, :8] * 2.0
+    np.testing.assert_array_equal(y[:, :8, :8], want)
