@@ -11,8 +11,10 @@ PB = 8 // bits codes per byte, byte i of the group holds tokens i, i + G/PB, ...
 offsets 0, bits, 2*bits, ... So unpacking a (G/PB, D) byte tile by shifting it PB ways gives
 a (PB, G/PB, D) tile whose reshape to (G, D) is the tokens in order.
 
-The decode kernel never dequantizes the cache: scores are (q * k_scale) @ codes^T plus
-q . k_zero per group, and the value product is (p * v_scale) @ codes plus p . v_zero.
+The decode kernel never dequantizes the cache as a whole: each step dequantizes the keys of
+its NG groups into a tile (codes * k_scale + k_zero, per group and channel), and the value
+product is (p * v_scale) @ codes plus p . v_zero (the value scale is per token, so it folds
+into the softmax weights).
 """
 from __future__ import annotations
 
@@ -67,22 +69,20 @@ def pack(codes, G, BD, BITS):
     return tc.cast(tc.sum(shifted, 0), tc.uint8)
 
 
-@tc.func
-def unpack(packed, G, BD, BITS):
-    """(G/PB, BD) bytes -> (G, BD) float32 codes, tokens in order."""
-    pb = 8 // BITS
-    levels = (1 << BITS) - 1
-    shifts = tc.cast(tc.arange(pb) * BITS, tc.uint8)
-    codes = (packed[None, :, :] >> shifts[:, None, None]) & levels
-    return tc.reshape(tc.cast(codes, tc.float32), (G, BD))
-
-
 @tc.kernel
 def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP, scale_log2, chunk,
                         GROUP: tc.constexpr, BT: tc.constexpr, G: tc.constexpr, BN: tc.constexpr,
-                        BD: tc.constexpr, BITS: tc.constexpr, SPLIT: tc.constexpr = False):
+                        BD: tc.constexpr, BITS: tc.constexpr, SPLIT: tc.constexpr = False,
+                        NG: tc.constexpr = 1, LOOPS: tc.constexpr = False):
+    """One program: one KV head, its GROUP query heads, one split of the cache. Each step takes
+    NG key groups (NG * G tokens). With LOOPS the two products are sums over broadcast tiles
+    with the scores kept as (tokens, rows): on a CPU these loop nests beat a BLAS call for the
+    few rows of a decode step, and each key or value row is read once for all query rows.
+    Otherwise they are dots (what GPUs want)."""
     sid, g, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     pb = 8 // BITS
+    levels = (1 << BITS) - 1
+    BQ = NG * G
     nq = tc.load(QLen, (b,), (None,))
     nr = tc.load(RLen, (b,), (None,))
     t_new = Q.shape[2]
@@ -93,30 +93,55 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
     acc = tc.zeros((GROUP * BT, BD), tc.float32)
     start = sid * chunk
     stop = tc.minimum(nq, start + chunk)
-    for n in tc.range(start, stop, G):                       # quantized groups of this split
-        kcodes = unpack(tc.load(KC, (b, g, n // pb, 0), (None, None, G // pb, BD)), G, BD, BITS)
-        ks = tc.load(KS, (b, g, n // G, 0), (None, None, None, BD))
-        kz = tc.load(KZ, (b, g, n // G, 0), (None, None, None, BD))
-        s = tc.dot(q * ks[None, :], tc.trans(kcodes)) + tc.sum(q * kz[None, :], 1)[:, None]
-        cols = n + tc.arange(G)
-        s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
-        m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
-        vcodes = unpack(tc.load(VC, (b, g, n // pb, 0), (None, None, G // pb, BD)), G, BD, BITS)
-        vs = tc.load(VS, (b, g, n), (None, None, G))
-        vz = tc.load(VZ, (b, g, n), (None, None, G))
-        acc = tc.dot(p * vs[None, :], vcodes, acc * alpha[:, None]) + tc.sum(p * vz[None, :], 1)[:, None]
+    for n in tc.range(start, stop, BQ):                      # NG quantized groups of this split
+        # keys dequantized for this step only (scale and zero per group and channel)
+        kcodes = unpack_groups(tc.load(KC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)), NG, G, BD, BITS)
+        ks = tc.load(KS, (b, g, n // G, 0), (None, None, NG, BD))
+        kz = tc.load(KZ, (b, g, n // G, 0), (None, None, NG, BD))
+        k = tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))
+        # values stay codes: their scale and zero are per token, so they fold into the weights
+        vcodes = tc.reshape(unpack_groups(tc.load(VC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)),
+                                          NG, G, BD, BITS), (BQ, BD))
+        vs = tc.load(VS, (b, g, n), (None, None, BQ))
+        vz = tc.load(VZ, (b, g, n), (None, None, BQ))
+        cols = n + tc.arange(BQ)
+        if LOOPS:
+            s = tc.sum(k[:, None, :] * q[None, :, :], 2)    # (tokens, rows)
+            s = tc.where((cols[:, None] <= last[None, :]) & (cols[:, None] < stop), s, -math.inf)
+            m_new = tc.maximum(m_i, tc.max(s, 0))
+            p = tc.exp2(s - m_new[None, :])
+            alpha = tc.exp2(m_i - m_new)
+            l_i = l_i * alpha + tc.sum(p, 0)
+            pv = tc.sum((p * vs[:, None])[:, :, None] * vcodes[:, None, :], 0)
+            acc = acc * alpha[:, None] + pv + tc.sum(p * vz[:, None], 0)[:, None]
+        else:
+            s = tc.dot(q, tc.trans(k))
+            s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
+            m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
+            acc = tc.dot(p * vs[None, :], vcodes, acc * alpha[:, None] + tc.sum(p * vz[None, :], 1)[:, None])
         m_i = m_new
     r_stop = tc.where(sid == 0, nr, 0)                       # the full-precision tail: split 0 only
-    for n in tc.range(0, r_stop, BN):
-        k = tc.load(KR, (b, g, n, 0), (None, None, BN, BD))
+    for n in tc.range(0, r_stop, G):
+        k = tc.load(KR, (b, g, n, 0), (None, None, G, BD))
         s = tc.dot(q, tc.trans(k))
-        local = n + tc.arange(BN)
+        local = n + tc.arange(G)
         s = tc.where(((nq + local)[None, :] <= last[:, None]) & (local[None, :] < nr), s, -math.inf)
         m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
-        v = tc.load(VR, (b, g, n, 0), (None, None, BN, BD))
+        v = tc.load(VR, (b, g, n, 0), (None, None, G, BD))
         acc = tc.dot(p, v, acc * alpha[:, None])
         m_i = m_new
     finish(O, OP, LP, acc, m_i, l_i, b, g, sid, GROUP, BT, BD, SPLIT)
+
+
+@tc.func
+def unpack_groups(packed, NG, G, BD, BITS):
+    """(NG * G/PB, BD) bytes of NG consecutive groups -> (NG, PB, G/PB, BD) float32 codes, whose
+    reshape to (NG * G, BD) is the tokens in order."""
+    pb = 8 // BITS
+    levels = (1 << BITS) - 1
+    shifts = tc.cast(tc.arange(pb) * BITS, tc.uint8)
+    by_group = tc.reshape(packed, (NG, G // pb, BD))
+    return tc.cast((by_group[:, None, :, :] >> shifts[None, :, None, None]) & levels, tc.float32)
 
 
 @dataclass
@@ -229,8 +254,10 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
     return QuantizedKV(kc, ks, kz, vc, vs, vz, k_res, v_res, q_len, r_len, bits, group, residual)
 
 
-# the key-tile length is the cache's group size, fixed when it was quantized
-TILES = [Param("BD", (16, 32, 64, 128, 256)), Param("NS", (1, 2, 4, 8, 16, 32, 64))]
+# a step is NG of the cache's key groups (the group size was fixed when it was quantized)
+TILES = [Param("BD", (16, 32, 64, 128, 256)), Param("NS", (1, 2, 4, 8, 16, 32, 64)),
+         Param("NG", (1, 2, 4, 8), "key groups per step"),
+         Param("LOOPS", (False, True), "products as loop-nest sums over (tokens, rows) instead of dots")]
 
 
 def space(backend: str = "numba"):
@@ -240,12 +267,21 @@ def space(backend: str = "numba"):
 def default_config(shape: dict, backend: str = "numba") -> dict:
     d = shape["D"]
     programs = shape["B"] * shape["Hkv"]
-    ns, g = 1, shape.get("G", 32)
-    while ns < 64 and programs * ns < target_programs(backend) and shape["L"] >= 4 * ns * g:
-        ns *= 2
-    cfg = {"BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns}
+    g = shape.get("G", 32)
+    ng = 1
     if backend == "numba":
-        cfg["dot"] = "blas"
+        # CPU: steps of up to 256 tokens (no more groups than the cache holds): the per-step
+        # work outside the two products is paid once for all of them
+        while ng < 8 and 2 * ng * g <= min(256, max(shape["L"], g)):
+            ng *= 2
+    ns = 1
+    while ns < 64 and programs * ns < target_programs(backend) and shape["L"] >= 4 * ns * g * ng:
+        ns *= 2
+    cfg = {"BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns,
+           "NG": ng, "LOOPS": False}
+    if backend == "numba":
+        # products as loop nests: a BLAS call per step for a few query rows costs more than they do
+        cfg.update({"dot": "blas", "LOOPS": True})
     return cfg
 
 
@@ -276,10 +312,9 @@ def decode_attention_quantized(q: Any, cache: QuantizedKV, *, scale: float | Non
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     inputs = (q, cache.k_codes, cache.k_scale, cache.k_zero, cache.v_codes, cache.v_scale, cache.v_zero,
               cache.k_res, cache.v_res, cache.q_len, cache.r_len)
-    # split-K chunks must be whole key groups (launch_decode rounds chunks to BN); the
-    # full-precision tail is read in tiles of the same size
+    # split-K chunks must be whole steps of NG key groups (launch_decode rounds chunks to BN)
     launch_decode(decode_quant_kernel, inputs, out, scale * LOG2E, max(cap_q, 1), shape,
-                  {**cfg, "BN": cache.group}, be, G=cache.group, BITS=cache.bits)
+                  {**cfg, "BN": cache.group * cfg["NG"]}, be, G=cache.group, BITS=cache.bits)
     return out
 
 

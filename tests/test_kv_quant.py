@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ops.backends_for_tests import BACKENDS
 from ops.decode import reference as decode_reference
-from ops.kv_quant import decode_attention_quantized, quantize_kv, unpack_host
+from ops.kv_quant import decode_attention_quantized, default_config, quantize_kv, unpack_host
 from tilec.errors import InputError
 
 
@@ -73,6 +73,36 @@ def test_decode_from_packed_cache(backend, data, b, t, cap, bits, seed):
     if bits == 4:  # 4 bits stay close to full precision attention
         exact = decode_reference({"q": q, "k_cache": k, "v_cache": v, "lengths": lengths})
         assert np.abs(out - exact).max() < 0.3
+
+
+# (LOOPS, NG, bits): the CPU's loop-nest products and the dots, one key group per step or
+# several (a step then runs past the last quantized group and past a split's end, masked)
+@pytest.mark.parametrize("loops,ng,bits", [(True, 1, 4), (True, 8, 2), (False, 1, 2), (False, 4, 4)])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), b=st.integers(1, 3), splits=st.sampled_from([1, 4]), residual=st.sampled_from([0, 5]),
+       seed=st.integers(0, 2**16))
+def test_steps_of_several_groups(loops, ng, bits, data, b, splits, residual, seed):
+    """Groups of 16, a prime capacity and head dim (17: padded to 32), 3 query heads on one KV
+    head, lengths down to the single new token; against decoding the dequantized cache."""
+    cap, d = 131, 17
+    lengths = np.array(data.draw(st.lists(st.integers(1, cap), min_size=b, max_size=b)), np.int32)
+    rng = np.random.default_rng(seed)
+    k, v = _kv(rng, b, 1, cap, d)
+    q = rng.standard_normal((b, 3, 1, d)).astype(np.float32)
+    cache = quantize_kv(k, v, lengths, bits=bits, group=16, residual=residual)
+    out = decode_attention_quantized(q, cache, config={"NS": splits, "NG": ng, "LOOPS": loops})
+    kk, vv, lens = cache.dequantize()
+    want = decode_reference({"q": q, "k_cache": kk, "v_cache": vv, "lengths": lens})
+    np.testing.assert_allclose(out, want, rtol=1e-3, atol=1e-4)
+
+
+def test_default_steps():
+    """The CPU default takes up to 256 tokens per step, never more groups than the cache has."""
+    shape = {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128}
+    assert [default_config({**shape, "G": g}, "numba")["NG"] for g in (16, 32, 128, 256)] == [8, 8, 2, 1]
+    assert default_config({**shape, "L": 64, "G": 32}, "numba")["NG"] == 2
+    assert default_config({**shape, "G": 32}, "numba")["LOOPS"]
+    assert default_config({**shape, "G": 32}, "triton")["NG"] == 1
 
 
 def test_bad_parameters():
