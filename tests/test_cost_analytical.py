@@ -225,3 +225,73 @@ def test_space_constraint_prunes_configs_that_do_not_fit():
     bad = {"BM": 256, "BN": 256, "BK": 128, "num_warps": 4, "num_stages": 4}
     assert any("on-chip memory" in r for r in space.reasons(bad, l4))
     assert predict(workload_for("gemv", {"M": 64, "K": 64}, "float32", {"BM": 16, "BK": 16}), h100).runtime_s > 0
+
+
+# -- the CPU model (Numba loop nests) ------------------------------------------------------------
+def test_tile_edges_hand_counted():
+    from autotune.cost.workload import edges
+    assert edges([(10, 4), (8, 4)]) == (6, 2)          # 3 x 2 tiles, the third row of them partial
+    assert edges([(8, 4), (8, 8)]) == (2, 0)
+    assert edges([(5, 8)]) == (1, 1)
+    w = workload_for("gemv", {"M": 1000, "K": 999}, "float32", {"BM": 100, "BK": 500})
+    assert w.programs == 10 and w.inner_iterations == 2 and w.edge_steps == 10
+    assert w.edge_elements == 10 * (100 * 500 + 500)
+
+
+def test_cpu_loop_vector_body():
+    """A loop shorter than the compiler's vector body (4 registers) runs scalar: per element,
+    a loop of half a body costs several times what a full body does; longer loops lose only
+    their remainder."""
+    from autotune.cost.analytical import simd_lanes, vector_efficiency
+    p = hw_profiles.load("host")
+    body = 4 * simd_lanes(p)
+    assert simd_lanes(p) in (4, 8, 16, 32)
+    assert vector_efficiency(body, p) == 1.0 and vector_efficiency(8 * body, p) == 1.0
+    assert vector_efficiency(body // 2, p) <= 0.25
+    assert vector_efficiency(body // 2, p) < vector_efficiency(body + body // 2, p) < 1.0
+
+
+def test_cpu_gemm_small_tiles_pay_per_call_and_per_step():
+    """GEMM 512^3 on this host: 16-wide BLAS tiles make 32768 calls where 128-wide ones make
+    64, and are predicted slower by more than the calls' fixed costs alone; the loop-nest
+    product with a 32-wide row (below a vector body) is slower than the 128-wide one."""
+    from autotune.cost.analytical import CPU_CALL_CYCLES
+    p = hw_profiles.load("host")
+    shape = {"M": 512, "N": 512, "K": 512}
+    t = lambda **c: predict(workload_for("gemm", shape, "float32", c), p)
+    small, big = t(BM=16, BN=16, BK=16), t(BM=128, BN=128, BK=128)
+    w = workload_for("gemm", shape, "float32", {"BM": 16, "BN": 16, "BK": 16})
+    assert w.library_calls == 32 ** 3 and workload_for("gemm", shape, "float32", {"BM": 128, "BN": 128, "BK": 128}).library_calls == 64
+    fixed = w.library_calls * CPU_CALL_CYCLES / p.clock_hz / p.compute_units
+    assert small.runtime_s > big.runtime_s + fixed
+    assert t(BM=64, BN=32, BK=64, dot="loops").runtime_s > 2 * t(BM=64, BN=128, BK=64, dot="loops").runtime_s
+    assert t(BM=64, BN=128, BK=64, dot="loops").runtime_s > t(BM=64, BN=128, BK=64).runtime_s
+    # one thread (parallel=False) takes longer than the pool, by at most the thread count
+    one, pool = t(BM=64, BN=64, BK=64, parallel=False), t(BM=64, BN=64, BK=64)
+    assert pool.runtime_s < one.runtime_s <= p.compute_units * pool.runtime_s
+    assert small.features["cpu_share_calls"] > big.features["cpu_share_calls"]
+
+
+def test_cpu_edge_tiles_cost_time():
+    """A GEMV one column short of the tile (every program's last tile masked) is predicted
+    slower than the full one, though it does less work."""
+    p = hw_profiles.load("host")
+    cfg = {"BM": 16, "BK": 512, "parallel": False}
+    full = predict(workload_for("gemv", {"M": 1024, "K": 1024}, "float32", cfg), p)
+    short = predict(workload_for("gemv", {"M": 1024, "K": 1023}, "float32", cfg), p)
+    assert short.runtime_s > full.runtime_s and short.features["edge_fraction"] == 0.5
+
+
+@pytest.mark.parametrize("name, shape", [("quant_gemm", {"M": 4, "N": 1024, "K": 2048, "bits": 4, "group_size": 128}),
+                                         ("lut_gemm", {"M": 3, "N": 768, "K": 1024, "bits": 3, "group_size": 128})])
+def test_quantized_workloads_match_the_ops_formulas(name, shape):
+    """The cost model's quant_gemm / lut_gemm workloads count the flops and bytes the op
+    library itself declares."""
+    ops = pytest.importorskip("ops")
+    spec = ops.REGISTRY[name]
+    cfg = {"quant_gemm": {"BM": 2, "BNB": 64, "UNPACK": "tile"}, "lut_gemm": {"BM": 2, "BN": 128, "MU": 4}}[name]
+    w = workload_for(name, shape, "float32", cfg)
+    assert w.flops == spec.flops(shape)
+    assert w.bytes == pytest.approx(spec.bytes(shape, "float32"), rel=1e-12)
+    r = predict(w, hw_profiles.load("host"))
+    assert r.runtime_s > 0 and math.isfinite(r.runtime_s)

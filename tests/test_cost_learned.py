@@ -159,28 +159,43 @@ def test_uci_sgemm_random_split_r2():
 
 
 # The host figures the committed records were analysed with (``tilec profiles calibrate`` on
-# the machine that measured them), so the check does not depend on this machine's calibration.
-RECORDS_HOST = {"stream_read_bytes_per_s": 12.37e9, "stream_triad_bytes_per_s": 8.82e9, "fp32_fma_flops": 370.7e9}
+# the machine that measured them: a 2-vCPU AMD EPYC VM, 2026-12-01; its FMA loop reported an
+# impossible 2.4 TFLOP/s, so the detected peak, 2 cores x 2.6 GHz x 16 lanes x 4, stands in),
+# so the check does not depend on this machine's calibration.
+RECORDS_HOST = {"stream_read_bytes_per_s": 78.8e9, "stream_triad_bytes_per_s": 35.5e9, "fp32_fma_flops": 332.3e9}
+HOST_OPS = {"gemm", "gemv", "quant_gemv", "attention", "quant_gemm", "lut_gemm"}
 
 
 def test_host_numba_records_held_out_by_shape(monkeypatch):
-    """This machine's own Numba records (GEMM, GEMV, int8 GEMV, attention; single-threaded,
-    CPU-timed): trained without a shape, predicted for it. GEMM and the GEMVs keep their
-    config order within each shape; attention's ranking is weaker (see the report)."""
+    """This machine's own Numba records (GEMM, GEMV, int8 GEMV, attention, and the op library's
+    int4 GEMM and 3-bit LUT-GEMM; single-threaded, CPU-timed, fastest of three passes):
+    trained without a shape, predicted for it. Every op family keeps its config order within
+    each shape, and the runtimes across all of them."""
     from hw_profiles import hostdetect
     monkeypatch.setattr(hostdetect, "measure", lambda seconds=0.5: dict(RECORDS_HOST))
     hostdetect.calibrate()
     recs = R.load_jsonl(HOST_RECORDS)
-    assert {r.op for r in recs} == {"gemm", "gemv", "quant_gemv", "attention"}
-    res = ev.cross_validate(recs, ev.group_split(recs, "shape", max_folds=5), LearnedModel.fit,
-                            lambda m, t: m.predict(t))
-    assert res.metrics["r2"] >= 0.9, res.metrics
-    assert res.metrics["spearman_within_shape_mean"] >= 0.88, res.metrics
-    held = [r for train, test in ev.group_split(recs, "shape", max_folds=5).folds for r in (recs[i] for i in test)]
-    for op in ("gemm", "gemv", "quant_gemv"):
+    assert {r.op for r in recs} == HOST_OPS
+    split = ev.group_split(recs, "shape", max_folds=5)
+    res = ev.cross_validate(recs, split, LearnedModel.fit, lambda m, t: m.predict(t))
+    assert res.metrics["r2"] >= 0.9 and res.metrics["spearman"] >= 0.9, res.metrics
+    assert res.metrics["spearman_within_shape_mean"] >= 0.9, res.metrics
+    held = [recs[i] for train, test in split.folds for i in test]
+    for op in sorted(HOST_OPS):
         ix = [i for i, r in enumerate(held) if r.op == op]
         m = ev.metrics(res.measured[ix], res.predicted[ix], [held[i].group_key("shape") for i in ix])
-        assert m["spearman_within_shape_mean"] >= 0.9, (op, m)
+        assert m["shapes"] >= 6 and m["spearman_within_shape_mean"] >= 0.9, (op, m)
+        assert m["r2"] >= 0.85, (op, m)
+
+
+def test_host_records_held_out_shapes_are_never_trained_on(monkeypatch):
+    """The hold-out really leaves each shape's measurements out: a model fitted on one fold's
+    training rows has seen none of its test shapes (no leakage through duplicated rows)."""
+    recs = R.load_jsonl(HOST_RECORDS)
+    keys = [r.group_key("shape") for r in recs]
+    assert len({(k, json.dumps(r.config, sort_keys=True)) for k, r in zip(keys, recs)}) == len(recs)
+    for train, test in ev.group_split(recs, "shape", max_folds=5).folds:
+        assert not {keys[i] for i in train} & {keys[i] for i in test}
 
 
 def test_fresh_measurements_become_training_rows():

@@ -15,6 +15,18 @@ Runtime
     otherwise part of the smaller terms is exposed;
   - pipelining (GPU/NPU): each main-loop step pays a fixed overhead and the memory latency
     that the stages in flight and the other resident programs do not cover.
+CPU (the Numba backend: programs run as loop nests on the cores, tile products as BLAS calls)
+  - fixed costs measured on the development host (a 2-vCPU AVX-512 VM, single-thread CPU time):
+    a launch (Python dispatch and argument checks, ~20 us; with a thread pool ~15 us more),
+    each program (~0.1 us: accumulator, stores), each loop step (~50 ns: tile views, bounds),
+    each BLAS call (~0.2 us) plus the packing of its operands (~17 GB/s per core);
+  - BLAS products run at a share of the core's peak; the kernel's own loops at a smaller
+    share, and what does not fill the compiler's vector body (4 registers: 64 fp32 lanes with
+    AVX-512) runs scalar, so a 32-wide loop is ~12x slower per element than a 64-wide one;
+  - partial (edge) tiles are copied through masks instead of read in place;
+  - all of this is divided over the threads in use (one with ``parallel=False``), the last
+    round of programs possibly partial; memory beyond the private caches (the shared cache
+    and DRAM, compulsory traffic from DRAM as on the GPUs) overlaps with it as roofline terms.
 Energy
   static (idle) power x time + energy per flop (per dtype) + energy per byte at each level;
   average power above TDP stretches the runtime to the TDP (power capping).
@@ -36,6 +48,19 @@ PARTIAL_OVERLAP = 0.5              # share of the smaller terms hidden without p
 # whatever memory latency the tiles in flight do not cover
 STEP_OVERHEAD_CYCLES = 40          # [E]
 MEMORY_LATENCY_CYCLES = {"gpu": 600, "npu": 600}    # [E] DRAM/L2 load-to-use latency
+# CPU loop nests (Numba backend); [M] figures from microbenchmarks of ops.plain.gemm on the
+# development host (thread CPU time, 1x1x1 and 4..128-wide tiles), not from the cost-model records
+CPU_LAUNCH_S = 20e-6               # [M] one launch, one thread (17.8-26 us)
+CPU_POOL_LAUNCH_S = 15e-6          # [M] more when the programs are handed to a thread pool (~35 us)
+CPU_PROGRAM_CYCLES = 250           # [M] per program (75-133 ns at 2.6 GHz)
+CPU_STEP_CYCLES = 150              # [M] per tile-loop step (40-100 ns)
+CPU_CALL_CYCLES = 500              # [M] per BLAS call (0.16-0.2 us)
+CPU_PACK_BYTES_PER_CYCLE = 6.5     # [M] BLAS operand packing (~0.23 ns per fp32 element)
+CPU_BLAS_EFFICIENCY = 0.65         # [M] single-core sgemm on 128-wide tiles: ~110 of 166 GFLOP/s
+CPU_LOOP_EFFICIENCY = 0.3          # [M] loop-nest products (64+ wide): ~45 of 166 GFLOP/s
+CPU_INTERLEAVE = 4                 # [M] LLVM's vector body: 4 registers per trip (64 fp32 on AVX-512)
+CPU_SCALAR_PENALTY = 0.75          # [M] a scalar element costs lanes x this many vector ones (3.8 vs 45 GFLOP/s)
+CPU_EDGE_CYCLES_PER_ELEMENT = 1.0  # [E] masked copy of an edge tile, element by element
 
 
 @dataclass
@@ -124,6 +149,51 @@ def pipeline_time(w: Workload, p, ppc: int, waves: int, flop_rate: float) -> flo
     return waves * w.inner_iterations * (STEP_OVERHEAD_CYCLES + exposed) / p.clock_hz
 
 
+def simd_lanes(p) -> int:
+    """fp32 lanes per vector register, from the profile's peak (cores x clock x lanes x 2 FMA units x 2)."""
+    peak = p.peak("float32") or min(p.peak_flops.values())
+    return 2 ** max(0, round(math.log2(max(1.0, peak / (max(1, p.compute_units) * p.clock_hz * 4)))))
+
+
+def vector_efficiency(length: int, p) -> float:
+    """Share of the vector rate a loop of ``length`` contiguous elements reaches: the compiler's
+    vector body takes CPU_INTERLEAVE registers per trip, and what does not fill one (a loop
+    shorter than that, or the remainder) runs scalar."""
+    if not length:
+        return 1.0
+    lanes = simd_lanes(p)
+    body = CPU_INTERLEAVE * lanes
+    vector = length - length % body
+    return length / (vector + (length - vector) * lanes * CPU_SCALAR_PENALTY)
+
+
+def cpu_time(w: Workload, p) -> dict:
+    """The CPU loop-nest costs of one launch (seconds, all threads together)."""
+    threads = 1 if w.config.get("parallel", True) is False else max(1, p.compute_units)
+    programs = max(1, w.programs)
+    used = min(threads, programs)
+    # programs are handed out in runs; the last round may leave threads idle
+    balance = programs / (math.ceil(programs / used) * used)
+    hz = p.clock_hz
+    core_peak = (p.peak(w.peak_key) or min(p.peak_flops.values())) / max(1, p.compute_units)
+    steps = programs * max(1, w.inner_iterations)
+    vec = vector_efficiency(w.vector_length, p)
+    blas_flops = w.library_calls * w.call_flops
+    parts = {
+        "launch": CPU_LAUNCH_S + (CPU_POOL_LAUNCH_S if used > 1 else 0.0),
+        "programs": programs * CPU_PROGRAM_CYCLES / hz,
+        "steps": steps * CPU_STEP_CYCLES / hz,
+        "calls": w.library_calls * (CPU_CALL_CYCLES + w.call_bytes / CPU_PACK_BYTES_PER_CYCLE) / hz,
+        "blas": blas_flops / (core_peak * CPU_BLAS_EFFICIENCY),
+        # a loop-nest operation is one multiply-add: 2 flops at the peak rate
+        "loops": 2.0 * w.loop_ops / (core_peak * CPU_LOOP_EFFICIENCY * vec),
+        "edges": w.edge_elements * CPU_EDGE_CYCLES_PER_ELEMENT / hz,
+    }
+    work = sum(v for k, v in parts.items() if k != "launch")
+    return {"threads": used, "balance": balance, "parts": parts,
+            "t_core": work / (used * balance), "t_launch": parts["launch"]}
+
+
 def predict(w: Workload, p) -> Prediction:
     """Runtime, energy, bound and feasibility of ``w`` on profile ``p`` (a Profile or a name)."""
     if isinstance(p, str):
@@ -164,6 +234,18 @@ def predict(w: Workload, p) -> Prediction:
     t_steps = pipeline_time(w, p, ppc, waves, peak * issue)
     t_body += t_steps
     launch = LAUNCH_OVERHEAD_S.get(p.kind, 1e-5)
+    cpu = None
+    if p.kind == "cpu" and (w.loop_ops or w.library_calls):
+        # loop nests on the cores: their own costs replace the compute and per-core terms;
+        # memory beyond the private caches still overlaps (the larger one shows)
+        cpu = cpu_time(w, p)
+        launch = cpu["t_launch"]
+        outer = {k: v for k, v in terms.items() if k != "compute" and
+                 any(m.name == k and m.scope != "cu" for m in p.memory)}
+        terms = {"compute": cpu["t_core"], **outer}
+        bound = max(terms, key=terms.get)
+        t_max = terms[bound]
+        t_body = t_max + PARTIAL_OVERLAP * (sum(terms.values()) - t_max)
     runtime = t_body + launch
     if launch > t_body:
         bound = "launch"
@@ -199,6 +281,17 @@ def predict(w: Workload, p) -> Prediction:
     for m in p.memory:
         if m.scope == "cu":                      # how much of each private on-chip level a tile takes
             features[f"fit_{m.name}"] = w.tile_bytes_local / m.capacity_bytes
+    if cpu is not None:
+        # what the CPU loop nests spend, each relative to the whole prediction, and their counts
+        for name, t in cpu["parts"].items():
+            features[f"cpu_share_{name}"] = t / runtime
+        features.update({
+            "cpu_threads": cpu["threads"], "cpu_balance": cpu["balance"],
+            "log_library_calls": math.log10(1.0 + w.library_calls), "log_call_flops": math.log10(1.0 + w.call_flops),
+            "log_loop_ops": math.log10(1.0 + w.loop_ops), "vector_length": w.vector_length,
+            "edge_fraction": w.edge_steps / max(1.0, programs * max(1, w.inner_iterations)),
+            "log_steps_per_program": math.log10(max(1, w.inner_iterations)),
+        })
     for name, t in terms.items():
         features[f"t_{name}"] = t
         features[f"share_{name}"] = t / t_max if t_max > 0 else 0.0

@@ -1,6 +1,7 @@
 """Training data from this machine: small DSL kernels for the op families the cost models
-cover (GEMM, GEMV, int8 weight-only GEMV, attention), timed on the Numba backend over a grid
-of shapes and configs.
+cover (GEMM, GEMV, int8 weight-only GEMV, attention) and the op library's quantized kernels
+(``ops.quant`` int4 group-wise GEMM, ``ops.lut_gemm`` 3-bit BCQ LUT-GEMM), timed on the Numba
+backend over a grid of shapes and configs.
 
     python -m autotune.cost.hostbench pass1.jsonl          # measure (a few minutes)
     python -m autotune.cost.hostbench pass2.jsonl
@@ -12,6 +13,7 @@ The real ops in ``ops/`` will supersede these kernels; the tuner's own records f
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import statistics
@@ -84,6 +86,23 @@ def _inputs(op: str, shape: dict, rng):
             p = np.exp(sc - sc.max(-1, keepdims=True))
             return (p / p.sum(-1, keepdims=True)) @ v
         return (q, k, v, np.zeros((H, N, D), f), scale), ref
+    if op == "quant_gemm":
+        quant = importlib.import_module("ops.quant")
+        inp = quant.make_inputs(shape, "float32", rng)
+        x, qw = inp["x"], inp["qw"]
+        c = qw.config
+        m, n, per = shape["M"], shape["N"], c.per_byte
+        scales = qw.scales.reshape(shape["K"] // c.group_size, n // per, per)
+        zeros = scales if qw.zeros is None else qw.zeros.reshape(scales.shape)
+        y = np.zeros((m, n // per, per), f)
+        return (x, qw.qweight, scales, zeros, y), lambda: quant.reference(inp).reshape(y.shape)
+    if op == "lut_gemm":
+        lut_gemm = importlib.import_module("ops.lut_gemm")
+        inp = lut_gemm.make_inputs(shape, "float32", rng)
+        bw = inp["bw"]
+        beta = bw.beta if bw.beta is not None else bw.alpha[0]
+        return (inp["x"], bw.bits, bw.alpha, beta, np.zeros((shape["M"], shape["N"]), f)), \
+            lambda: lut_gemm.reference(inp)
     raise ValueError(op)
 
 
@@ -97,6 +116,16 @@ def _launch(op: str, shape: dict, config: dict, args):
         return lambda: quant_gemv_kernel[(_cdiv(shape["M"], c["BM"]),)](*args, **c)
     if op == "attention":
         return lambda: attention_kernel[(_cdiv(shape["N"], c["BM"]), shape["H"])](*args, D=shape["D"], **c)
+    if op == "quant_gemm":
+        from ops.quant import quant_gemm_kernel
+        bits = shape.get("bits", 4)
+        grid = (_cdiv(shape["M"], c["BM"]), _cdiv(shape["N"] * bits // 8, c["BNB"]))
+        return lambda: quant_gemm_kernel[grid](*args, G=shape["group_size"], BITS=bits, SYMMETRIC=True, **c)
+    if op == "lut_gemm":
+        from ops.lut_gemm import lut_gemm_kernel
+        grid = (_cdiv(shape["M"], c["BM"]), _cdiv(shape["N"], c["BN"]))
+        return lambda: lut_gemm_kernel[grid](*args, G=shape["group_size"], Q=shape.get("bits", 3),
+                                             HAS_OFFSET=False, **c)
     raise ValueError(op)
 
 
@@ -152,6 +181,21 @@ PLAN = {
                   [{"BM": bm, "BN": bn, "parallel": False} for bm, bn in
                    [(8, 16), (16, 16), (16, 64), (32, 32), (32, 128), (64, 64), (64, 16), (128, 64), (128, 128),
                     (256, 64)]]),
+    # the op library's kernels: int4 codes in groups of 128 (4-bit, symmetric), 3-bit BCQ
+    "quant_gemm": ([{"M": m, "N": n, "K": k, "bits": 4, "group_size": 128} for m, n, k in
+                     [(1, 2048, 2048), (1, 4096, 1024), (4, 2048, 2048), (8, 1024, 2048), (1, 1536, 3072),
+                     (3, 3072, 1024), (8, 2048, 1536)]],
+                   [{"BM": bm, "BNB": bnb, "UNPACK": u, "dot": d, "parallel": False} for bm, bnb, u, d in
+                    [(1, 64, "fused", "loops"), (1, 512, "fused", "loops"), (1, 128, "tile", "blas"),
+                     (2, 32, "fused", "loops"), (4, 256, "fused", "loops"), (4, 128, "tile", "blas"),
+                     (8, 256, "tile", "blas"), (8, 64, "tile", "blas"), (8, 16, "fused", "loops"),
+                     (1, 256, "tile", "loops")]]),
+    "lut_gemm": ([{"M": m, "N": n, "K": k, "bits": 3, "group_size": 128} for m, n, k in
+                  [(1, 2048, 2048), (1, 4096, 1024), (4, 2048, 2048), (8, 1024, 2048), (1, 1536, 3072),
+                   (3, 3072, 1024)]],
+                 [{"BM": bm, "BN": bn, "MU": mu, "dot": "loops", "parallel": False} for bm, bn, mu in
+                  [(1, 512, 4), (1, 64, 4), (1, 256, 8), (2, 128, 2), (4, 512, 4), (4, 32, 4), (8, 128, 4),
+                   (1, 128, 1), (8, 512, 8)]]),
 }
 
 

@@ -17,6 +17,13 @@ records from any source can be turned into workloads by name). Fields:
 - ``pipeline_stages``: tiles in flight per program (software pipelining / double buffering).
 - ``work_efficiency``: useful over computed work (edge tiles compute zero padding);
   ``dot_shape``: (m, n, k) of the tile products, checked against the matrix unit.
+- CPU loop nests (the Numba backend; the analytical CPU model reads these): ``library_calls``,
+  the BLAS calls of a launch (tile products with ``dot=blas``), ``call_flops`` and
+  ``call_bytes`` (operands packed) of one such call; ``loop_ops``, element operations done in
+  the kernel's own loops (padded edge tiles included; a multiply-add is one); ``vector_length``,
+  the contiguous extent those loops vectorize along; ``edge_steps``, the (program, loop step)
+  pairs that touch a partial tile, read through a masked copy instead of in place, and
+  ``edge_elements``, the elements those copies move (element by element, whatever their size).
 """
 from __future__ import annotations
 
@@ -46,6 +53,13 @@ class Workload:
     inner_iterations: int = 1            # sequential steps per program (K loop trips), for pipelining
     work_efficiency: float = 1.0         # useful / computed work (edge tiles compute padding)
     dot_shape: tuple[int, int, int] | None = None   # (m, n, k) of the tile products, if any
+    library_calls: float = 0.0           # BLAS calls per launch (CPU, dot=blas)
+    call_flops: float = 0.0              # flops of one such call
+    call_bytes: float = 0.0              # operand bytes of one such call
+    loop_ops: float = 0.0                # element operations in the kernel's own loops
+    vector_length: int = 0               # contiguous extent those loops run along
+    edge_steps: float = 0.0              # (program, step) pairs touching a partial tile
+    edge_elements: float = 0.0           # elements copied through masked loads at those steps
 
     @property
     def programs(self) -> int:
@@ -66,6 +80,18 @@ def itemsize(dtype: str) -> float:
     if dtype not in sizes:
         raise TilecError(f"unknown dtype {dtype!r} for a workload; known: {sorted(sizes)}")
     return sizes[dtype]
+
+
+def blas(config: dict) -> bool:
+    """Whether tile products become library (BLAS) calls: the Numba backend's ``dot`` option."""
+    return config.get("dot", "blas") == "blas"
+
+
+def edges(extents: list[tuple[int, int]]) -> tuple[int, int]:
+    """(all tiles, partial tiles) over a grid of tiles, one (size, tile) pair per tiled axis."""
+    total = math.prod(cdiv(n, b) for n, b in extents)
+    full = math.prod(int(n) // int(b) for n, b in extents)
+    return total, total - full
 
 
 def _need(shape: dict, config: dict, op: str, shape_keys: tuple, config_keys: tuple) -> None:
@@ -93,6 +119,9 @@ def gemm(shape: dict, dtype: str, config: dict) -> Workload:
         # + 40 for indices: fitted to Triton 3.9 sm_80 compiles of a pointer-block GEMM,
         # erring on the side of predicting a spill
         regs = int(1.5 * BM * BN / threads + (BM * BK + BK * BN) * e / threads + 40)
+    steps, edge = edges([(M, BM), (N, BN), (K, BK)])
+    padded = 2.0 * steps * BM * BN * BK
+    lib = blas(config)
     return Workload(
         "gemm", {"M": M, "N": N, "K": K}, dtype, dict(config), flops=2.0 * M * N * K,
         bytes=(M * K + K * N + M * N) * e,
@@ -101,7 +130,10 @@ def gemm(shape: dict, dtype: str, config: dict) -> Workload:
                  "local": gm * gn * cdiv(K, BK) * (BM * BK + BK * BN) * e},
         level_bytes={"L0A": BM * BK * e, "L0B": BK * BN * e, "L0C": BM * BN * 4},
         pipeline_stages=stages, inner_iterations=cdiv(K, BK),
-        work_efficiency=(M * N * K) / (gm * BM * gn * BN * cdiv(K, BK) * BK), dot_shape=(BM, BN, BK))
+        work_efficiency=(M * N * K) / (gm * BM * gn * BN * cdiv(K, BK) * BK), dot_shape=(BM, BN, BK),
+        library_calls=steps if lib else 0.0, call_flops=2.0 * BM * BN * BK, call_bytes=(BM * BK + BK * BN) * e,
+        loop_ops=gm * gn * BM * BN + (0.0 if lib else padded / 2), vector_length=BN,
+        edge_steps=edge, edge_elements=edge * (BM * BK + BK * BN))
 
 
 def gemv(shape: dict, dtype: str, config: dict) -> Workload:
@@ -111,11 +143,13 @@ def gemv(shape: dict, dtype: str, config: dict) -> Workload:
     BM, BK = int(config["BM"]), int(config["BK"])
     e = itemsize(dtype)
     gm = cdiv(M, BM)
+    steps, edge = edges([(M, BM), (K, BK)])
     return Workload("gemv", {"M": M, "K": K}, dtype, dict(config), flops=2.0 * M * K,
                     bytes=M * K * e + K * e + M * e, grid=(gm,), tile_bytes_local=int((BM * BK + BK) * e),
                     traffic={"dram": M * K * e + K * e * gm + M * e,
                              "local": gm * cdiv(K, BK) * (BM * BK + BK) * e},
-                    inner_iterations=cdiv(K, BK), work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK))
+                    inner_iterations=cdiv(K, BK), work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK),
+                    loop_ops=steps * BM * BK, vector_length=BK, edge_steps=edge, edge_elements=edge * (BM * BK + BK))
 
 
 def quant_gemv(shape: dict, dtype: str, config: dict) -> Workload:
@@ -126,12 +160,18 @@ def quant_gemv(shape: dict, dtype: str, config: dict) -> Workload:
     wb = int(shape.get("wbits", 8)) / 8
     e = itemsize(dtype)
     gm = cdiv(M, BM)
+    steps, edge = edges([(M, BM), (K, BK)])
     return Workload("quant_gemv", dict(shape), dtype, dict(config), flops=2.0 * M * K,
                     bytes=M * K * wb + K * e + 2 * M * e, grid=(gm,),
                     tile_bytes_local=int(BM * BK * (wb + 4) + BK * e), compute_dtype=dtype,
                     traffic={"dram": M * K * wb + K * e * gm + 2 * M * e,
                              "local": gm * cdiv(K, BK) * (BM * BK * (wb + 4) + BK * e)},
-                    inner_iterations=cdiv(K, BK), work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK))
+                    inner_iterations=cdiv(K, BK), work_efficiency=(M * K) / (gm * BM * cdiv(K, BK) * BK),
+                    loop_ops=2.0 * steps * BM * BK, vector_length=BK, edge_steps=edge,
+                    edge_elements=edge * (BM * BK + BK))
+
+
+ATTENTION_OPS_PER_SCORE = 16        # [E] scale, mask, max, subtract, sum: 1 each; exp: ~10
 
 
 def attention(shape: dict, dtype: str, config: dict) -> Workload:
@@ -145,17 +185,87 @@ def attention(shape: dict, dtype: str, config: dict) -> Workload:
     causal = bool(shape.get("causal", False))
     frac = 0.5 if causal else 1.0
     gm = cdiv(N, BM)
+    kb = max(1, int(cdiv(Nk, BN) * frac))
+    steps = heads * gm * kb
+    edge = heads * (gm * kb - (N // BM) * int((Nk // BN) * frac))
+    lib = blas(config)
     return Workload("attention", dict(shape), dtype, dict(config), flops=4.0 * heads * N * Nk * D * frac,
                     bytes=heads * (2 * N * D + 2 * Nk * D) * e, grid=(gm, heads),
                     tile_bytes_local=int((BM * D + 2 * BN * D) * e + (BM * BN + BM * D) * 4),
                     traffic={"dram": heads * (2 * N * D * e + 2 * Nk * D * e * gm * frac),
                              "local": heads * gm * (2 * BM * D * e + cdiv(Nk, BN) * frac * (2 * BN * D * e + BM * BN * 4))},
-                    inner_iterations=max(1, int(cdiv(Nk, BN) * frac)),
-                    work_efficiency=(N * Nk) / (gm * BM * cdiv(Nk, BN) * BN), dot_shape=(BM, BN, D))
+                    inner_iterations=kb,
+                    work_efficiency=(N * Nk) / (gm * BM * cdiv(Nk, BN) * BN), dot_shape=(BM, BN, D),
+                    # two products per key block; around them, per score: scale, mask, max, exp,
+                    # subtract, sum, each over the whole score tile, and the rescale of the output rows
+                    library_calls=2.0 * steps if lib else 0.0, call_flops=2.0 * BM * BN * D,
+                    call_bytes=(BM * D + 2 * BN * D + BM * BN) * e / 2,
+                    loop_ops=steps * (ATTENTION_OPS_PER_SCORE * BM * BN + BM * D + (0.0 if lib else BM * BN * D)),
+                    vector_length=BM * BN, edge_steps=edge,
+                    edge_elements=edge * (2 * BN * D + BM * BN))   # masked key/value copies, masked scores
+
+
+def quant_gemm(shape: dict, dtype: str, config: dict) -> Workload:
+    """``ops.quant``: y[M,N] = x[M,K] @ dequant(W) with ``bits``-bit codes packed 8/bits per byte,
+    one scale per group of ``group_size`` rows; config BM rows, BNB packed bytes wide, UNPACK
+    "fused" (codes unpacked in the multiply loop) or "tile" (a group unpacked once, then one
+    tile product)."""
+    _need(shape, config, "quant_gemm", ("M", "N", "K"), ("BM", "BNB"))
+    M, N, K = (int(shape[k]) for k in "MNK")
+    bits, G = int(shape.get("bits", 4)), int(shape.get("group_size", 128))
+    BM, BNB = int(config["BM"]), int(config["BNB"])
+    P, NB = 8 // bits, N * bits // 8
+    e = itemsize(dtype)
+    gm, gn = cdiv(M, BM), cdiv(NB, BNB)
+    steps, edge = edges([(M, BM), (NB, BNB), (K, G)])
+    tile = config.get("UNPACK", "fused") == "tile"
+    lib = tile and blas(config)
+    product = steps * BM * G * P * BNB                 # multiply-adds, padding included
+    unpack = steps * G * P * BNB * 3 + steps * BM * P * BNB * 3 + steps * BM * G
+    weights = K * NB + 4.0 * (K // G) * N
+    return Workload("quant_gemm", dict(shape), dtype, dict(config), flops=2.0 * M * N * K,
+                    bytes=weights + (M * K + M * N) * e, grid=(gm, gn),
+                    tile_bytes_local=int(BM * G * e + G * BNB + (G + BM) * P * BNB * 4), compute_dtype=dtype,
+                    traffic={"dram": weights + M * K * e * gn + M * N * e,
+                             "local": steps * (BM * G * e + G * BNB) + (steps * G * P * BNB * 4 if tile else 0)},
+                    inner_iterations=cdiv(K, G), work_efficiency=(M * N * K) / max(1, product * 1.0),
+                    library_calls=steps if lib else 0.0, call_flops=2.0 * BM * G * P * BNB,
+                    call_bytes=(BM * G + G * P * BNB) * 4.0, loop_ops=unpack + (0.0 if lib else product),
+                    vector_length=P * BNB if tile else BNB, edge_steps=edge, edge_elements=edge * (BM * G + G * BNB))
+
+
+def lut_gemm(shape: dict, dtype: str, config: dict) -> Workload:
+    """``ops.lut_gemm``: y[M,N] = x[M,K] @ W for W in ``bits`` binary-coded planes with a scale
+    per group of ``group_size`` rows; per group, tables of the 2**MU signed sums of MU
+    activations, then per plane one lookup per MU weights. Config BM, BN, MU."""
+    _need(shape, config, "lut_gemm", ("M", "N", "K"), ("BM", "BN", "MU"))
+    M, N, K = (int(shape[k]) for k in "MNK")
+    Q, G = int(shape.get("bits", 3)), int(shape.get("group_size", 128))
+    BM, BN, MU = int(config["BM"]), int(config["BN"]), int(config["MU"])
+    T, GB = 1 << MU, cdiv(G, 8)
+    e = itemsize(dtype)
+    gm, gn = cdiv(M, BM), cdiv(N, BN)
+    steps, edge = edges([(M, BM), (N, BN), (K, G)])
+    lookups = steps * Q * BM * (GB * 8 // MU) * BN
+    table_flops = 2.0 * steps * BM * GB * 8 * T
+    lib = blas(config)
+    weights = Q * (K // G) * GB * N + 4.0 * Q * (K // G) * N      # sign planes (bytes padded per group), scales
+    return Workload("lut_gemm", dict(shape), dtype, dict(config), flops=2.0 * M * N * K,
+                    bytes=weights + (M * K + M * N) * e, grid=(gm, gn),
+                    tile_bytes_local=int(BM * GB * 8 * e + BM * (GB * 8 // MU) * T * 4 + GB * BN + BM * BN * 4),
+                    compute_dtype=dtype,
+                    traffic={"dram": weights + M * K * e * gn + M * N * e,
+                             "local": steps * (BM * GB * 8 * e + Q * GB * BN) + lookups * 4},
+                    inner_iterations=cdiv(K, G), work_efficiency=(M * N * K) / max(1.0, steps * BM * BN * G),
+                    library_calls=steps if lib else 0.0, call_flops=2.0 * BM * GB * 8 * T,
+                    call_bytes=(BM * GB * 8 + MU * T) * 4.0,
+                    loop_ops=lookups + steps * Q * (2 * GB * 8 // MU * BN + 2 * BM * BN) + (0.0 if lib else table_flops / 2),
+                    vector_length=BN, edge_steps=edge, edge_elements=edge * (BM * GB * 8 + Q * GB * BN))
 
 
 BUILDERS: dict[str, Callable[[dict, str, dict], Workload]] = {
-    "gemm": gemm, "gemv": gemv, "quant_gemv": quant_gemv, "attention": attention}
+    "gemm": gemm, "gemv": gemv, "quant_gemv": quant_gemv, "attention": attention,
+    "quant_gemm": quant_gemm, "lut_gemm": lut_gemm}
 
 
 def register(op: str, builder: Callable[[dict, str, dict], Workload]) -> None:
