@@ -51,6 +51,21 @@ def test_heads_interleaved_layout(lq, lk, causal, seed):
     np.testing.assert_allclose(out, reference({"q": q, "k": k, "v": v, "causal": causal}), rtol=2e-4, atol=2e-5)
 
 
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lq=st.sampled_from([256, 257, 383, 521]), extra=st.sampled_from([0, 1, 130]), causal=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_default_tiles_long_sequences(lq, extra, causal, seed):
+    """The CPU default's big tiles (256 query rows, 128 keys): lengths one past a tile, primes,
+    a partial last key tile, GQA."""
+    from ops.attention import default_config
+    lk = lq + extra
+    assert default_config({"Lq": lq, "Lk": lk, "D": 64}, "numba")["BM"] == 256
+    rng = np.random.default_rng(seed)
+    q, k, v = _inputs(rng, 1, 2, 1, lq, lk, 64)
+    out = attention(q, k, v, causal=causal)
+    np.testing.assert_allclose(out, reference({"q": q, "k": k, "v": v, "causal": causal}), rtol=2e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_default_config_and_lse(backend):
     rng = np.random.default_rng(1)
