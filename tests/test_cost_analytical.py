@@ -295,3 +295,22 @@ def test_quantized_workloads_match_the_ops_formulas(name, shape):
     assert w.bytes == pytest.approx(spec.bytes(shape, "float32"), rel=1e-12)
     r = predict(w, hw_profiles.load("host"))
     assert r.runtime_s > 0 and math.isfinite(r.runtime_s)
+
+
+def test_cpu_gemm_seeds_amortize_per_call_costs():
+    """The tuner's cost-model seeds for GEMM on this host (the op library's full CPU space,
+    BLAS and loop-nest products): BLAS products deep enough to amortize each call's fixed
+    cost and packing (BK >= 64), wide enough for the vector body, and at least one program
+    per core, so no core idles."""
+    ops = pytest.importorskip("ops")
+    from autotune.run import cost_model_seeds
+    op = ops.REGISTRY["gemm"]
+    p = hw_profiles.load("host")
+    for n in (512, 1024):
+        shape = {"M": n, "N": n, "K": n}
+        seeds = cost_model_seeds(op, shape, "float32", op.space("numba"), p)
+        assert len(seeds) == 3
+        for c in seeds:
+            w = workload_for("gemm", shape, "float32", c)
+            assert c.get("dot", "blas") == "blas" and c["BK"] >= 64 and c["BN"] >= 64, (n, c)
+            assert w.programs >= p.compute_units, (n, c)
