@@ -181,9 +181,12 @@ def test_host_numba_records_held_out_by_shape(monkeypatch):
     assert res.metrics["r2"] >= 0.9 and res.metrics["spearman"] >= 0.9, res.metrics
     assert res.metrics["spearman_within_shape_mean"] >= 0.9, res.metrics
     held = [recs[i] for train, test in split.folds for i in test]
+    per_op = res.by_op()
+    assert set(per_op) == HOST_OPS
     for op in sorted(HOST_OPS):
         ix = [i for i, r in enumerate(held) if r.op == op]
         m = ev.metrics(res.measured[ix], res.predicted[ix], [held[i].group_key("shape") for i in ix])
+        assert m == per_op[op]
         assert m["shapes"] >= 6 and m["spearman_within_shape_mean"] >= 0.9, (op, m)
         assert m["r2"] >= 0.85, (op, m)
 

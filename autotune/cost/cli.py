@@ -76,6 +76,9 @@ def run_eval(args) -> int:
         res = ev.cross_validate(recs, sp, lambda tr: LearnedModel.fit(tr, seed=args.seed), lambda m, te: m.predict(te))
         results.append(res)
         print(f"{res.split:48s} {ev.fmt(res.metrics)}")
+        per_op = res.by_op() if len(set(res.ops)) > 1 else {}
+        for op, m in per_op.items():
+            print(f"{'  ' + op:48s} {ev.fmt(m)}")
         if res.energy:
             print(f"{'  energy':48s} {ev.fmt(res.energy)}")
     if args.plot:
@@ -85,7 +88,8 @@ def run_eval(args) -> int:
         from pathlib import Path
 
         from tilec.runtime.cache import atomic_write
-        atomic_write(Path(args.json), json.dumps([{"split": r.split, "runtime": r.metrics, "energy": r.energy}
+        atomic_write(Path(args.json), json.dumps([{"split": r.split, "runtime": r.metrics, "energy": r.energy,
+                                                   "runtime_by_op": r.by_op() if len(set(r.ops)) > 1 else {}}
                                                   for r in results], indent=1))
     return 0
 

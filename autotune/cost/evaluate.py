@@ -88,11 +88,21 @@ class Result:
     measured: np.ndarray = field(repr=False, default=None)
     predicted: np.ndarray = field(repr=False, default=None)
     energy: dict | None = None
+    groups: list = field(repr=False, default_factory=list)     # each held-out row's shape group
+    ops: list = field(repr=False, default_factory=list)        # and its op
+
+    def by_op(self) -> dict[str, dict]:
+        """The metrics of each op family's held-out rows (within-shape ranks included)."""
+        out = {}
+        for op in sorted(set(self.ops)):
+            ix = [i for i, o in enumerate(self.ops) if o == op]
+            out[op] = metrics(self.measured[ix], self.predicted[ix], [self.groups[i] for i in ix])
+        return out
 
 
 def cross_validate(records: list[Record], split: Split, fit, predict) -> Result:
     """Train on each fold's rows, predict its held-out rows, and score all held-out rows together."""
-    ys, ps, groups, ey, ep = [], [], [], [], []
+    ys, ps, groups, ops, ey, ep = [], [], [], [], [], []
     for train, test in split.folds:
         model = fit([records[i] for i in train])
         test_recs = [records[i] for i in test]
@@ -100,11 +110,12 @@ def cross_validate(records: list[Record], split: Split, fit, predict) -> Result:
         ys += [r.runtime_s for r in test_recs]
         ps += list(rt)
         groups += [r.group_key("shape") for r in test_recs]
+        ops += [r.op for r in test_recs]
         for r, e in zip(test_recs, en):
             if r.energy_j:
                 ey.append(r.energy_j)
                 ep.append(e)
-    res = Result(split.name, metrics(ys, ps, groups), np.array(ys), np.array(ps))
+    res = Result(split.name, metrics(ys, ps, groups), np.array(ys), np.array(ps), groups=groups, ops=ops)
     if ey:
         res.energy = metrics(ey, ep)
     return res
