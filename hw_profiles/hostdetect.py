@@ -169,7 +169,8 @@ def measure(seconds: float = 0.5, stream_bytes: int = 512 * MB) -> dict[str, flo
     mb.triad(a, b, c, np.float32(2.0))
     mb.read_sum(b)
     out = np.zeros(core_count(), np.float32)
-    mb.fma_loop(10, out)
+    mul, add = np.float32(0.999999), np.float32(1e-7)     # runtime values (see fma_loop)
+    mb.fma_loop(10, out, mul, add)
     triad = read = fma = 0.0
     deadline = time.perf_counter() + seconds
     while True:
@@ -178,7 +179,7 @@ def measure(seconds: float = 0.5, stream_bytes: int = 512 * MB) -> dict[str, flo
         t = time.perf_counter(); mb.read_sum(b); dt = time.perf_counter() - t
         read = max(read, 4 * n / dt)
         iters = 200_000
-        t = time.perf_counter(); mb.fma_loop(iters, out); dt = time.perf_counter() - t
+        t = time.perf_counter(); mb.fma_loop(iters, out, mul, add); dt = time.perf_counter() - t
         fma = max(fma, mb.FMA_FLOPS_PER_ITER * iters * out.size / dt)
         if time.perf_counter() > deadline:
             break
