@@ -314,3 +314,29 @@ def test_cpu_gemm_seeds_amortize_per_call_costs():
             w = workload_for("gemm", shape, "float32", c)
             assert c.get("dot", "blas") == "blas" and c["BK"] >= 64 and c["BN"] >= 64, (n, c)
             assert w.programs >= p.compute_units, (n, c)
+
+
+def test_lut_lookups_vectorize_only_from_a_register_sized_table():
+    """LUT-GEMM on this host: lookups from a table of exactly one register's lanes are one
+    permute per register, any other table is read one lookup at a time; so where the space
+    offers such a table (MU=4 with AVX-512), the tuner's seeds take it."""
+    ops = pytest.importorskip("ops")
+    from autotune.cost.analytical import lookup_time, simd_lanes
+    from autotune.run import cost_model_seeds
+    p = hw_profiles.load("host")
+    lanes = simd_lanes(p)
+    shape = {"M": 1, "N": 4096, "K": 4096, "bits": 3, "group_size": 128}
+    per_lookup = {}
+    for mu in (1, 2, 4, 8):
+        w = workload_for("lut_gemm", shape, "float32", {"BM": 1, "BN": 512, "MU": mu})
+        assert w.lookups == 3 * 4096 * 4096 / mu and w.table_entries == 2 ** mu
+        per_lookup[mu] = lookup_time(w, p) / w.lookups
+    for mu, t in per_lookup.items():
+        if 2 ** mu == lanes:
+            assert all(t < other / 4 for m, other in per_lookup.items() if m != mu)
+    op = ops.REGISTRY["lut_gemm"]
+    mus = next(q.choices for q in op.space("numba").params if q.name == "MU")
+    if lanes in {2 ** mu for mu in mus}:
+        for m in (1, 8):
+            seeds = cost_model_seeds(op, {"M": m, "N": 4096, "K": 4096}, "float32", op.space("numba"), p)
+            assert seeds and all(2 ** c["MU"] == lanes for c in seeds), seeds

@@ -23,7 +23,8 @@ CPU (the Numba backend: programs run as loop nests on the cores, tile products a
   - BLAS products run at a share of the core's peak; the kernel's own loops at a smaller
     share, and what does not fill the compiler's vector body (4 registers: 64 fp32 lanes with
     AVX-512) runs scalar, so a 32-wide loop is ~12x slower per element than a 64-wide one;
-  - partial (edge) tiles are copied through masks instead of read in place;
+  - partial (edge) tiles are copied through masks instead of read in place; table lookups
+    are one permute per register when the table fills exactly one register, else scalar;
   - all of this is divided over the threads in use (one with ``parallel=False``), the last
     round of programs possibly partial; memory beyond the private caches (the shared cache
     and DRAM, compulsory traffic from DRAM as on the GPUs) overlaps with it as roofline terms.
@@ -60,6 +61,8 @@ CPU_BLAS_EFFICIENCY = 0.65         # [M] single-core sgemm on 128-wide tiles: ~1
 CPU_LOOP_EFFICIENCY = 0.3          # [M] loop-nest products (64+ wide): ~45 of 166 GFLOP/s
 CPU_INTERLEAVE = 4                 # [M] LLVM's vector body: 4 registers per trip (64 fp32 on AVX-512)
 CPU_SCALAR_PENALTY = 0.75          # [M] a scalar element costs lanes x this many vector ones (3.8 vs 45 GFLOP/s)
+CPU_LOOKUP_CYCLES = 1.0            # [M] a scalar lookup (LUT-GEMM, 2- and 256-entry tables: 0.37-0.53 ns)
+CPU_VECTOR_LOOKUP_CYCLES = 3.0     # [M] one register of lookups from a table held in a register (vpermps)
 CPU_EDGE_CYCLES_PER_ELEMENT = 1.0  # [E] masked copy of an edge tile, element by element
 
 
@@ -167,6 +170,20 @@ def vector_efficiency(length: int, p) -> float:
     return length / (vector + (length - vector) * lanes * CPU_SCALAR_PENALTY)
 
 
+def lookup_time(w: Workload, p) -> float:
+    """Table lookups: a table of one register's lanes (16 fp32 with AVX-512) stays in that
+    register and one permute does a register of lookups, one vector-helper call per row;
+    any other table is read one lookup at a time."""
+    if not w.lookups:
+        return 0.0
+    lanes = simd_lanes(p)
+    if w.table_entries == lanes:
+        cycles = w.lookups / lanes * CPU_VECTOR_LOOKUP_CYCLES + w.lookup_rows * CPU_CALL_CYCLES
+    else:
+        cycles = w.lookups * CPU_LOOKUP_CYCLES
+    return cycles / p.clock_hz
+
+
 def cpu_time(w: Workload, p) -> dict:
     """The CPU loop-nest costs of one launch (seconds, all threads together)."""
     threads = 1 if w.config.get("parallel", True) is False else max(1, p.compute_units)
@@ -188,6 +205,7 @@ def cpu_time(w: Workload, p) -> dict:
         # a loop-nest operation is one multiply-add: 2 flops at the peak rate
         "loops": 2.0 * w.loop_ops / (core_peak * CPU_LOOP_EFFICIENCY * vec),
         "edges": w.edge_elements * CPU_EDGE_CYCLES_PER_ELEMENT / hz,
+        "lookups": lookup_time(w, p),
     }
     work = sum(v for k, v in parts.items() if k != "launch")
     return {"threads": used, "balance": balance, "parts": parts,
@@ -235,7 +253,7 @@ def predict(w: Workload, p) -> Prediction:
     t_body += t_steps
     launch = LAUNCH_OVERHEAD_S.get(p.kind, 1e-5)
     cpu = None
-    if p.kind == "cpu" and (w.loop_ops or w.library_calls):
+    if p.kind == "cpu" and (w.loop_ops or w.library_calls or w.lookups):
         # loop nests on the cores: their own costs replace the compute and per-core terms;
         # memory beyond the private caches still overlaps (the larger one shows)
         cpu = cpu_time(w, p)

@@ -23,7 +23,8 @@ records from any source can be turned into workloads by name). Fields:
   the kernel's own loops (padded edge tiles included; a multiply-add is one); ``vector_length``,
   the contiguous extent those loops vectorize along; ``edge_steps``, the (program, loop step)
   pairs that touch a partial tile, read through a masked copy instead of in place, and
-  ``edge_elements``, the elements those copies move (element by element, whatever their size).
+  ``edge_elements``, the elements those copies move (element by element, whatever their size);
+  ``lookups`` from a table of ``table_entries`` (LUT-GEMM), in ``lookup_rows`` rows.
 """
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ class Workload:
     vector_length: int = 0               # contiguous extent those loops run along
     edge_steps: float = 0.0              # (program, step) pairs touching a partial tile
     edge_elements: float = 0.0           # elements copied through masked loads at those steps
+    lookups: float = 0.0                 # table lookups (gathers from a small table) per launch
+    table_entries: int = 0               # entries of that table
+    lookup_rows: float = 0.0             # rows of lookups (one vector-helper call each when vectorized)
 
     @property
     def programs(self) -> int:
@@ -221,7 +225,8 @@ def quant_gemm(shape: dict, dtype: str, config: dict) -> Workload:
     tile = config.get("UNPACK", "fused") == "tile"
     lib = tile and blas(config)
     product = steps * BM * G * P * BNB                 # multiply-adds, padding included
-    unpack = steps * G * P * BNB * 3 + steps * BM * P * BNB * 3 + steps * BM * G
+    # shift, mask and convert run as vector instructions over P * BNB codes: about one FMA's worth each
+    unpack = steps * G * P * BNB + steps * BM * P * BNB * 3 + steps * BM * G
     weights = K * NB + 4.0 * (K // G) * N
     return Workload("quant_gemm", dict(shape), dtype, dict(config), flops=2.0 * M * N * K,
                     bytes=weights + (M * K + M * N) * e, grid=(gm, gn),
@@ -231,7 +236,7 @@ def quant_gemm(shape: dict, dtype: str, config: dict) -> Workload:
                     inner_iterations=cdiv(K, G), work_efficiency=(M * N * K) / max(1, product * 1.0),
                     library_calls=steps if lib else 0.0, call_flops=2.0 * BM * G * P * BNB,
                     call_bytes=(BM * G + G * P * BNB) * 4.0, loop_ops=unpack + (0.0 if lib else product),
-                    vector_length=P * BNB if tile else BNB, edge_steps=edge, edge_elements=edge * (BM * G + G * BNB))
+                    vector_length=P * BNB, edge_steps=edge, edge_elements=edge * (BM * G + G * BNB))
 
 
 def lut_gemm(shape: dict, dtype: str, config: dict) -> Workload:
@@ -259,8 +264,8 @@ def lut_gemm(shape: dict, dtype: str, config: dict) -> Workload:
                     inner_iterations=cdiv(K, G), work_efficiency=(M * N * K) / max(1.0, steps * BM * BN * G),
                     library_calls=steps if lib else 0.0, call_flops=2.0 * BM * GB * 8 * T,
                     call_bytes=(BM * GB * 8 + MU * T) * 4.0,
-                    loop_ops=lookups + steps * Q * (2 * GB * 8 // MU * BN + 2 * BM * BN) + (0.0 if lib else table_flops / 2),
-                    vector_length=BN, edge_steps=edge, edge_elements=edge * (BM * GB * 8 + Q * GB * BN))
+                    loop_ops=steps * Q * (2 * GB * 8 // MU * BN + 2 * BM * BN) + (0.0 if lib else table_flops / 2),
+                    lookups=lookups, table_entries=T, lookup_rows=steps * Q * BM, vector_length=BN, edge_steps=edge, edge_elements=edge * (BM * GB * 8 + Q * GB * BN))
 
 
 BUILDERS: dict[str, Callable[[dict, str, dict], Workload]] = {
