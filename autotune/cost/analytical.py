@@ -19,7 +19,9 @@ CPU (the Numba backend: programs run as loop nests on the cores, tile products a
   - fixed costs measured on the development host (a 2-vCPU AVX-512 VM, single-thread CPU time):
     a launch (Python dispatch and argument checks, ~20 us; with a thread pool ~15 us more),
     each program (~0.1 us: accumulator, stores), each loop step (~50 ns: tile views, bounds),
-    each BLAS call (~0.2 us) plus the packing of its operands (~17 GB/s per core);
+    each BLAS call (~0.2 us) plus the packing of its operands (~17 GB/s per core) and its
+    result tile read and written at the core's L2 bandwidth (BK=16 GEMM tiles measure 5-19%
+    slower than BK=256 at 512^3, whatever the tile);
   - BLAS products run at a share of the core's peak; the kernel's own loops at a smaller
     share, and what does not fill the compiler's vector body (4 registers: 64 fp32 lanes with
     AVX-512) runs scalar, so a 32-wide loop is ~12x slower per element than a 64-wide one;
@@ -170,6 +172,15 @@ def vector_efficiency(length: int, p) -> float:
     return length / (vector + (length - vector) * lanes * CPU_SCALAR_PENALTY)
 
 
+def private_bandwidth(p) -> float:
+    """One core's bandwidth to its largest private cache (L2 here), where a BLAS call's
+    result tile is read and written once per call."""
+    private = [m for m in p.memory if m.scope == "cu"]
+    if not private:
+        return p.dram.bandwidth_bytes_per_s / max(1, p.compute_units)
+    return max(private, key=lambda m: m.capacity_bytes).bandwidth_bytes_per_s / max(1, p.compute_units)
+
+
 def lookup_time(w: Workload, p) -> float:
     """Table lookups: a table of one register's lanes (16 fp32 with AVX-512) stays in that
     register and one permute does a register of lookups, one vector-helper call per row;
@@ -200,7 +211,8 @@ def cpu_time(w: Workload, p) -> dict:
         "launch": CPU_LAUNCH_S + (CPU_POOL_LAUNCH_S if used > 1 else 0.0),
         "programs": programs * CPU_PROGRAM_CYCLES / hz,
         "steps": steps * CPU_STEP_CYCLES / hz,
-        "calls": w.library_calls * (CPU_CALL_CYCLES + w.call_bytes / CPU_PACK_BYTES_PER_CYCLE) / hz,
+        "calls": w.library_calls * ((CPU_CALL_CYCLES + w.call_bytes / CPU_PACK_BYTES_PER_CYCLE) / hz
+                                    + w.call_out_bytes / private_bandwidth(p)),
         "blas": blas_flops / (core_peak * CPU_BLAS_EFFICIENCY),
         # a loop-nest operation is one multiply-add: 2 flops at the peak rate
         "loops": 2.0 * w.loop_ops / (core_peak * CPU_LOOP_EFFICIENCY * vec),

@@ -18,8 +18,9 @@ records from any source can be turned into workloads by name). Fields:
 - ``work_efficiency``: useful over computed work (edge tiles compute zero padding);
   ``dot_shape``: (m, n, k) of the tile products, checked against the matrix unit.
 - CPU loop nests (the Numba backend; the analytical CPU model reads these): ``library_calls``,
-  the BLAS calls of a launch (tile products with ``dot=blas``), ``call_flops`` and
-  ``call_bytes`` (operands packed) of one such call; ``loop_ops``, element operations done in
+  the BLAS calls of a launch (tile products with ``dot=blas``), ``call_flops``,
+  ``call_bytes`` (operands packed) and ``call_out_bytes`` (the result read and written) of one
+  such call; ``loop_ops``, element operations done in
   the kernel's own loops (padded edge tiles included; a multiply-add is one); ``vector_length``,
   the contiguous extent those loops vectorize along; ``edge_steps``, the (program, loop step)
   pairs that touch a partial tile, read through a masked copy instead of in place, and
@@ -57,6 +58,7 @@ class Workload:
     library_calls: float = 0.0           # BLAS calls per launch (CPU, dot=blas)
     call_flops: float = 0.0              # flops of one such call
     call_bytes: float = 0.0              # operand bytes of one such call
+    call_out_bytes: float = 0.0          # result bytes one such call reads and writes (C += A @ B)
     loop_ops: float = 0.0                # element operations in the kernel's own loops
     vector_length: int = 0               # contiguous extent those loops run along
     edge_steps: float = 0.0              # (program, step) pairs touching a partial tile
@@ -136,6 +138,7 @@ def gemm(shape: dict, dtype: str, config: dict) -> Workload:
         pipeline_stages=stages, inner_iterations=cdiv(K, BK),
         work_efficiency=(M * N * K) / (gm * BM * gn * BN * cdiv(K, BK) * BK), dot_shape=(BM, BN, BK),
         library_calls=steps if lib else 0.0, call_flops=2.0 * BM * BN * BK, call_bytes=(BM * BK + BK * BN) * e,
+        call_out_bytes=2.0 * BM * BN * 4,
         loop_ops=gm * gn * BM * BN + (0.0 if lib else padded / 2), vector_length=BN,
         edge_steps=edge, edge_elements=edge * (BM * BK + BK * BN))
 
@@ -203,7 +206,7 @@ def attention(shape: dict, dtype: str, config: dict) -> Workload:
                     # two products per key block; around them, per score: scale, mask, max, exp,
                     # subtract, sum, each over the whole score tile, and the rescale of the output rows
                     library_calls=2.0 * steps if lib else 0.0, call_flops=2.0 * BM * BN * D,
-                    call_bytes=(BM * D + 2 * BN * D + BM * BN) * e / 2,
+                    call_bytes=(BM * D + 2 * BN * D + BM * BN) * e / 2, call_out_bytes=(BM * BN + 2 * BM * D) * 4 / 2,
                     loop_ops=steps * (ATTENTION_OPS_PER_SCORE * BM * BN + BM * D + (0.0 if lib else BM * BN * D)),
                     vector_length=BM * BN, edge_steps=edge,
                     edge_elements=edge * (2 * BN * D + BM * BN))   # masked key/value copies, masked scores
@@ -235,7 +238,7 @@ def quant_gemm(shape: dict, dtype: str, config: dict) -> Workload:
                              "local": steps * (BM * G * e + G * BNB) + (steps * G * P * BNB * 4 if tile else 0)},
                     inner_iterations=cdiv(K, G), work_efficiency=(M * N * K) / max(1, product * 1.0),
                     library_calls=steps if lib else 0.0, call_flops=2.0 * BM * G * P * BNB,
-                    call_bytes=(BM * G + G * P * BNB) * 4.0, loop_ops=unpack + (0.0 if lib else product),
+                    call_bytes=(BM * G + G * P * BNB) * 4.0, call_out_bytes=BM * P * BNB * 4.0, loop_ops=unpack + (0.0 if lib else product),
                     vector_length=P * BNB, edge_steps=edge, edge_elements=edge * (BM * G + G * BNB))
 
 
@@ -263,7 +266,7 @@ def lut_gemm(shape: dict, dtype: str, config: dict) -> Workload:
                              "local": steps * (BM * GB * 8 * e + Q * GB * BN) + lookups * 4},
                     inner_iterations=cdiv(K, G), work_efficiency=(M * N * K) / max(1.0, steps * BM * BN * G),
                     library_calls=steps if lib else 0.0, call_flops=2.0 * BM * GB * 8 * T,
-                    call_bytes=(BM * GB * 8 + MU * T) * 4.0,
+                    call_bytes=(BM * GB * 8 + MU * T) * 4.0, call_out_bytes=BM * GB * 8 // MU * T * 4.0,
                     loop_ops=steps * Q * (2 * GB * 8 // MU * BN + 2 * BM * BN) + (0.0 if lib else table_flops / 2),
                     lookups=lookups, table_entries=T, lookup_rows=steps * Q * BM, vector_length=BN, edge_steps=edge, edge_elements=edge * (BM * GB * 8 + Q * GB * BN))
 
