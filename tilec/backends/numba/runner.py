@@ -22,6 +22,10 @@ from ..base import Backend, Compiled, Option
 from .renderer import kernel_symbol, render
 
 _lock = threading.Lock()
+# Generated kernels call into support.py (rt.row_max, rt.matmul_into, ...) and Numba compiles
+# those calls into the kernel's own cached machine code, without tracking support.py: its
+# content is part of every kernel's cache key, so a change there is never served stale.
+_SUPPORT_DIGEST = hashlib.sha256((Path(__file__).parent / "support.py").read_bytes()).hexdigest()[:16]
 
 
 class NumbaBackend(Backend):
@@ -41,7 +45,8 @@ class NumbaBackend(Backend):
 
     def compile(self, fn: Function, options: dict) -> Compiled:
         source = self.render(fn, options)
-        digest = hashlib.sha256(f"{source}|numba {numba.__version__}|py {sys.version}".encode()).hexdigest()[:16]
+        digest = hashlib.sha256(f"{source}|numba {numba.__version__}|py {sys.version}|support {_SUPPORT_DIGEST}"
+                                .encode()).hexdigest()[:16]
         module_name = f"{kernel_symbol(fn)}_{digest}"
         folder = cache_dir() / "numba"
         with _lock:
