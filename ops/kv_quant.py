@@ -78,10 +78,10 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
     NG key groups (NG * G tokens). With LOOPS the two products are sums over broadcast tiles
     with the scores kept as (tokens, rows): on a CPU these loop nests beat a BLAS call for the
     few rows of a decode step, and each key or value row is read once for all query rows.
-    Otherwise they are dots (what GPUs want)."""
+    Otherwise they are dots (what GPUs want). BN (= NG * G) only sizes the split chunks on the
+    host; the full-precision tail is read in tiles of G."""
     sid, g, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     pb = 8 // BITS
-    levels = (1 << BITS) - 1
     BQ = NG * G
     nq = tc.load(QLen, (b,), (None,))
     nr = tc.load(RLen, (b,), (None,))
