@@ -93,14 +93,21 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     read K/V in place and add into the accumulator, bigger tiles win: at d 64, B=1 H=8 on a
     2-core Zen 4 (one thread, CPU time, same runs) 256 x 128 took 0.89-0.90x the time of
     128 x 64 at seq 1024-4096 full and 0.95x causal; 256 x 256 was 1-3% faster still but its
-    scores and weights (512 KB) half fill the 1 MB L2. GPUs: 64 x 64."""
+    scores and weights (512 KB) half fill the 1 MB L2. GPUs: 64 x 64 up to head size 64,
+    smaller tiles above (Triton, fp32, compiled for sm_80: 64 x 64 x 64 at 4 warps used 255
+    registers and spilled; at 8 warps, and 32 x 32 x 128 or 16 x 32 x 256 at 8 warps, nothing
+    spills and the shared memory fits sm_89's 99 KB)."""
     d = shape["D"]
     if backend == "numba":
         lq = shape["Lq"]
         bm = 256 if lq >= 256 else 128 if lq >= 128 else max(16, next_pow2(lq))
         return {"BM": bm, "BN": 128 if shape["Lk"] >= 128 else 64,
                 "BD": d if d in (16, 32, 64, 128, 256) else next_pow2(d), "dot": "blas"}
-    return {"BM": 64, "BN": 64, "BD": next_pow2(d)}
+    bd = next_pow2(d)
+    cfg = {"BM": 64 if bd <= 64 else 32 if bd == 128 else 16, "BN": 64 if bd <= 64 else 32, "BD": bd}
+    if backend == "triton":
+        cfg.update(num_warps=8, num_stages=3 if bd <= 128 else 2)
+    return cfg
 
 
 def attention(q: Any, k: Any, v: Any, *, causal: bool = False, scale: float | None = None,

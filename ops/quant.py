@@ -70,7 +70,11 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         if bm == 1:
             return {"BM": 1, "BNB": strip_width(512, packed, 1, 64), "UNPACK": "fused", "dot": "loops"}
         return {"BM": bm, "BNB": strip_width(256, packed, cdiv_host(m, bm), 64), "UNPACK": "tile", "dot": "blas"}
-    return {"BM": 16, "BNB": 32, "UNPACK": "tile"}  # unpacked tile in shared memory on GPUs
+    # GPUs: codes unpacked inside the multiply, few rows. Compiled by Triton for sm_80 at
+    # K=N=4096: BM=1/2 x BNB=32 used 96 registers, BM=4 x 16 80, none spilled; the unpacked
+    # tile (BM=16, BNB=32, "tile") spilled 4.5 KB.
+    bm = min(bm, 4)
+    return {"BM": bm, "BNB": 32 if bm <= 2 else 16, "UNPACK": "fused"}
 
 
 def _check(x, qw) -> tuple[Any, int, int, int]:

@@ -442,3 +442,37 @@ def test_loads_indexed_by_a_runtime_scalar_axis(planes, n, m, seed):
     plane_rows[(2 * planes + 1,)](x, y, B=8, backend="triton")
     want = np.concatenate([np.repeat(x, 2, axis=0), np.full((1, n, m), -1.0, np.float32)])[:, :8, :8] * 2.0
     np.testing.assert_array_equal(y[:, :8, :8], want)
+
+
+@tc.kernel
+def skinny_dot(A, B, C, M: tc.constexpr, K: tc.constexpr, N: tc.constexpr):
+    """One program: C = A @ B + A @ B with one extent below tl.dot's 16 (decode's GQA rows)."""
+    a = tc.load(A, (0, 0), (M, K))
+    b = tc.load(B, (0, 0), (K, N))
+    tc.store(C, (0, 0), tc.dot(a, b, tc.dot(a, b)))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mkn=st.sampled_from([(4, 128, 64), (1, 64, 128), (64, 128, 2), (8, 8, 128), (2, 128, 32)]),
+       seed=st.integers(0, 2**16))
+def test_skinny_dots_too_big_to_broadcast_match_numpy(mkn, seed):
+    m, k, n = mkn
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.zeros((m, n), np.float32)
+    skinny_dot[(1,)](a, b, c, M=m, K=k, N=n, backend="triton")
+    np.testing.assert_allclose(c, 2 * (a.astype(np.float64) @ b), rtol=1e-4, atol=1e-4)
+
+
+def test_skinny_dots_pad_to_tl_dot_instead_of_a_broadcast_product():
+    """(4, 128) @ (128, 64) broadcast is 256 products per thread; inside decode's key loop
+    ptxas spilled it (255 registers) where the padded tl.dot took 96 (the registry's offline
+    compile test checks decode)."""
+    from tilec.backends import get
+    a, b, c = (np.zeros(s, np.float32) for s in ((4, 128), (128, 64), (4, 64)))
+    fn = skinny_dot.ir(skinny_dot.arg_types([a, b, c]), dict(M=4, K=128, N=64))
+    src = get("triton").render(fn, {})
+    assert "tl.dot(" in src and "[:, :, None] *" not in src
+    tiny = skinny_dot.ir(skinny_dot.arg_types([a[:, :16], b[:16, :8], c[:, :8]]), dict(M=4, K=16, N=8))
+    assert "[:, :, None] *" in get("triton").render(tiny, {})   # 512 products: broadcast stays

@@ -12,7 +12,8 @@ Triton differs from the IR in a few places the renderer bridges explicitly:
 - 16-bit floats: loads and stores keep the storage type and ``tl.dot`` takes them as they
   are; elementwise math on them runs in fp32 (the IR's "compute in fp32 inside tiles");
 - ``tl.dot`` needs every extent >= 16 (inner >= 32 for 8-bit); smaller dots become a
-  broadcast-multiply-sum.
+  broadcast-multiply-sum, or, for floats whose product would crowd registers, a tl.dot on
+  operands zero-padded to 16.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ _SPECIAL_FLOATS = {"inf": "INF", "-inf": "NEG_INF", "nan": "NAN"}
 _ONE_STATEMENT = {"dot", "binary", "unary", "where", "reduce", "broadcast", "full"}  # kinds rendered as one assignment
 DOT_MIN = 16     # tl.dot's smallest extent on every axis
 DOT_MIN_K8 = 32  # ... and its smallest inner extent for 8-bit operands (the GPU compile rejects 16)
+BROADCAST_PER_THREAD = 64  # a smaller float dot as a broadcast product only up to this many per thread
 
 
 def is_pow2(n: int) -> bool:
@@ -393,12 +395,64 @@ class TritonRenderer:
             part = f"tl.dot({self.name(a)}.to(tl.float16), {self.name(b)}.to(tl.float16)).to(tl.int32)"
             self.define(r, f"{self.as_type(acc, out)} + {part}" if acc is not None else part, out)
             return
-        # an extent below 16: products broadcast over (m, k, n), summed over k
+        threads = 32 * int(self.options.get("num_warps", 4))
+        if r.dtype.is_float and m * k * n > BROADCAST_PER_THREAD * threads:
+            self.padded_dot(a, b, acc, r, (m, k, n), out)
+            return
+        # a small product below tl.dot's extents: broadcast over (m, k, n), summed over k
         wa, wb = (f"{self.name(v)}.to({out})" if self.held.get(v.id) != out else self.name(v) for v in (a, b))
         expr = f"tl.sum({wa}[:, :, None] * {wb}[None, :, :], axis=1)"
         if acc is not None:
             expr = f"{self.as_type(acc, out)} + {expr}"
         self.define(r, expr, out)
+
+    def padded_dot(self, a: Value, b: Value, acc: Value | None, r: Value, mkn: tuple[int, int, int],
+                   out: str) -> None:
+        """A float dot with an extent below 16 whose broadcast product would not fit registers
+        (a decode step's (4, 128) @ (128, 64) is 256 products per thread at 4 warps, and ptxas
+        spilled): zero-pad the short extents to 16, tl.dot, keep the real rows/columns."""
+        (m, k, n), full = mkn, [max(e, DOT_MIN) for e in mkn]
+        wa, wb = (self.name(v) if self.held.get(v.id) == out else f"{self.name(v)}.to({out})" for v in (a, b))
+        wa = self.pad(self.pad(wa, (m, k), 0, full[0]), (full[0], k), 1, full[1])
+        wb = self.pad(self.pad(wb, (k, n), 0, full[1]), (full[1], n), 1, full[2])
+        prec = f', input_precision="{self.options.get("fp32_dot", "ieee")}"' if out == "tl.float32" else ""
+        part = self.name.fresh(f"{self.name(r)}_padded")
+        self.emit(f"{part} = tl.dot({wa}, {wb}{prec})")
+        part = self.unpad(self.unpad(part, (full[0], full[2]), 0, m), (m, full[2]), 1, n)
+        self.define(r, f"{self.as_type(acc, out)} + {part}" if acc is not None else part, out)
+
+    def pad(self, x: str, shape: tuple[int, int], axis: int, to: int) -> str:
+        """``x`` (2-D, power-of-two extents) zero-padded along ``axis`` to ``to``: each tl.join
+        with zeros doubles it on a new last axis; moving those axes in front of ``axis`` and
+        reshaping leaves the real lanes first."""
+        j = (to // shape[axis]).bit_length() - 1
+        if j == 0:
+            return x
+        name = self.name.fresh(f"{x.split('.')[0]}_pad")
+        self.emit(f"{name} = {x}")
+        for _ in range(j):
+            self.emit(f"{name} = tl.join({name}, tl.zeros_like({name}))")
+        doubled = list(range(2, 2 + j))
+        order = doubled + [0, 1] if axis == 0 else [0] + doubled + [1]
+        new = (to, shape[1]) if axis == 0 else (shape[0], to)
+        self.emit(f"{name} = tl.reshape(tl.permute({name}, {tuple(order)}), {new})")
+        return name
+
+    def unpad(self, x: str, shape: tuple[int, int], axis: int, keep: int) -> str:
+        """The first ``keep`` lanes of ``x`` along ``axis``: the inverse of ``pad``, with
+        tl.split taking the first half of each doubled axis."""
+        j = (shape[axis] // keep).bit_length() - 1
+        if j == 0:
+            return x
+        name = self.name.fresh(f"{x}_real")
+        if axis == 0:
+            split, order = (2,) * j + (keep, shape[1]), [j, j + 1] + list(range(j))
+        else:
+            split, order = (shape[0],) + (2,) * j + (keep,), [0, j + 1] + list(range(1, j + 1))
+        self.emit(f"{name} = tl.permute(tl.reshape({x}, {split}), {tuple(order)})")
+        for _ in range(j):
+            self.emit(f"{name} = tl.split({name})[0]")
+        return name
 
     def op_trans(self, op: Op) -> None:
         x = op.operands[0]
