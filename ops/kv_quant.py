@@ -256,7 +256,7 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
 
 # a step is NG of the cache's key groups (the group size was fixed when it was quantized)
 TILES = [Param("BD", (16, 32, 64, 128, 256)), Param("NS", (1, 2, 4, 8, 16, 32, 64)),
-         Param("NG", (1, 2, 4, 8), "key groups per step"),
+         Param("NG", (1, 2, 4, 8, 16, 32), "key groups per step"),
          Param("LOOPS", (False, True), "products as loop-nest sums over (tokens, rows) instead of dots")]
 
 
@@ -270,9 +270,10 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     g = shape.get("G", 32)
     ng = 1
     if backend == "numba":
-        # CPU: steps of up to 256 tokens (no more groups than the cache holds): the per-step
-        # work outside the two products is paid once for all of them
-        while ng < 8 and 2 * ng * g <= min(256, max(shape["L"], g)):
+        # CPU: steps of up to 512 tokens (no more groups than the cache holds): the per-step
+        # work outside the two products is paid once for all of them, and a step's key and
+        # value tiles (2 x 256 KB at d 128) still fit the L2
+        while ng < 32 and 2 * ng * g <= min(512, max(shape["L"], g)):
             ng *= 2
     ns = 1
     while ns < 64 and programs * ns < target_programs(backend) and shape["L"] >= 4 * ns * g * ng:

@@ -77,7 +77,7 @@ def test_decode_from_packed_cache(backend, data, b, t, cap, bits, seed):
 
 # (LOOPS, NG, bits): the CPU's loop-nest products and the dots, one key group per step or
 # several (a step then runs past the last quantized group and past a split's end, masked)
-@pytest.mark.parametrize("loops,ng,bits", [(True, 1, 4), (True, 8, 2), (False, 1, 2), (False, 4, 4)])
+@pytest.mark.parametrize("loops,ng,bits", [(True, 1, 4), (True, 8, 2), (True, 32, 4), (False, 1, 2), (False, 4, 4)])
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), b=st.integers(1, 3), splits=st.sampled_from([1, 4]), residual=st.sampled_from([0, 5]),
        seed=st.integers(0, 2**16))
@@ -97,9 +97,9 @@ def test_steps_of_several_groups(loops, ng, bits, data, b, splits, residual, see
 
 
 def test_default_steps():
-    """The CPU default takes up to 256 tokens per step, never more groups than the cache has."""
+    """The CPU default takes up to 512 tokens per step, never more groups than the cache has."""
     shape = {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128}
-    assert [default_config({**shape, "G": g}, "numba")["NG"] for g in (16, 32, 128, 256)] == [8, 8, 2, 1]
+    assert [default_config({**shape, "G": g}, "numba")["NG"] for g in (16, 32, 128, 256)] == [32, 16, 4, 2]
     assert default_config({**shape, "L": 64, "G": 32}, "numba")["NG"] == 2
     assert default_config({**shape, "G": 32}, "numba")["LOOPS"]
     assert default_config({**shape, "G": 32}, "triton")["NG"] == 1
