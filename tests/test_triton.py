@@ -233,13 +233,25 @@ def reshape_tile(X, Y, B: tc.constexpr):
     tc.store(Y, (0, 0), tc.reshape(tc.load(X, (0,), (B * B,)), (B, B)))
 
 
-def test_reshape_of_padded_tiles_is_rejected_with_the_reason():
-    x = np.zeros(36, np.float32)
-    with pytest.raises(TilecError, match="power-of-two"):
-        reshape_tile[(1,)](x, x.reshape(6, 6).copy(), backend="triton", B=6)
-    y = np.zeros((4, 4), np.float32)
-    reshape_tile[(1,)](np.arange(16, dtype=np.float32), y, backend="triton", B=4)
-    np.testing.assert_array_equal(y, np.arange(16).reshape(4, 4))
+@tc.kernel
+def reshape_3d(X, Y, A: tc.constexpr, B: tc.constexpr, C: tc.constexpr):
+    """(A, B, C) -> (A * B, C) -> (C, A * B) -> (A, B * C): reshapes across padded lanes."""
+    x = tc.load(X, (0, 0, 0), (A, B, C))
+    y = tc.reshape(tc.trans(tc.reshape(x, (A * B, C))), (A, B * C))
+    tc.store(Y, (0, 0), y + 1.0)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(abc=st.tuples(st.sampled_from([1, 2, 3, 4, 5]), st.sampled_from([1, 3, 4, 6]), st.sampled_from([2, 3, 8, 7])))
+def test_reshapes_of_non_power_of_two_tiles_keep_element_order(abc):
+    a, b, c = abc
+    x = np.arange(a * b * c, dtype=np.float32).reshape(a, b, c)
+    y = np.zeros((a, b * c), np.float32)
+    reshape_3d[(1,)](x, y, A=a, B=b, C=c, backend="triton")
+    np.testing.assert_array_equal(y, x.reshape(a * b, c).T.reshape(a, b * c) + 1.0)
+    sq = np.zeros((6, 6), np.float32)
+    reshape_tile[(1,)](np.arange(36, dtype=np.float32), sq, backend="triton", B=6)
+    np.testing.assert_array_equal(sq, np.arange(36).reshape(6, 6))
 
 
 @tc.kernel

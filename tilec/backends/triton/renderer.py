@@ -17,6 +17,8 @@ Triton differs from the IR in a few places the renderer bridges explicitly:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ... import __version__
@@ -58,6 +60,10 @@ def pow2(n: int) -> int:
 
 def padded(shape: tuple) -> tuple:
     return tuple(pow2(s) for s in shape)
+
+
+def _scaled(expr: str, factor: int) -> str:
+    return expr if factor == 1 else f"{expr} * {factor}"
 
 
 def kernel_symbol(fn: Function) -> str:
@@ -462,10 +468,31 @@ class TritonRenderer:
         x, r = op.operands[0], op.result
         if padded(x.shape) != x.shape or padded(r.shape) != r.shape:
             if [s for s in x.shape if s != 1] != [s for s in r.shape if s != 1]:
-                self.fail(op, f"tc.reshape {x.shape} -> {r.shape} needs power-of-two extents on the Triton backend "
-                              f"(its tiles are padded to powers of two, which reorders a reshape's elements); "
-                              f"choose power-of-two tile sizes for this kernel")
+                self.reshape_padded(x, r)
+                return
         self.define(r, f"tl.reshape({self.ref(x)}, {padded(r.shape)})", self.held.get(x.id))
+
+    def reshape_padded(self, x: Value, r: Value) -> None:
+        """A reshape whose padded lanes would land inside the result (tiles are padded to powers
+        of two, e.g. (4, 3, 32) -> (12, 32) is (4, 4, 32) -> (16, 32)): each result lane gathers
+        its element from the flattened source by index arithmetic on the real extents."""
+        src_pad, out_pad = padded(x.shape), padded(r.shape)
+        rank = len(r.shape)
+        lanes = []
+        for d, extent in enumerate(r.shape):
+            view = "" if rank == 1 else f"[{', '.join(':' if e == d else 'None' for e in range(rank))}]"
+            lanes.append(_scaled(f"tl.arange(0, {out_pad[d]}){view}", math.prod(r.shape[d + 1:])))
+        flat = self.name.fresh(f"{self.name(r)}_at")
+        self.emit(f"{flat} = {' + '.join(lanes)}")   # row-major position among the real elements
+        at = []
+        for d, extent in enumerate(x.shape):
+            inner = math.prod(x.shape[d + 1:])
+            at.append(_scaled(f"({flat}{f' // {inner}' if inner > 1 else ''} % {extent})", math.prod(src_pad[d + 1:])))
+        inside = " & ".join(self.valid(r.shape, d) for d in range(rank) if not is_pow2(r.shape[d]))
+        index = f"tl.where({inside}, {' + '.join(at)}, 0)" if inside else " + ".join(at)
+        self.emit(f"{flat} = tl.reshape({index}, ({math.prod(out_pad)},))")
+        source = f"tl.reshape({self.ref(x)}, ({math.prod(src_pad)},))"
+        self.define(r, f"tl.reshape(tl.gather({source}, {flat}, 0), {out_pad})", self.held.get(x.id))
 
     def op_gather(self, op: Op) -> None:
         src, index = op.operands
