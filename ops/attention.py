@@ -84,8 +84,13 @@ TILES = [Param("BM", (16, 32, 64, 128, 256)), Param("BN", (16, 32, 64, 128, 256,
 _fits = fits_local_memory(lambda cfg: 4 * (2 * cfg["BM"] * cfg["BD"] + 2 * cfg["BN"] * cfg["BD"] + cfg["BM"] * cfg["BN"]), ("BM", "BN", "BD"))
 
 
+# GPUs hold a program's scores (BM, BN) and its Q / accumulator (BM, BD) in registers; a
+# 256 x 512 score tile is what a CPU's L2 takes, not a thread block.
+GPU_TILES = [Param("BM", (16, 32, 64, 128)), Param("BN", (16, 32, 64, 128)), TILES[2]]
+
+
 def space(backend: str = "numba"):
-    return backend_space(TILES, [_fits], backend)
+    return backend_space(TILES if backend == "numba" else GPU_TILES, [_fits], backend)
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
@@ -198,7 +203,8 @@ SPEC = OpSpec(
     * (2 * s["B"] * s["H"] * s["Lq"] * s["D"] + 2 * s["B"] * s["Hkv"] * s["Lk"] * s["D"]),
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
     tolerance=lambda dtype: (2e-4, 2e-4) if dtype == "float32" else (2e-2, 2e-2),
-    extra={"test_shapes": [{"B": 1, "H": 2, "Hkv": 1, "Lq": 17, "Lk": 33, "D": 16},
+    extra={"fixed_by_shape": ("BD",),   # the head size, padded
+           "test_shapes": [{"B": 1, "H": 2, "Hkv": 1, "Lq": 17, "Lk": 33, "D": 16},
                            {"B": 2, "H": 2, "Hkv": 2, "Lq": 1, "Lk": 7, "D": 32}],
            "compile_shape": {"B": 1, "H": 8, "Hkv": 8, "Lq": 1024, "Lk": 1024, "D": 64}},
 )

@@ -53,8 +53,12 @@ TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64)), Param("BNB", (16, 32, 64, 128, 2
          Param("UNPACK", ("fused", "tile"), "unpack codes inside the multiply loop, or once per tile")]
 
 
+# GPUs keep a program's unpacked codes, (G, 8 / bits, BNB), in registers or shared memory.
+GPU_TILES = [Param("BM", (1, 2, 4, 8, 16)), Param("BNB", (16, 32, 64)), TILES[2]]
+
+
 def space(backend: str = "numba"):
-    return backend_space(TILES, [], backend)
+    return backend_space(TILES if backend == "numba" else GPU_TILES, [], backend)
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
