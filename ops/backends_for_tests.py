@@ -1,5 +1,6 @@
-"""Backends the op tests run on: numba always; the GPU ones are listed, skipped with the reason,
-when they cannot run here (these tests feed NumPy arrays)."""
+"""Backends the op tests run on: numba always; triton in its CPU interpreter and cuda in the C++
+emulator when they are installed (these tests feed NumPy arrays, which both accept); a backend
+that cannot run here is listed, skipped with the reason."""
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,7 @@ def _param(name: str):
         reason = be.missing()
     except TilecError as e:
         reason = str(e)
-    if reason is None and be.device != "cpu":
+    if reason is None and not be.accepts("cpu"):
         reason = f"{name} needs its device arrays; these tests feed NumPy arrays"
     marks = [pytest.mark.skip(reason=f"{name} backend unavailable: {reason}")] if reason else []
     return pytest.param(name, marks=marks, id=name)
