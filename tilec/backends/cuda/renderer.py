@@ -157,7 +157,9 @@ class CudaRenderer:
                        f"reinterpret_cast<{C.storage(v.dtype)}*>(tc_smem + {buf.offset});"
                        f"  // {v.type}, live at ops {buf.start}..{buf.end}")
         for tn in sorted(self.tns):
-            out.append(f"  const int tx{tn} = threadIdx.x % {tn}, ty{tn} = threadIdx.x / {tn};")
+            # one line each: an unused one is dropped alone (decode's one-column layouts read only ty1)
+            out.append(f"  const int tx{tn} = threadIdx.x % {tn};")
+            out.append(f"  const int ty{tn} = threadIdx.x / {tn};")
         out.extend(body)
         out.append("}")
         return "\n".join(_drop_unused_constants(out)) + "\n"
