@@ -361,6 +361,7 @@ SPEC = OpSpec(
     flops=lambda s: 4.0 * s["B"] * s["H"] * s["T"] * s["L"] * s["D"], bytes=_bytes,
     dtypes=("float32",),  # 16-bit inputs run but are not tested yet
     tolerance=lambda dtype: (1e-3, 1e-3) if dtype == "float32" else (2e-2, 2e-2),
-    extra={"test_shapes": [{"B": 2, "H": 4, "Hkv": 2, "T": 1, "L": 70, "D": 32, "G": 32, "R": 8}],
+    extra={"fixed_by_shape": ("BD",),   # the head size, padded
+           "test_shapes": [{"B": 2, "H": 4, "Hkv": 2, "T": 1, "L": 70, "D": 32, "G": 32, "R": 8}],
            "compile_shape": {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128, "G": 32}},
 )

@@ -151,6 +151,7 @@ SPEC = OpSpec(
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
     tolerance=lambda dtype: (1e-4, 1e-3) if dtype == "float32" else (1e-2, 1e-2),
     extra={"weight_params": ("bits", "group_size", "method"),
+           "cuda_registers_unmodelled": "the estimate misses the unrolled table lookups (57 estimated, 225 from ptxas)",
            "test_shapes": [{"M": 1, "N": 33, "K": 36, "group_size": 12}, {"M": 2, "N": 7, "K": 64}],
            "compile_shape": {"M": 1, "N": 4096, "K": 4096}},
 )

@@ -163,6 +163,7 @@ SPEC = OpSpec(
     launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
     tolerance=lambda dtype: (1e-4, 1e-3) if dtype == "float32" else (1e-2, 1e-2),
     extra={"layout": QuantLayout, "weight_params": ("bits", "group_size", "symmetric"),
+           "cuda_registers_unmodelled": "the estimate misses the unrolled unpack-and-multiply (120 estimated, 255 from ptxas)",
            "test_shapes": [{"M": 1, "N": 34, "K": 64, "group_size": 32}, {"M": 3, "N": 6, "K": 128}],
            "compile_shape": {"M": 1, "N": 4096, "K": 4096}},
 )
