@@ -27,7 +27,7 @@ import numpy as np
 
 import ops
 
-from .timing import interleaved_samples
+from .timing import interleaved_samples, machine
 
 
 def numpy_attention(q, k, v, causal):
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="seq 1024 only, no memory probe (smoke run)")
     args = ap.parse_args(argv)
     seqs = (1024,) if args.quick else (1024, 2048, 4096)
-    results = {"host": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    results = {"machine": {**machine(), "load_average": os.getloadavg()},
                "forward": bench_forward(seqs, args.repeats)}
     if not args.quick:
         results["memory"] = bench_memory(8192)

@@ -12,7 +12,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import tempfile
 
 import numpy as np
@@ -22,7 +21,7 @@ lut_mod = importlib.import_module("ops.lut_gemm")
 from ops.bcq import bcq_quantize, relative_error  # noqa: E402
 from ops.quant_format import quantize  # noqa: E402
 
-from .timing import interleaved_samples  # noqa: E402
+from .timing import interleaved_samples, machine  # noqa: E402
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
@@ -116,8 +115,7 @@ def main(argv=None) -> int:
         print(f"{'weights':>11} {'bits':>4} {'greedy':>8} {'altern.':>8} {'uniform':>8}")
         for r in rows:
             print(f"{r['weights']:>11} {r['bits']:>4} {r['greedy']:8.4f} {r['alternating']:8.4f} {r['uniform']:8.4f}")
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "load_average": os.getloadavg(), "streaming_GBps": bandwidth / 1e9},
+    result = {"machine": {**machine(), "load_average": os.getloadavg(), "streaming_GBps": bandwidth / 1e9},
               "cases": cases, "quality": rows}
     if args.json:
         folder = os.path.dirname(os.path.abspath(args.json))
