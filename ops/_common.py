@@ -52,10 +52,14 @@ def pick_backend(arrays: dict[str, Any], backend: str | None) -> str:
     return name
 
 
-def backend_space(tiles: list[Param], constraints: list, backend: str) -> Space:
-    """An op's tile parameters plus the backend's own tunable options."""
+def backend_space(tiles: list[Param], constraints: list, backend: str, narrow: dict | None = None) -> Space:
+    """An op's tile parameters plus the backend's own tunable options; ``narrow`` (option name
+    -> choices) keeps only the choices of an option that suit this op."""
     be = backends.get(backend)
     extra = be.space_params() if hasattr(be, "space_params") else []
+    narrow = narrow or {}
+    extra = [Param(p.name, tuple(c for c in p.choices if c in narrow[p.name]), p.doc) if p.name in narrow else p
+             for p in extra]
     return Space(list(tiles) + list(extra), list(constraints))
 
 

@@ -260,8 +260,16 @@ TILES = [Param("BD", (16, 32, 64, 128, 256)), Param("NS", (1, 2, 4, 8, 16, 32, 6
          Param("LOOPS", (False, True), "products as loop-nest sums over (tokens, rows) instead of dots")]
 
 
+# GPUs: products as dots (LOOPS is the CPU's form), one key group per step. Compiled by Triton
+# for sm_80 at d 128 and groups of 32, fewer than 8 warps spilled (255 registers), and so did
+# two groups per step even at 8 warps; 8 warps and one group used 244.
+GPU_TILES = [TILES[0], TILES[1]]
+
+
 def space(backend: str = "numba"):
-    return backend_space(TILES, [], backend)
+    if backend == "numba":
+        return backend_space(TILES, [], backend)
+    return backend_space(GPU_TILES, [], backend, narrow={"num_warps": (8, 16)})
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
@@ -278,11 +286,13 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     ns = 1
     while ns < 64 and programs * ns < target_programs(backend) and shape["L"] >= 4 * ns * g * ng:
         ns *= 2
-    cfg = {"BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns,
-           "NG": ng, "LOOPS": False}
+    cfg = {"BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns}
     if backend == "numba":
         # products as loop nests: a BLAS call per step for a few query rows costs more than they do
-        cfg.update({"dot": "blas", "LOOPS": True})
+        cfg.update({"NG": ng, "dot": "blas", "LOOPS": True})
+    elif backend == "triton":
+        # d 128, groups of 32, compiled for sm_80: 4 warps used 255 registers and spilled 320 B, 8 used 244
+        cfg["num_warps"] = 8
     return cfg
 
 
@@ -315,7 +325,7 @@ def decode_attention_quantized(q: Any, cache: QuantizedKV, *, scale: float | Non
               cache.k_res, cache.v_res, cache.q_len, cache.r_len)
     # split-K chunks must be whole steps of NG key groups (launch_decode rounds chunks to BN)
     launch_decode(decode_quant_kernel, inputs, out, scale * LOG2E, max(cap_q, 1), shape,
-                  {**cfg, "BN": cache.group * cfg["NG"]}, be, G=cache.group, BITS=cache.bits)
+                  {**cfg, "BN": cache.group * cfg.get("NG", 1)}, be, G=cache.group, BITS=cache.bits)
     return out
 
 
@@ -353,12 +363,33 @@ def _bytes(s: dict, dtype: str) -> float:
     return float(s["B"] * s["Hkv"] * s["L"] * per_token)
 
 
+def launch_ir(shape: dict, dtype: str, config: dict):
+    """The decode kernel over a 2-bit cache (``shape["bits"]`` for 4) of key groups ``shape["G"]``."""
+    from tilec import dtypes
+    from tilec.ir import TensorType, TileType
+    dd, f32, u8, i32 = dtypes.lookup(dtype), dtypes.float32, dtypes.uint8, dtypes.int32
+    split = config.get("NS", 1) > 1
+    group = shape.get("G", 32)
+    types = {"Q": TensorType(4, dd), "KC": TensorType(4, u8), "KS": TensorType(4, f32), "KZ": TensorType(4, f32),
+             "VC": TensorType(4, u8), "VS": TensorType(3, f32), "VZ": TensorType(3, f32),
+             "KR": TensorType(4, dd), "VR": TensorType(4, dd), "QLen": TensorType(1, i32), "RLen": TensorType(1, i32),
+             "O": TensorType(4, dd), "OP": TensorType(5 if split else 4, f32 if split else dd),
+             "LP": TensorType(4, f32 if split else dd),
+             "scale_log2": TileType((), f32), "chunk": TileType((), dtypes.int64)}
+    tiles = {k: v for k, v in config.items() if k != "NS"}
+    constexprs, _ = decode_quant_kernel.split_config({**tiles, "BN": group * config.get("NG", 1)})
+    constexprs = {"GROUP": shape["H"] // shape["Hkv"], "BT": shape["T"], "SPLIT": split, "G": group,
+                  "BITS": shape.get("bits", 2), **constexprs}
+    fn = decode_quant_kernel.ir(types, constexprs)
+    return decode_quant_kernel, fn, (config.get("NS", 1), shape["Hkv"], shape["B"])
+
+
 SPEC = OpSpec(
     name="decode_attention_quantized", doc="Decoding attention straight from a 2/4-bit KIVI cache",
     kernels={"decode_quant": decode_quant_kernel, "quantize": quantize_kernel},
     shape_names=("B", "H", "Hkv", "T", "L", "D"), space=space, default_config=default_config,
     make_inputs=make_inputs, run=run, reference=reference,
-    flops=lambda s: 4.0 * s["B"] * s["H"] * s["T"] * s["L"] * s["D"], bytes=_bytes,
+    flops=lambda s: 4.0 * s["B"] * s["H"] * s["T"] * s["L"] * s["D"], bytes=_bytes, launch_ir=launch_ir,
     dtypes=("float32",),  # 16-bit inputs run but are not tested yet
     tolerance=lambda dtype: (1e-3, 1e-3) if dtype == "float32" else (2e-2, 2e-2),
     extra={"fixed_by_shape": ("BD",),   # the head size, padded

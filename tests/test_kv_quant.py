@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import ops
 from ops.backends_for_tests import BACKENDS
 from ops.decode import reference as decode_reference
 from ops.kv_quant import decode_attention_quantized, default_config, quantize_kv, unpack_host
@@ -102,7 +103,7 @@ def test_default_steps():
     assert [default_config({**shape, "G": g}, "numba")["NG"] for g in (16, 32, 128, 256)] == [32, 16, 4, 2]
     assert default_config({**shape, "L": 64, "G": 32}, "numba")["NG"] == 2
     assert default_config({**shape, "G": 32}, "numba")["LOOPS"]
-    assert default_config({**shape, "G": 32}, "triton")["NG"] == 1
+    assert default_config({**shape, "G": 32}, "triton").get("NG", 1) == 1   # GPUs: one group a step (the kernel default)
 
 
 def test_bad_parameters():
@@ -116,3 +117,25 @@ def test_bad_parameters():
     cache = quantize_kv(k, k, bits=2, group=32, residual=0)
     with pytest.raises(InputError, match="new tokens"):
         decode_attention_quantized(np.zeros((1, 1, 40, 32), np.float32), cache)
+
+
+@pytest.mark.parametrize("cfg", [{"BD": 32, "NS": 1}, {"BD": 32, "NS": 2, "num_warps": 16}])
+def test_launch_ir_is_the_kernel_the_op_launches(monkeypatch, cfg):
+    """`tilec show` and the offline compiles describe the decode kernel through launch_ir: it
+    must be the IR the op itself builds for the same shape and config."""
+    from ops import kv_quant
+    from tilec.printer import format_function
+    spec = ops.REGISTRY["decode_attention_quantized"]
+    shape = {"B": 2, "H": 4, "Hkv": 2, "T": 1, "L": 300, "D": 32, "G": 32, "R": 8}
+    from tilec.runtime import launch
+    monkeypatch.setattr(launch, "_compiled", {})   # specialize again even if an earlier test launched it
+    built = []
+    real_ir = kv_quant.decode_quant_kernel.ir
+    monkeypatch.setattr(kv_quant.decode_quant_kernel, "ir",
+                        lambda types, constexprs: built.append(real_ir(types, constexprs)) or built[-1])
+    inputs = spec.make_inputs(shape, "float32", np.random.default_rng(0))
+    spec.run(inputs, config=cfg, backend="triton")
+    launched = {format_function(f) for f in built}
+    _, fn, grid = spec.launch_ir(shape, "float32", cfg)
+    assert format_function(fn) in launched
+    assert grid == (cfg["NS"], 2, 2)
