@@ -479,7 +479,7 @@ class TritonRenderer:
         src_pad, out_pad = padded(x.shape), padded(r.shape)
         rank = len(r.shape)
         lanes = []
-        for d, extent in enumerate(r.shape):
+        for d in range(rank):
             view = "" if rank == 1 else f"[{', '.join(':' if e == d else 'None' for e in range(rank))}]"
             lanes.append(_scaled(f"tl.arange(0, {out_pad[d]}){view}", math.prod(r.shape[d + 1:])))
         flat = self.name.fresh(f"{self.name(r)}_at")
