@@ -30,3 +30,9 @@ class OpSpec:
         """A representative problem: the op's ``extra["compile_shape"]``, else 1024 for every
         dimension (which e.g. attention's head size could not take)."""
         return dict(self.extra.get("compile_shape") or {n: 1024 for n in self.shape_names})
+
+    def configs_like(self, default: dict, backend: str):
+        """The configs of ``backend``'s space that keep the parameters the shape decides
+        (``extra["fixed_by_shape"]``, e.g. the padded head size) at ``default``'s values."""
+        fixed = self.extra.get("fixed_by_shape", ())
+        return (c for c in self.space(backend).configs() if all(c[k] == default[k] for k in fixed))

@@ -101,9 +101,7 @@ def test_op_default_and_three_more_configs_compile_without_spills(spec, arch):
     first = report(default)
     assert first.feasible, f"default config {default}: {first.problems()}"
     clean = []
-    fixed = spec.extra.get("fixed_by_shape", ())   # e.g. the head size tile: one value per shape
-    space = [c for c in spec.space("triton").configs() if all(c[k] == default[k] for k in fixed)]
-    for config in spread(space, default):
+    for config in spread(list(spec.configs_like(default, "triton")), default):
         if report(config).feasible:
             clean.append(config)
         if len(clean) == 3:
