@@ -56,6 +56,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per config (median)")
     p.add_argument("--no-seeds", action="store_true", help="do not start from the default/cost-model configs")
+    p.add_argument("--confirm", type=int, default=3,
+                   help="measured tunes: re-measure this many fastest configs against each other and keep "
+                        "the winner (0: keep the single fastest measurement)")
     p.add_argument("--json", help="write the result and every trial to this JSON file")
     p.add_argument("--plot", help="write plots: FILE.png or FILE.html (history and importances)")
     p.add_argument("--replay", help="a recorded space: Kernel Tuner cache JSON(.gz) or CSV")
@@ -84,12 +87,14 @@ def main(args) -> int:
         result, key = tune_op(op, shape, args.dtype, device=device, profile=args.profile, backend=args.backend,
                               n_evals=args.trials, strategy=args.strategy, storage=args.storage, seed=args.seed,
                               repeats=args.repeats, objective=args.objective, use_seeds=not args.no_seeds,
-                              progress=bar.update)
+                              confirm=args.confirm, progress=bar.update)
     console.print(table(result.study, args.objective))
-    console.print(f"best: {result.best_config}  ({result.evaluations} configs evaluated; key {key.study_name})")
+    how = f"confirmed over the {args.confirm} fastest, " if result.confirmed else ""
+    console.print(f"best: {result.best_config}  ({how}{result.evaluations} configs evaluated; key {key.study_name})")
     if args.json:
         write_json(args.json, study_record(result.study, {"best_config": result.best_config,
                                                            "best_value": result.best_value,
+                                                           "confirmed": result.study.user_attrs.get("confirmed"),
                                                            "objective": args.objective, "strategy": args.strategy}))
     if args.plot:
         for path in write_plots(result.study, args.plot):

@@ -119,8 +119,10 @@ def _ensure_best_table(storage) -> None:
                          f"config TEXT NOT NULL, value DOUBLE PRECISION NOT NULL, key_json TEXT NOT NULL)"))
 
 
-def record_best(storage, key_name: str, config: dict, value: float, key_fields: dict) -> bool:
-    """Keep ``config`` as the study's best if it beats the stored one; True if it did."""
+def record_best(storage, key_name: str, config: dict, value: float, key_fields: dict,
+                replace: bool = False) -> bool:
+    """Keep ``config`` as the study's best if it beats the stored one (or, with ``replace``,
+    in any case: a confirmed pick, see confirm.py); True if it was written."""
     if _engine(storage) is None or not math.isfinite(value):
         return False
     from sqlalchemy import exc, text
@@ -134,9 +136,10 @@ def record_best(storage, key_name: str, config: dict, value: float, key_fields: 
                     con.execute(text(f"INSERT INTO {BEST_TABLE} (study_name, config, value, key_json) "
                                      f"VALUES (:s, :c, :v, :k)"), payload)
                     return True
-                if value < row[0]:
+                if replace or value < row[0]:
+                    guard = "" if replace else " AND value > :v"
                     con.execute(text(f"UPDATE {BEST_TABLE} SET config = :c, value = :v, key_json = :k "
-                                     f"WHERE study_name = :s AND value > :v"), payload)
+                                     f"WHERE study_name = :s{guard}"), payload)
                     return True
                 return False
         except exc.IntegrityError:       # another tuner inserted first: compare again
@@ -227,7 +230,8 @@ def forget() -> None:
 
 
 def rebuild_best(url: str | None = None) -> int:
-    """Recompute ``tilec_best`` from the studies' complete trials; returns studies written."""
+    """Recompute ``tilec_best`` from the studies: the confirmed pick where a tune confirmed one
+    (confirm.py), else the fastest complete trial; returns studies written."""
     import optuna
     storage = open_storage(url)
     n = 0
@@ -235,9 +239,15 @@ def rebuild_best(url: str | None = None) -> int:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                   if "config" in t.user_attrs and t.user_attrs.get("status") == "measured"]
-        if trials:
+        confirmed = study.user_attrs.get("confirmed")
+        if confirmed:
+            written = record_best(storage, summary.study_name, confirmed["config"], confirmed["value"],
+                                  study.user_attrs.get("key", {}), replace=True)
+        elif trials:
             best = min(trials, key=lambda t: t.value)
-            if record_best(storage, summary.study_name, best.user_attrs["config"], best.value,
-                           study.user_attrs.get("key", {})):
-                n += 1
+            written = record_best(storage, summary.study_name, best.user_attrs["config"], best.value,
+                                  study.user_attrs.get("key", {}))
+        else:
+            written = False
+        n += written
     return n

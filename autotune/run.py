@@ -8,6 +8,7 @@ from typing import Any
 
 from tilec.errors import TilecError
 
+from . import confirm as confirm_mod
 from .keys import TuningKey
 from .space import Space
 
@@ -91,8 +92,12 @@ def default_backend(device: str | None, profile) -> str:
 def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cpu", profile: str | None = None,
             backend: str | None = None, n_evals: int = 30, strategy: str = "tpe", storage: Any = None,
             seed: int | None = None, repeats: int = 5, warmup: int = 1, objective: str = "time",
-            use_seeds: bool = True, progress: Callable[[dict], None] | None = None):
-    """Tune ``op`` at ``shape``; measured on ``device`` or, with ``profile``, modeled there."""
+            use_seeds: bool = True, confirm: int = confirm_mod.TOP,
+            progress: Callable[[dict], None] | None = None):
+    """Tune ``op`` at ``shape``; measured on ``device`` or, with ``profile``, modeled there.
+    A measured tune for time ends by re-measuring its ``confirm`` fastest configs against each
+    other (see confirm.py; 0 or 1 skips that)."""
+    from . import database
     from .evaluators.measured import MeasuredEvaluator
     from .evaluators.modeled import from_cost_model
     from .tuner import tune
@@ -116,5 +121,13 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
     seeds = []
     if use_seeds:
         seeds = cost_model_seeds(op, shape, dtype, space, prof) + [op.default_config(shape, backend)]
-    return tune(space, evaluator, n_evals=n_evals, key=key, storage=storage, strategy=strategy, seed=seed,
-                seeds=seeds, profile=prof, objective=objective, progress=progress), key
+    store = database.open_storage(storage) if isinstance(storage, str) or storage is None else storage
+    result = tune(space, evaluator, n_evals=n_evals, key=key, storage=store, strategy=strategy, seed=seed,
+                  seeds=seeds, profile=prof, objective=objective, progress=progress)
+    if isinstance(evaluator, MeasuredEvaluator) and objective == "time" and confirm > 1:
+        confirmed = confirm_mod.confirm_best(result.study, store, evaluator, key.as_dict(), k=confirm)
+        if confirmed:
+            result.best_config, result.best_value = confirmed
+            result.confirmed = True
+            database.forget()
+    return result, key

@@ -49,10 +49,12 @@ class TuneResult:
     evaluated_now: int                    # ... by this call
     history: list[dict] = field(default_factory=list)   # this call's evaluations, in order
     study: Any = None
+    confirmed: bool = False               # best_config won a re-measurement of the leaders (confirm.py)
 
     def as_dict(self) -> dict:
         return {"study": self.study_name, "best_config": self.best_config, "best_value": self.best_value,
-                "evaluations": self.evaluations, "evaluated_now": self.evaluated_now, "history": self.history}
+                "confirmed": self.confirmed, "evaluations": self.evaluations, "evaluated_now": self.evaluated_now,
+                "history": self.history}
 
 
 def _pid_alive(pid: int) -> bool:
