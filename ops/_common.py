@@ -1,6 +1,7 @@
 """Pieces every op shares: input checks, output allocation, config choice, epilogues."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import tilec as tc
@@ -54,10 +55,16 @@ def pick_backend(arrays: dict[str, Any], backend: str | None) -> str:
 
 def backend_space(tiles: list[Param], constraints: list, backend: str, narrow: dict | None = None) -> Space:
     """An op's tile parameters plus the backend's own tunable options; ``narrow`` (option name
-    -> choices) keeps only the choices of an option that suit this op."""
+    -> choices) keeps only the choices of an option that suit this op. Built once per distinct
+    arguments: every op call asks for its space."""
+    return _backend_space(tuple(tiles), tuple(constraints), backend, tuple(sorted((narrow or {}).items())))
+
+
+@functools.cache
+def _backend_space(tiles: tuple, constraints: tuple, backend: str, narrow: tuple) -> Space:
     be = backends.get(backend)
     extra = be.space_params() if hasattr(be, "space_params") else []
-    narrow = narrow or {}
+    narrow = dict(narrow)
     extra = [Param(p.name, tuple(c for c in p.choices if c in narrow[p.name]), p.doc) if p.name in narrow else p
              for p in extra]
     return Space(list(tiles) + list(extra), list(constraints))

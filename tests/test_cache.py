@@ -87,3 +87,30 @@ def test_corrupt_manifest_is_rebuilt(warm_cache):
     again = _run(cache)
     assert again["ok"]
     assert json.loads(manifest.read_text())["files"]
+
+
+def test_a_repeated_launch_reuses_its_specialization_and_a_new_dtype_gets_its_own(monkeypatch):
+    """The in-memory launch memo: the same kernel, config and argument dtypes/ranks skip
+    specialization; another dtype or rank is specialized anew and computes right."""
+    import numpy as np
+
+    import tilec as tc
+    from tilec.runtime import launch
+
+    @tc.kernel
+    def add_one(X, Y, B: tc.constexpr):
+        tc.store(Y, (tc.program_id(0) * B,), tc.load(X, (tc.program_id(0) * B,), (B,)) + 1)
+
+    calls = []
+    real = launch.compile_kernel
+    monkeypatch.setattr(launch, "compile_kernel", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    for dtype, repeat in ((np.float32, 3), (np.int32, 2), (np.float32, 1)):
+        for _ in range(repeat):
+            x = np.arange(10, dtype=dtype)
+            y = np.zeros(10, dtype)
+            add_one[(3,)](x, y, B=4)
+            assert y.dtype == dtype and np.array_equal(y, x + 1)
+    assert len(calls) == 2                       # one per dtype, none for the repeats
+    y = np.zeros(10, np.float32)
+    add_one[(2,)](np.arange(10, dtype=np.float32), y, B=8)   # another config: specialized again
+    assert len(calls) == 3 and np.array_equal(y, np.arange(10) + 1)

@@ -60,9 +60,10 @@ def describe(x: Any, name: str = "array") -> ArrayInfo:
 
 def host_view(x: Any, name: str = "array") -> np.ndarray:
     """A zero-copy NumPy view of a host array; 16-bit floats come back as uint16 bits."""
-    if type(x) is np.ndarray and x.dtype.name not in ("float16", "bfloat16"):
-        dt.from_numpy(x.dtype)  # still reject dtypes tilec does not take
-        return x
+    if type(x) is np.ndarray:
+        d = dt.from_numpy(x.dtype)  # rejects dtypes tilec does not take (a dict lookup, unlike dtype.name)
+        if not (d.is_float and d.bits == 16):
+            return x
     info = describe(x, name)
     if info.device != "cpu":
         raise InputError(f"{name} lives on {info.device}, but this backend runs on the CPU; "
