@@ -340,3 +340,22 @@ def test_lut_lookups_vectorize_only_from_a_register_sized_table():
         for m in (1, 8):
             seeds = cost_model_seeds(op, {"M": m, "N": 4096, "K": 4096}, "float32", op.space("numba"), p)
             assert seeds and all(2 ** c["MU"] == lanes for c in seeds), seeds
+
+
+def test_lut_tables_are_built_per_program_along_their_entries():
+    """Each LUT-GEMM program rebuilds its rows' tables for every group, whatever its strip
+    width, in loops over the 2**MU entries: narrowing BN multiplies that work by the strips,
+    and its cost per entry follows the table's width, not the strip's. Padding rows (BM > M)
+    copy only the activation tile through a mask; the sign planes do not depend on M."""
+    from autotune.cost.analytical import cpu_time
+    p = hw_profiles.load("host")
+    shape = {"M": 1, "N": 1536, "K": 3072, "bits": 3, "group_size": 128}
+    cfg = {"BM": 4, "MU": 4, "dot": "loops", "parallel": False}
+    wide, narrow = (workload_for("lut_gemm", shape, "float32", {**cfg, "BN": bn}) for bn in (512, 32))
+    # 3 strips x 24 groups, 4 rows x 128 activations x 16 entries each; 48 strips at BN=32
+    assert narrow.table_ops == 16 * wide.table_ops == 16 * 3 * 24 * 4 * 128 * 16
+    t_wide, t_narrow = (cpu_time(w, p)["parts"]["tables"] for w in (wide, narrow))
+    assert t_narrow == pytest.approx(16 * t_wide)
+    assert wide.edge_elements == 3 * 24 * 4 * 128          # 3 strips x 24 groups, the x tile only
+    full = workload_for("lut_gemm", {**shape, "M": 4}, "float32", {**cfg, "BN": 512})
+    assert full.edge_elements == 0 and full.table_ops == wide.table_ops

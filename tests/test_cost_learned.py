@@ -171,7 +171,14 @@ def test_host_numba_records_held_out_by_shape(monkeypatch):
     """This machine's own Numba records (GEMM, GEMV, int8 GEMV, attention, and the op library's
     int4 GEMM and 3-bit LUT-GEMM; single-threaded, CPU-timed, fastest of three passes):
     trained without a shape, predicted for it. Every op family keeps its config order within
-    each shape, and the runtimes across all of them."""
+    every shape (Spearman >= 0.9 in each of the 44 held-out shapes), and the runtimes across
+    all of them.
+
+    The tightest shapes are the smallest attention ones (N=96 with 3 heads, N=200), whose
+    configs lie within 2-5 % of each other, about their measurements' pass spread: 0.903 here,
+    0.88-0.92 under split seeds 1-3. LUT-GEMM keeps >= 0.98 in every shape under seeds 0-3
+    (0.88-0.98 before the CPU model built its tables along their 2**MU entries, once per
+    program: a 32-wide strip then ranked last at M=1, K=3072, N=1536, where it is sixth)."""
     from hw_profiles import hostdetect
     monkeypatch.setattr(hostdetect, "measure", lambda seconds=0.5: dict(RECORDS_HOST))
     hostdetect.calibrate()
@@ -181,6 +188,7 @@ def test_host_numba_records_held_out_by_shape(monkeypatch):
     res = ev.cross_validate(recs, split, LearnedModel.fit, lambda m, t: m.predict(t))
     assert res.metrics["r2"] >= 0.9 and res.metrics["spearman"] >= 0.9, res.metrics
     assert res.metrics["spearman_within_shape_mean"] >= 0.9, res.metrics
+    assert res.metrics["shapes"] == 44 and res.metrics["spearman_within_shape_min"] >= 0.9, res.metrics
     held = [recs[i] for train, test in split.folds for i in test]
     per_op = res.by_op()
     assert set(per_op) == HOST_OPS
@@ -189,6 +197,7 @@ def test_host_numba_records_held_out_by_shape(monkeypatch):
         m = ev.metrics(res.measured[ix], res.predicted[ix], [held[i].group_key("shape") for i in ix])
         assert m == per_op[op]
         assert m["shapes"] >= 6 and m["spearman_within_shape_mean"] >= 0.9, (op, m)
+        assert m["spearman_within_shape_min"] >= 0.9, (op, m)
         assert m["r2"] >= 0.85, (op, m)
 
 

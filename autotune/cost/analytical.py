@@ -27,6 +27,8 @@ CPU (the Numba backend: programs run as loop nests on the cores, tile products a
     AVX-512) runs scalar, so a 32-wide loop is ~12x slower per element than a 64-wide one;
   - partial (edge) tiles are copied through masks instead of read in place; table lookups
     are one permute per register when the table fills exactly one register, else scalar;
+    the loops that build lookup tables run along the table's entries (16 for LUT-GEMM's MU=4:
+    one register, below the vector body, so scalar), not along the program's strip;
   - all of this is divided over the threads in use (one with ``parallel=False``), the last
     round of programs possibly partial; memory beyond the private caches (the shared cache
     and DRAM, compulsory traffic from DRAM as on the GPUs) overlaps with it as roofline terms.
@@ -64,7 +66,9 @@ CPU_LOOP_EFFICIENCY = 0.3          # [M] loop-nest products (64+ wide): ~45 of 1
 CPU_INTERLEAVE = 4                 # [M] LLVM's vector body: 4 registers per trip (64 fp32 on AVX-512)
 CPU_SCALAR_PENALTY = 0.75          # [M] a scalar element costs lanes x this many vector ones (3.8 vs 45 GFLOP/s)
 CPU_LOOKUP_CYCLES = 1.0            # [M] a scalar lookup (LUT-GEMM, 2- and 256-entry tables: 0.37-0.53 ns)
-CPU_VECTOR_LOOKUP_CYCLES = 3.0     # [M] one register of lookups from a table held in a register (vpermps)
+# [M] one register of lookups from a table held in a register (vpermps, index widening, add):
+# tilec.backends.numba.support, one 32-table x 512-column lookup_sum in 0.8 us = 1024 registers
+CPU_VECTOR_LOOKUP_CYCLES = 2.0
 CPU_EDGE_CYCLES_PER_ELEMENT = 1.0  # [E] masked copy of an edge tile, element by element
 
 
@@ -216,6 +220,8 @@ def cpu_time(w: Workload, p) -> dict:
         "blas": blas_flops / (core_peak * CPU_BLAS_EFFICIENCY),
         # a loop-nest operation is one multiply-add: 2 flops at the peak rate
         "loops": 2.0 * w.loop_ops / (core_peak * CPU_LOOP_EFFICIENCY * vec),
+        # lookup tables are built in loops over their entries, whatever the strip width
+        "tables": 2.0 * w.table_ops / (core_peak * CPU_LOOP_EFFICIENCY * vector_efficiency(w.table_entries, p)),
         "edges": w.edge_elements * CPU_EDGE_CYCLES_PER_ELEMENT / hz,
         "lookups": lookup_time(w, p),
     }
@@ -265,7 +271,7 @@ def predict(w: Workload, p) -> Prediction:
     t_body += t_steps
     launch = LAUNCH_OVERHEAD_S.get(p.kind, 1e-5)
     cpu = None
-    if p.kind == "cpu" and (w.loop_ops or w.library_calls or w.lookups):
+    if p.kind == "cpu" and (w.loop_ops or w.library_calls or w.lookups or w.table_ops):
         # loop nests on the cores: their own costs replace the compute and per-core terms;
         # memory beyond the private caches still overlaps (the larger one shows)
         cpu = cpu_time(w, p)

@@ -25,7 +25,9 @@ records from any source can be turned into workloads by name). Fields:
   the contiguous extent those loops vectorize along; ``edge_steps``, the (program, loop step)
   pairs that touch a partial tile, read through a masked copy instead of in place, and
   ``edge_elements``, the elements those copies move (element by element, whatever their size);
-  ``lookups`` from a table of ``table_entries`` (LUT-GEMM), in ``lookup_rows`` rows.
+  ``lookups`` from a table of ``table_entries`` (LUT-GEMM), in ``lookup_rows`` rows, and
+  ``table_ops``, the multiply-adds that build those tables, in loops over the table's entries
+  (so they vectorize along ``table_entries``, not ``vector_length``).
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ class Workload:
     lookups: float = 0.0                 # table lookups (gathers from a small table) per launch
     table_entries: int = 0               # entries of that table
     lookup_rows: float = 0.0             # rows of lookups (one vector-helper call each when vectorized)
+    table_ops: float = 0.0               # multiply-adds building those tables, along table_entries
 
     @property
     def programs(self) -> int:
@@ -245,7 +248,13 @@ def quant_gemm(shape: dict, dtype: str, config: dict) -> Workload:
 def lut_gemm(shape: dict, dtype: str, config: dict) -> Workload:
     """``ops.lut_gemm``: y[M,N] = x[M,K] @ W for W in ``bits`` binary-coded planes with a scale
     per group of ``group_size`` rows; per group, tables of the 2**MU signed sums of MU
-    activations, then per plane one lookup per MU weights. Config BM, BN, MU."""
+    activations, then per plane one lookup per MU weights. Config BM, BN, MU.
+
+    Every program builds the tables of its BM rows for each group, whatever its strip width:
+    BM * G * 2**MU multiply-adds per (program, group), in a loop over the 2**MU entries, so a
+    narrow strip rebuilds the same tables N / BN times. A partial tile is copied through a mask
+    only where that operand is partial: the activations where M (or K) ends inside the tile,
+    the sign planes and scales where N does (the planes do not depend on M)."""
     _need(shape, config, "lut_gemm", ("M", "N", "K"), ("BM", "BN", "MU"))
     M, N, K = (int(shape[k]) for k in "MNK")
     Q, G = int(shape.get("bits", 3)), int(shape.get("group_size", 128))
@@ -254,6 +263,9 @@ def lut_gemm(shape: dict, dtype: str, config: dict) -> Workload:
     e = itemsize(dtype)
     gm, gn = cdiv(M, BM), cdiv(N, BN)
     steps, edge = edges([(M, BM), (N, BN), (K, G)])
+    groups = cdiv(K, G)
+    x_edge = gn * edges([(M, BM), (K, G)])[1]          # (program, group) steps with a partial x tile
+    w_edge = gm * groups * edges([(N, BN)])[1]         # ... with partial sign-plane and scale tiles
     lookups = steps * Q * BM * (GB * 8 // MU) * BN
     table_flops = 2.0 * steps * BM * GB * 8 * T
     lib = blas(config)
@@ -267,8 +279,11 @@ def lut_gemm(shape: dict, dtype: str, config: dict) -> Workload:
                     inner_iterations=cdiv(K, G), work_efficiency=(M * N * K) / max(1.0, steps * BM * BN * G),
                     library_calls=steps if lib else 0.0, call_flops=2.0 * BM * GB * 8 * T,
                     call_bytes=(BM * GB * 8 + MU * T) * 4.0, call_out_bytes=BM * GB * 8 // MU * T * 4.0,
-                    loop_ops=steps * Q * (2 * GB * 8 // MU * BN + 2 * BM * BN) + (0.0 if lib else table_flops / 2),
-                    lookups=lookups, table_entries=T, lookup_rows=steps * Q * BM, vector_length=BN, edge_steps=edge, edge_elements=edge * (BM * GB * 8 + Q * GB * BN))
+                    # the sign patterns (shift, mask) are bytes: a register holds 4x the fp32 lanes
+                    loop_ops=steps * Q * (2 * GB * 8 // MU * BN / 4 + 2 * BM * BN),
+                    table_ops=0.0 if lib else table_flops / 2,
+                    lookups=lookups, table_entries=T, lookup_rows=steps * Q * BM, vector_length=BN, edge_steps=edge,
+                    edge_elements=x_edge * BM * GB * 8 + w_edge * Q * (GB + 4) * BN)
 
 
 BUILDERS: dict[str, Callable[[dict, str, dict], Workload]] = {
