@@ -76,9 +76,9 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
                         NG: tc.constexpr = 1, LOOPS: tc.constexpr = False):
     """One program: one KV head, its GROUP query heads, one split of the cache. Each step takes
     NG key groups (NG * G tokens). With LOOPS the two products are sums over broadcast tiles
-    with the scores kept as (tokens, rows): on a CPU these loop nests beat a BLAS call for the
-    few rows of a decode step, and each key or value row is read once for all query rows.
-    Otherwise they are dots (what GPUs want). BN (= NG * G) only sizes the split chunks on the
+    with the scores kept as (tokens, rows): on a CPU whose BLAS runs AVX2 kernels these loop
+    nests beat a BLAS call for the few rows of a decode step, and each key or value row is read
+    once for all query rows. Otherwise they are dots (what GPUs and AVX-512 BLAS kernels want). BN (= NG * G) only sizes the split chunks on the
     host; the full-precision tail is read in tiles of G."""
     sid, g, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     pb = 8 // BITS
@@ -98,7 +98,6 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
         kcodes = unpack_groups(tc.load(KC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)), NG, G, BD, BITS)
         ks = tc.load(KS, (b, g, n // G, 0), (None, None, NG, BD))
         kz = tc.load(KZ, (b, g, n // G, 0), (None, None, NG, BD))
-        k = tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))
         # values stay codes: their scale and zero are per token, so they fold into the weights
         vcodes = tc.reshape(unpack_groups(tc.load(VC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)),
                                           NG, G, BD, BITS), (BQ, BD))
@@ -106,6 +105,7 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
         vz = tc.load(VZ, (b, g, n), (None, None, BQ))
         cols = n + tc.arange(BQ)
         if LOOPS:
+            k = tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))
             s = tc.sum(k[:, None, :] * q[None, :, :], 2)    # (tokens, rows)
             s = tc.where((cols[:, None] <= last[None, :]) & (cols[:, None] < stop), s, -math.inf)
             m_new = tc.maximum(m_i, tc.max(s, 0))
@@ -115,7 +115,12 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
             pv = tc.sum((p * vs[:, None])[:, :, None] * vcodes[:, None, :], 0)
             acc = acc * alpha[:, None] + pv + tc.sum(p * vz[:, None], 0)[:, None]
         else:
-            s = tc.dot(q, tc.trans(k))
+            if NG == 1:
+                # one key group: its scale and zero are per channel for the whole step, so they
+                # fold into q and the dot reads plain codes (no dequantized tile)
+                s = tc.dot(q * ks, tc.trans(tc.reshape(kcodes, (BQ, BD)))) + tc.sum(q * kz, 1)[:, None]
+            else:
+                s = tc.dot(q, tc.trans(tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))))
             s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
             m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
             acc = tc.dot(p * vs[None, :], vcodes, acc * alpha[:, None] + tc.sum(p * vz[None, :], 1)[:, None])
@@ -277,19 +282,26 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     programs = shape["B"] * shape["Hkv"]
     g = shape.get("G", 32)
     ng = 1
+    blas_dots = False
     if backend == "numba":
-        # CPU: steps of up to 512 tokens (no more groups than the cache holds): the per-step
-        # work outside the two products is paid once for all of them, and a step's key and
-        # value tiles (2 x 256 KB at d 128) still fit the L2
-        while ng < 32 and 2 * ng * g <= min(512, max(shape["L"], g)):
+        from tilec.backends.numba import blas_has_avx512
+        # With OpenBLAS's AVX-512 kernels the products are BLAS calls over steps of 256 tokens
+        # (one group of 128 or more, whose scale and zero fold into q); with its AVX2 kernels
+        # (5x slower for these small products) loop nests over steps of up to 512 tokens win.
+        # At 16k tokens, d 128, 8 KV heads, groups of 32 / 128: 2.77 / 2.17 ms against 4.6 / 5.3
+        # for the loops with AVX-512 kernels; with AVX2 kernels the loops took 6.4 / 5.5 ms, the
+        # dots 10.3 / 10.7. Fewer tokens per step pay the per-step work more often; more spill
+        # the L2 (key and value tiles of 512 tokens at d 128 are 2 x 256 KB).
+        blas_dots = blas_has_avx512()
+        tokens = 256 if blas_dots and g < 128 else g if blas_dots else 512
+        while ng < 32 and 2 * ng * g <= min(tokens, max(shape["L"], g)):
             ng *= 2
     ns = 1
     while ns < 64 and programs * ns < target_programs(backend) and shape["L"] >= 4 * ns * g * ng:
         ns *= 2
     cfg = {"BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns}
     if backend == "numba":
-        # products as loop nests: a BLAS call per step for a few query rows costs more than they do
-        cfg.update({"NG": ng, "dot": "blas", "LOOPS": True})
+        cfg.update({"NG": ng, "dot": "blas", "LOOPS": not blas_dots})
     elif backend == "triton":
         # d 128, groups of 32, compiled for sm_80: 4 warps used 255 registers and spilled 320 B, 8 used 244
         cfg["num_warps"] = 8

@@ -97,13 +97,27 @@ def test_steps_of_several_groups(loops, ng, bits, data, b, splits, residual, see
     np.testing.assert_allclose(out, want, rtol=1e-3, atol=1e-4)
 
 
-def test_default_steps():
-    """The CPU default takes up to 512 tokens per step, never more groups than the cache has."""
+@pytest.mark.parametrize("avx512_blas", [False, True])
+def test_default_steps(monkeypatch, avx512_blas):
+    """The CPU default: with AVX2 BLAS kernels loop nests over up to 512 tokens per step; with
+    AVX-512 ones BLAS dots over 256 tokens, or one group of 128 or more (its scale folds into
+    q). Never more groups than the cache has."""
+    import tilec.backends.numba as numba_backend
+    monkeypatch.setattr(numba_backend, "blas_has_avx512", lambda: avx512_blas)
     shape = {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128}
-    assert [default_config({**shape, "G": g}, "numba")["NG"] for g in (16, 32, 128, 256)] == [32, 16, 4, 2]
+    steps = [default_config({**shape, "G": g}, "numba")["NG"] for g in (16, 32, 128, 256)]
+    assert steps == ([16, 8, 1, 1] if avx512_blas else [32, 16, 4, 2])
     assert default_config({**shape, "L": 64, "G": 32}, "numba")["NG"] == 2
-    assert default_config({**shape, "G": 32}, "numba")["LOOPS"]
+    assert default_config({**shape, "G": 32}, "numba")["LOOPS"] is not avx512_blas
     assert default_config({**shape, "G": 32}, "triton").get("NG", 1) == 1   # GPUs: one group a step (the kernel default)
+
+
+def test_blas_kernel_family_is_read_from_the_library():
+    from tilec.backends.numba import blas_has_avx512, blas_kernels
+    from threadpoolctl import threadpool_info
+    families = {str(i.get("architecture")) for i in threadpool_info() if i.get("user_api") == "blas"}
+    assert blas_kernels() in families
+    assert blas_has_avx512() == (blas_kernels().lower() in ("skylakex", "cooperlake", "sapphirerapids"))
 
 
 def test_bad_parameters():

@@ -2,6 +2,8 @@
 serve later processes) and launch it over the grid."""
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import importlib.util
 import sys
@@ -141,6 +143,29 @@ def _one_blas_thread():
     finally:
         for lib, n in zip(_blas_libs, before):
             lib.set_num_threads(n)
+
+
+_AVX512_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+@functools.cache
+def blas_kernels() -> str:
+    """The CPU kernel family ("SkylakeX", "Haswell", ...) of the BLAS that ``dot="blas"`` calls
+    (scipy's, through Numba), or "" when unknown. OPENBLAS_CORETYPE can force one. Small products
+    depend on it: a decode step's (4 x 128) @ (128 x 256) sgemm took several times longer
+    with the Haswell kernels than with the SkylakeX ones on the same AVX-512 CPU."""
+    import scipy.linalg.cython_blas  # noqa: F401  (load the library first)
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    scipy_first = sorted(libs, key=lambda lib: "scipy.libs" not in str(lib.filepath))
+    for lib in scipy_first:
+        arch = getattr(lib, "architecture", None)
+        if arch:
+            return str(arch)
+    return ""
+
+
+def blas_has_avx512() -> bool:
+    return blas_kernels().lower() in _AVX512_KERNELS
 
 
 def _numba_files(path: Path) -> list[Path]:
