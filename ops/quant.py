@@ -98,8 +98,7 @@ def quant_gemm(x: Any, qw: QuantizedWeight, *, backend: str | None = None, confi
     c = qw.config
     per = c.per_byte
     x2 = x.reshape(m, k) if ix.ndim == 1 else x
-    scales3 = qw.scales.reshape(k // c.group_size, n // per, per)
-    zeros3 = scales3 if qw.zeros is None else qw.zeros.reshape(k // c.group_size, n // per, per)
+    scales3, zeros3 = qw.by_byte_lane()
     be = pick_backend({"x": x, "qweight": qw.qweight}, backend)
     shape = {"M": m, "N": n, "K": k}
     cfg = choose_config("quant_gemm", shape, f"int{c.bits}", be, ix.device, config, space(be),

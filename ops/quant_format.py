@@ -53,6 +53,15 @@ class QuantizedWeight:
     def nbytes(self) -> int:
         return self.qweight.nbytes + self.scales.nbytes + (0 if self.zeros is None else self.zeros.nbytes)
 
+    def by_byte_lane(self) -> tuple:
+        """(scales, zeros) as (K/G, N/P, P) views, P codes per byte: the kernel's layout, where
+        column p of byte j is output column j*P + p. Symmetric weights have no zeros: the
+        scales stand in (the kernel never reads them)."""
+        c = self.config
+        k, n = self.shape
+        scales = self.scales.reshape(k // c.group_size, n // c.per_byte, c.per_byte)
+        return scales, scales if self.zeros is None else self.zeros.reshape(scales.shape)
+
     def codes(self) -> np.ndarray:
         """Unpacked unsigned codes, (K, N) uint8."""
         return unpack_codes(self.qweight, self.config.bits)

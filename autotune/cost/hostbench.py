@@ -90,10 +90,8 @@ def _inputs(op: str, shape: dict, rng):
         quant = importlib.import_module("ops.quant")
         inp = quant.make_inputs(shape, "float32", rng)
         x, qw = inp["x"], inp["qw"]
-        c = qw.config
-        m, n, per = shape["M"], shape["N"], c.per_byte
-        scales = qw.scales.reshape(shape["K"] // c.group_size, n // per, per)
-        zeros = scales if qw.zeros is None else qw.zeros.reshape(scales.shape)
+        m, n, per = shape["M"], shape["N"], qw.config.per_byte
+        scales, zeros = qw.by_byte_lane()
         y = np.zeros((m, n // per, per), f)
         return (x, qw.qweight, scales, zeros, y), lambda: quant.reference(inp).reshape(y.shape)
     if op == "lut_gemm":
