@@ -85,11 +85,18 @@ def memory_bytes() -> int:
         return 8 * 1024 * MB
 
 
-def detected_document() -> dict:
-    """The host profile as a TOML-shaped dict, from detection alone."""
-    cores, simd = core_count(), simd_width_bits()
-    clock, clock_src = clock_hz()
-    cache = caches()
+def detected_document(machine: dict | None = None) -> dict:
+    """The host profile as a TOML-shaped dict, from detection alone; or, given ``machine``
+    (``machine_figures``' keys, e.g. from a records file's host sidecar), from those figures of
+    another machine instead of this one's."""
+    if machine is None:
+        model, cores, simd, mem = cpu_model(), core_count(), simd_width_bits(), memory_bytes()
+        clock, clock_src = clock_hz()
+        cache = caches()
+    else:
+        model, cores, simd = str(machine["cpu_model"]), int(machine["compute_units"]), int(machine["simd_width_bits"])
+        clock, clock_src = float(machine["clock_hz"]), "[M] the records' host figures"
+        cache, mem = dict(machine["caches"]), int(machine["memory_bytes"])
     l1, l2, l3 = cache.get("L1", 32 * KB), cache.get("L2", 1 * MB), cache.get("L3", 0)
     lanes = simd // 32
     fp32 = cores * clock * lanes * 2 * FMA_UNITS_GUESS
@@ -104,7 +111,7 @@ def detected_document() -> dict:
     if l3:
         memory.append({"name": "L3", "capacity_bytes": l3, "bandwidth_bytes_per_s": float(32 * clock * cores),
                        "energy_j_per_byte": 5e-12, "scope": "shared"})
-    memory.append({"name": "DRAM", "capacity_bytes": memory_bytes(), "bandwidth_bytes_per_s": dram_bw,
+    memory.append({"name": "DRAM", "capacity_bytes": mem, "bandwidth_bytes_per_s": dram_bw,
                    "energy_j_per_byte": 160e-12, "scope": "dram"})
     sources = {
         "compute_units": "[M] os.sched_getaffinity", "clock_hz": clock_src,
@@ -123,13 +130,15 @@ def detected_document() -> dict:
                        "energy [E] ~20 pJ/bit DDR, recalled",
     }
     return {
-        "name": "host", "vendor": platform.machine(), "description": f"this machine: {cpu_model()}, {cores} cores",
+        "name": "host", "vendor": platform.machine(),
+        "description": f"{'this machine' if machine is None else 'the machine that measured the records'}: "
+                       f"{model}, {cores} cores",
         "kind": "cpu", "arch": platform.machine(), "backends": ["numba"], "compute_units": cores,
         "clock_hz": float(clock), "simd_width_bits": simd, "local_memory_bytes": l2, "local_memory_per_cu_bytes": l2,
         "idle_power_w": 2.0 * cores, "tdp_w": 10.0 * cores,
         "peak_flops": {"float32": float(fp32), "float64": float(fp32 / 2), "float16": float(fp32),
                        "bfloat16": float(fp32), "int8": float(fp32)},
-        "notes": {"cpu_model": cpu_model(), "calibrated": False},
+        "notes": {"cpu_model": model, "calibrated": False},
         "memory": memory, "sources": sources,
     }
 
@@ -186,9 +195,9 @@ def measure(seconds: float = 0.5, stream_bytes: int = 512 * MB) -> dict[str, flo
     return {"stream_read_bytes_per_s": read, "stream_triad_bytes_per_s": triad, "fp32_fma_flops": fma}
 
 
-def calibrated_document(measured: dict[str, float]) -> dict:
-    doc = detected_document()
-    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+def calibrated_document(measured: dict[str, float], machine: dict | None = None, stamp: str | None = None) -> dict:
+    doc = detected_document(machine)
+    stamp = stamp or time.strftime("%Y-%m-%d", time.gmtime())
     bw = max(measured["stream_read_bytes_per_s"], measured["stream_triad_bytes_per_s"])
     fp32 = measured["fp32_fma_flops"]
     doc["memory"][-1]["bandwidth_bytes_per_s"] = float(bw)
@@ -202,6 +211,35 @@ def calibrated_document(measured: dict[str, float]) -> dict:
     doc["notes"] = {**doc["notes"], "calibrated": True, "calibrated_on": stamp,
                     **{k: float(v) for k, v in measured.items()}}
     return doc
+
+
+# -- the host figures records were measured with ---------------------------------------------
+MEASURED_KEYS = ("stream_read_bytes_per_s", "stream_triad_bytes_per_s", "fp32_fma_flops")
+
+
+def machine_figures(prof: Profile) -> dict:
+    """The detected figures of a host profile that the cost models read, as plain data: what a
+    records file's sidecar keeps so that another machine analyses them as this one would."""
+    caches = {m.name: m.capacity_bytes for m in prof.memory if m.name in ("L1", "L2", "L3")}
+    return {"cpu_model": str(prof.notes.get("cpu_model", "")), "compute_units": prof.compute_units,
+            "clock_hz": float(prof.clock_hz), "simd_width_bits": int(prof.simd_width_bits), "caches": caches,
+            "memory_bytes": prof.dram.capacity_bytes}
+
+
+def calibration_figures(prof: Profile) -> dict | None:
+    """The three measured figures of a calibrated host profile, None if it is detected only."""
+    if not prof.notes.get("calibrated"):
+        return None
+    return {k: float(prof.notes[k]) for k in MEASURED_KEYS}
+
+
+def recorded_profile(calibration: dict | None, machine: dict | None, where: str = "<records host>",
+                     measured_on: str | None = None) -> Profile:
+    """The host profile of the machine that measured a records file: its calibration figures
+    (or detected estimates when it had none) on its detected figures (or this machine's when
+    the file does not name them)."""
+    doc = calibrated_document(calibration, machine, measured_on) if calibration else detected_document(machine)
+    return profile_from_dict(doc, where, "host")
 
 
 def calibrate(seconds: float = 0.5) -> tuple[Profile, Path]:

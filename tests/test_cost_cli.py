@@ -66,3 +66,29 @@ def test_pick_names_a_config_per_gpu(capsys, tmp_path, monkeypatch):
     assert main(["cost-model", "pick", "--profile", "a100_sxm4_40gb", "l4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("a100_sxm4_40gb") and '"BM"' in lines[1]
+
+
+def test_predict_on_the_host_that_measured_a_records_file(capsys, tmp_path, monkeypatch):
+    """--profile RECORDS.jsonl (or its .host.json): the host figures that file carries."""
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path / "cache"))
+    from pathlib import Path
+    records = Path(__file__).resolve().parents[1] / "autotune/cost/data/host_numba_records.jsonl"
+    args = ["cost-model", "predict", "--op", "gemv", "--shape", "M=4096,K=4096", "--dtype", "float32",
+            "--config", "BM=16,BK=512,parallel=0"]
+
+    def ms(profile):
+        assert main(args + ["--profile", profile]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("analytical on host:")
+        return float(out.split(":")[1].split("ms")[0])
+    here, there = ms("host"), ms(str(records))
+    assert ms(str(records.with_name("host_numba_records.host.json"))) == there
+    assert here != there            # this machine is uncalibrated here (DRAM estimated at 12 GB/s a core)
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("")
+    assert main(args + ["--profile", str(bare)]) == 2
+    assert "has no host figures" in capsys.readouterr().err
+    (tmp_path / "bad.host.json").write_text('{"format": "tilec-records-host/1", "calibration": {"x": 1}}')
+    assert main(args + ["--profile", str(tmp_path / "bad.host.json")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.host.json" in err and "'calibration." in err

@@ -94,13 +94,36 @@ def run_eval(args) -> int:
     return 0
 
 
-def run_predict(args) -> int:
+def _profile(name: str):
+    """(profile, host figures): a profile name or .toml file, or a records file / its
+    ``.host.json`` sidecar for the host that measured those records."""
     import hw_profiles
 
+    from . import features as feat, records as R
+    low = name.lower()
+    if low.endswith(".host.json"):
+        from pathlib import Path
+        try:
+            doc = json.loads(Path(name).read_text())
+        except OSError as e:
+            raise TilecError(f"{name}: cannot read the host figures: {e.strerror or e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise TilecError(f"{name}: damaged host figures: not JSON: {e}") from None
+        host = R.check_host_figures(doc, name)
+    elif low.endswith((".jsonl", ".jsonl.gz", ".csv", ".csv.gz")):
+        host = R.load_host_figures(name)
+        if host is None:
+            raise TilecError(f"{name} has no host figures ({R.host_sidecar(name)}); use --profile host")
+    else:
+        return hw_profiles.load(name), None
+    return feat.profile_of(R.Record("-", {}, "float32", {}, 1.0, device="host", source=name, host=host)), host
+
+
+def run_predict(args) -> int:
     from .analytical import predict
     from .records import Record
     from .workload import workload_for
-    prof = hw_profiles.load(args.profile)
+    prof, host = _profile(args.profile)
     shape, config = _kv(args.shape), _kv(args.config)
     w = workload_for(args.op, shape, args.dtype, config)
     p = predict(w, prof)
@@ -111,7 +134,7 @@ def run_predict(args) -> int:
     if args.model:
         from .learned import LearnedModel
         m = LearnedModel.load(args.model)
-        rt, en = m.predict([Record(args.op, shape, args.dtype, config, 1.0, device=prof.name)])
+        rt, en = m.predict([Record(args.op, shape, args.dtype, config, 1.0, device=prof.name, host=host)])
         print(f"learned    on {prof.name}: {rt[0] * 1e3:.4g} ms, {en[0]:.4g} J")
     return 0
 
@@ -137,7 +160,8 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="cost_command", required=True)
 
     def data_args(p):
-        p.add_argument("data", nargs="+", help="records: .jsonl (tuner/hostbench), UCI .csv, Kernel Tuner .json[.gz]")
+        p.add_argument("data", nargs="+", help="records: .jsonl (tuner/hostbench), UCI .csv, Kernel Tuner .json[.gz]; "
+                                               "host records are analysed with their file's NAME.host.json figures")
         p.add_argument("--limit", type=int, help="use a random subset of this many records")
         p.add_argument("--seed", type=int, default=0)
 
@@ -161,7 +185,9 @@ def register(subparsers) -> None:
     p.add_argument("--shape", required=True, help="e.g. M=4096,N=4096,K=4096")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--config", default="", help="e.g. BM=128,BN=128,BK=32,num_warps=4,num_stages=3")
-    p.add_argument("--profile", required=True)
+    p.add_argument("--profile", required=True,
+                   help="a profile name or .toml file, or a records file (or its .host.json): "
+                        "the host that measured it")
     p.add_argument("--model", help="a learned model (JSON) to ask as well")
     p.set_defaults(run=run_predict)
 

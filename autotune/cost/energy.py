@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .analytical import _level_traffic, occupancy
-from .features import analyse, profile_for
+from .features import analyse, profile_of
 from .records import Record
 
 DVFS_EXPONENT = 2.0
@@ -33,7 +33,7 @@ class EnergyCheck:
 
 def power_at(rec: Record, dvfs: bool = True) -> float:
     w, _ = analyse(rec)
-    p = profile_for(rec.device)
+    p = profile_of(rec)
     t = rec.runtime_s
     scale = (rec.clock_hz / p.clock_hz) if rec.clock_hz else 1.0
     peak = (p.peak(w.peak_key) or min(p.peak_flops.values())) * scale

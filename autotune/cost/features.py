@@ -21,15 +21,35 @@ def profile_for(device: str):
         raise TilecError(f"records from device {device!r} need a hardware profile: {e}") from None
 
 
+_recorded: dict[str, object] = {}
+
+
+def profile_of(rec: Record):
+    """The profile a record is analysed with: for a host record that carries the figures of the
+    machine that measured it (``Record.host``, from its file's sidecar), that machine's;
+    otherwise its device's (``host``: this machine)."""
+    if rec.device != "host" or rec.host is None:
+        return profile_for(rec.device)
+    import json
+
+    from hw_profiles import hostdetect
+    key = json.dumps(rec.host, sort_keys=True)
+    if key not in _recorded:
+        _recorded[key] = hostdetect.recorded_profile(rec.host.get("calibration"), rec.host.get("machine"),
+                                                     f"<host: figures of {rec.source or 'the records'}>",
+                                                     rec.host.get("measured_on"))
+    return _recorded[key]
+
+
 def analyse(rec: Record) -> tuple[Workload, Prediction]:
-    prof = profile_for(rec.device)
+    prof = profile_of(rec)
     w = workload_for(rec.op, rec.shape, rec.dtype, rec.config)
     return w, predict(w, prof)
 
 
 def row(rec: Record, w: Workload, pred: Prediction) -> dict:
     """Named raw features (numbers or strings; strings become categories in the model)."""
-    prof = profile_for(rec.device)
+    prof = profile_of(rec)
     f = {f"a.{k}": float(v) for k, v in pred.features.items()}
     for k in [k for k in f if k.startswith("a.t_") or k == "a.t_roofline"]:
         f[k] = math.log10(max(f[k], 1e-12))      # times on a log scale

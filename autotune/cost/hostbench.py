@@ -7,6 +7,10 @@ backend over a grid of shapes and configs.
     python -m autotune.cost.hostbench pass2.jsonl
     python -m autotune.cost.hostbench out.jsonl --merge pass1.jsonl pass2.jsonl   # fastest of each
 
+Each output file gets a sidecar, ``NAME.host.json`` (``records.HOST_FORMAT``): this machine's
+calibration (``tilec profiles calibrate``; run it first) and detected figures, with which the
+cost models analyse the records wherever they are read. A merge keeps its passes' sidecar.
+
 The real ops in ``ops/`` will supersede these kernels; the tuner's own records feed the same
 ``records.measured_rows`` path. These exist so the learned model has real CPU data today.
 """
@@ -245,11 +249,23 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", nargs="+", metavar="PASS.jsonl",
                     help="instead of measuring, merge earlier passes into OUT (fastest of each)")
     args = ap.parse_args(argv)
+    from . import records as R
     if args.merge:
         passes = [[json.loads(line) for line in open(p) if line.strip()] for p in args.merge]
+        hosts = [R.load_host_figures(p) for p in args.merge]
+        known = [h for h in hosts if h is not None]
+        if any(h != known[0] for h in known[1:]) or (known and len(known) < len(hosts)):
+            print(f"warning: the passes' host figures differ ({[str(R.host_sidecar(p)) for p in args.merge]}); "
+                  f"{args.out} keeps the first pass's", file=sys.stderr)
         with open(args.out, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in merge_fastest(*passes))
+        R.write_host_figures(args.out, known[0] if known else None)
         return 0
+    host = R.host_figures()
+    if host["calibration"] is None:
+        print("warning: this host is not calibrated (`tilec profiles calibrate`): the records' sidecar "
+              "keeps its detected estimates", file=sys.stderr)
+    R.write_host_figures(args.out, host)
     with open(args.out, "w") as f:
         skip = {_key(r["op"], r["shape"], r["config"]) for p in args.skip for r in map(json.loads, open(p)) if r}
         collect(args.ops, f, skip=skip, progress=lambda r: print(r["op"], r["shape"], r["config"], f"{r['runtime_s'] * 1e3:.3f} ms",

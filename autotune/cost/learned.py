@@ -36,7 +36,7 @@ BASELINE = "cpu-model"
 def _baseline(records: list[Record], analysed, kind: str) -> np.ndarray:
     out = []
     for r, (_, p) in zip(records, analysed):
-        cpu = kind == "cpu-model" and feat.profile_for(r.device).kind == "cpu"
+        cpu = kind == "cpu-model" and feat.profile_of(r).kind == "cpu"
         out.append(p.features["t_model"] if cpu else p.features["t_roofline"])
     return np.array(out)
 
@@ -118,7 +118,8 @@ class LearnedModel:
 
     # -- prediction -------------------------------------------------------------------------
     def predict(self, records: list[Record]) -> tuple[np.ndarray, np.ndarray]:
-        """(runtime_s, energy_j) per record; only op/shape/dtype/config/device are read."""
+        """(runtime_s, energy_j) per record; only op/shape/dtype/config/device (and a host
+        record's host figures) are read."""
         if not records:
             return np.zeros(0), np.zeros(0)
         rows, analysed = self._rows(records)
@@ -129,8 +130,8 @@ class LearnedModel:
             energy = np.array([p.energy_j for _, p in analysed]) * np.exp(self.energy_model.predict(X))
         else:
             # analytical dynamic energy + static power over the learned runtime
-            energy = np.array([p.energy_j - feat.profile_for(r.device).idle_power_w * p.runtime_s
-                               + feat.profile_for(r.device).idle_power_w * t
+            energy = np.array([p.energy_j - feat.profile_of(r).idle_power_w * p.runtime_s
+                               + feat.profile_of(r).idle_power_w * t
                                for r, (_, p), t in zip(records, analysed, runtime)])
         return runtime, energy
 

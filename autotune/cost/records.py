@@ -6,6 +6,12 @@
   the UCI "SGEMM GPU kernel performance" CSV (CLTune gemm_fast on a GTX 680);
 - Kernel Tuner cache files (``.json`` or ``.json.gz``), including their power/energy fields.
 
+A JSON-lines or CSV file of host records carries the figures of the machine that measured
+them in a sidecar next to it, ``NAME.host.json`` for ``NAME.jsonl[.gz]`` / ``NAME.csv``
+(``HOST_FORMAT``; written by ``save_jsonl`` and ``hostbench``). Its host records are analysed
+with that machine's profile (``Record.host``), not this machine's; without a sidecar they
+get this machine's ``host`` profile.
+
 Nothing here executes what it reads: JSON, CSV and gzip only.
 """
 from __future__ import annotations
@@ -36,6 +42,9 @@ class Record:
     clock_hz: float | None = None        # core clock during the run, when the source reports it
     source: str = ""
     extra: dict = field(default_factory=dict)
+    # device "host" only: the figures of the machine that measured it (a host sidecar's
+    # "calibration" and "machine"); None: this machine's host profile
+    host: dict | None = field(default=None, repr=False)
 
     def group_key(self, by: str) -> str:
         """The hold-out group this record belongs to: "shape", "device" or a config parameter."""
@@ -58,9 +67,11 @@ def _check(rec: Record, where: str) -> Record:
     return rec
 
 
-def measured_rows(measurements: Iterable[dict], device: str = "host", source: str = "tuner") -> list[Record]:
+def measured_rows(measurements: Iterable[dict], device: str = "host", source: str = "tuner",
+                  host: dict | None = None) -> list[Record]:
     """Tuner measurements -> records. Each item needs op, shape, dtype, config, runtime_s;
-    energy_j, power_w and device are optional. This is the tuner's entry point."""
+    energy_j, power_w and device are optional. This is the tuner's entry point. ``host``: the
+    measuring machine's figures (``host_figures()``), kept by the records of device "host"."""
     out = []
     for i, m in enumerate(measurements):
         missing = [k for k in ("op", "shape", "dtype", "config", "runtime_s") if k not in m]
@@ -71,12 +82,147 @@ def measured_rows(measurements: Iterable[dict], device: str = "host", source: st
                                  device=str(m.get("device", device)), energy_j=m.get("energy_j"),
                                  power_w=m.get("power_w"), clock_hz=m.get("clock_hz"),
                                  source=str(m.get("source", source))), f"measurement {i}"))
+        if host is not None and out[-1].device == "host":
+            out[-1].host = host
     return out
 
 
-def save_jsonl(records: Iterable[Record], path: str | Path) -> None:
+# -- the host figures a records file was measured with -------------------------------------------
+HOST_FORMAT = "tilec-records-host/1"
+_CALIBRATION_KEYS = ("stream_read_bytes_per_s", "stream_triad_bytes_per_s", "fp32_fma_flops")
+_MACHINE_KEYS = {"cpu_model": str, "compute_units": int, "clock_hz": float, "simd_width_bits": int,
+                 "caches": dict, "memory_bytes": int}
+
+
+def host_sidecar(path: str | Path) -> Path:
+    """``runs.jsonl``, ``runs.jsonl.gz``, ``runs.csv`` -> ``runs.host.json`` beside it."""
+    path = Path(path)
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return path.with_name(stem + ".host.json")
+
+
+def host_figures() -> dict:
+    """This machine's host figures, as a sidecar holds them: its calibration (None when
+    ``tilec profiles calibrate`` has not run here) and its detected figures."""
+    import time
+
+    import hw_profiles
+    from hw_profiles import hostdetect
+    prof = hw_profiles.host()
+    return {"format": HOST_FORMAT, "measured_on": time.strftime("%Y-%m-%d", time.gmtime()),
+            "calibration": hostdetect.calibration_figures(prof), "machine": hostdetect.machine_figures(prof)}
+
+
+def _positive(v, where: str, integer: bool = False):
+    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok or not math.isfinite(v) or v <= 0:
+        raise TilecError(f"{where}: expected a positive {'integer' if integer else 'number'}, got {v!r}")
+    return v
+
+
+def check_host_figures(doc, where: str) -> dict:
+    """A sidecar's document, checked key by key; errors name ``where`` and the key."""
+    if not isinstance(doc, dict):
+        raise TilecError(f"{where}: damaged host figures: expected a JSON object, got {type(doc).__name__}")
+    bad = sorted(set(doc) - {"format", "calibration", "machine", "measured_on", "note"})
+    if bad:
+        raise TilecError(f"{where}: damaged host figures: unknown key {bad[0]!r}")
+    if doc.get("format") != HOST_FORMAT:
+        raise TilecError(f"{where}: damaged host figures: key 'format' is {doc.get('format')!r}, "
+                         f"expected {HOST_FORMAT!r}")
+    for k in ("measured_on", "note"):
+        if k in doc and not isinstance(doc[k], str):
+            raise TilecError(f"{where}: damaged host figures: key {k!r} must be a string")
+    cal, machine = doc.get("calibration"), doc.get("machine")
+    if cal is None and machine is None:
+        raise TilecError(f"{where}: damaged host figures: needs key 'calibration' or 'machine'")
+    if cal is not None:
+        if not isinstance(cal, dict):
+            raise TilecError(f"{where}: damaged host figures: key 'calibration' must be an object")
+        bad = sorted(set(cal) ^ set(_CALIBRATION_KEYS))
+        if bad:
+            raise TilecError(f"{where}: damaged host figures: key 'calibration.{bad[0]}' "
+                             f"{'is unknown' if bad[0] in cal else 'is missing'}")
+        for k in _CALIBRATION_KEYS:
+            _positive(cal[k], f"{where}: damaged host figures: key 'calibration.{k}'")
+    if machine is not None:
+        if not isinstance(machine, dict):
+            raise TilecError(f"{where}: damaged host figures: key 'machine' must be an object")
+        bad = sorted(set(machine) ^ set(_MACHINE_KEYS))
+        if bad:
+            raise TilecError(f"{where}: damaged host figures: key 'machine.{bad[0]}' "
+                             f"{'is unknown' if bad[0] in machine else 'is missing'}")
+        for k, kind in _MACHINE_KEYS.items():
+            key = f"{where}: damaged host figures: key 'machine.{k}'"
+            if kind is str and not isinstance(machine[k], str):
+                raise TilecError(f"{key}: expected a string, got {machine[k]!r}")
+            if kind in (int, float):
+                _positive(machine[k], key, integer=kind is int)
+        caches = machine["caches"]
+        if not {"L1", "L2"} <= set(caches) or not set(caches) <= {"L1", "L2", "L3"}:
+            raise TilecError(f"{where}: damaged host figures: key 'machine.caches' needs L1, L2 (and L3), "
+                             f"got {sorted(caches)}")
+        for k, v in caches.items():
+            _positive(v, f"{where}: damaged host figures: key 'machine.caches.{k}'", integer=True)
+    out = {"calibration": dict(cal) if cal is not None else None,
+           "machine": dict(machine, caches=dict(machine["caches"])) if machine is not None else None}
+    out.update({k: doc[k] for k in ("measured_on", "note") if k in doc})
+    return out
+
+
+def load_host_figures(path: str | Path) -> dict | None:
+    """The checked host figures of the records file ``path`` (its sidecar), None without one."""
+    side = host_sidecar(path)
+    if not side.is_file():
+        return None
+    try:
+        doc = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TilecError(f"{side}: damaged host figures: not JSON: {e}") from None
+    return check_host_figures(doc, str(side))
+
+
+def write_host_figures(path: str | Path, figures: dict | None) -> None:
+    """Write (None: remove) the sidecar of the records file ``path``."""
     from tilec.runtime.cache import atomic_write
-    atomic_write(Path(path), "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records))
+    side = host_sidecar(path)
+    if figures is None:
+        side.unlink(missing_ok=True)
+        return
+    doc = {"format": HOST_FORMAT, **{k: v for k, v in figures.items() if k != "format"}}
+    check_host_figures(doc, str(side))
+    atomic_write(side, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def _with_host(records: list[Record], path: Path) -> list[Record]:
+    figures = load_host_figures(path)
+    if figures is not None:
+        for r in records:
+            if r.device == "host":
+                r.host = figures
+    return records
+
+
+def save_jsonl(records: Iterable[Record], path: str | Path) -> None:
+    """One JSON line per record; the host figures of its host records go to the sidecar
+    (a stale one is removed when they have none)."""
+    from tilec.runtime.cache import atomic_write
+    records = list(records)
+    hosts = []
+    for r in records:
+        if r.host is not None and r.host not in hosts:
+            hosts.append(r.host)
+    if len(hosts) > 1:
+        raise TilecError(f"{path}: the records were measured on {len(hosts)} different hosts; "
+                         "one file carries the figures of one")
+    rows = []
+    for r in records:
+        row = asdict(r)
+        del row["host"]
+        rows.append(json.dumps(row, sort_keys=True) + "\n")
+    atomic_write(Path(path), "".join(rows))
+    write_host_figures(path, hosts[0] if hosts else None)
 
 
 def load_jsonl(path: str | Path) -> list[Record]:
@@ -91,7 +237,7 @@ def load_jsonl(path: str | Path) -> list[Record]:
             except json.JSONDecodeError as e:
                 raise TilecError(f"{path}:{n}: not JSON: {e}") from None
             out += measured_rows([item], source=item.get("source") or path.name)
-    return out
+    return _with_host(out, path)
 
 
 def _open_text(path: Path):
@@ -211,13 +357,15 @@ def load_csv(path: str | Path) -> list[Record]:
             except ValueError as e:
                 raise TilecError(f"{path}:{n}: {e}") from None
             out += measured_rows([item], source=path.name)
-        return out
+        return _with_host(out, path)
 
 
 def load_any(path: str | Path) -> list[Record]:
     """Pick the loader from the file: a records or UCI CSV, a Kernel Tuner cache, or JSON lines."""
     path = Path(path)
     name = path.name.lower()
+    if name.endswith(".host.json"):
+        raise TilecError(f"{path}: the host figures of a records file, not records (pass the records file)")
     if name.endswith(".csv") or name.endswith(".csv.gz"):
         return load_csv(path)
     if name.endswith(".jsonl") or name.endswith(".jsonl.gz"):
