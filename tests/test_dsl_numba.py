@@ -341,3 +341,26 @@ def test_show_renders_every_registry_op_at_its_typical_shape():
         text = show(name)
         kernel = next(iter(spec.kernels.values()))
         assert "## tile IR" in text and f"def {kernel.name}" in text, name
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 9), n=st.integers(1, 9), k=st.integers(1, 9), cut=st.tuples(*[st.integers(0, 3)] * 4),
+       beta=st.sampled_from([0.0, 1.0]), transposed=st.booleans(), seed=st.integers(0, 2**16))
+def test_blas_dot_of_edge_views_counts_what_they_lack_as_zeros(m, n, k, cut, beta, transposed, seed):
+    """rt.matmul_into with operands smaller than their tiles (an edge tile read in place): the
+    same as the zero-padded tiles, and with beta 0 the untouched part of c is cleared."""
+    from tilec.backends.numba import support as rt
+    rng = np.random.default_rng(seed)
+    a_full = rng.standard_normal((m, k)).astype(np.float32)
+    b_full = rng.standard_normal((k, n)).astype(np.float32)
+    a_full[max(m - cut[0], 0):], a_full[:, max(k - cut[1], 0):] = 0, 0
+    b_full[max(k - cut[2], 0):], b_full[:, max(n - cut[3], 0):] = 0, 0
+    a = a_full[:max(m - cut[0], 0), :max(k - cut[1], 0)]
+    b = b_full[:max(k - cut[2], 0), :max(n - cut[3], 0)]
+    if transposed:                       # operands that are transposed views, as tc.trans gives
+        a, b = np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    c = np.full_like(c0, np.nan) if beta == 0 else c0.copy()
+    rt.matmul_into(a, b, c, beta)
+    want = a_full.astype(np.float64) @ b_full + (0 if beta == 0 else c0)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)

@@ -457,11 +457,24 @@ class NumbaRenderer:
             self.depth -= 1
             self.emit("else:")
             self.depth += 1
+            if self._blas_view(op) and pad == 0:
+                # an edge tile only BLAS reads: the part inside the tensor, in place, and
+                # matmul_into takes what it lacks as the zeros the padding would have been
+                # (no padded copy: the last strip of a GEMV is most of the matrix)
+                window = ", ".join(self.name(o) if e is None else f"{self.name(o)}:{self.name(o)} + {hi}"
+                                   for o, e, hi in zip(offsets, box, _his(box, bounds)))
+                starts = [f"{lo} == 0" for lo, _ in bounds]
+                self.emit(f"if {' and '.join(starts + conds)}:")
+                self.emit(f"    {target} = {self.name(tensor)}[{window}]")
+                self.emit("else:")
+                self.depth += 1
             self.emit(f"{target} = np.full({r.shape}, {fill}, {store_dtype})")
             self.emit(f"if {' and '.join(conds)}:")
             self.depth += 1
             self._copy_box(target, tensor, offsets, box, bounds)
             self.depth -= 2
+            if self._blas_view(op) and pad == 0:
+                self.depth -= 1
         if sixteen:
             widen = "widen_bf16" if tensor.dtype.name == "bfloat16" else "widen_f16"
             if r.shape == ():
@@ -830,6 +843,12 @@ def _tensor_index(name, offsets: list[Value], box: tuple, idx: list[str]) -> str
             out.append(f"np.uintp({name(off)} + {idx[t]})")
             t += 1
     return ", ".join(out)
+
+
+def _his(box: tuple, bounds: list) -> list:
+    """Per box axis, the end of its part inside the tensor (None on single-index axes)."""
+    ends = iter(hi for _, hi in bounds)
+    return [None if e is None else next(ends) for e in box]
 
 
 def kernel_symbol(fn: Function) -> str:

@@ -224,20 +224,45 @@ def _blas_operand(x):
 @numba.njit(cache=True)
 def matmul_into(a, b, c, beta):
     """c = a @ b + beta * c for float32 2-D arrays; a and b may be strided views (a tile read in
-    place, or a transposed one); c must be C-contiguous."""
-    m, k = a.shape
-    n = c.shape[1]
-    a2, ta, lda = _blas_operand(a)
-    if n == 1 and (b.strides[0] == 4 or k == 1):
+    place, or a transposed one), and smaller than the tiles they stand for (an edge tile read
+    in place): what they lack counts as zeros. c must be C-contiguous."""
+    rows, cols = c.shape
+    m, n, k = min(a.shape[0], rows), min(b.shape[1], cols), min(a.shape[1], b.shape[0])
+    if m < rows or n < cols:
+        _scale_outside(c, m, n, beta)
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        _scale_block(c, m, n, beta)
+        return
+    a_part, b_part = a[:m, :k], b[:k, :n]
+    a2, ta, lda = _blas_operand(a_part)
+    if cols == 1 and (b_part.strides[0] == 4 or k == 1):
         # matrix-vector: sgemv streams a once (sgemm would pack it first)
         if ta == ord("n"):   # row-major a is column-major a^T
-            _sgemv(ord("t"), k, m, a2, lda, b, np.float32(beta), c)
+            _sgemv(ord("t"), k, m, a2, lda, b_part, np.float32(beta), c)
         else:
-            _sgemv(ord("n"), m, k, a2, lda, b, np.float32(beta), c)
+            _sgemv(ord("n"), m, k, a2, lda, b_part, np.float32(beta), c)
         return
-    b2, tb, ldb = _blas_operand(b)
+    b2, tb, ldb = _blas_operand(b_part)
     # row-major C = A @ B is column-major C^T = B^T @ A^T: swap the operands
-    _sgemm(tb, ta, n, m, k, b2, ldb, a2, lda, np.float32(beta), c, max(n, 1))
+    _sgemm(tb, ta, n, m, k, b2, ldb, a2, lda, np.float32(beta), c, max(cols, 1))
+
+
+@numba.njit(cache=True)
+def _scale_outside(c, m, n, beta):
+    """c = beta * c outside its top-left m x n block (beta 0 clears: c may be uninitialized)."""
+    for i in range(c.shape[0]):
+        for j in range(n if i < m else 0, c.shape[1]):
+            c[i, j] = 0.0 if beta == 0 else beta * c[i, j]
+
+
+@numba.njit(cache=True)
+def _scale_block(c, m, n, beta):
+    """c = beta * c inside its top-left m x n block."""
+    for i in range(m):
+        for j in range(n):
+            c[i, j] = 0.0 if beta == 0 else beta * c[i, j]
 
 
 # -- table lookups in a register ---------------------------------------------------------------
