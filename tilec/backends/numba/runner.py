@@ -63,8 +63,10 @@ class NumbaBackend(Backend):
         threads = numba.config.NUMBA_NUM_THREADS if options["parallel"] else 1
 
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
+            # BLAS called from the program threads must not spawn threads of its own. Not even
+            # for a lone program: scipy's OpenBLAS workers would then spin for ~0.1 s after each
+            # call, and a NumPy matmul in that window ran 6x slower against them on 2 cores.
             if uses_blas:
-                # BLAS called from the program threads must not spawn threads of its own.
                 with _one_blas_thread():
                     _run_programs(kernel, threads, grid, args)
             else:
