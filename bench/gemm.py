@@ -20,8 +20,10 @@ from .timing import interleaved, machine, write_json
 GEMM_SWEEP = [{"BM": 256, "BN": 256, "BK": 256}, {"BM": 128, "BN": 256, "BK": 256},
               {"BM": 256, "BN": 128, "BK": 512}, {"BM": 512, "BN": 256, "BK": 256},
               {"BM": 128, "BN": 128, "BK": 256}]
-GEMV_SWEEP = [{"BM": 8, "BK": 4096}, {"BM": 16, "BK": 1024}, {"BM": 32, "BK": 512}, {"BM": 4, "BK": 2048},
-              {"BM": 64, "BK": 256}]
+# strips of rows as BLAS GEMVs reading A in place (AS_DOT), and multiply-and-sum tiles
+GEMV_SWEEP = [{"BM": 128, "BK": 4096, "AS_DOT": True}, {"BM": 256, "BK": 4096, "AS_DOT": True},
+              {"BM": 512, "BK": 4096, "AS_DOT": True}, {"BM": 1024, "BK": 4096, "AS_DOT": True},
+              {"BM": 8, "BK": 4096}, {"BM": 16, "BK": 1024}]
 
 
 def bench_gemm(n: int, repeats: int) -> dict:
@@ -42,7 +44,10 @@ def bench_gemv(n: int, repeats: int) -> dict:
     x = rng.standard_normal(n).astype(np.float32)
     cands = {"numpy": lambda: a @ x, "tilec default": lambda: ops.gemv(a, x)}
     for cfg in GEMV_SWEEP:
-        cands[f"tilec BM={cfg['BM']} BK={cfg['BK']}"] = lambda cfg=cfg: ops.gemv(a, x, config=cfg)
+        if cfg["BM"] > n or cfg["BK"] > n:
+            continue
+        form = " dot" if cfg.get("AS_DOT") else ""
+        cands[f"tilec BM={cfg['BM']} BK={cfg['BK']}{form}"] = lambda cfg=cfg: ops.gemv(a, x, config=cfg)
     times = interleaved(cands, repeats=repeats)
     return _summary("gemv", f"{n}x{n} fp32", 2.0 * n * n, 4.0 * (n * n + 2 * n), times)
 

@@ -42,13 +42,15 @@ def gemv_kernel(A, X, Y, bias, alpha, BM: tc.constexpr, BK: tc.constexpr,
     tc.store(Y, (pm * BM,), activation(acc, ACT))
 
 
-CPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (64, 128, 256, 512, 1024, 2048, 4096)),
+CPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)),
+             Param("BK", (64, 128, 256, 512, 1024, 2048, 4096)),
              Param("AS_DOT", (False, True), "each slice as a dot (a BLAS GEMV on the CPU) or multiply-and-sum")]
 GPU_TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128)), Param("BK", (32, 64, 128, 256, 512))]
 
 
-# a tile of A, a slice of x and the accumulator, in fp32
-_fits = fits_local_memory(lambda cfg: 4 * (cfg["BM"] * cfg["BK"] + cfg["BK"] + cfg["BM"]), ("BM", "BK"))
+# a slice of x, the accumulator and, unless the slice is a dot (which reads A in place), a tile of A
+_fits = fits_local_memory(lambda cfg: 4 * ((0 if cfg.get("AS_DOT") else cfg["BM"] * cfg["BK"]) + cfg["BK"] + cfg["BM"]),
+                          ("BM", "BK"))
 
 
 def space(backend: str = "numba"):
