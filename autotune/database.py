@@ -194,6 +194,7 @@ def read_best(url: str, study_name: str) -> tuple[dict, float] | None:
 
 _memo: dict[tuple, dict | None] = {}
 _memo_lock = threading.Lock()
+_generation = 0          # bumped by forget(): whoever remembers a lookup's answer compares it
 
 
 def lookup(op: str, shape: dict, dtype: str, backend: str, device: str) -> dict | None:
@@ -225,8 +226,15 @@ def lookup(op: str, shape: dict, dtype: str, backend: str, device: str) -> dict 
 
 def forget() -> None:
     """Drop the per-process lookup memo (after a tune in this process, or in tests)."""
+    global _generation
     with _memo_lock:
         _memo.clear()
+        _generation += 1
+
+
+def generation() -> int:
+    """How many times the lookup memo was dropped: answers remembered under another one are stale."""
+    return _generation
 
 
 def rebuild_best(url: str | None = None) -> int:

@@ -13,8 +13,8 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import (activation, backend_space, check_activation, check_rank, choose_config,
-                      fits_local_memory, output_like, pick_backend)
+from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, choose_config,
+                      config_items, fits_local_memory, output_like, pick_backend)
 from .spec import OpSpec
 
 
@@ -66,9 +66,23 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     return {"BM": 64, "BN": 64, "BK": 32}
 
 
+_plans = CallPlans()
+
+
 def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
          backend: str | None = None, config: dict | None = None) -> Any:
     """act(alpha * a @ b + bias) with fp32 accumulation; returns an array like ``a``."""
+    key = _plans.key((a, b, bias), activation, backend, config_items(config))
+    plan = _plans.get(key) or _plans.put(key, _plan(a, b, bias, activation, backend, config))
+    be, cfg, grid, (m, n), dtype = plan
+    c = output_like(a, (m, n), dtype)
+    bias_arg = bias if bias is not None else c  # unused when HAS_BIAS is False
+    gemm_kernel[grid](a, b, c, bias_arg, float(alpha), backend=be, HAS_BIAS=bias is not None, ACT=activation, **cfg)
+    return c
+
+
+def _plan(a, b, bias, activation, backend, config) -> tuple:
+    """Check the call and decide its backend, config and grid."""
     ia, ib = check_rank("a", a, 2), check_rank("b", b, 2)
     (m, k), (k2, n) = ia.shape, ib.shape
     if k != k2:
@@ -83,11 +97,7 @@ def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alp
     be = pick_backend({"a": a, "b": b, "bias": bias}, backend)
     shape = {"M": m, "N": n, "K": k}
     cfg = choose_config("gemm", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
-    c = output_like(a, (m, n), ia.dtype)
-    bias_arg = bias if bias is not None else c  # unused when HAS_BIAS is False
-    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"]))
-    gemm_kernel[grid](a, b, c, bias_arg, float(alpha), backend=be, HAS_BIAS=bias is not None, ACT=activation, **cfg)
-    return c
+    return be, cfg, (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"])), (m, n), ia.dtype
 
 
 def reference(inputs: dict) -> np.ndarray:

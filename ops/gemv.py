@@ -13,8 +13,8 @@ import tilec as tc
 from autotune.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import (activation, backend_space, check_activation, check_rank, choose_config,
-                      fits_local_memory, output_like, pick_backend)
+from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, choose_config,
+                      config_items, fits_local_memory, output_like, pick_backend)
 from .gemm import apply_activation_reference
 from .spec import OpSpec
 
@@ -71,9 +71,23 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     return {"BM": 32, "BK": 128}
 
 
+_plans = CallPlans()
+
+
 def gemv(a: Any, x: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
          backend: str | None = None, config: dict | None = None) -> Any:
     """act(alpha * a @ x + bias) with fp32 accumulation; returns a vector like ``a``."""
+    key = _plans.key((a, x, bias), activation, backend, config_items(config))
+    plan = _plans.get(key) or _plans.put(key, _plan(a, x, bias, activation, backend, config))
+    be, cfg, grid, m, dtype = plan
+    y = output_like(a, (m,), dtype)
+    gemv_kernel[grid](a, x, y, bias if bias is not None else y, float(alpha), backend=be,
+                      HAS_BIAS=bias is not None, ACT=activation, **cfg)
+    return y
+
+
+def _plan(a, x, bias, activation, backend, config) -> tuple:
+    """Check the call and decide its backend, config and grid."""
     ia, ix = check_rank("a", a, 2), check_rank("x", x, 1)
     m, k = ia.shape
     if ix.shape != (k,):
@@ -88,11 +102,7 @@ def gemv(a: Any, x: Any, *, bias: Any = None, activation: str | None = None, alp
     be = pick_backend({"a": a, "x": x, "bias": bias}, backend)
     shape = {"M": m, "K": k}
     cfg = choose_config("gemv", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
-    y = output_like(a, (m,), ia.dtype)
-    grid = (cdiv_host(m, cfg["BM"]),)
-    gemv_kernel[grid](a, x, y, bias if bias is not None else y, float(alpha), backend=be,
-                      HAS_BIAS=bias is not None, ACT=activation, **cfg)
-    return y
+    return be, cfg, (cdiv_host(m, cfg["BM"]),), m, ia.dtype
 
 
 def reference(inputs: dict) -> np.ndarray:

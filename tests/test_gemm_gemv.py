@@ -134,3 +134,28 @@ def test_flops_and_bytes_formulas():
     assert ops.REGISTRY["gemm"].flops(s) == 2 * 3 * 5 * 7
     assert ops.REGISTRY["gemm"].bytes(s, "float32") == 4 * (3 * 7 + 7 * 5 + 3 * 5)
     assert ops.REGISTRY["gemv"].flops({"M": 3, "K": 7}) == 42
+
+
+def test_repeated_calls_reuse_their_plan_until_the_tuning_memo_is_dropped(monkeypatch):
+    """Checks, backend choice and config lookup run once per kind of call; another shape or
+    config plans anew, and so does every call after a tune dropped the lookup memo."""
+    import importlib
+
+    from autotune import database
+    gemm_module = importlib.import_module("ops.gemm")
+    planned = []
+    real = gemm_module._plan
+    monkeypatch.setattr(gemm_module, "_plan", lambda *a: planned.append(a[0].shape) or real(*a))
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal((7, 3)).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_allclose(ops.gemm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    assert len(planned) == 1
+    ops.gemm(a[:4], b)
+    ops.gemm(a, b, config={"BM": 16, "BN": 16, "BK": 16})
+    assert len(planned) == 3
+    database.forget()
+    np.testing.assert_allclose(ops.gemm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    assert len(planned) == 4
+    with pytest.raises(tc.InputError, match="do not chain"):
+        ops.gemm(a, a)

@@ -135,8 +135,7 @@ def _one_blas_thread():
     ``threadpool_limits``, which rescans the loaded libraries on every call)."""
     global _blas_libs
     if _blas_libs is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it first)
-        _blas_libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        _blas_libs = _numba_blas()
     before = [lib.num_threads for lib in _blas_libs]
     for lib in _blas_libs:
         lib.set_num_threads(1)
@@ -151,15 +150,26 @@ _AVX512_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
 
 
 @functools.cache
-def blas_kernels() -> str:
-    """The CPU kernel family ("SkylakeX", "Haswell", ...) of the BLAS that ``dot="blas"`` calls
-    (scipy's, through Numba), or "" when unknown. OPENBLAS_CORETYPE can force one. Small products
-    depend on it: a decode step's (4 x 128) @ (128 x 256) sgemm took several times longer
-    with the Haswell kernels than with the SkylakeX ones on the same AVX-512 CPU."""
+def _numba_blas() -> list:
+    """threadpoolctl's controllers of the BLAS that kernels call: scipy's (Numba's np.dot and
+    tilec's sgemm/sgemv go through scipy.linalg.cython_blas). NumPy's own copy is left alone:
+    setting its threads too doubled the cost of each launch. All BLAS libraries when none lies
+    in scipy's package (a shared system BLAS)."""
+    import scipy
     import scipy.linalg.cython_blas  # noqa: F401  (load the library first)
     libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    scipy_first = sorted(libs, key=lambda lib: "scipy.libs" not in str(lib.filepath))
-    for lib in scipy_first:
+    home = str(Path(scipy.__file__).resolve().parent)        # .../scipy: also matches .../scipy.libs
+    own = [lib for lib in libs if str(Path(lib.filepath).resolve()).startswith(home)]
+    return own or libs
+
+
+@functools.cache
+def blas_kernels() -> str:
+    """The CPU kernel family ("SkylakeX", "Haswell", ...) of the BLAS that ``dot="blas"`` calls,
+    or "" when unknown. OPENBLAS_CORETYPE can force one. Small products depend on it: a decode
+    step's (4 x 128) @ (128 x 256) sgemm took several times longer with the Haswell kernels
+    than with the SkylakeX ones on the same AVX-512 CPU."""
+    for lib in _numba_blas():
         arch = getattr(lib, "architecture", None)
         if arch:
             return str(arch)
