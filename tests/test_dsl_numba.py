@@ -364,3 +364,26 @@ def test_blas_dot_of_edge_views_counts_what_they_lack_as_zeros(m, n, k, cut, bet
     rt.matmul_into(a, b, c, beta)
     want = a_full.astype(np.float64) @ b_full + (0 if beta == 0 else c0)
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
+
+
+@tc.kernel
+def sum_of_previous_views(X, Y, B: tc.constexpr):
+    """Each step's tile, reshaped, is carried into the next step and only read there."""
+    prev = tc.zeros((2, B // 2), tc.float32)
+    total = tc.zeros((2, B // 2), tc.float32)
+    for k in tc.range(0, X.shape[0], B):
+        view = tc.reshape(tc.load(X, (k,), (B,)) * 2.0, (2, B // 2))
+        total = total + prev
+        prev = view
+    tc.store(Y, (0, 0), total)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_a_view_carried_out_of_its_step_keeps_its_own_array(steps):
+    """A tile whose reshaped view outlives the step must not share one buffer across steps (the
+    loop-private buffers of _loop_private): the sum reads the previous step's values."""
+    x = np.arange(8 * steps, dtype=np.float32)
+    y = np.zeros((2, 4), np.float32)
+    sum_of_previous_views[(1,)](x, y, B=8)
+    want = sum((2 * x[8 * i:8 * i + 8]).reshape(2, 4) for i in range(steps - 1)) if steps > 1 else np.zeros((2, 4))
+    np.testing.assert_array_equal(y, want)
