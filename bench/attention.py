@@ -27,7 +27,7 @@ import numpy as np
 
 import ops
 
-from .timing import interleaved_samples, machine
+from .timing import cpu_times, interleaved_samples, machine, report_steal
 
 
 def numpy_attention(q, k, v, causal):
@@ -176,11 +176,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="seq 1024 only, no memory probe (smoke run)")
     args = ap.parse_args(argv)
     seqs = (1024,) if args.quick else (1024, 2048, 4096)
+    before = cpu_times()
     results = {"machine": {**machine(), "load_average": os.getloadavg()},
                "forward": bench_forward(seqs, args.repeats)}
     if not args.quick:
         results["memory"] = bench_memory(8192)
     results["decode"] = bench_decode(4096 if args.quick else 16384, args.repeats)
+    results["machine"]["cpu_steal"] = report_steal(before)
     if args.json:
         from tilec.runtime.cache import atomic_write
         atomic_write(Path(args.json), json.dumps(results, indent=2))

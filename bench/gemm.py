@@ -15,7 +15,7 @@ from rich.table import Table
 
 import ops
 
-from .timing import interleaved, machine, write_json
+from .timing import cpu_times, interleaved, machine, report_steal, write_json
 
 GEMM_SWEEP = [{"BM": 256, "BN": 256, "BK": 256}, {"BM": 128, "BN": 256, "BK": 256},
               {"BM": 256, "BN": 128, "BK": 512}, {"BM": 512, "BN": 256, "BK": 256},
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json")
     args = p.parse_args(argv)
+    before = cpu_times()
     results = [bench_gemm(int(n), args.repeats) for n in args.sizes.split(",") if n]
     results += [bench_gemv(int(n), args.repeats) for n in args.gemv_sizes.split(",") if n]
     console = Console()
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
             t.add_row(name + mark, f"{row['ms']:.2f}", f"{row['gflops']:.1f}", f"{row['gbs']:.1f}",
                       f"{row['vs_numpy']:.2f}")
         console.print(t)
-    payload = {"machine": machine(), "results": results}
+    payload = {"machine": {**machine(), "cpu_steal": report_steal(before, console)}, "results": results}
     write_json(args.json, payload)
     return payload
 

@@ -21,7 +21,7 @@ lut_mod = importlib.import_module("ops.lut_gemm")
 from ops.bcq import bcq_quantize, relative_error  # noqa: E402
 from ops.quant_format import quantize  # noqa: E402
 
-from .timing import interleaved_samples, machine  # noqa: E402
+from .timing import cpu_times, interleaved_samples, machine, report_steal  # noqa: E402
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
+    before = cpu_times()
     from hw_profiles.hostdetect import measure
     bandwidth = measure()["stream_read_bytes_per_s"]   # the probe `tilec profiles calibrate` uses
     print(f"streaming read bandwidth (tilec profiles calibrate's probe): {bandwidth / 1e9:.1f} GB/s")
@@ -115,7 +116,8 @@ def main(argv=None) -> int:
         print(f"{'weights':>11} {'bits':>4} {'greedy':>8} {'altern.':>8} {'uniform':>8}")
         for r in rows:
             print(f"{r['weights']:>11} {r['bits']:>4} {r['greedy']:8.4f} {r['alternating']:8.4f} {r['uniform']:8.4f}")
-    result = {"machine": {**machine(), "load_average": os.getloadavg(), "streaming_GBps": bandwidth / 1e9},
+    result = {"machine": {**machine(), "load_average": os.getloadavg(), "streaming_GBps": bandwidth / 1e9,
+                          "cpu_steal": report_steal(before)},
               "cases": cases, "quality": rows}
     if args.json:
         folder = os.path.dirname(os.path.abspath(args.json))

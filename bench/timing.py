@@ -94,3 +94,34 @@ def machine() -> dict:
     except Exception:
         pass
     return info
+
+
+def cpu_times() -> list[int] | None:
+    """The host's aggregate CPU time counters (Linux /proc/stat), or None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_since(before: list[int] | None, after: list[int] | None = None) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests since ``before`` (field 8 of
+    /proc/stat). On a shared VM it swung from 0 to 12-31% within minutes, and with it the
+    ratios of a multi-threaded kernel to NumPy (0.85x -> 0.5x for one GEMM), so every run
+    records it."""
+    after = after if after is not None else cpu_times()
+    if before is None or after is None or len(after) < 8:
+        return None
+    delta = [a - b for a, b in zip(after, before)]
+    total = sum(delta[:8])
+    return delta[7] / total if total > 0 else 0.0
+
+
+def report_steal(before: list[int] | None, console=None) -> float | None:
+    steal = steal_since(before)
+    if steal is not None and steal > 0.03:
+        msg = f"warning: the hypervisor took {steal:.0%} of this VM's CPU time during the run; ratios are unreliable"
+        (console.print if console else print)(msg)
+    return steal
+
