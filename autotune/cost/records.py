@@ -121,6 +121,16 @@ def _positive(v, where: str, integer: bool = False):
     return v
 
 
+def _exact_keys(block, name: str, keys, where: str) -> None:
+    """``block`` is a JSON object with exactly ``keys``; else an error naming the first odd key."""
+    if not isinstance(block, dict):
+        raise TilecError(f"{where}: damaged host figures: key {name!r} must be an object")
+    bad = sorted(set(block) ^ set(keys))
+    if bad:
+        raise TilecError(f"{where}: damaged host figures: key '{name}.{bad[0]}' "
+                         f"{'is unknown' if bad[0] in block else 'is missing'}")
+
+
 def check_host_figures(doc, where: str) -> dict:
     """A sidecar's document, checked key by key; errors name ``where`` and the key."""
     if not isinstance(doc, dict):
@@ -138,21 +148,11 @@ def check_host_figures(doc, where: str) -> dict:
     if cal is None and machine is None:
         raise TilecError(f"{where}: damaged host figures: needs key 'calibration' or 'machine'")
     if cal is not None:
-        if not isinstance(cal, dict):
-            raise TilecError(f"{where}: damaged host figures: key 'calibration' must be an object")
-        bad = sorted(set(cal) ^ set(_CALIBRATION_KEYS))
-        if bad:
-            raise TilecError(f"{where}: damaged host figures: key 'calibration.{bad[0]}' "
-                             f"{'is unknown' if bad[0] in cal else 'is missing'}")
+        _exact_keys(cal, "calibration", _CALIBRATION_KEYS, where)
         for k in _CALIBRATION_KEYS:
             _positive(cal[k], f"{where}: damaged host figures: key 'calibration.{k}'")
     if machine is not None:
-        if not isinstance(machine, dict):
-            raise TilecError(f"{where}: damaged host figures: key 'machine' must be an object")
-        bad = sorted(set(machine) ^ set(_MACHINE_KEYS))
-        if bad:
-            raise TilecError(f"{where}: damaged host figures: key 'machine.{bad[0]}' "
-                             f"{'is unknown' if bad[0] in machine else 'is missing'}")
+        _exact_keys(machine, "machine", _MACHINE_KEYS, where)
         for k, kind in _MACHINE_KEYS.items():
             key = f"{where}: damaged host figures: key 'machine.{k}'"
             if kind is str and not isinstance(machine[k], str):
