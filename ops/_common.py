@@ -151,8 +151,12 @@ class CallPlans:
     def get(self, key: tuple | None) -> tuple | None:
         return None if key is None else self._plans.get(key)
 
+    LIMIT = 4096                           # distinct kinds of call kept (a shape per sequence length adds up)
+
     def put(self, key: tuple | None, plan: tuple) -> tuple:
         if key is not None:
+            if len(self._plans) >= self.LIMIT:
+                self._plans.clear()
             self._plans[key] = plan
         return plan
 
