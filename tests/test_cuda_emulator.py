@@ -335,3 +335,23 @@ def test_dynamic_shared_memory_arena_runs_in_the_emulator():
     est = get("cuda").estimate_resources(gemm.ir(gemm.arg_types([a, b, a]), dict(BM=128, BN=128, BK=64)), cfg)
     assert est["dynamic_shared"] and est["shared_bytes"] == 65536
     np.testing.assert_allclose(_run_gemm(a, b, cfg), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
+def test_processes_sharing_a_cache_build_the_precompiled_header_at_once(tmp_path):
+    """Test workers share one cache: several processes building the emulator's precompiled
+    header together must all get it (each writes its own temporary file, then renames it)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import subprocess; from tilec.backends.cuda import emulation as e; cxx = e.compiler(); "
+            "v = subprocess.run([cxx, '--version'], capture_output=True, text=True).stdout.splitlines()[0]; "
+            "print(e._precompiled_header(cxx, e.HEADER.read_text(), v))")
+    env = {**os.environ, "TILEC_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    headers = {out.strip() for out, _ in outs}
+    assert len(headers) == 1 and Path(headers.pop()).with_suffix(".h.gch").exists()
+    assert not list(tmp_path.rglob("*.tmp"))

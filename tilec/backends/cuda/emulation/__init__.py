@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import shutil
 import subprocess
 import threading
@@ -74,6 +75,13 @@ class EmulatedKernel:
 FLAGS = ["-std=c++20", "-O1", "-pthread", "-fPIC", "-w"]
 
 
+def _own_tmp(target: Path) -> Path:
+    """Where this process and thread builds ``target`` before renaming it into place: processes
+    sharing a cache (test workers) build the same file at once, and with one shared temporary
+    name the first rename took the other's output away."""
+    return target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
 def _precompiled_header(cxx: str, header: str, version: str) -> Path:
     """A copy of the header with its precompiled form beside it (g++ picks up ``.gch``
     automatically), which halves each kernel's compile time. Verified by hash before use."""
@@ -85,7 +93,7 @@ def _precompiled_header(cxx: str, header: str, version: str) -> Path:
     if copy.exists() and gch.exists() and gch.name in recorded and not manifest.damaged([copy, gch]):
         return copy
     atomic_write(copy, header)
-    tmp = folder / (HEADER.name + ".gch.tmp")
+    tmp = _own_tmp(gch)
     done = subprocess.run([cxx, *FLAGS, "-x", "c++-header", str(copy), "-o", str(tmp)], capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
@@ -118,7 +126,7 @@ def build(source: str, symbol: str, params: Sequence[Param], threads: int) -> Em
             atomic_write(cu, source)
             drv = folder / f"{stem}.driver.cpp"
             atomic_write(drv, driver_source(cu.name, symbol, params, threads))
-            tmp = folder / f"{stem}.so.tmp"
+            tmp = _own_tmp(so)
             cmd = [cxx, *FLAGS, "-shared", "-include", str(_precompiled_header(cxx, header, version)),
                    "-o", str(tmp), str(drv)]
             done = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, check=False)
