@@ -95,8 +95,10 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
             use_seeds: bool = True, confirm: int = confirm_mod.TOP,
             progress: Callable[[dict], None] | None = None):
     """Tune ``op`` at ``shape``; measured on ``device`` or, with ``profile``, modeled there.
-    A measured tune for time ends by re-measuring its ``confirm`` fastest configs against each
-    other (see confirm.py; 0 or 1 skips that)."""
+    Measured on the CPU, each config's runs are paired with runs of the op's default, which
+    cancels the machine's drift (see evaluators/measured.py). A measured tune for time ends by
+    re-measuring its ``confirm`` fastest configs against each other (see confirm.py; 0 or 1
+    skips that)."""
     from . import database
     from .evaluators.measured import MeasuredEvaluator
     from .evaluators.modeled import from_cost_model
@@ -117,7 +119,11 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
         device = device or "cpu"
         prof = _host_profile() if device == "cpu" else None
         key = TuningKey.make(op.name, shape, dtype, backend, device)
-        evaluator = MeasuredEvaluator(op, shape, dtype, backend, device, repeats=repeats, warmup=warmup)
+        # on the CPU (a shared VM whose speed drifts) each run is paired with the op's default
+        default = op.default_config(shape, backend)
+        baseline = default if device == "cpu" and not space.reasons(default, prof) else None
+        evaluator = MeasuredEvaluator(op, shape, dtype, backend, device, repeats=repeats, warmup=warmup,
+                                      baseline=baseline)
     seeds = []
     if use_seeds:
         seeds = cost_model_seeds(op, shape, dtype, space, prof) + [op.default_config(shape, backend)]

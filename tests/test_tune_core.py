@@ -242,6 +242,24 @@ def test_measured_evaluator_checks_results_and_prunes_compile_failures():
     assert res.best_config in ({"T": 1}, {"T": 3}) and res.evaluations == 4
 
 
+def test_paired_measurement_cancels_a_drift_in_machine_speed():
+    """With a baseline config, a candidate measured while the machine runs 3x slower still gets
+    its own time: the ratio to the baseline's runs, scaled to the baseline's first time."""
+    import time as clock
+    slowdown = {"factor": 1.0}
+    op = numpy_op()
+    op.run = lambda inputs, config=None, backend=None: clock.sleep(config["T"] * 1e-3 * slowdown["factor"])
+    paired = MeasuredEvaluator(op, {"N": 8}, "float32", "numba", "cpu", repeats=3, flush_bytes=1 << 10,
+                               check=False, baseline={"T": 2})
+    plain = MeasuredEvaluator(op, {"N": 8}, "float32", "numba", "cpu", repeats=3, flush_bytes=1 << 10, check=False)
+    first = paired({"T": 4})
+    slowdown["factor"] = 3.0
+    later, unpaired = paired({"T": 3}), plain({"T": 3})
+    assert first.runtime_s == pytest.approx(4e-3, rel=0.25) and later.runtime_s == pytest.approx(3e-3, rel=0.25)
+    assert unpaired.runtime_s == pytest.approx(9e-3, rel=0.25)      # what drift does without the pairing
+    assert len(later.info["baseline_times_s"]) == 3 and min(later.info["raw_times_s"]) > 8e-3
+
+
 def test_measured_evaluator_validates_its_settings():
     with pytest.raises(TilecError, match="repeats"):
         MeasuredEvaluator(numpy_op(), {"N": 8}, "float32", "numba", repeats=0)

@@ -4,6 +4,12 @@ Per config: the first call compiles and is checked against the NumPy reference (
 result prunes the config: it may never win); then warm-up calls; then ``repeats`` timed
 calls, each after a cache flush (writing a buffer larger than the last-level cache), and
 the median is the result.
+
+With a ``baseline`` config every timed call of a candidate is paired with one of the
+baseline, and the result is the median of the candidate/baseline ratios times the
+baseline's time in the first evaluation. On a shared VM the machine's speed drifts by
+10-15% within seconds, and 24 GEMM configs measured one after another were ranked by when
+they ran as much as by what they were; the ratios cancel the drift.
 """
 from __future__ import annotations
 
@@ -81,7 +87,7 @@ class MeasuredEvaluator:
 
     def __init__(self, op, shape: dict, dtype: str, backend: str, device: str = "cpu", *,
                  warmup: int = 1, repeats: int = 5, flush_bytes: int = FLUSH_BYTES, seed: int = 0,
-                 check: bool = True):
+                 check: bool = True, baseline: dict | None = None):
         if repeats < 1 or warmup < 0:
             raise TilecError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
         self.op, self.shape, self.dtype, self.backend, self.device = op, dict(shape), dtype, backend, device
@@ -90,6 +96,8 @@ class MeasuredEvaluator:
         self.reference = np.asarray(op.reference(host_inputs)) if check else None
         self.inputs = to_device(host_inputs, device)
         self.clock = _HostClock(flush_bytes) if device == "cpu" else _CudaClock(flush_bytes, device)
+        self.baseline = dict(baseline) if baseline else None
+        self.baseline_s: float | None = None      # the baseline's time in the first evaluation
 
     def _call(self, config: dict):
         return self.op.run(self.inputs, config=dict(config), backend=self.backend)
@@ -108,15 +116,36 @@ class MeasuredEvaluator:
             self._check(out)
         for _ in range(self.warmup):
             self._call(config)
-        times = []
-        for _ in range(self.repeats):
-            self.clock.flush()
-            self.clock.sync()
-            t0 = time.perf_counter()
-            self._call(config)
-            self.clock.sync()
-            times.append(time.perf_counter() - t0)
+        if self.baseline is not None:
+            return self._paired(config, first_s)
+        times = [self._timed(config) for _ in range(self.repeats)]
         return Measurement(statistics.median(times), None, {"times_s": times, "first_call_s": first_s})
+
+    def _timed(self, config: dict) -> float:
+        self.clock.flush()
+        self.clock.sync()
+        t0 = time.perf_counter()
+        self._call(config)
+        self.clock.sync()
+        return time.perf_counter() - t0
+
+    def _paired(self, config: dict, first_s: float) -> Measurement:
+        """Candidate and baseline timed alternately; their ratios, scaled to the baseline's
+        first time, are the candidate's drift-free times."""
+        if self.baseline_s is None:
+            try:
+                self._call(self.baseline)         # compile and warm the baseline once
+            except Exception as e:
+                raise TilecError(f"the baseline config {self.baseline} does not run: {e}") from None
+        raw, base = [], []
+        for _ in range(self.repeats):
+            raw.append(self._timed(config))
+            base.append(self._timed(self.baseline))
+        if self.baseline_s is None:
+            self.baseline_s = statistics.median(base)
+        times = [self.baseline_s * c / b for c, b in zip(raw, base)]
+        return Measurement(statistics.median(times), None, {"times_s": times, "raw_times_s": raw,
+                                                            "baseline_times_s": base, "first_call_s": first_s})
 
     def _check(self, out) -> None:
         got = _widen(to_host(out))
