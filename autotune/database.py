@@ -48,9 +48,12 @@ def sqlite_path(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
-def open_storage(url: str | None = None):
-    """An Optuna storage for ``url`` ("memory" for a throwaway in-process one)."""
+def open_storage(url=None):
+    """An Optuna storage for ``url`` ("memory" for a throwaway in-process one; None: the
+    default database); a storage object passes through as it is."""
     import optuna
+    if url is not None and not isinstance(url, str):
+        return url
     url = url or default_url()
     if url == "memory":
         return optuna.storages.InMemoryStorage()

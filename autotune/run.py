@@ -127,7 +127,7 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
     seeds = []
     if use_seeds:
         seeds = cost_model_seeds(op, shape, dtype, space, prof) + [op.default_config(shape, backend)]
-    store = database.open_storage(storage) if isinstance(storage, str) or storage is None else storage
+    store = database.open_storage(storage)
     result = tune(space, evaluator, n_evals=n_evals, key=key, storage=store, strategy=strategy, seed=seed,
                   seeds=seeds, profile=prof, objective=objective, progress=progress)
     if isinstance(evaluator, MeasuredEvaluator) and objective == "time" and confirm > 1:

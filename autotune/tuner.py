@@ -135,7 +135,7 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
         raise TilecError("tune needs a tuning key or a study name")
     if objective != "time":
         name = f"{name}|objective={objective}"
-    store = database.open_storage(storage) if isinstance(storage, str) or storage is None else storage
+    store = database.open_storage(storage)
     dists = encoding.distributions(space)
     sampler = strategies.get(strategy)(dists, seed, n_evals)
     study = optuna.create_study(study_name=name, storage=store, sampler=sampler, direction="minimize",

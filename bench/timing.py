@@ -124,4 +124,3 @@ def report_steal(before: list[int] | None, console=None) -> float | None:
         msg = f"warning: the hypervisor took {steal:.0%} of this VM's CPU time during the run; ratios are unreliable"
         (console.print if console else print)(msg)
     return steal
-

@@ -78,8 +78,9 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
     NG key groups (NG * G tokens). With LOOPS the two products are sums over broadcast tiles
     with the scores kept as (tokens, rows): on a CPU whose BLAS runs AVX2 kernels these loop
     nests beat a BLAS call for the few rows of a decode step, and each key or value row is read
-    once for all query rows. Otherwise they are dots (what GPUs and AVX-512 BLAS kernels want). BN (= NG * G) only sizes the split chunks on the
-    host; the full-precision tail is read in tiles of G."""
+    once for all query rows. Otherwise they are dots (what GPUs and AVX-512 BLAS kernels want).
+    BN (= NG * G) only sizes the split chunks on the host; the full-precision tail is read in
+    tiles of G."""
     sid, g, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     pb = 8 // BITS
     BQ = NG * G
@@ -105,7 +106,7 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
         vz = tc.load(VZ, (b, g, n), (None, None, BQ))
         cols = n + tc.arange(BQ)
         if LOOPS:
-            k = tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))
+            k = dequantized_keys(kcodes, ks, kz, BQ, BD)
             s = tc.sum(k[:, None, :] * q[None, :, :], 2)    # (tokens, rows)
             s = tc.where((cols[:, None] <= last[None, :]) & (cols[:, None] < stop), s, -math.inf)
             m_new = tc.maximum(m_i, tc.max(s, 0))
@@ -120,7 +121,7 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
                 # fold into q and the dot reads plain codes (no dequantized tile)
                 s = tc.dot(q * ks, tc.trans(tc.reshape(kcodes, (BQ, BD)))) + tc.sum(q * kz, 1)[:, None]
             else:
-                s = tc.dot(q, tc.trans(tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))))
+                s = tc.dot(q, tc.trans(dequantized_keys(kcodes, ks, kz, BQ, BD)))
             s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
             m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
             acc = tc.dot(p * vs[None, :], vcodes, acc * alpha[:, None] + tc.sum(p * vz[None, :], 1)[:, None])
@@ -136,6 +137,12 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
         acc = tc.dot(p, v, acc * alpha[:, None])
         m_i = m_new
     finish(O, OP, LP, acc, m_i, l_i, b, g, sid, GROUP, BT, BD, SPLIT)
+
+
+@tc.func
+def dequantized_keys(kcodes, ks, kz, BQ, BD):
+    """(NG, PB, G/PB, BD) key codes with their groups' per-channel scale and zero -> (BQ, BD) keys."""
+    return tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))
 
 
 @tc.func

@@ -102,14 +102,7 @@ def _profile(name: str):
     from . import features as feat, records as R
     low = name.lower()
     if low.endswith(".host.json"):
-        from pathlib import Path
-        try:
-            doc = json.loads(Path(name).read_text())
-        except OSError as e:
-            raise TilecError(f"{name}: cannot read the host figures: {e.strerror or e}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TilecError(f"{name}: damaged host figures: not JSON: {e}") from None
-        host = R.check_host_figures(doc, name)
+        host = R.read_host_file(name)
     elif low.endswith((".jsonl", ".jsonl.gz", ".csv", ".csv.gz")):
         host = R.load_host_figures(name)
         if host is None:

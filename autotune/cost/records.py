@@ -174,10 +174,15 @@ def check_host_figures(doc, where: str) -> dict:
 def load_host_figures(path: str | Path) -> dict | None:
     """The checked host figures of the records file ``path`` (its sidecar), None without one."""
     side = host_sidecar(path)
-    if not side.is_file():
-        return None
+    return read_host_file(side) if side.is_file() else None
+
+
+def read_host_file(side: str | Path) -> dict:
+    """The checked figures of one ``.host.json`` file."""
     try:
-        doc = json.loads(side.read_text())
+        doc = json.loads(Path(side).read_text())
+    except OSError as e:
+        raise TilecError(f"{side}: cannot read the host figures: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TilecError(f"{side}: damaged host figures: not JSON: {e}") from None
     return check_host_figures(doc, str(side))

@@ -460,33 +460,30 @@ class NumbaRenderer:
                 return
             if self._blas_view(op):
                 # BLAS reads the tile where it lies (a strided view): no copy
-                window = ", ".join(self.name(o) if e is None else f"{self.name(o)}:{self.name(o)} + {e}"
-                                   for o, e in zip(offsets, box))
-                self.emit(f"{target} = {self.name(tensor)}[{window}]")
+                self.emit(f"{target} = {self._view(tensor, offsets, box)}")
             else:
                 self.emit(f"{target} = {self.empty(r, store_dtype)}")
                 self._copy_box(target, tensor, offsets, box, [("0", str(e)) for e in box if e is not None])
             self.depth -= 1
             self.emit("else:")
             self.depth += 1
-            if self._blas_view(op) and pad == 0:
+            edge_view = self._blas_view(op) and pad == 0
+            if edge_view:
                 # an edge tile only BLAS reads: the part inside the tensor, in place, and
                 # matmul_into takes what it lacks as the zeros the padding would have been
                 # (no padded copy: the last strip of a GEMV is most of the matrix)
-                window = ", ".join(self.name(o) if e is None else f"{self.name(o)}:{self.name(o)} + {hi}"
-                                   for o, e, hi in zip(offsets, box, _his(box, bounds)))
+                ends = iter(hi for _, hi in bounds)
+                inner = tuple(None if e is None else next(ends) for e in box)
                 starts = [f"{lo} == 0" for lo, _ in bounds]
                 self.emit(f"if {' and '.join(starts + conds)}:")
-                self.emit(f"    {target} = {self.name(tensor)}[{window}]")
+                self.emit(f"    {target} = {self._view(tensor, offsets, inner)}")
                 self.emit("else:")
                 self.depth += 1
             self.emit(f"{target} = np.full({r.shape}, {fill}, {store_dtype})")
             self.emit(f"if {' and '.join(conds)}:")
             self.depth += 1
             self._copy_box(target, tensor, offsets, box, bounds)
-            self.depth -= 2
-            if self._blas_view(op) and pad == 0:
-                self.depth -= 1
+            self.depth -= 2 + int(edge_view)
         if sixteen:
             widen = "widen_bf16" if tensor.dtype.name == "bfloat16" else "widen_f16"
             if r.shape == ():
@@ -516,6 +513,12 @@ class NumbaRenderer:
         for var in at:
             self.emit(f"{var} = np.uintp(0)")
         self.depth -= 1
+
+    def _view(self, tensor: Value, offsets: list[Value], extents: tuple) -> str:
+        """The tensor sliced from ``offsets`` over ``extents`` (None: a single index)."""
+        window = ", ".join(self.name(o) if e is None else f"{self.name(o)}:{self.name(o)} + {e}"
+                           for o, e in zip(offsets, extents))
+        return f"{self.name(tensor)}[{window}]"
 
     def _blas_view(self, op: Op) -> bool:
         """A float32 2-D tile that only BLAS dots read (directly or transposed) can stay in the
@@ -855,12 +858,6 @@ def _tensor_index(name, offsets: list[Value], box: tuple, idx: list[str]) -> str
             out.append(f"np.uintp({name(off)} + {idx[t]})")
             t += 1
     return ", ".join(out)
-
-
-def _his(box: tuple, bounds: list) -> list:
-    """Per box axis, the end of its part inside the tensor (None on single-index axes)."""
-    ends = iter(hi for _, hi in bounds)
-    return [None if e is None else next(ends) for e in box]
 
 
 def kernel_symbol(fn: Function) -> str:

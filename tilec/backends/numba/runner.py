@@ -126,23 +126,18 @@ def _run_programs(kernel, threads: int, grid: tuple[int, int, int], args: list[A
             f.result()
 
 
-_blas_libs: list | None = None
-
-
 @contextmanager
 def _one_blas_thread():
-    """BLAS libraries set to one thread for the duration (a few microseconds, unlike
+    """The kernels' BLAS set to one thread for the duration (a few microseconds, unlike
     ``threadpool_limits``, which rescans the loaded libraries on every call)."""
-    global _blas_libs
-    if _blas_libs is None:
-        _blas_libs = _numba_blas()
-    before = [lib.num_threads for lib in _blas_libs]
-    for lib in _blas_libs:
+    libs = _numba_blas()
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
         lib.set_num_threads(1)
     try:
         yield
     finally:
-        for lib, n in zip(_blas_libs, before):
+        for lib, n in zip(libs, before):
             lib.set_num_threads(n)
 
 

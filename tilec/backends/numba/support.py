@@ -228,13 +228,11 @@ def matmul_into(a, b, c, beta):
     in place): what they lack counts as zeros. c must be C-contiguous."""
     rows, cols = c.shape
     m, n, k = min(a.shape[0], rows), min(b.shape[1], cols), min(a.shape[1], b.shape[0])
+    if m == 0 or n == 0 or k == 0:
+        _scale_outside(c, 0, 0, beta)    # a @ b is all zeros: c = beta * c everywhere
+        return
     if m < rows or n < cols:
         _scale_outside(c, m, n, beta)
-    if m == 0 or n == 0:
-        return
-    if k == 0:
-        _scale_block(c, m, n, beta)
-        return
     a_part, b_part = a[:m, :k], b[:k, :n]
     a2, ta, lda = _blas_operand(a_part)
     if cols == 1 and (b_part.strides[0] == 4 or k == 1):
@@ -254,14 +252,6 @@ def _scale_outside(c, m, n, beta):
     """c = beta * c outside its top-left m x n block (beta 0 clears: c may be uninitialized)."""
     for i in range(c.shape[0]):
         for j in range(n if i < m else 0, c.shape[1]):
-            c[i, j] = 0.0 if beta == 0 else beta * c[i, j]
-
-
-@numba.njit(cache=True)
-def _scale_block(c, m, n, beta):
-    """c = beta * c inside its top-left m x n block."""
-    for i in range(m):
-        for j in range(n):
             c[i, j] = 0.0 if beta == 0 else beta * c[i, j]
 
 
