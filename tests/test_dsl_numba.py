@@ -233,6 +233,43 @@ def test_row_max_min_sum(bm, bn, cols, keep, seed):
     np.testing.assert_allclose(out[:, 2], np.where(np.isinf(seen), 0, seen).sum(1), rtol=1e-5, atol=1e-5)
 
 
+@tc.kernel
+def shared_row_sums(A, X, B, OUT, OUT3, OUTI, BM: tc.constexpr, BN: tc.constexpr, KEEP: tc.constexpr):
+    """Sums along the last axis of products with an operand every row shares (x in a GEMV, q's
+    rows against each key): the renderer sums four rows per pass when the row count allows."""
+    a = tc.load(A, (0, 0), (BM, BN))
+    x = tc.load(X, (0,), (BN,))
+    tc.store(OUT, (0, 0), tc.reshape(tc.sum(a * x[None, :], 1, keepdims=KEEP), (BM, 1)))
+    b = tc.load(B, (0, 0), (3, BN))
+    tc.store(OUT3, (0, 0), tc.sum(b[:, None, :] * a[None, :, :], 2))           # (3, BM)
+    codes = tc.cast(a > 0.0, tc.int32) * 3
+    tc.store(OUTI, (0,), tc.sum(codes * tc.cast(x > 0.0, tc.int32)[None, :], 1))
+
+
+@settings(max_examples=10, deadline=None)   # each example is a compile (shapes are constexprs)
+@given(bm=st.sampled_from([1, 4, 6, 8, 12]), bn=st.sampled_from([1, 7, 64]), keep=st.booleans(),
+       seed=st.integers(0, 1000))
+def test_sums_of_rows_that_share_an_operand(bm, bn, keep, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((bm, bn)).astype(np.float32)
+    x = rng.standard_normal(bn).astype(np.float32)
+    b = rng.standard_normal((3, bn)).astype(np.float32)
+    out, out3, outi = np.zeros((bm, 1), np.float32), np.zeros((3, bm), np.float32), np.zeros(bm, np.int32)
+    shared_row_sums[(1,)](a, x, b, out, out3, outi, BM=bm, BN=bn, KEEP=keep)
+    a64, x64 = a.astype(np.float64), x.astype(np.float64)
+    np.testing.assert_allclose(out[:, 0], a64 @ x64, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out3, b.astype(np.float64) @ a64.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(outi, ((a > 0) * 3) @ (x > 0).astype(np.int32))
+
+
+def test_rows_sharing_an_operand_are_summed_four_per_pass():
+    from tilec.backends.numba.renderer import render
+    f32 = tc.ir.TensorType(2, tc.float32)
+    fn = shared_row_sums.ir({"A": f32, "X": tc.ir.TensorType(1, tc.float32), "B": f32, "OUT": f32, "OUT3": f32,
+                             "OUTI": tc.ir.TensorType(1, tc.int32)}, {"BM": 8, "BN": 64, "KEEP": False})
+    assert render(fn, {"dot": "blas", "parallel": True}).count("in range(0, 8, 4):") == 3
+
+
 def test_int8_transpose_dot():
     rng = np.random.default_rng(3)
     a = rng.integers(-128, 128, (16, 40), dtype=np.int8)

@@ -29,6 +29,7 @@ _UNARY = {"exp": "np.exp({})", "exp2": "np.exp2({})", "log": "np.log({})", "log2
 _WORK = {"float16": "float32", "bfloat16": "float32", "bool": "bool_"}
 _INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
 _LANES = 16  # partial results per row in max/min reductions (one AVX-512 register of fp32)
+_ROW_BLOCK = 4  # rows summed per pass along the last axis (see _row_block_sums)
 
 
 def np_type(dtype) -> str:
@@ -591,6 +592,9 @@ class NumbaRenderer:
                 # a tile of its own: 16 lanes at a time (LLVM leaves a max/min loop scalar)
                 self.emit(f"rt.row_{kind}({self.name(x)}, {name + '[:, 0]' if keep else name})")
                 return
+            if kind == "sum" and r.shape and rank >= 2 and x.shape[-2] % _ROW_BLOCK == 0 and self._shared_by_rows(x):
+                self._row_block_sums(name, x, keep, init)
+                return
             lanes = kind in ("max", "min") and r.dtype.is_float and x.shape[-1] >= 2 * _LANES
             if lanes:
                 part = self.name.fresh(f"{name}_lanes")
@@ -628,6 +632,43 @@ class NumbaRenderer:
         self.emit(f"{cell} = {combine.format(a=cell, b=self.ref(x, idx))}")
         self.close_inner()
         self.close(len(idx))
+
+    def _row_block_sums(self, name: str, x: Value, keep: bool, init: str) -> None:
+        """Sums along the last axis, _ROW_BLOCK rows per pass into local scalars: what the rows
+        share (x in a GEMV) is read once per pass, and the independent sums keep the vector
+        units busy. GEMV 256 x 4096 on one thread: 29-31 GFLOP/s against 23-26 one row at a time."""
+        outer = self.loops(x.shape[:-2])
+        i = self.name.fresh("i")
+        self.emit(f"for {i} in range(0, {x.shape[-2]}, {_ROW_BLOCK}):")
+        self.depth += 1
+        rows = [i] + [f"{i} + {b}" for b in range(1, _ROW_BLOCK)]
+        accs = [self.name.fresh(f"{name}_acc") for _ in rows]
+        self.emit(f"{' = '.join(accs)} = {init}")
+        j = self.name.fresh("j")
+        self.emit(f"for {j} in range({x.shape[-1]}):")
+        self.open_inner(j)
+        self.depth += 1
+        for acc, row in zip(accs, rows):
+            self.emit(f"{acc} = {acc} + {self.ref(x, outer + [row, j])}")
+        self.close_inner()
+        self.depth -= 1
+        for acc, row in zip(accs, rows):
+            self.emit(f"{name}[{', '.join(outer + [row] + (['0'] if keep else []))}] = {acc}")
+        self.depth -= 1
+        self.close(len(outer))
+
+    def _shared_by_rows(self, v: Value) -> bool:
+        """Does the expression inlined into ``v`` read a tile that every row (axis -2) shares,
+        like x broadcast along the rows of A in a GEMV? Only then do blocked row sums save reads
+        (sums of exp over the rows of a 16 x 64 tile ran 15% slower blocked)."""
+        if v.id not in self.inline:
+            return False
+        for w in v.producer.operands:
+            if len(w.shape) == 1 or len(w.shape) >= 2 and w.shape[-2] == 1:
+                return True
+            if self._shared_by_rows(w):
+                return True
+        return False
 
     def _lookup_sums(self, op: Op) -> bool:
         """A sum over the next-to-last axis of a gather along the last axis from 16-entry fp32
