@@ -20,10 +20,11 @@ from .timing import cpu_times, interleaved, machine, report_steal, write_json
 GEMM_SWEEP = [{"BM": 512, "BN": 256, "BK": 256}, {"BM": 256, "BN": 256, "BK": 256},
               {"BM": 512, "BN": 256, "BK": 1024}, {"BM": 512, "BN": 512, "BK": 1024},
               {"BM": 1024, "BN": 512, "BK": 1024}, {"BM": 256, "BN": 128, "BK": 512}]
-# strips of rows as BLAS GEMVs reading A in place (AS_DOT), and multiply-and-sum tiles
-GEMV_SWEEP = [{"BM": 128, "BK": 4096, "AS_DOT": True}, {"BM": 256, "BK": 4096, "AS_DOT": True},
-              {"BM": 512, "BK": 4096, "AS_DOT": True}, {"BM": 1024, "BK": 4096, "AS_DOT": True},
-              {"BM": 8, "BK": 4096}, {"BM": 16, "BK": 1024}]
+# multiply-and-sum tiles read in place (the default's form), and strips of rows as BLAS GEMVs
+# reading A in place (AS_DOT; the old default was 128-row strips)
+GEMV_SWEEP = [{"BM": 16, "BK": 4096, "AS_DOT": False}, {"BM": 256, "BK": 4096, "AS_DOT": False},
+              {"BM": 64, "BK": 1024, "AS_DOT": False},
+              {"BM": 128, "BK": 4096, "AS_DOT": True}, {"BM": 1024, "BK": 4096, "AS_DOT": True}]
 
 
 def bench_gemm(n: int, repeats: int) -> dict:
@@ -63,7 +64,7 @@ def _summary(op: str, case: str, flops: float, nbytes: float, times: dict) -> di
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench gemm")
     p.add_argument("--sizes", default="1024,2048")
-    p.add_argument("--gemv-sizes", default="4096")
+    p.add_argument("--gemv-sizes", default="1024,4096")
     p.add_argument("--repeats", type=int, default=15,
                    help="rounds (this VM's speed drifts by 10-15% within seconds: 5 rounds were not enough)")
     p.add_argument("--json")

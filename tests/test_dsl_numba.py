@@ -364,6 +364,52 @@ def test_every_program_runs_exactly_once(g0, g1, g2, parallel):
     np.testing.assert_array_equal(out.ravel(), np.arange(1, g0 * g1 * g2 + 1))
 
 
+@tc.kernel
+def scaled_rows(X, Y, s, BM: tc.constexpr, BN: tc.constexpr):
+    pm = tc.program_id(0)
+    tc.store(Y, (pm * BM, 0), tc.load(X, (pm * BM, 0), (BM, BN)) * s)
+
+
+def test_launches_from_several_threads_at_once():
+    """Kernels are launched over Numba's threads by address: callers on other Python threads,
+    each with its own arrays (and array layouts, so specializations), must not mix them up."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((64, 16)).astype(np.float32) for _ in range(8)]
+    xs[1], xs[5] = np.asfortranarray(xs[1]), xs[5][::-1]          # F-ordered and strided layouts
+    xs[3].setflags(write=False)
+
+    def job(i):
+        y = np.zeros((64, 16), np.float32)
+        for _ in range(20):
+            scaled_rows[(8,)](xs[i], y, float(i + 1), BM=8, BN=16)
+        return y
+
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(job, range(8)))
+    for i, y in enumerate(outs):
+        np.testing.assert_array_equal(y, xs[i] * np.float32(i + 1))
+
+
+def test_a_forked_child_runs_kernels_on_one_thread():
+    """GNU OpenMP cannot run in a child forked after the parent used it: the child's launches
+    take the one-thread path and still compute every program."""
+    import multiprocessing
+    x = np.arange(64 * 16, dtype=np.float32).reshape(64, 16)
+    y = np.zeros_like(x)
+    scaled_rows[(8,)](x, y, 2.0, BM=8, BN=16)                  # the parent has used the threads
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(_scaled_in_child, (x,)).get(timeout=120)
+    np.testing.assert_array_equal(child, x * 3)
+
+
+def _scaled_in_child(x):
+    y = np.zeros_like(x)
+    scaled_rows[(8,)](x, y, 3.0, BM=8, BN=16)
+    return y
+
+
 def test_show_renders_every_registry_op_at_its_typical_shape():
     """`tilec show OP` with no --shape: the op's own typical shape, the default config, the IR and
     generated source named after the kernel (or a clear error for an op without launch_ir)."""

@@ -182,8 +182,8 @@ class NumbaRenderer:
             "from tilec.backends.numba import support as rt",
             "",
             "",
-            # No parallel=True: the runner hands out runs of programs to its threads itself,
-            # because Numba's parallel passes made compiling 2-3x slower.
+            # No parallel=True: Numba's parallel passes made compiling 2-3x slower. The runner
+            # spreads runs of programs over Numba's threads through one small prange of its own.
             "@numba.njit(cache=True, nogil=True, "
             "fastmath={'reassoc', 'contract', 'nsz', 'arcp'}, boundscheck=False, error_model='numpy')",
             f"def {fname}(first, stop, grid0, grid1, grid2, {', '.join(params)}):",

@@ -6,15 +6,16 @@ import functools
 
 import hashlib
 import importlib.util
+import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numba
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ...ir import Function
@@ -57,10 +58,9 @@ class NumbaBackend(Backend):
             _ensure_source(path, source, manifest)
             module = _import(module_name, path)
         kernel = getattr(module, kernel_symbol(fn))
+        parallel = options["parallel"]
         uses_blas = options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk())
         state = {"overloads": -1}
-
-        threads = numba.config.NUMBA_NUM_THREADS if options["parallel"] else 1
 
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
             # BLAS called from the program threads must not spawn threads of its own. Not even
@@ -68,9 +68,9 @@ class NumbaBackend(Backend):
             # call, and a NumPy matmul in that window ran 6x slower against them on 2 cores.
             if uses_blas:
                 with _one_blas_thread():
-                    _run_programs(kernel, threads, grid, args)
+                    _run_programs(kernel, parallel, grid, args)
             else:
-                _run_programs(kernel, threads, grid, args)
+                _run_programs(kernel, parallel, grid, args)
             if len(kernel.overloads) != state["overloads"]:
                 # a new specialization (e.g. another array layout) rewrote Numba's index: record it
                 manifest.write([path, *_numba_files(path)])
@@ -87,43 +87,115 @@ class NumbaBackend(Backend):
         return host_view(arg, name)
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _run_programs(kernel, threads: int, grid: tuple[int, int, int], args: list[Any]) -> None:
-    """Run all grid programs on up to ``threads`` threads (the calling one among them; the
-    kernel releases the GIL). Threads take runs of programs from a shared counter, so a thread
-    that gets less of its core (another library's spinning workers, uneven programs) simply
-    takes fewer runs instead of holding everyone back."""
-    global _pool, _pool_size
+def _run_programs(kernel, parallel: bool, grid: tuple[int, int, int], args: list[Any]) -> None:
+    """Run all grid programs: on the calling thread when there is one program or one thread,
+    else about four runs of programs per Numba thread, handed out one at a time (so a thread
+    that gets less of its core, to another library's spinning workers or uneven programs,
+    takes fewer runs), through the one prange of ``over_threads``. Numba's OpenMP workers
+    wait for the next launch spinning: a Python thread pool's sleeping workers took 50-150 us
+    to wake on this VM, longer than a whole 1024^2 GEMV."""
     total = grid[0] * grid[1] * grid[2]
-    n = min(threads, total)
+    n = min(numba.get_num_threads(), total) if parallel and not _forked else 1
     if n <= 1:
         kernel(0, total, *grid, *args)
         return
-    size = -(-total // (4 * n))                  # about four runs per thread
-    runs = iter(range(0, total, size))
-    take = threading.Lock()
+    size = -(-total // (4 * n))
+    address = _kernel_address(kernel, grid, args)
+    over_threads = _over_threads()
+    with _launch_guard():
+        before = numba.set_parallel_chunksize(1)   # dynamic scheduling; the setting is per thread
+        try:
+            over_threads(address, -(-total // size), size, total, *grid, *args)
+        finally:
+            numba.set_parallel_chunksize(before)
 
-    def work() -> None:
-        while True:
-            with take:
-                first = next(runs, None)
-            if first is None:
-                return
-            kernel(first, min(first + size, total), *grid, *args)
 
+_addresses: dict[tuple, int] = {}
+
+
+def _kernel_address(kernel, grid: tuple, args: list[Any]) -> int:
+    """The native entry of the kernel's specialization for these arguments, compiled (or loaded
+    from Numba's cache) for exactly the types Numba gives them."""
+    key = (kernel, *(_numba_kind(a) for a in args))
+    address = _addresses.get(key)
+    if address is None:
+        signature = tuple(numba.typeof(a) for a in (0, 0, *grid, *args))
+        kernel.compile(signature)
+        cres = kernel.overloads[signature]
+        address = _addresses[key] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    return address
+
+
+def _numba_kind(a: Any) -> Any:
+    """What decides the Numba type of a prepared argument (arrays: dtype, rank, layout, flags)."""
+    if type(a) is np.ndarray:
+        f = a.flags
+        return a.dtype, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned
+    return type(a)
+
+
+_OVER_THREADS = """# Generated by tilec {version} (numba backend): runs of a kernel's programs over Numba's threads
+# support.py {support}
+import numba
+from tilec.backends.numba.support import call_at
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def over_threads(kernel_address, runs, run_size, programs, grid0, grid1, grid2, *args):
+    for run in numba.prange(runs):
+        first = run * run_size
+        call_at(kernel_address, (first, min(first + run_size, programs), grid0, grid1, grid2) + args)
+"""
+
+
+@functools.cache
+def _over_threads():
+    """The prange that runs kernels (one module in the cache, compiled once per argument types:
+    ~0.4 s, shared by every config of a kernel). Its Numba files are checked against their
+    manifest like a kernel's."""
+    from ... import __version__
+    name = f"over_threads_{_SUPPORT_DIGEST}"
+    folder = cache_dir() / "numba"
+    path = folder / f"{name}.py"
+    manifest = Manifest(folder / f"{name}.manifest.json")
     with _lock:
-        if _pool_size < n - 1:
-            _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="tilec-programs")
-            _pool_size = n - 1
-    others = [_pool.submit(work) for _ in range(n - 1)]
+        _ensure_source(path, _OVER_THREADS.format(version=__version__, support=_SUPPORT_DIGEST), manifest)
+        dispatcher = _import(name, path).over_threads
+    seen = {"overloads": -1}
+
+    def run(*args) -> None:
+        dispatcher(*args)
+        if len(dispatcher.overloads) != seen["overloads"]:
+            manifest.write([path, *_numba_files(path)])
+            seen["overloads"] = len(dispatcher.overloads)
+
+    return run
+
+
+_layer_lock = threading.Lock()
+
+
+def _launch_guard():
+    """Numba's workqueue threading layer (no OpenMP or TBB installed) aborts the process when two
+    threads launch at once: launches then take turns. OpenMP and TBB run them side by side."""
     try:
-        work()
-    finally:
-        for f in others:
-            f.result()
+        layer = numba.threading_layer()
+    except ValueError:      # nothing launched in parallel yet: the first launch picks the layer
+        return _layer_lock
+    return _layer_lock if layer == "workqueue" else nullcontext()
+
+
+_forked = False
+
+
+def _in_forked_child() -> None:
+    # GNU OpenMP cannot run in a child forked after the parent used it (Numba terminates the
+    # child): a forked process runs its kernels on one thread
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_in_forked_child)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 
@@ -162,7 +162,6 @@ def _sgemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     ensure_blas()
 
     def codegen(context, builder, signature, args):
-        from numba.core import cgutils
         ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, beta_, c_, ldc_ = args
         char, intp, voidp = llvm_ir.IntType(8), context.get_value_type(types.intp), cgutils.voidptr_t
         fnty = llvm_ir.FunctionType(llvm_ir.IntType(32), [char, char, char, intp, intp, intp, voidp, voidp,
@@ -439,3 +438,23 @@ def _less(a, b):
 
 overload(row_max, jit_options={"fastmath": {"nsz"}})(_row_extreme(_max16, _greater))
 overload(row_min, jit_options={"fastmath": {"nsz"}})(_row_extreme(_min16, _less))
+
+
+@intrinsic
+def call_at(typingctx, address, args):
+    """Call the Numba-compiled function at ``address`` (its native entry, found by the runner for
+    exactly these argument types) with the tuple ``args``, propagating its error status. The
+    runner's prange calls kernels this way: a call to the kernel by name would link the kernel
+    into the prange's module, and optimizing that again took 2.5 s per kernel."""
+    arg_types = list(args.types)
+
+    def codegen(context, builder, sig, llargs):
+        fn_ptr_type = context.call_conv.get_function_type(types.none, arg_types).as_pointer()
+        fn_ptr = builder.inttoptr(llargs[0], fn_ptr_type)
+        values = [builder.extract_value(llargs[1], i) for i in range(len(arg_types))]
+        status, _ = context.call_conv.call_function(builder, fn_ptr, types.none, arg_types, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.none(types.intp, args), codegen
