@@ -458,3 +458,18 @@ def call_at(typingctx, address, args):
         return context.get_dummy_value()
 
     return types.none(types.intp, args), codegen
+
+
+@intrinsic
+def fetch_add(typingctx, counter, step):
+    """Atomically add ``step`` to ``counter[0]`` (an int64 array) and return the old value: the
+    runner's threads take runs of programs from one counter."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and isinstance(step, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        cell = context.make_array(sig.args[0])(context, builder, args[0]).data
+        amount = context.cast(builder, args[1], sig.args[1], types.int64)
+        return builder.atomic_rmw("add", cell, amount, "monotonic")
+
+    return types.int64(counter, step), codegen
