@@ -60,9 +60,9 @@ def space(backend: str = "numba"):
 def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
         # multiply-and-sum over (BM, BK) slices of A read in place, four rows per pass (each
-        # x element loaded once for the four): 4096^2 fp32, interleaved with NumPy, 0.93-0.96x
-        # at BM 64 against 0.83-0.92x for a BLAS GEMV per 128-row strip, which the loops need
-        # no single-threaded BLAS for. Strips narrow until there are 8 programs.
+        # x element loaded once for the four): 4096^2 fp32 in bench gemm, 0.95-0.98x NumPy at
+        # BM 64 against 0.90-0.91x for a BLAS GEMV per 128-row strip (the old default), and no
+        # single-threaded BLAS to set up. Strips narrow until there are 8 programs.
         bm = 64
         while bm > 1 and cdiv_host(shape["M"], bm) < 8:
             bm //= 2
