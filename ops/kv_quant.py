@@ -100,8 +100,8 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
         ks = tc.load(KS, (b, g, n // G, 0), (None, None, NG, BD))
         kz = tc.load(KZ, (b, g, n // G, 0), (None, None, NG, BD))
         # values stay codes: their scale and zero are per token, so they fold into the weights
-        vcodes = tc.reshape(unpack_groups(tc.load(VC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)),
-                                          NG, G, BD, BITS), (BQ, BD))
+        vcodes = tc.reshape(unpack_rows(tc.load(VC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)),
+                                        NG, G, BD, BITS), (BQ, BD))
         vs = tc.load(VS, (b, g, n), (None, None, BQ))
         vz = tc.load(VZ, (b, g, n), (None, None, BQ))
         cols = n + tc.arange(BQ)
@@ -154,6 +154,15 @@ def unpack_groups(packed, NG, G, BD, BITS):
     shifts = tc.cast(tc.arange(pb) * BITS, tc.uint8)
     by_group = tc.reshape(packed, (NG, G // pb, BD))
     return tc.cast((by_group[:, None, :, :] >> shifts[None, :, None, None]) & levels, tc.float32)
+
+
+@tc.func
+def unpack_rows(packed, NG, G, BD, BITS):
+    """unpack_groups as (NG, PB, 1, G/PB * BD) codes: the same order, one long row per group and
+    shift, for codes used as they are (the values). Loops over rows of G/PB * BD lanes ran the
+    value unpacking of the KIVI decode (groups of 32, d 128) 1.2x faster than rows of BD."""
+    pb = 8 // BITS
+    return unpack_groups(packed, NG, pb, (G // pb) * BD, BITS)
 
 
 @dataclass
@@ -299,6 +308,9 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         # for the loops with AVX-512 kernels; with AVX2 kernels the loops took 6.4 / 5.5 ms, the
         # dots 10.3 / 10.7. Fewer tokens per step pay the per-step work more often; more spill
         # the L2 (key and value tiles of 512 tokens at d 128 are 2 x 256 KB).
+        # Since the unpacking loops read rows (unpack_rows, the renderer's row views), 2026-12-02:
+        # groups of 32 in steps of 2/4/8/16 groups 4.5/4.3/4.0/6.4 ms, groups of 128 one/two a
+        # step 3.6/3.7 ms (the fp32 cache 8.8 ms in the same run).
         blas_dots = blas_has_avx512()
         tokens = 256 if blas_dots and g < 128 else g if blas_dots else 512
         while ng < 32 and 2 * ng * g <= min(tokens, max(shape["L"], g)):

