@@ -151,8 +151,9 @@ def unpack_groups(packed, NG, G, BD, BITS):
     reshape to (NG * G, BD) is the tokens in order."""
     pb = 8 // BITS
     levels = (1 << BITS) - 1
-    shifts = tc.cast(tc.arange(pb) * BITS, tc.uint8)
-    by_group = tc.reshape(packed, (NG, G // pb, BD))
+    shifts = tc.arange(pb) * BITS
+    # shifted as int32 lanes: there is no byte shift in AVX-512, and LLVM's byte-shift code was slower
+    by_group = tc.cast(tc.reshape(packed, (NG, G // pb, BD)), tc.int32)
     return tc.cast((by_group[:, None, :, :] >> shifts[None, :, None, None]) & levels, tc.float32)
 
 
