@@ -160,8 +160,9 @@ def unpack_groups(packed, NG, G, BD, BITS):
 @tc.func
 def unpack_rows(packed, NG, G, BD, BITS):
     """unpack_groups as (NG, PB, 1, G/PB * BD) codes: the same order, one long row per group and
-    shift, for codes used as they are (the values). Loops over rows of G/PB * BD lanes ran the
-    value unpacking of the KIVI decode (groups of 32, d 128) 1.2x faster than rows of BD."""
+    shift, for codes used as they are (the values). With the values unpacked in rows of
+    G/PB * BD lanes instead of BD, the decode kernel (groups of 32, d 128) ran 1.18x faster on one
+    thread."""
     pb = 8 // BITS
     return unpack_groups(packed, NG, pb, (G // pb) * BD, BITS)
 
