@@ -512,3 +512,45 @@ def test_elementwise_nests_read_rows_along_the_innermost_loop():
     # every tile in the dequantizing statement is read, and written, at the innermost index alone
     indices = {index for _, index in re.findall(r"(\w+)\[([^\]]*)\]", statement[0])}
     assert len(indices) == 1 and "," not in indices.pop(), statement
+
+
+@tc.kernel
+def weighted_token_sums(X, W, OUT, R: tc.constexpr, BD: tc.constexpr):
+    """OUT[b] = sum_t W[b, t] * X[b, t, :], R tokens a step: each step's X tile is only read
+    (through a reshape, as the KIVI decode reads its code bytes), a slab of whole rows of X."""
+    b = tc.program_id(0)
+    acc = tc.zeros((BD,), tc.float32)
+    for n in tc.range(0, X.shape[1], R):
+        x = tc.reshape(tc.load(X, (b, n, 0), (None, R, BD)), (R * BD,))
+        w = tc.load(W, (b, n), (None, R))
+        acc = acc + tc.sum(tc.reshape(x, (R, BD)) * w[:, None], 0)
+    tc.store(OUT, (b, 0), acc, (None, BD))
+
+
+@settings(max_examples=12, deadline=None)
+@given(b=st.integers(1, 3), tokens=st.sampled_from([1, 4, 7, 13]), d=st.sampled_from([5, 8]),
+       layout=st.sampled_from(["C", "strided", "readonly"]), seed=st.integers(0, 1000))
+def test_tiles_of_whole_rows_are_read_in_place_whatever_the_layout(b, tokens, d, layout, seed):
+    """R=4, BD=8: the slab view (d 8, C-ordered), the copy (d 5: rows narrower than the box, or a
+    strided tensor), the padded edge (7 and 13 tokens) and a read-only input all give the sums."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((b, tokens, d)).astype(np.float32)
+    w = rng.standard_normal((b, tokens)).astype(np.float32)
+    if layout == "strided":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2)).transpose(1, 0, 2)
+    elif layout == "readonly":
+        x.flags.writeable = False
+    out = np.full((b, 8), np.nan, np.float32)
+    weighted_token_sums[(b,)](x, w, out, R=4, BD=8)
+    want = np.einsum("bt,btd->bd", w.astype(np.float64), x)
+    np.testing.assert_allclose(out[:, :d], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out[:, d:], 0)
+
+
+def test_a_slab_of_whole_rows_is_a_view_not_a_copy():
+    from tilec.backends.numba.renderer import render
+    f32 = tc.ir.TensorType(3, tc.float32)
+    fn = weighted_token_sums.ir({"X": f32, "W": tc.ir.TensorType(2, tc.float32), "OUT": tc.ir.TensorType(2, tc.float32)},
+                                {"R": 4, "BD": 8})
+    source = render(fn, {"dot": "blas", "parallel": True})
+    assert re.search(r"if X\.shape\[2\] == 8:\n\s+X_tile = X\[pid_0, n:n \+ 4\]\n", source), source
