@@ -478,16 +478,19 @@ class NumbaRenderer:
                 self.emit(f"{target} = {self._view(tensor, offsets, box)}")
             else:
                 spans = self._slab_spans(op)
-                if spans is not None:
-                    self.emit(f"if {' and '.join(spans) or 'True'}:")
-                    self.emit(f"    {target} = {self._slab(tensor, offsets, box)}")
-                    self.emit("else:")
-                    self.depth += 1
-                copy = self.name.fresh(f"{target}_copy")
-                self.emit(f"{copy} = {self.empty(r, store_dtype)}")
-                self._copy_box(copy, tensor, offsets, box, [("0", str(e)) for e in box if e is not None])
-                self.emit(f"{target} = {copy}")
-                self.depth -= int(spans is not None)
+                if spans == []:        # one sliced axis: always a slab
+                    self.emit(f"{target} = {self._slab(tensor, offsets, box)}")
+                else:
+                    if spans:
+                        self.emit(f"if {' and '.join(spans)}:")
+                        self.emit(f"    {target} = {self._slab(tensor, offsets, box)}")
+                        self.emit("else:")
+                        self.depth += 1
+                    copy = self.name.fresh(f"{target}_copy")
+                    self.emit(f"{copy} = {self.empty(r, store_dtype)}")
+                    self._copy_box(copy, tensor, offsets, box, [("0", str(e)) for e in box if e is not None])
+                    self.emit(f"{target} = {copy}")
+                    self.depth -= int(bool(spans))
             self.depth -= 1
             self.emit("else:")
             self.depth += 1
