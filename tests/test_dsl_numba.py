@@ -554,3 +554,43 @@ def test_a_slab_of_whole_rows_is_a_view_not_a_copy():
                                 {"R": 4, "BD": 8})
     source = render(fn, {"dot": "blas", "parallel": True})
     assert re.search(r"if X\.shape\[2\] == 8:\n\s+X_tile = X\[pid_0, n:n \+ 4\]\n", source), source
+
+
+@tc.kernel
+def strip_column_sums(X, OUT, BK: tc.constexpr, BN: tc.constexpr):
+    """OUT[j] = sum_i X[i, j] over a strip of BN columns, BK rows a step: a strip of rows a
+    stride apart, streamed, which the Numba renderer prefetches one step ahead."""
+    pn = tc.program_id(0)
+    acc = tc.zeros((BN,), tc.float32)
+    for k in tc.range(0, X.shape[0], BK):
+        acc = acc + tc.sum(tc.load(X, (k, pn * BN), (BK, BN)), 0)
+    tc.store(OUT, (pn * BN,), acc)
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.sampled_from([1, 63, 64, 129, 300]), cols=st.sampled_from([1, 255, 256, 600]),
+       strided=st.booleans(), seed=st.integers(0, 1000))
+def test_streamed_strips_prefetched_ahead_sum_right_at_every_edge(rows, cols, strided, seed):
+    """BK=64 x BN=256 fp32 (64 KB: prefetched): edges in both axes, a last step past the end,
+    one step only (rows <= 64), and a strided tensor all give NumPy's sums."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, cols)).astype(np.float32)
+    if strided:
+        x = np.ascontiguousarray(np.repeat(x, 2, axis=1))[:, ::2]
+    out = np.full(cols, np.nan, np.float32)
+    strip_column_sums[(cdiv_host(cols, 256),)](x, out, BK=64, BN=256)
+    np.testing.assert_allclose(out, x.astype(np.float64).sum(0), rtol=1e-5, atol=1e-4)
+
+
+def test_the_next_steps_rows_are_prefetched_in_the_loop_that_reads_them():
+    from tilec.backends.numba.renderer import render
+    fn = strip_column_sums.ir({"X": tc.ir.TensorType(2, tc.float32), "OUT": tc.ir.TensorType(1, tc.float32)},
+                              {"BK": 64, "BN": 256})
+    source = render(fn, {"dot": "blas", "parallel": True})
+    # inside the loop over the tile's rows (i), the same row of the next step (k + 64), line by line
+    assert re.search(r"for (\w+) in range\(64\):\n(\s+)if 0 <= k \+ 64 \+ \1 < X\.shape\[0\]:.*\n"
+                     r"\2    for (\w+) in range\(max\(X_off1, 0\), min\(X_off1 \+ 256, X\.shape\[1\]\), 16\):\n"
+                     r"\2        rt\.prefetch\(X, \(np\.uintp\(k \+ 64 \+ \1\), np\.uintp\(\3\),\)\)", source), source
+    small = strip_column_sums.ir({"X": tc.ir.TensorType(2, tc.float32), "OUT": tc.ir.TensorType(1, tc.float32)},
+                                 {"BK": 8, "BN": 256})   # 8 KB a step: left to the hardware
+    assert "rt.prefetch" not in render(small, {"dot": "blas", "parallel": True})

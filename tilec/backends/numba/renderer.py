@@ -8,6 +8,7 @@ function runs programs ``first`` to ``stop - 1``; the runner hands such runs to 
 """
 from __future__ import annotations
 
+import math
 import re
 import struct
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ... import __version__
 from ...errors import TilecError
-from ...ir import ELEMENTWISE, Block, Function, Op, Value, uses
+from ...ir import ELEMENTWISE, Block, Function, Op, Value, uses, walk
 from ..naming import Namer
 from . import support as rt_support
 
@@ -76,6 +77,8 @@ class NumbaRenderer:
         self.window_offsets: dict[int, list[str]] = {}   # per window: its offset variables
         self.private: dict[int, list] = {}  # loop-private tile -> [line to allocate it at, indent]
         self.buffers: dict[int, str] = {}   # loop-private tile -> its buffer, once allocated
+        self.loops_open: list[dict] = []    # enclosing for loops, innermost last (see _step_delta)
+        self.prefetch_rows: dict[int, list[str]] = {}  # window -> next step's offsets (_plan_prefetch)
 
     # -- planning ---------------------------------------------------------------------------
     def _plan_inlining(self, block: Block) -> None:
@@ -217,6 +220,7 @@ class NumbaRenderer:
             return self.name(v)
         own = ['0' if s == 1 else i for s, i in zip(v.shape, idx[len(idx) - len(v.shape):])]
         if v.id in self.windows:
+            self._prefetch_rows(v, own)
             return self.hoisted(self._window_read(v, own))
         return self._row_view(self.name(v), own) or self.hoisted(f"{self.name(v)}[{', '.join(own)}]")
 
@@ -471,6 +475,7 @@ class NumbaRenderer:
             self.emit(f"if {' and '.join(inside)}:")
             self.depth += 1
             if r.id in self.windows:
+                self._plan_prefetch(op)
                 self._load_window(op, target, store_dtype, fill, bounds, conds)
                 return
             if self._blas_view(op):
@@ -546,6 +551,103 @@ class NumbaRenderer:
         window = ", ".join(self.name(o) if e is None else f"{self.name(o)}:{self.name(o)} + {e}"
                            for o, e in zip(offsets, extents))
         return f"{self.name(tensor)}[{window}]"
+
+    def _plan_prefetch(self, op: Op) -> None:
+        """Plan to prefetch the box a window (a tile read in place, see _plan_windows) reads in
+        the next step of its loop, when the box is large (streamed from memory: 16 KB or more)
+        and its offsets move by a constant each step. A strip of a matrix is rows a stride
+        apart, which the hardware prefetchers follow poorly. The prefetches go row by row into
+        the loop nest that reads the window (_prefetch_rows), so they spread over the step. The
+        int4 GEMV at K=N=4096 (strips of 512 of each row's 2048 bytes, 64 KB a step), from DRAM
+        on 2 threads: 1.20-1.40 ms against 1.32-1.72 without, in three paired runs; the whole
+        next box prefetched at the top of the step gained only 4-11%."""
+        tensor, offsets, box = op.operands[0], op.operands[1:], op.attrs["box"]
+        size = tensor.dtype.bits // 8 * math.prod(e for e in box if e is not None)
+        if not self.loops_open or size < 16384 or sum(e is not None for e in box) != 2:
+            return
+        deltas = [self._step_delta(o) for o in offsets]
+        if None in deltas or not any(deltas):
+            return
+        self.prefetch_rows[op.result.id] = [self.name(o) if d == 0 else f"{self.name(o)} + {d}"
+                                            for o, d in zip(offsets, deltas)]
+
+    def _prefetch_rows(self, v: Value, own: list[str]) -> None:
+        """Emit window v's planned prefetch (_plan_prefetch) at the top of the loop over its
+        first tile axis, ``for own[0]``, if that loop is open and not the innermost: each of its
+        iterations prefetches the cache lines of the same row of the next step's box."""
+        starts = self.prefetch_rows.get(v.id)
+        row = own[0]
+        header = f"for {row} in range("
+        if starts is None or not row.isidentifier() or (self.inner is not None and self.inner["name"] == row):
+            return
+        at = next((i for i in range(len(self.lines) - 1, -1, -1) if self.lines[i].lstrip().startswith(header)), None)
+        if at is None:
+            return
+        del self.prefetch_rows[v.id]
+        tensor, box = v.producer.operands[0], v.producer.attrs["box"]
+        t = self.name(tensor)
+        first, last = (ax for ax, e in enumerate(box) if e is not None)
+        indent = self.lines[at][:len(self.lines[at]) - len(self.lines[at].lstrip())] + "    "
+        lines = []
+        step = re.fullmatch(r"for \w+ in range\([^,]+, [^,]+, (\d+)\):", self.lines[at].strip())
+        if step:      # a loop over several rows a pass (_row_block_sums): each of its rows
+            row, each = self.name.fresh("r"), row
+            lines.append(f"{indent}for {row} in range({each}, {each} + {step.group(1)}):")
+            indent += "    "
+        ahead = self.name.fresh("ahead")
+        index = list(starts)
+        index[first], index[last] = f"{starts[first]} + {row}", ahead
+        checks = [f"0 <= {index[first]} < {t}.shape[{first}]"] + \
+            [f"0 <= {st} < {t}.shape[{ax}]" for ax, (st, e) in enumerate(zip(starts, box)) if e is None]
+        line = max(1, 64 // (tensor.dtype.bits // 8))   # elements per 64-byte cache line
+        lines += [f"{indent}if {' and '.join(checks)}:   # the next step's row, prefetched (_plan_prefetch)",
+                  f"{indent}    for {ahead} in range(max({starts[last]}, 0), min({starts[last]} + {box[last]}, "
+                  f"{t}.shape[{last}]), {line}):",
+                  f"{indent}        rt.prefetch({t}, ({', '.join(f'np.uintp({i})' for i in index)},))"]
+        self._insert_lines(at + 1, lines)
+
+    def _insert_lines(self, at: int, lines: list[str]) -> None:
+        """Insert source lines at ``at``, keeping the anchors of later insertions in place."""
+        self.lines[at:at] = lines
+        for anchor in self.private.values():
+            if anchor[0] >= at:
+                anchor[0] += len(lines)
+        if self.inner is not None and self.inner["at"] >= at:
+            self.inner["at"] += len(lines)
+
+    def _step_delta(self, v: Value) -> int | None:
+        """How much scalar ``v`` grows from one step of the innermost enclosing loop to the next:
+        0 when it does not depend on the loop, None when not by a constant (carried values, or
+        anything but adds, subtractions, multiplications and exact divisions by constants)."""
+        loop = self.loops_open[-1]
+        if v.id == loop["iv"]:
+            return loop["step"]
+        if v.id not in loop["made"]:
+            return 0
+        p = v.producer
+        if p is None or v.shape != ():
+            return None
+        if p.kind == "cast" and v.dtype.is_int:
+            return self._step_delta(p.operands[0])
+        if p.kind != "binary":
+            return None
+        a, b = p.operands
+        da, db = self._step_delta(a), self._step_delta(b)
+        if da is None or db is None:
+            return None
+        o = p.attrs["op"]
+        if o in ("add", "sub"):
+            return da + db if o == "add" else da - db
+        const = lambda x: x.producer.attrs["value"] if x.producer is not None and x.producer.kind == "const" else None
+        if o == "mul":
+            if db == 0 and const(b) is not None:
+                return da * const(b)
+            if da == 0 and const(a) is not None:
+                return db * const(a)
+            return None
+        if o == "floordiv" and db == 0 and const(b) and da % const(b) == 0:
+            return da // const(b)
+        return None
 
     def _slab_spans(self, op: Op) -> list[str] | None:
         """A load whose tile is only read (``_used_up``) from a tensor the kernel never writes,
@@ -875,7 +977,12 @@ class NumbaRenderer:
             self.name.alias(res, var)
         self.emit(f"for {self.name(iv)} in range({start}, {stop}, {step}):")
         self.depth += 1
+        step_op = op.operands[2].producer
+        self.loops_open.append({"iv": iv.id, "step": step_op.attrs["value"] if step_op is not None and
+                                step_op.kind == "const" else None,
+                                "made": {r.id for o in walk(body) for r in o.results} | {a.id for a in carried}})
         self.block(body)
+        self.loops_open.pop()
         moved = [(self.name(a), self.name(y)) for a, y in zip(carried, body.yields) if self.name(a) != self.name(y)]
         if moved:  # (a dot that accumulated in place already left its result in the carried name)
             self.emit(f"{', '.join(a for a, _ in moved)} = {', '.join(y for _, y in moved)}")

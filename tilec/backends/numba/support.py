@@ -473,3 +473,29 @@ def fetch_add(typingctx, counter, step):
         return builder.atomic_rmw("add", cell, amount, "monotonic")
 
     return types.int64(counter, step), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask for the cache line holding ``array[index]`` (a tuple of in-bounds ints) to be read
+    soon: an LLVM prefetch into every cache level, with no load to wait on. Generated kernels
+    prefetch the next loop step's tiles (see the renderer's ``_plan_prefetch``)."""
+    if not (isinstance(array, types.Array) and isinstance(index, types.BaseTuple) and len(index) == array.ndim
+            and all(isinstance(t, types.Integer) for t in index)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aryty, idxty = sig.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, builder.extract_value(args[1], i), t, types.intp)
+               for i, t in enumerate(idxty.types)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+        byte_ptr = builder.bitcast(ptr, llvm_ir.IntType(8).as_pointer())
+        i32 = llvm_ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [byte_ptr.type, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [byte_ptr, i32(0), i32(3), i32(1)])   # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return types.none(array, index), codegen
