@@ -555,19 +555,22 @@ class NumbaRenderer:
     def _plan_prefetch(self, op: Op) -> None:
         """Plan to prefetch the box a window (a tile read in place, see _plan_windows) reads in
         the next step of its loop, when the box is large (streamed from memory: 16 KB or more)
-        and its offsets move by a constant each step. A strip of a matrix is rows a stride
-        apart, which the hardware prefetchers follow poorly. The prefetches go row by row into
-        the loop nest that reads the window (_prefetch_rows), so they spread over the step. The
-        int4 GEMV at K=N=4096 (strips of 512 of each row's 2048 bytes, 64 KB a step), from DRAM
-        on 2 threads: 1.20-1.40 ms against 1.32-1.72 without, in three paired runs; the whole
-        next box prefetched at the top of the step gained only 4-11%."""
+        and each step moves it to new rows by a constant. A strip of a matrix is rows a stride
+        apart, and rows the step jumps to are rows the hardware prefetchers do not see coming;
+        a box that moves further along the same rows (the fp32 GEMV's) continues streams they
+        already follow, and prefetching it made that GEMV 15-25% slower. The prefetches go row
+        by row into the loop nest that reads the window (_prefetch_rows), spread over the step.
+        The int4 GEMV at K=N=4096 (strips of 512 of each row's 2048 bytes, 64 KB a step), from
+        DRAM on 2 threads: 1.20-1.40 ms against 1.32-1.72 without, in three paired runs; the
+        whole next box prefetched at the top of the step gained only 4-11%."""
         tensor, offsets, box = op.operands[0], op.operands[1:], op.attrs["box"]
         size = tensor.dtype.bits // 8 * math.prod(e for e in box if e is not None)
         if not self.loops_open or size < 16384 or sum(e is not None for e in box) != 2:
             return
         deltas = [self._step_delta(o) for o in offsets]
-        if None in deltas or not any(deltas):
-            return
+        last = max(ax for ax, e in enumerate(box) if e is not None)
+        if None in deltas or not any(deltas) or deltas[last]:
+            return   # a box moving along its rows continues streams the hardware already follows
         self.prefetch_rows[op.result.id] = [self.name(o) if d == 0 else f"{self.name(o)} + {d}"
                                             for o, d in zip(offsets, deltas)]
 
@@ -581,29 +584,23 @@ class NumbaRenderer:
         if starts is None or not row.isidentifier() or (self.inner is not None and self.inner["name"] == row):
             return
         at = next((i for i in range(len(self.lines) - 1, -1, -1) if self.lines[i].lstrip().startswith(header)), None)
-        if at is None:
-            return
+        if at is None or not re.fullmatch(r"for \w+ in range\(\w+\):", self.lines[at].strip()):
+            return    # not a plain loop over the rows (e.g. several rows a pass)
         del self.prefetch_rows[v.id]
         tensor, box = v.producer.operands[0], v.producer.attrs["box"]
         t = self.name(tensor)
         first, last = (ax for ax, e in enumerate(box) if e is not None)
         indent = self.lines[at][:len(self.lines[at]) - len(self.lines[at].lstrip())] + "    "
-        lines = []
-        step = re.fullmatch(r"for \w+ in range\([^,]+, [^,]+, (\d+)\):", self.lines[at].strip())
-        if step:      # a loop over several rows a pass (_row_block_sums): each of its rows
-            row, each = self.name.fresh("r"), row
-            lines.append(f"{indent}for {row} in range({each}, {each} + {step.group(1)}):")
-            indent += "    "
         ahead = self.name.fresh("ahead")
         index = list(starts)
         index[first], index[last] = f"{starts[first]} + {row}", ahead
         checks = [f"0 <= {index[first]} < {t}.shape[{first}]"] + \
             [f"0 <= {st} < {t}.shape[{ax}]" for ax, (st, e) in enumerate(zip(starts, box)) if e is None]
         line = max(1, 64 // (tensor.dtype.bits // 8))   # elements per 64-byte cache line
-        lines += [f"{indent}if {' and '.join(checks)}:   # the next step's row, prefetched (_plan_prefetch)",
-                  f"{indent}    for {ahead} in range(max({starts[last]}, 0), min({starts[last]} + {box[last]}, "
-                  f"{t}.shape[{last}]), {line}):",
-                  f"{indent}        rt.prefetch({t}, ({', '.join(f'np.uintp({i})' for i in index)},))"]
+        lines = [f"{indent}if {' and '.join(checks)}:   # the next step's row, prefetched (_plan_prefetch)",
+                 f"{indent}    for {ahead} in range(max({starts[last]}, 0), min({starts[last]} + {box[last]}, "
+                 f"{t}.shape[{last}]), {line}):",
+                 f"{indent}        rt.prefetch({t}, ({', '.join(f'np.uintp({i})' for i in index)},))"]
         self._insert_lines(at + 1, lines)
 
     def _insert_lines(self, at: int, lines: list[str]) -> None:
