@@ -558,7 +558,7 @@ class NumbaRenderer:
         and each step moves it to new rows by a constant. A strip of a matrix is rows a stride
         apart, and rows the step jumps to are rows the hardware prefetchers do not see coming;
         a box that moves further along the same rows (the fp32 GEMV's) continues streams they
-        already follow, and prefetching it made that GEMV 15-25% slower. The prefetches go row
+        already follow, and prefetching it made that GEMV 17-23% slower. The prefetches go row
         by row into the loop nest that reads the window (_prefetch_rows), spread over the step.
         The int4 GEMV at K=N=4096 (strips of 512 of each row's 2048 bytes, 64 KB a step), from
         DRAM on 2 threads: 1.20-1.40 ms against 1.32-1.72 without, in three paired runs; the
