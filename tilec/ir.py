@@ -152,6 +152,12 @@ def walk(block: Block) -> Iterator[Op]:
             yield from walk(child)
 
 
+def const_value(v: Value) -> Any:
+    """The literal of a value made by a ``const`` op, else None."""
+    p = v.producer
+    return p.attrs["value"] if p is not None and p.kind == "const" else None
+
+
 def uses(fn: Function) -> dict[int, int]:
     """How many times each value id is read (operands and yields)."""
     count: dict[int, int] = {}

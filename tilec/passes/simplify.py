@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import operator
 
-from ..ir import Block, Function, Op, Value, uses
+from ..ir import Block, Function, Op, Value, const_value, uses
 
 _FOLD = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "max": max, "min": min,
          "floordiv": operator.floordiv, "mod": operator.mod}
@@ -45,14 +45,9 @@ def _rewrite(block: Block, replace: dict[int, Value], seen: dict[tuple, Value]) 
     block.yields = [replace.get(v.id, v) for v in block.yields]
 
 
-def _const(v: Value):
-    p = v.producer
-    return p.attrs["value"] if p is not None and p.kind == "const" else None
-
-
 def _fold(op: Op):
     if op.kind == "binary" and op.result.shape == () and op.attrs["op"] in _FOLD:
-        a, b = (_const(v) for v in op.operands)
+        a, b = (const_value(v) for v in op.operands)
         if a is None or b is None:
             return None
         if op.attrs["op"] in ("floordiv", "mod") and b == 0:
@@ -60,7 +55,7 @@ def _fold(op: Op):
         out = _FOLD[op.attrs["op"]](a, b)
         return float(out) if op.result.dtype.is_float else int(out)
     if op.kind == "cast" and op.result.shape == ():
-        a = _const(op.operands[0])
+        a = const_value(op.operands[0])
         if a is None:
             return None
         d = op.result.dtype

@@ -16,7 +16,7 @@ import numpy as np
 
 from ... import __version__
 from ...errors import TilecError
-from ...ir import ELEMENTWISE, Block, Function, Op, Value, uses, walk
+from ...ir import ELEMENTWISE, Block, Function, Op, Value, const_value, uses, walk
 from ..naming import Namer
 from . import support as rt_support
 
@@ -635,15 +635,15 @@ class NumbaRenderer:
         o = p.attrs["op"]
         if o in ("add", "sub"):
             return da + db if o == "add" else da - db
-        const = lambda x: x.producer.attrs["value"] if x.producer is not None and x.producer.kind == "const" else None
+        ca, cb = const_value(a), const_value(b)
         if o == "mul":
-            if db == 0 and const(b) is not None:
-                return da * const(b)
-            if da == 0 and const(a) is not None:
-                return db * const(a)
+            if db == 0 and cb is not None:
+                return da * cb
+            if da == 0 and ca is not None:
+                return db * ca
             return None
-        if o == "floordiv" and db == 0 and const(b) and da % const(b) == 0:
-            return da // const(b)
+        if o == "floordiv" and db == 0 and cb and da % cb == 0:
+            return da // cb
         return None
 
     def _slab_spans(self, op: Op) -> list[str] | None:
@@ -974,9 +974,7 @@ class NumbaRenderer:
             self.name.alias(res, var)
         self.emit(f"for {self.name(iv)} in range({start}, {stop}, {step}):")
         self.depth += 1
-        step_op = op.operands[2].producer
-        self.loops_open.append({"iv": iv.id, "step": step_op.attrs["value"] if step_op is not None and
-                                step_op.kind == "const" else None,
+        self.loops_open.append({"iv": iv.id, "step": const_value(op.operands[2]),
                                 "made": {r.id for o in walk(body) for r in o.results} | {a.id for a in carried}})
         self.block(body)
         self.loops_open.pop()

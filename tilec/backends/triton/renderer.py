@@ -23,7 +23,7 @@ import numpy as np
 
 from ... import __version__
 from ...errors import TilecError
-from ...ir import Block, Function, Op, Value, uses
+from ...ir import Block, Function, Op, Value, const_value, uses
 from ..naming import Namer
 
 # IR dtype name -> triton.language type
@@ -323,8 +323,8 @@ class TritonRenderer:
             self.nonneg.add(r.id)
 
     def positive_const(self, v: Value) -> bool:
-        p = v.producer
-        return p is not None and p.kind == "const" and p.attrs["value"] > 0
+        c = const_value(v)
+        return c is not None and c > 0
 
     def positive_over_positive(self, a: Value, b: Value) -> bool:
         """Truncating and flooring division agree: a >= 0 and b > 0."""
