@@ -531,8 +531,8 @@ def weighted_token_sums(X, W, OUT, R: tc.constexpr, BD: tc.constexpr):
 @given(b=st.integers(1, 3), tokens=st.sampled_from([1, 4, 7, 13]), d=st.sampled_from([5, 8]),
        layout=st.sampled_from(["C", "strided", "readonly"]), seed=st.integers(0, 1000))
 def test_tiles_of_whole_rows_are_read_in_place_whatever_the_layout(b, tokens, d, layout, seed):
-    """R=4, BD=8: the slab view (d 8, C-ordered), the copy (d 5: rows narrower than the box, or a
-    strided tensor), the padded edge (7 and 13 tokens) and a read-only input all give the sums."""
+    """R=4, BD=8: the slab view (d 8; a strided view of a strided tensor), the copy (d 5: rows
+    narrower than the box), the padded edge (7 and 13 tokens) and a read-only input all give the sums."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((b, tokens, d)).astype(np.float32)
     w = rng.standard_normal((b, tokens)).astype(np.float32)
