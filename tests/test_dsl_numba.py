@@ -88,7 +88,7 @@ def test_row_softmax(m, n, seed):
     np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
 
 
-def test_exp2_within_an_ulp_over_the_float32_range_and_exact_at_the_ends():
+def test_exp2_within_two_ulps_over_the_float32_range_and_exact_at_the_ends():
     """exp2 against float64 NumPy: relative error under 2**-22 where 2**x is a normal float32,
     0 below -126 (no subnormals), inf from 128 on (also for inf), NaN for NaN."""
     specials = [np.nan, np.inf, -np.inf, 128.0, np.nextafter(np.float32(128), np.float32(0)), 127.0, -126.0,
