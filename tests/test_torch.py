@@ -97,3 +97,83 @@ def test_quantized_mlp_under_torch_compile():
     eager = qmlp(x)
     compiled = torch.compile(qmlp, fullgraph=True, backend="aot_eager")(x)
     torch.testing.assert_close(compiled, eager)
+
+
+def _attention_ref(q, k, v, causal, lengths=None):
+    """float64 softmax attention with GQA; causal aligned to the end; ``lengths`` (decode) keeps
+    the first lengths[b] keys of sequence b, the new tokens being the last q.shape[2] of them."""
+    q, k, v = q.double(), k.double(), v.double()
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    lq, lk = s.shape[-2:]
+    rows = torch.arange(lq)[:, None]
+    cols = torch.arange(lk)[None, :]
+    n = torch.full((q.shape[0],), lk) if lengths is None else lengths.long()
+    visible = cols[None] < n[:, None, None]
+    if causal or lengths is not None:
+        visible = visible & (cols[None] <= rows[None] + (n[:, None, None] - lq))
+    s = s.masked_fill(~visible[:, None], float("-inf"))
+    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
+
+
+def test_attention_ops_trace_without_graph_break():
+    """Prefill (causal, GQA, odd lengths) and a decode step in one compiled block."""
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 4, 7, 24, generator=g)
+    k, v = torch.randn(2, 2, 11, 24, generator=g), torch.randn(2, 2, 11, 24, generator=g)
+    lengths = torch.tensor([5, 11], dtype=torch.int32)
+
+    def block(q, k, v, lengths):
+        prefill = torch.ops.tilec.attention(q, k, v, True, None)
+        step = torch.ops.tilec.decode_attention(q[:, :, -2:].contiguous(), k, v, lengths, None)
+        return prefill, step
+
+    prefill, step = torch.compile(block, fullgraph=True, backend="aot_eager")(q, k, v, lengths)
+    torch.testing.assert_close(prefill.double(), _attention_ref(q, k, v, True)[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step.double(), _attention_ref(q[:, :, -2:], k, v, True, lengths)[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+def test_attention_lse_op_matches_logsumexp(dtype, tol):
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, n, 16, generator=g).to(dtype) for n in (5, 9, 9))
+    out, lse = torch.ops.tilec.attention_lse(q, k, v, False, None)
+    want, want_lse = _attention_ref(q, k, v, False)
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    torch.testing.assert_close(out.double(), want, rtol=tol, atol=tol)
+    torch.testing.assert_close(lse.double(), want_lse, rtol=1e-4, atol=1e-4)
+
+
+def test_kivi_decode_through_custom_op_under_compile():
+    rng = np.random.default_rng(4)
+    k, v = (rng.standard_normal((1, 2, 150, 32)).astype(np.float32) for _ in range(2))
+    lengths = np.array([141], np.int32)
+    cache = ops.quantize_kv(k, v, lengths, bits=2, group=32, residual=16)
+    q = torch.from_numpy(rng.standard_normal((1, 4, 1, 32)).astype(np.float32))
+    # the dequantized cache is the NumPy inverse of the packed layout, not the kernel
+    kd, vd, lens = cache.dequantize()
+    want = _attention_ref(q, torch.from_numpy(kd), torch.from_numpy(vd), True, torch.from_numpy(lens))[0]
+    eager = tilec.torch.decode_attention_quantized(q, cache)
+    torch.testing.assert_close(eager.double(), want, rtol=1e-3, atol=1e-3)
+    fields = [torch.from_numpy(getattr(cache, n)) for n in tilec.torch._KIVI_FIELDS]
+    step = torch.compile(lambda q, *f: torch.ops.tilec.kivi_decode_attention(q, *f, 2, 32, None),
+                         fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(step(q, *fields), eager)
+
+
+def test_attention_fake_tensor_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        q, kv = torch.empty(2, 4, 3, 16, dtype=torch.bfloat16), torch.empty(2, 2, 8, 16, dtype=torch.bfloat16)
+        assert torch.ops.tilec.attention(q, kv, kv, False, None).shape == (2, 4, 3, 16)
+        out, lse = torch.ops.tilec.attention_lse(q, kv, kv, True, None)
+        assert out.dtype == torch.bfloat16 and lse.shape == (2, 4, 3) and lse.dtype == torch.float32
+        assert torch.ops.tilec.decode_attention(q, kv, kv, torch.empty(2, dtype=torch.int32), None).shape \
+            == (2, 4, 3, 16)
+        u8, i32 = torch.uint8, torch.int32
+        fields = [torch.empty(2, 2, 16, 16, dtype=u8), torch.empty(2, 2, 2, 16), torch.empty(2, 2, 2, 16),
+                  torch.empty(2, 2, 16, 16, dtype=u8), torch.empty(2, 2, 32), torch.empty(2, 2, 32),
+                  kv, kv, torch.empty(2, dtype=i32), torch.empty(2, dtype=i32)]
+        assert torch.ops.tilec.kivi_decode_attention(q, *fields, 2, 32, None).shape == (2, 4, 3, 16)
