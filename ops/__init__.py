@@ -14,7 +14,7 @@ from .bcq import BCQLayout, BCQWeight, bcq_from_uniform, bcq_quantize
 from .decode import decode_attention
 from .gemm import gemm
 from .gemv import gemv
-from .kv_quant import QuantizedKV, decode_attention_quantized, quantize_kv
+from .kv_quant import QuantizedKV, append_kv, decode_attention_quantized, quantize_kv
 from .lut_gemm import lut_gemm
 from .quant import quant_gemm
 from .quant_format import QuantizedWeight, QuantLayout, quantize
@@ -32,4 +32,4 @@ REGISTRY: dict[str, OpSpec] = {
 
 __all__ = ["gemm", "gemv", "quant_gemm", "quantize", "QuantizedWeight", "QuantLayout", "lut_gemm",
            "bcq_quantize", "bcq_from_uniform", "BCQWeight", "BCQLayout", "attention", "decode_attention",
-           "quantize_kv", "decode_attention_quantized", "QuantizedKV", "REGISTRY", "OpSpec"]
+           "quantize_kv", "append_kv", "decode_attention_quantized", "QuantizedKV", "REGISTRY", "OpSpec"]

@@ -263,9 +263,11 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
         np.zeros((bsz, kv_heads, cap_q), np.float32)
     groups = int(q_len.max(initial=0)) // group
     if groups and kv_heads:
-        bd = d if be == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d)
-        quantize_kernel[(groups, kv_heads, bsz)](k, v, kc, ks, kz, vc, vs, vz, backend=be, G=group, BD=bd,
-                                                 BITS=bits)
+        _quantize_groups(k, v, (kc, ks, kz, vc, vs, vz), groups, bits, group, be)
+        for b in np.flatnonzero(q_len < groups * group):    # the launch covered the longest sequence
+            n = int(q_len[b])
+            kc[b, :, n // pb:], vc[b, :, n // pb:], ks[b, :, n // group:], kz[b, :, n // group:] = 0, 0, 0, 0
+            vs[b, :, n:], vz[b, :, n:] = 0, 0
     k_res = output_like(k, (bsz, kv_heads, residual + group, d), ik.dtype)
     v_res = output_like(v, (bsz, kv_heads, residual + group, d), ik.dtype)
     k_res[...] = 0
@@ -275,6 +277,58 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
         k_res[b, :, :r] = k[b, :, n:n + r]
         v_res[b, :, :r] = v[b, :, n:n + r]
     return QuantizedKV(kc, ks, kz, vc, vs, vz, k_res, v_res, q_len, r_len, bits, group, residual)
+
+
+def _quantize_groups(k, v, outs: tuple, groups: int, bits: int, group: int, be: str) -> None:
+    """Quantize the first ``groups`` groups of every (batch, kv head) of k and v into outs
+    (codes, scales and zeros of K, then of V, laid out as in QuantizedKV)."""
+    bsz, kv_heads, _, d = k.shape
+    bd = d if be == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d)
+    quantize_kernel[(groups, kv_heads, bsz)](k, v, *outs, backend=be, G=group, BD=bd, BITS=bits)
+
+
+def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None) -> QuantizedKV:
+    """Append T new tokens to every sequence of a KIVI cache, in place: k and v are
+    (B, Hkv, T, D) in the residual's dtype. The tokens join the full-precision residual; whenever
+    it holds ``residual + group`` tokens its oldest ``group`` are quantized into the next key
+    group. So a cache built token by token equals ``quantize_kv`` of the whole sequences.
+    Raises before changing anything when a sequence would outgrow the cache's capacity."""
+    fields = [getattr(cache, name) for name in ("k_codes", "k_scale", "k_zero", "v_codes", "v_scale", "v_zero",
+                                                "k_res", "v_res", "q_len", "r_len")]
+    if not all(type(x) is np.ndarray for x in fields):
+        raise tc.InputError("append_kv takes a cache of NumPy arrays (as quantize_kv makes them)")
+    bsz, kv_heads, window, d = cache.k_res.shape
+    ik, _ = check_kv_pair(k, v, bsz, kv_heads, d, check_rank("k_res", cache.k_res, 4).dtype, "k/v (new tokens)")
+    if ik.shape[1] != kv_heads:
+        raise tc.InputError(f"the new tokens have {ik.shape[1]} kv heads, the cache {kv_heads}")
+    if ik.library != "numpy":
+        raise tc.InputError("append_kv takes NumPy arrays (the residual window is kept on the host)")
+    be = pick_backend({"k": k, "v": v}, backend)
+    g, pb, t_new = cache.group, 8 // cache.bits, ik.shape[2]
+    cap_q = cache.k_codes.shape[2] * pb
+    r_total = cache.r_len.astype(np.int64) + t_new
+    flush = np.maximum(r_total - cache.residual, 0) // g      # whole groups leaving the residual
+    full = np.flatnonzero(cache.q_len + flush * g > cap_q)
+    if full.size:
+        b = int(full[0])
+        raise tc.InputError(f"sequence {b} would need {int(cache.q_len[b] + flush[b] * g)} quantized tokens, "
+                            f"more than the cache's capacity of {cap_q}")
+    for b in range(bsz):
+        n, r, groups = int(cache.q_len[b]), int(cache.r_len[b]), int(flush[b])
+        kk = np.concatenate([cache.k_res[b:b + 1, :, :r], k[b:b + 1]], axis=2)
+        vv = np.concatenate([cache.v_res[b:b + 1, :, :r], v[b:b + 1]], axis=2)
+        if groups:
+            code_rows, q_rows = slice(n // pb, (n + groups * g) // pb), slice(n, n + groups * g)
+            group_rows = slice(n // g, n // g + groups)
+            outs = (cache.k_codes[b:b + 1, :, code_rows], cache.k_scale[b:b + 1, :, group_rows],
+                    cache.k_zero[b:b + 1, :, group_rows], cache.v_codes[b:b + 1, :, code_rows],
+                    cache.v_scale[b:b + 1, :, q_rows], cache.v_zero[b:b + 1, :, q_rows])
+            _quantize_groups(kk, vv, outs, groups, cache.bits, g, be)
+        rest = kk.shape[2] - groups * g
+        cache.k_res[b, :, :rest], cache.v_res[b, :, :rest] = kk[0, :, groups * g:], vv[0, :, groups * g:]
+        cache.k_res[b, :, rest:], cache.v_res[b, :, rest:] = 0, 0
+        cache.q_len[b], cache.r_len[b] = n + groups * g, rest
+    return cache
 
 
 # a step is NG of the cache's key groups (the group size was fixed when it was quantized)

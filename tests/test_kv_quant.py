@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import ops
 from ops.backends_for_tests import BACKENDS
 from ops.decode import reference as decode_reference
-from ops.kv_quant import decode_attention_quantized, default_config, quantize_kv, unpack_host
+from ops.kv_quant import append_kv, decode_attention_quantized, default_config, quantize_kv, unpack_host
 from tilec.errors import InputError
 
 
@@ -131,6 +131,49 @@ def test_bad_parameters():
     cache = quantize_kv(k, k, bits=2, group=32, residual=0)
     with pytest.raises(InputError, match="new tokens"):
         decode_attention_quantized(np.zeros((1, 1, 40, 32), np.float32), cache)
+
+
+def _fields(cache):
+    return {name: np.asarray(getattr(cache, name)) for name in ("k_codes", "k_scale", "k_zero", "v_codes",
+            "v_scale", "v_zero", "k_res", "v_res", "q_len", "r_len")}
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bits=st.sampled_from([2, 4]), group=st.sampled_from([16, 32]), residual=st.sampled_from([0, 5, 16]),
+       start=st.tuples(st.integers(0, 50), st.integers(0, 50)),
+       steps=st.lists(st.integers(0, 40), min_size=1, max_size=10), seed=st.integers(0, 2**16))
+def test_appending_equals_quantizing_the_whole_sequences(bits, group, residual, start, steps, seed):
+    """Token by token (or in chunks) from a cache of each sequence's prompt: after every append
+    each field is byte-identical to quantize_kv of the sequences so far, the bytes past each
+    one's end included."""
+    rng = np.random.default_rng(seed)
+    k, v = _kv(rng, 2, 2, max(start) + sum(steps) + 7, 16)
+    pos = np.array(start, np.int32)
+    cache = quantize_kv(k, v, pos, bits=bits, group=group, residual=residual)
+    for t in steps:
+        new_k = np.stack([k[b, :, pos[b]:pos[b] + t] for b in range(2)])
+        new_v = np.stack([v[b, :, pos[b]:pos[b] + t] for b in range(2)])
+        assert append_kv(cache, new_k, new_v) is cache
+        pos += t
+        got, want = _fields(cache), _fields(quantize_kv(k, v, pos, bits=bits, group=group, residual=residual))
+        for name in got:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} at lengths {pos}")
+
+
+def test_append_refuses_what_does_not_fit_and_changes_nothing():
+    rng = np.random.default_rng(7)
+    k, v = _kv(rng, 2, 2, 70, 16)
+    cache = quantize_kv(k, v, np.array([60, 10], np.int32), bits=2, group=16, residual=4)   # capacity 64
+    before = {n: a.copy() for n, a in _fields(cache).items()}
+    with pytest.raises(InputError, match="sequence 0 would need 96 quantized tokens, more than the cache's "
+                                         "capacity of 64"):
+        append_kv(cache, k[:, :, :40], v[:, :, :40])
+    with pytest.raises(InputError, match="share a dtype"):
+        append_kv(cache, k[:, :, :1].astype(np.float16), v[:, :, :1].astype(np.float16))
+    with pytest.raises(InputError, match="kv heads"):
+        append_kv(cache, k[:, :1, :1], v[:, :1, :1])
+    for name, a in _fields(cache).items():
+        np.testing.assert_array_equal(a, before[name], err_msg=name)
 
 
 @pytest.mark.parametrize("cfg", [{"BD": 32, "NS": 1}, {"BD": 32, "NS": 2, "num_warps": 16}])
