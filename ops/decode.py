@@ -238,7 +238,7 @@ SPEC = OpSpec(
     flops=lambda s: 4.0 * s["B"] * s["H"] * s["T"] * s["L"] * s["D"],
     bytes=lambda s, dtype: float(4 if dtype == "float32" else 2)
     * (2 * s["B"] * s["Hkv"] * s["L"] * s["D"] + 2 * s["B"] * s["H"] * s["T"] * s["D"]),
-    launch_ir=launch_ir, dtypes=("float32",),  # 16-bit inputs run but are not tested yet
+    launch_ir=launch_ir, dtypes=("float32", "float16", "bfloat16"),
     tolerance=lambda dtype: (2e-4, 2e-4) if dtype == "float32" else (2e-2, 2e-2),
     extra={"fixed_by_shape": ("BD",),   # the head size, padded
            "test_shapes": [{"B": 2, "H": 4, "Hkv": 2, "T": 1, "L": 33, "D": 16},

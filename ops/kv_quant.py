@@ -477,7 +477,7 @@ SPEC = OpSpec(
     shape_names=("B", "H", "Hkv", "T", "L", "D"), space=space, default_config=default_config,
     make_inputs=make_inputs, run=run, reference=reference,
     flops=lambda s: 4.0 * s["B"] * s["H"] * s["T"] * s["L"] * s["D"], bytes=_bytes, launch_ir=launch_ir,
-    dtypes=("float32",),  # 16-bit inputs run but are not tested yet
+    dtypes=("float32", "float16", "bfloat16"),
     tolerance=lambda dtype: (1e-3, 1e-3) if dtype == "float32" else (2e-2, 2e-2),
     extra={"fixed_by_shape": ("BD",),   # the head size, padded
            "test_shapes": [{"B": 2, "H": 4, "Hkv": 2, "T": 1, "L": 70, "D": 32, "G": 32, "R": 8}],

@@ -56,6 +56,22 @@ def test_huge_logits_stay_finite():
                                rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype,tol", [("float16", 2e-3), ("bfloat16", 8e-3)])
+def test_16bit_inputs(backend, dtype, tol):
+    """16-bit q and caches: fp32 accumulation, so only the output's rounding (half an ulp:
+    2.4e-4 / 2e-3 near 0.5) separates it from the float64 reference; split-K on."""
+    from ops._testing import random_array
+    rng = np.random.default_rng(8)
+    q = random_array((2, 4, 2, 32), dtype, rng)
+    k, v = (random_array((2, 2, 70, 32), dtype, rng) for _ in range(2))
+    lens = np.array([70, 9], np.int32)
+    out = decode_attention(q, k, v, lens, backend=backend, config={"BN": 32, "BD": 32, "NS": 2})
+    assert out.dtype == q.dtype
+    want = reference({"q": q, "k_cache": k, "v_cache": v, "lengths": lens})
+    np.testing.assert_allclose(np.asarray(out, np.float32), want, rtol=tol, atol=tol)
+
+
 def test_bad_lengths():
     rng = np.random.default_rng(7)
     q, k, v, _ = _case(rng, 2, 2, 1, 2, 16, 16, [0, 0])

@@ -76,6 +76,24 @@ def test_decode_from_packed_cache(backend, data, b, t, cap, bits, seed):
         assert np.abs(out - exact).max() < 0.3
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype,tol", [("float16", 2e-3), ("bfloat16", 8e-3)])
+def test_16bit_cache(backend, dtype, tol):
+    """16-bit keys and values: codes and scales from their fp32 values, a 16-bit residual, the
+    output in the input dtype; against decoding the dequantized cache in float64."""
+    from ops._testing import random_array
+    rng = np.random.default_rng(9)
+    k, v = (random_array((2, 2, 70, 32), dtype, rng) for _ in range(2))
+    q = random_array((2, 4, 1, 32), dtype, rng)
+    cache = quantize_kv(k, v, np.array([70, 40], np.int32), bits=2, group=16, residual=8, backend=backend)
+    assert cache.k_res.dtype == k.dtype and list(cache.q_len) == [48, 32]
+    out = decode_attention_quantized(q, cache, backend=backend, config={"BD": 32, "NS": 2})
+    assert out.dtype == q.dtype
+    kk, vv, lens = cache.dequantize()
+    want = decode_reference({"q": q, "k_cache": kk, "v_cache": vv, "lengths": lens})
+    np.testing.assert_allclose(np.asarray(out, np.float32), want, rtol=tol, atol=tol)
+
+
 # (LOOPS, NG, bits): the CPU's loop-nest products and the dots, one key group per step or
 # several (a step then runs past the last quantized group and past a split's end, masked)
 @pytest.mark.parametrize("loops,ng,bits", [(True, 1, 4), (True, 8, 2), (True, 32, 4), (False, 1, 2), (False, 4, 4)])
