@@ -292,12 +292,13 @@ def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None)
     (B, Hkv, T, D) in the residual's dtype. The tokens join the full-precision residual; whenever
     it holds ``residual + group`` tokens its oldest ``group`` are quantized into the next key
     group. So a cache built token by token equals ``quantize_kv`` of the whole sequences.
-    Raises before changing anything when a sequence would outgrow the cache's capacity."""
+    Raises before changing anything when a sequence would outgrow the cache's capacity (make
+    the cache with room: quantize_kv of arrays longer than the sequences)."""
     fields = [getattr(cache, name) for name in ("k_codes", "k_scale", "k_zero", "v_codes", "v_scale", "v_zero",
                                                 "k_res", "v_res", "q_len", "r_len")]
     if not all(type(x) is np.ndarray for x in fields):
         raise tc.InputError("append_kv takes a cache of NumPy arrays (as quantize_kv makes them)")
-    bsz, kv_heads, window, d = cache.k_res.shape
+    bsz, kv_heads, _, d = cache.k_res.shape
     ik, _ = check_kv_pair(k, v, bsz, kv_heads, d, check_rank("k_res", cache.k_res, 4).dtype, "k/v (new tokens)")
     if ik.shape[1] != kv_heads:
         raise tc.InputError(f"the new tokens have {ik.shape[1]} kv heads, the cache {kv_heads}")
@@ -306,28 +307,38 @@ def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None)
     be = pick_backend({"k": k, "v": v}, backend)
     g, pb, t_new = cache.group, 8 // cache.bits, ik.shape[2]
     cap_q = cache.k_codes.shape[2] * pb
-    r_total = cache.r_len.astype(np.int64) + t_new
-    flush = np.maximum(r_total - cache.residual, 0) // g      # whole groups leaving the residual
+    flush = np.maximum(cache.r_len.astype(np.int64) + t_new - cache.residual, 0) // g   # groups leaving
     full = np.flatnonzero(cache.q_len + flush * g > cap_q)
     if full.size:
         b = int(full[0])
         raise tc.InputError(f"sequence {b} would need {int(cache.q_len[b] + flush[b] * g)} quantized tokens, "
                             f"more than the cache's capacity of {cap_q}")
+    # every sequence's new groups and window first, then the cache: a failure leaves it as it was
+    updates = []
     for b in range(bsz):
         n, r, groups = int(cache.q_len[b]), int(cache.r_len[b]), int(flush[b])
         kk = np.concatenate([cache.k_res[b:b + 1, :, :r], k[b:b + 1]], axis=2)
         vv = np.concatenate([cache.v_res[b:b + 1, :, :r], v[b:b + 1]], axis=2)
+        quantized = None
         if groups:
-            code_rows, q_rows = slice(n // pb, (n + groups * g) // pb), slice(n, n + groups * g)
-            group_rows = slice(n // g, n // g + groups)
-            outs = (cache.k_codes[b:b + 1, :, code_rows], cache.k_scale[b:b + 1, :, group_rows],
-                    cache.k_zero[b:b + 1, :, group_rows], cache.v_codes[b:b + 1, :, code_rows],
-                    cache.v_scale[b:b + 1, :, q_rows], cache.v_zero[b:b + 1, :, q_rows])
-            _quantize_groups(kk, vv, outs, groups, cache.bits, g, be)
-        rest = kk.shape[2] - groups * g
-        cache.k_res[b, :, :rest], cache.v_res[b, :, :rest] = kk[0, :, groups * g:], vv[0, :, groups * g:]
+            code_shape, group_shape, token_shape = (1, kv_heads, groups * g // pb, d), (1, kv_heads, groups, d), \
+                (1, kv_heads, groups * g)
+            quantized = tuple(np.zeros(shape, dtype) for shape, dtype in (
+                (code_shape, np.uint8), (group_shape, np.float32), (group_shape, np.float32),
+                (code_shape, np.uint8), (token_shape, np.float32), (token_shape, np.float32)))
+            _quantize_groups(kk, vv, quantized, groups, cache.bits, g, be)
+        updates.append((n, groups * g, quantized, kk[0, :, groups * g:], vv[0, :, groups * g:]))
+    for b, (n, added, quantized, k_window, v_window) in enumerate(updates):
+        if quantized is not None:
+            kc, ks, kz, vc, vs, vz = (x[0] for x in quantized)
+            code_rows, group_rows = slice(n // pb, (n + added) // pb), slice(n // g, (n + added) // g)
+            cache.k_codes[b, :, code_rows], cache.v_codes[b, :, code_rows] = kc, vc
+            cache.k_scale[b, :, group_rows], cache.k_zero[b, :, group_rows] = ks, kz
+            cache.v_scale[b, :, n:n + added], cache.v_zero[b, :, n:n + added] = vs, vz
+        rest = k_window.shape[1]
+        cache.k_res[b, :, :rest], cache.v_res[b, :, :rest] = k_window, v_window
         cache.k_res[b, :, rest:], cache.v_res[b, :, rest:] = 0, 0
-        cache.q_len[b], cache.r_len[b] = n + groups * g, rest
+        cache.q_len[b], cache.r_len[b] = n + added, rest
     return cache
 
 
