@@ -187,11 +187,12 @@ class QuantizedKV:
     group: int
     residual: int
 
+    # the array fields, in order (a class constant, not a dataclass field)
+    ARRAYS = ("k_codes", "k_scale", "k_zero", "v_codes", "v_scale", "v_zero", "k_res", "v_res", "q_len", "r_len")
+
     @property
     def nbytes(self) -> int:
-        return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in (
-            self.k_codes, self.k_scale, self.k_zero, self.v_codes, self.v_scale, self.v_zero, self.k_res,
-            self.v_res, self.q_len, self.r_len))
+        return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in (getattr(self, n) for n in self.ARRAYS))
 
     def dequantize(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(k, v, lengths) as fp32 NumPy caches (for tests and inspection; decoding never does this)."""
@@ -294,9 +295,7 @@ def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None)
     group. So a cache built token by token equals ``quantize_kv`` of the whole sequences.
     Raises before changing anything when a sequence would outgrow the cache's capacity (make
     the cache with room: quantize_kv of arrays longer than the sequences)."""
-    fields = [getattr(cache, name) for name in ("k_codes", "k_scale", "k_zero", "v_codes", "v_scale", "v_zero",
-                                                "k_res", "v_res", "q_len", "r_len")]
-    if not all(type(x) is np.ndarray for x in fields):
+    if not all(type(getattr(cache, name)) is np.ndarray for name in cache.ARRAYS):
         raise tc.InputError("append_kv takes a cache of NumPy arrays (as quantize_kv makes them)")
     bsz, kv_heads, _, d = cache.k_res.shape
     ik, _ = check_kv_pair(k, v, bsz, kv_heads, d, check_rank("k_res", cache.k_res, 4).dtype, "k/v (new tokens)")

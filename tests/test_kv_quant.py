@@ -152,8 +152,7 @@ def test_bad_parameters():
 
 
 def _fields(cache):
-    return {name: np.asarray(getattr(cache, name)) for name in ("k_codes", "k_scale", "k_zero", "v_codes",
-            "v_scale", "v_zero", "k_res", "v_res", "q_len", "r_len")}
+    return {name: np.asarray(getattr(cache, name)) for name in cache.ARRAYS}
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -157,7 +157,7 @@ def test_kivi_decode_through_custom_op_under_compile():
     want = _attention_ref(q, torch.from_numpy(kd), torch.from_numpy(vd), True, torch.from_numpy(lens))[0]
     eager = tilec.torch.decode_attention_quantized(q, cache)
     torch.testing.assert_close(eager.double(), want, rtol=1e-3, atol=1e-3)
-    fields = [torch.from_numpy(getattr(cache, n)) for n in tilec.torch._KIVI_FIELDS]
+    fields = [torch.from_numpy(getattr(cache, n)) for n in cache.ARRAYS]
     step = torch.compile(lambda q, *f: torch.ops.tilec.kivi_decode_attention(q, *f, 2, 32, None),
                          fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(step(q, *fields), eager)

@@ -96,14 +96,11 @@ def _(q, *cache_fields_and_options):
     return q.new_empty(q.shape)
 
 
-_KIVI_FIELDS = ("k_codes", "k_scale", "k_zero", "v_codes", "v_scale", "v_zero", "k_res", "v_res", "q_len", "r_len")
-
-
 def decode_attention_quantized(q: torch.Tensor, cache, scale: Optional[float] = None) -> torch.Tensor:
     """``ops.decode_attention_quantized`` through the custom op, for a cache from
     ``ops.quantize_kv`` (its NumPy arrays are wrapped without a copy; pass one whose fields are
     already tensors, e.g. buffers of a module, to trace it under torch.compile)."""
-    fields = [torch.as_tensor(getattr(cache, name)) for name in _KIVI_FIELDS]
+    fields = [torch.as_tensor(getattr(cache, name)) for name in cache.ARRAYS]
     return torch.ops.tilec.kivi_decode_attention(q, *fields, cache.bits, cache.group, scale)
 
 
