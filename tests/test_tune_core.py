@@ -244,20 +244,22 @@ def test_measured_evaluator_checks_results_and_prunes_compile_failures():
 
 def test_paired_measurement_cancels_a_drift_in_machine_speed():
     """With a baseline config, a candidate measured while the machine runs 3x slower still gets
-    its own time: the ratio to the baseline's runs, scaled to the baseline's first time."""
+    its own time: the ratio to the baseline's runs, scaled to the baseline's first time. Sleeps
+    of tens of milliseconds, so a loaded machine's wake-up latency (a millisecond or more beside
+    CI's compiling workers) stays a few percent of them."""
     import time as clock
     slowdown = {"factor": 1.0}
     op = numpy_op()
     op.run = lambda inputs, config=None, backend=None: clock.sleep(config["T"] * 1e-3 * slowdown["factor"])
     paired = MeasuredEvaluator(op, {"N": 8}, "float32", "numba", "cpu", repeats=3, flush_bytes=1 << 10,
-                               check=False, baseline={"T": 2})
+                               check=False, baseline={"T": 20})
     plain = MeasuredEvaluator(op, {"N": 8}, "float32", "numba", "cpu", repeats=3, flush_bytes=1 << 10, check=False)
-    first = paired({"T": 4})
+    first = paired({"T": 40})
     slowdown["factor"] = 3.0
-    later, unpaired = paired({"T": 3}), plain({"T": 3})
-    assert first.runtime_s == pytest.approx(4e-3, rel=0.25) and later.runtime_s == pytest.approx(3e-3, rel=0.25)
-    assert unpaired.runtime_s == pytest.approx(9e-3, rel=0.25)      # what drift does without the pairing
-    assert len(later.info["baseline_times_s"]) == 3 and min(later.info["raw_times_s"]) > 8e-3
+    later, unpaired = paired({"T": 30}), plain({"T": 30})
+    assert first.runtime_s == pytest.approx(40e-3, rel=0.25) and later.runtime_s == pytest.approx(30e-3, rel=0.25)
+    assert unpaired.runtime_s == pytest.approx(90e-3, rel=0.25)      # what drift does without the pairing
+    assert len(later.info["baseline_times_s"]) == 3 and min(later.info["raw_times_s"]) > 80e-3
 
 
 def test_measured_evaluator_validates_its_settings():
