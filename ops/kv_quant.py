@@ -264,7 +264,9 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
         np.zeros((bsz, kv_heads, cap_q), np.float32)
     groups = int(q_len.max(initial=0)) // group
     if groups and kv_heads:
-        _quantize_groups(k, v, (kc, ks, kz, vc, vs, vz), groups, bits, group, be)
+        bd = d if be == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d)
+        quantize_kernel[(groups, kv_heads, bsz)](k, v, kc, ks, kz, vc, vs, vz, backend=be, G=group, BD=bd,
+                                                 BITS=bits)
         for b in np.flatnonzero(q_len < groups * group):    # the launch covered the longest sequence
             n = int(q_len[b])
             kc[b, :, n // pb:], vc[b, :, n // pb:], ks[b, :, n // group:], kz[b, :, n // group:] = 0, 0, 0, 0
@@ -278,14 +280,6 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
         k_res[b, :, :r] = k[b, :, n:n + r]
         v_res[b, :, :r] = v[b, :, n:n + r]
     return QuantizedKV(kc, ks, kz, vc, vs, vz, k_res, v_res, q_len, r_len, bits, group, residual)
-
-
-def _quantize_groups(k, v, outs: tuple, groups: int, bits: int, group: int, be: str) -> None:
-    """Quantize the first ``groups`` groups of every (batch, kv head) of k and v into outs
-    (codes, scales and zeros of K, then of V, laid out as in QuantizedKV)."""
-    bsz, kv_heads, _, d = k.shape
-    bd = d if be == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d)
-    quantize_kernel[(groups, kv_heads, bsz)](k, v, *outs, backend=be, G=group, BD=bd, BITS=bits)
 
 
 def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None) -> QuantizedKV:
@@ -303,41 +297,33 @@ def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None)
         raise tc.InputError(f"the new tokens have {ik.shape[1]} kv heads, the cache {kv_heads}")
     if ik.library != "numpy":
         raise tc.InputError("append_kv takes NumPy arrays (the residual window is kept on the host)")
-    be = pick_backend({"k": k, "v": v}, backend)
-    g, pb, t_new = cache.group, 8 // cache.bits, ik.shape[2]
+    # Each sequence's window (its residual, then the new tokens) is quantize_kv's input: the
+    # groups it quantizes are the ones leaving the window, its residual is the new window. The
+    # cache is written only after every window is quantized, so a failure leaves it as it was.
+    lengths = (cache.r_len + ik.shape[2]).astype(np.int32)
+    windows = [np.zeros((bsz, kv_heads, int(lengths.max(initial=0)), d), cache.k_res.dtype) for _ in range(2)]
+    for b, r in enumerate(cache.r_len.tolist()):
+        for window, res, new in zip(windows, (cache.k_res, cache.v_res), (k, v)):
+            window[b, :, :r], window[b, :, r:lengths[b]] = res[b, :, :r], new[b]
+    part = quantize_kv(*windows, lengths, bits=cache.bits, group=cache.group, residual=cache.residual,
+                       backend=backend)
+    g, pb = cache.group, 8 // cache.bits
     cap_q = cache.k_codes.shape[2] * pb
-    flush = np.maximum(cache.r_len.astype(np.int64) + t_new - cache.residual, 0) // g   # groups leaving
-    full = np.flatnonzero(cache.q_len + flush * g > cap_q)
+    full = np.flatnonzero(cache.q_len + part.q_len > cap_q)
     if full.size:
         b = int(full[0])
-        raise tc.InputError(f"sequence {b} would need {int(cache.q_len[b] + flush[b] * g)} quantized tokens, "
+        raise tc.InputError(f"sequence {b} would need {int(cache.q_len[b] + part.q_len[b])} quantized tokens, "
                             f"more than the cache's capacity of {cap_q}")
-    # every sequence's new groups and window first, then the cache: a failure leaves it as it was
-    updates = []
-    for b in range(bsz):
-        n, r, groups = int(cache.q_len[b]), int(cache.r_len[b]), int(flush[b])
-        kk = np.concatenate([cache.k_res[b:b + 1, :, :r], k[b:b + 1]], axis=2)
-        vv = np.concatenate([cache.v_res[b:b + 1, :, :r], v[b:b + 1]], axis=2)
-        quantized = None
-        if groups:
-            code_shape, group_shape, token_shape = (1, kv_heads, groups * g // pb, d), (1, kv_heads, groups, d), \
-                (1, kv_heads, groups * g)
-            quantized = tuple(np.zeros(shape, dtype) for shape, dtype in (
-                (code_shape, np.uint8), (group_shape, np.float32), (group_shape, np.float32),
-                (code_shape, np.uint8), (token_shape, np.float32), (token_shape, np.float32)))
-            _quantize_groups(kk, vv, quantized, groups, cache.bits, g, be)
-        updates.append((n, groups * g, quantized, kk[0, :, groups * g:], vv[0, :, groups * g:]))
-    for b, (n, added, quantized, k_window, v_window) in enumerate(updates):
-        if quantized is not None:
-            kc, ks, kz, vc, vs, vz = (x[0] for x in quantized)
-            code_rows, group_rows = slice(n // pb, (n + added) // pb), slice(n // g, (n + added) // g)
-            cache.k_codes[b, :, code_rows], cache.v_codes[b, :, code_rows] = kc, vc
-            cache.k_scale[b, :, group_rows], cache.k_zero[b, :, group_rows] = ks, kz
-            cache.v_scale[b, :, n:n + added], cache.v_zero[b, :, n:n + added] = vs, vz
-        rest = k_window.shape[1]
-        cache.k_res[b, :, :rest], cache.v_res[b, :, :rest] = k_window, v_window
-        cache.k_res[b, :, rest:], cache.v_res[b, :, rest:] = 0, 0
-        cache.q_len[b], cache.r_len[b] = n + added, rest
+    for b, (n, added) in enumerate(zip(cache.q_len.tolist(), part.q_len.tolist())):
+        codes, groups, tokens = slice(n // pb, (n + added) // pb), slice(n // g, (n + added) // g), slice(n, n + added)
+        cache.k_codes[b, :, codes], cache.v_codes[b, :, codes] = part.k_codes[b, :, :added // pb], \
+            part.v_codes[b, :, :added // pb]
+        cache.k_scale[b, :, groups], cache.k_zero[b, :, groups] = part.k_scale[b, :, :added // g], \
+            part.k_zero[b, :, :added // g]
+        cache.v_scale[b, :, tokens], cache.v_zero[b, :, tokens] = part.v_scale[b, :, :added], part.v_zero[b, :, :added]
+    cache.k_res[...], cache.v_res[...] = part.k_res, part.v_res     # the same residual + group rows
+    cache.q_len += part.q_len
+    cache.r_len[...] = part.r_len
     return cache
 
 

@@ -194,21 +194,17 @@ def test_append_refuses_what_does_not_fit_and_changes_nothing():
 
 
 def test_append_that_fails_midway_leaves_the_cache_as_it_was(monkeypatch):
-    """The second sequence's quantization fails: the first one's new group must not have landed."""
+    """The quantization of the windows fails: no sequence's new group or window may have landed."""
     import ops.kv_quant as kvq
     rng = np.random.default_rng(8)
     k, v = _kv(rng, 2, 2, 80, 16)
     cache = quantize_kv(k, v, np.array([20, 20], np.int32), bits=2, group=16, residual=4)
     before = {n: a.copy() for n, a in _fields(cache).items()}
-    real, calls = kvq._quantize_groups, []
 
-    def second_fails(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("compile failed")
-        real(*args)
+    def fails(*args, **kwargs):
+        raise RuntimeError("compile failed")
 
-    monkeypatch.setattr(kvq, "_quantize_groups", second_fails)
+    monkeypatch.setattr(kvq, "quantize_kv", fails)
     with pytest.raises(RuntimeError, match="compile failed"):
         append_kv(cache, k[:, :, 20:40], v[:, :, 20:40])          # both sequences quantize a group
     for name, a in _fields(cache).items():
