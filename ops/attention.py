@@ -94,11 +94,13 @@ def space(backend: str = "numba"):
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
-    """Numba: head_dim exactly (no padded lanes) and 256 x 128 tiles. Since the BLAS products
+    """Numba: head_dim exactly (no padded lanes) and 256 x 256 tiles. Since the BLAS products
     read K/V in place and add into the accumulator, bigger tiles win: at d 64, B=1 H=8 on a
     2-core Zen 4 (one thread, CPU time, same runs) 256 x 128 took 0.89-0.90x the time of
-    128 x 64 at seq 1024-4096 full and 0.95x causal; 256 x 256 was 1-3% faster still but its
-    scores and weights (512 KB) half fill the 1 MB L2. GPUs: 64 x 64 up to head size 64,
+    128 x 64 at seq 1024-4096 full and 0.95x causal. 256 x 256 against 256 x 128 (two threads,
+    two interleaved sweeps on 2026-12-03, seq 1024-4096, full and causal): 0.945-1.031x the
+    time, 0.98x on average; its scores and weights (2 x 256 KB) take half the 1 MB L2, and
+    256 x 512 was no faster (0.92-0.99x full, 1.04-1.21x causal). GPUs: 64 x 64 up to head size 64,
     smaller tiles above (Triton, fp32, compiled for sm_80: 64 x 64 x 64 at 4 warps used 255
     registers and spilled; at 8 warps, and 32 x 32 x 128 or 16 x 32 x 256 at 8 warps, nothing
     spills and the shared memory fits sm_89's 99 KB)."""
@@ -106,7 +108,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
         lq = shape["Lq"]
         bm = 256 if lq >= 256 else 128 if lq >= 128 else max(16, next_pow2(lq))
-        return {"BM": bm, "BN": 128 if shape["Lk"] >= 128 else 64,
+        return {"BM": bm, "BN": 256 if shape["Lk"] >= 256 else 128 if shape["Lk"] >= 128 else 64,
                 "BD": d if d in (16, 32, 64, 128, 256) else next_pow2(d), "dot": "blas"}
     bd = next_pow2(d)
     cfg = {"BM": 64 if bd <= 64 else 32 if bd == 128 else 16, "BN": 64 if bd <= 64 else 32, "BD": bd}

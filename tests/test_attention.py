@@ -55,11 +55,12 @@ def test_heads_interleaved_layout(lq, lk, causal, seed):
 @given(lq=st.sampled_from([256, 257, 383, 521]), extra=st.sampled_from([0, 1, 130]), causal=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_default_tiles_long_sequences(lq, extra, causal, seed):
-    """The CPU default's big tiles (256 query rows, 128 keys): lengths one past a tile, primes,
+    """The CPU default's big tiles (256 query rows, 256 keys): lengths one past a tile, primes,
     a partial last key tile, GQA."""
     from ops.attention import default_config
     lk = lq + extra
     assert default_config({"Lq": lq, "Lk": lk, "D": 64}, "numba")["BM"] == 256
+    assert default_config({"Lq": lq, "Lk": lk, "D": 64}, "numba")["BN"] == 256
     rng = np.random.default_rng(seed)
     q, k, v = _inputs(rng, 1, 2, 1, lq, lk, 64)
     out = attention(q, k, v, causal=causal)

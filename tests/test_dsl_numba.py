@@ -296,6 +296,53 @@ def test_rows_sharing_an_operand_are_summed_four_per_pass():
     assert render(fn, {"dot": "blas", "parallel": True}).count("in range(0, 8, 4):") == 3
 
 
+@tc.kernel
+def sums_beside_their_tile(X, P, S, S3, TOT, BM: tc.constexpr, BN: tc.constexpr, STEPS: tc.constexpr,
+                           KEEP: tc.constexpr):
+    """Row sums of a tile that is also stored (so it is a tile of its own): in a loop body, where
+    the loop that makes the tile sums it too, at the top level, over 3-D and 1-D tiles."""
+    acc = tc.zeros((BM,), tc.float32)
+    for n in tc.range(0, STEPS):
+        p = tc.exp2(tc.load(X, (n * BM, 0), (BM, BN)) - 1.0)
+        tc.store(P, (n * BM, 0), p)
+        acc = acc + tc.reshape(tc.sum(p, 1, keepdims=KEEP), (BM,))
+    tc.store(S, (0,), acc)
+    c = tc.reshape(tc.load(X, (0, 0), (BM, BN)), (1, BM, BN)) * 0.5
+    tc.store(S3, (0, 0, 0), c + 1.0)
+    tc.store(S3, (1, 0, 0), tc.reshape(tc.sum(c, 2, keepdims=True), (1, BM, 1)))
+    row = tc.reshape(tc.load(X, (0, 0), (1, BN)), (BN,)) + 2.0
+    tc.store(TOT, (0,), row)
+    tc.store(TOT, (BN,), tc.reshape(tc.sum(row, 0), (1,)))
+
+
+@settings(max_examples=10, deadline=None)   # each example is a compile (shapes are constexprs)
+@given(bm=st.sampled_from([1, 3, 8]), bn=st.sampled_from([1, 5, 16, 33]), steps=st.sampled_from([1, 3]),
+       keep=st.booleans(), seed=st.integers(0, 1000))
+def test_row_sums_fused_into_the_loop_that_makes_their_tile(bm, bn, steps, keep, seed):
+    x = np.random.default_rng(seed).standard_normal((bm * steps, bn)).astype(np.float32)
+    p, s = np.full_like(x, np.nan), np.full(bm, np.nan, np.float32)
+    s3, tot = np.full((2, bm, bn), np.nan, np.float32), np.full(bn + 1, np.nan, np.float32)
+    sums_beside_their_tile[(1,)](x, p, s, s3, tot, BM=bm, BN=bn, STEPS=steps, KEEP=keep)
+    x64 = x.astype(np.float64)
+    want_p = np.exp2(x64 - 1.0)
+    np.testing.assert_allclose(p, want_p, rtol=1e-6)
+    np.testing.assert_allclose(s, want_p.sum(1).reshape(steps, bm).sum(0), rtol=1e-5)
+    np.testing.assert_allclose(s3[0], x64[:bm] * 0.5 + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(s3[1, :, 0], (x64[:bm] * 0.5).sum(1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tot, np.append(x64[0] + 2.0, (x64[0] + 2.0).sum()), rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_sum_beside_its_tile_is_taken_in_the_loop_that_makes_it():
+    from tilec.backends.numba.renderer import render
+    f32 = tc.ir.TensorType(2, tc.float32)
+    fn = sums_beside_their_tile.ir({"X": f32, "P": f32, "S": tc.ir.TensorType(1, tc.float32),
+                                    "S3": tc.ir.TensorType(3, tc.float32), "TOT": tc.ir.TensorType(1, tc.float32)},
+                                   {"BM": 8, "BN": 16, "STEPS": 2, "KEEP": False})
+    src = render(fn, {"dot": "blas", "parallel": True})
+    # three sums, each added up in the loop that writes its tile: no loop of its own reads the tile
+    assert len(re.findall(r"(\w+_acc) = \1 \+ e\w*\n", src)) == 3, src
+
+
 def test_int8_transpose_dot():
     rng = np.random.default_rng(3)
     a = rng.integers(-128, 128, (16, 40), dtype=np.int8)

@@ -70,6 +70,7 @@ class NumbaRenderer:
         self.carried = _yielded(fn.body)
         self._plan_inlining(fn.body)
         self._plan_index_tiles(fn)
+        self.fused_sums = self._plan_fused_sums(fn)   # tile id -> the row sum its loop computes too
         self.dot_only = _read_only_by_dot(self.readers, self.carried)
         self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
         self.producer = _producers(fn)
@@ -105,6 +106,23 @@ class NumbaRenderer:
                     not (reader.kind == "cast" and reader.attrs["dtype"] in ("float16", "bfloat16")) and \
                     not (reader.kind == "store" and reader.operands[0].dtype.name in ("float16", "bfloat16")):
                 self.inline.add(r.id)
+
+    def _plan_fused_sums(self, fn: Function) -> dict[int, Op]:
+        """Row sums (float32, last axis) of a materialized elementwise tile made in the same block,
+        like softmax's ``sum(p, 1)`` beside the ``dot(p, v)`` that also reads p: the loop that
+        writes p adds it up as it goes, so p is not read a second time. (The sum must be in the
+        same block: there it runs exactly when the tile is made.)"""
+        out: dict[int, Op] = {}
+        for block in [fn.body] + [child for op in fn.walk() for child in op.blocks]:
+            made = {op.result.id: op for op in block.ops if op.results}
+            for op in block.ops:
+                if op.kind != "reduce" or op.attrs["op"] != "sum" or op.result.dtype.name != "float32":
+                    continue
+                x = op.operands[0]
+                if x.id in made and made[x.id].kind in _MATERIALIZED and x.id not in self.inline and \
+                        x.dtype.name == "float32" and op.attrs["axis"] == len(x.shape) - 1:
+                    out.setdefault(x.id, op)
+        return out
 
     def _plan_index_tiles(self, fn: Function) -> None:
         """Inline tiles computed from constants and aranges only (e.g. the shift of each code
@@ -205,8 +223,9 @@ class NumbaRenderer:
     def block(self, block: Block) -> None:
         before = len(self.lines)
         for op in block.ops:
-            if op.results and op.results[0].id in self.inline:
-                continue
+            if op.results and op.results[0].id in self.inline or \
+                    op.kind == "reduce" and self.fused_sums.get(op.operands[0].id) is op:
+                continue   # inlined into its reader, or summed by the loop that made its operand
             getattr(self, "op_" + op.kind)(op)
         if len(self.lines) == before and not block.yields:
             self.emit("pass")
@@ -400,13 +419,42 @@ class NumbaRenderer:
             self.emit(f"{name} = {self.expr(op, [])}")
             return
         self.emit(f"{name} = {self.empty(r)}")
-        idx = self.loops(r.shape)
+        row_sum = self.fused_sums.get(r.id)
+        if row_sum is None:
+            idx = self.loops(r.shape)
+        else:   # the sum's array, then per row: its total in a local scalar (see _plan_fused_sums)
+            total = self.name(row_sum.result)
+            if row_sum.result.shape:
+                self.emit(f"{total} = {self.empty(row_sum.result)}")
+            outer = self.loops(r.shape[:-1])
+            acc = self.name.fresh(f"{total}_acc")
+            self.emit(f"{acc} = np.float32(0)")
+            inner = self.name.fresh(f"i{len(outer)}")
+            self.emit(f"for {inner} in range({r.shape[-1]}):")
+            self.depth += 1
+            idx = outer + [inner]
         self.open_inner(idx[-1], rows=True)
         value = self.expr(op, idx)
         target = self._row_view(name, idx) or f"{name}[{', '.join(idx)}]"
-        self.emit(f"{target} = {value}")
+        if row_sum is None:
+            self.emit(f"{target} = {value}")
+        else:
+            # the element in a local first: summing the row's cells would read back through a
+            # store LLVM must assume aliases (attention ran 1.9x slower so)
+            element = self.name.fresh("e")
+            self.emit(f"{element} = {value}")
+            self.emit(f"{target} = {element}")
+            self.emit(f"{acc} = {acc} + {element}")
         self.close_inner()
-        self.close(len(idx))
+        if row_sum is None:
+            self.close(len(idx))
+            return
+        self.close(1)
+        if row_sum.result.shape:
+            self.emit(f"{total}[{', '.join(outer + (['0'] if row_sum.attrs['keepdims'] else []))}] = {acc}")
+        else:
+            self.emit(f"{total} = {acc}")
+        self.close(len(outer))
 
     op_full = op_arange = op_unary = op_binary = op_where = op_expand_dims = op_broadcast = materialize
 
@@ -1018,6 +1066,9 @@ def _reads_as_expression(reader: Op, v: Value) -> bool:
 # their readers index the tensor in place, and neither is ever a dot's accumulator: see
 # _read_only_by_dot and _plan_windows)
 _FRESH = ELEMENTWISE | {"load", "dot", "reduce", "gather"}
+
+# ops rendered by NumbaRenderer.materialize (an elementwise loop nest into a tile of their own)
+_MATERIALIZED = {"full", "arange", "unary", "binary", "where", "expand_dims", "broadcast"}
 
 
 def _producers(fn: Function) -> dict[int, object]:
