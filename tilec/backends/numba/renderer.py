@@ -420,35 +420,43 @@ class NumbaRenderer:
             return
         self.emit(f"{name} = {self.empty(r)}")
         row_sum = self.fused_sums.get(r.id)
-        if row_sum is None:
-            idx = self.loops(r.shape)
-        else:   # the sum's array, then per row: its total in a local scalar (see _plan_fused_sums)
-            total = self.name(row_sum.result)
-            if row_sum.result.shape:
-                self.emit(f"{total} = {self.empty(row_sum.result)}")
-            outer = self.loops(r.shape[:-1])
-            acc = self.name.fresh(f"{total}_acc")
-            self.emit(f"{acc} = np.float32(0)")
-            inner = self.name.fresh(f"i{len(outer)}")
-            self.emit(f"for {inner} in range({r.shape[-1]}):")
-            self.depth += 1
-            idx = outer + [inner]
+        if row_sum is not None:
+            self._materialize_summing_rows(op, row_sum)
+            return
+        idx = self.loops(r.shape)
         self.open_inner(idx[-1], rows=True)
         value = self.expr(op, idx)
-        target = self._row_view(name, idx) or f"{name}[{', '.join(idx)}]"
-        if row_sum is None:
-            self.emit(f"{target} = {value}")
-        else:
-            # the element in a local first: summing the row's cells would read back through a
-            # store LLVM must assume aliases (attention ran 1.9x slower so)
-            element = self.name.fresh("e")
-            self.emit(f"{element} = {value}")
-            self.emit(f"{target} = {element}")
-            self.emit(f"{acc} = {acc} + {element}")
+        self.emit(f"{self._cell(name, idx)} = {value}")
         self.close_inner()
-        if row_sum is None:
-            self.close(len(idx))
-            return
+        self.close(len(idx))
+
+    def _cell(self, name: str, idx: list[str]) -> str:
+        """Where element idx of a tile being written goes: its row view's cell, or the tile's."""
+        return self._row_view(name, idx) or f"{name}[{', '.join(idx)}]"
+
+    def _materialize_summing_rows(self, op: Op, row_sum: Op) -> None:
+        """The tile's loops, each row's total kept in a local scalar and written to the sum's
+        array after the row (see _plan_fused_sums)."""
+        r = op.result
+        name, total = self.name(r), self.name(row_sum.result)
+        if row_sum.result.shape:
+            self.emit(f"{total} = {self.empty(row_sum.result)}")
+        outer = self.loops(r.shape[:-1])
+        acc = self.name.fresh(f"{total}_acc")
+        self.emit(f"{acc} = np.float32(0)")
+        inner = self.name.fresh(f"i{len(outer)}")
+        self.emit(f"for {inner} in range({r.shape[-1]}):")
+        self.depth += 1
+        idx = outer + [inner]
+        self.open_inner(inner, rows=True)
+        value = self.expr(op, idx)
+        # the element in a local first: summing the row's cells would read back through a
+        # store LLVM must assume aliases (attention ran 1.9x slower so)
+        element = self.name.fresh("e")
+        self.emit(f"{element} = {value}")
+        self.emit(f"{self._cell(name, idx)} = {element}")
+        self.emit(f"{acc} = {acc} + {element}")
+        self.close_inner()
         self.close(1)
         if row_sum.result.shape:
             self.emit(f"{total}[{', '.join(outer + (['0'] if row_sum.attrs['keepdims'] else []))}] = {acc}")
