@@ -343,6 +343,88 @@ def test_a_row_sum_beside_its_tile_is_taken_in_the_loop_that_makes_it():
     assert len(re.findall(r"(\w+_acc) = \1 \+ e\w*\n", src)) == 3, src
 
 
+@tc.kernel
+def dots_over_unpacked_codes(A, W, PK, PV, S, Z, OT, OW, M: tc.constexpr, R: tc.constexpr, L: tc.constexpr,
+                             NG: tc.constexpr, BITS: tc.constexpr):
+    """Dots of a few rows with operands unpacked from bytes (each holds 8 // BITS codes; a group's
+    tokens are shift-major over its R byte rows): a @ trans(codes * scale + zero) and
+    1.5 + w @ values, both operands computed inside the dot's loops (blocked_dots)."""
+    pb = 8 // BITS
+    a = tc.load(A, (0, 0), (M, L))
+    w = tc.load(W, (0, 0), (M, NG * pb * R))
+    packed = tc.cast(tc.reshape(tc.load(PK, (0, 0), (NG * R, L)), (NG, R, L)), tc.int32)
+    shifts = tc.arange(pb) * BITS
+    codes = tc.cast((packed[:, None, :, :] >> shifts[None, :, None, None]) & ((1 << BITS) - 1), tc.float32)
+    scale, zero = tc.load(S, (0, 0), (NG, L)), tc.load(Z, (0, 0), (NG, L))
+    keys = tc.reshape(codes * scale[:, None, None, :] + zero[:, None, None, :], (NG * pb * R, L))
+    tc.store(OT, (0, 0), tc.dot(a, tc.trans(keys)))
+    packed_values = tc.cast(tc.reshape(tc.load(PV, (0, 0), (NG * R, L)), (NG, R, L)), tc.int32)
+    values = tc.cast((packed_values[:, None, :, :] >> shifts[None, :, None, None]) & ((1 << BITS) - 1), tc.float32)
+    tc.store(OW, (0, 0), tc.dot(w, tc.reshape(values, (NG * pb * R, L)), tc.full((M, L), 1.5, tc.float32)))
+
+
+def unpacked_codes_reference(pk, ng, r, bits):
+    """(NG * R, L) bytes -> (NG, PB, R, L) codes: token s * R + i of group g is byte row g * R + i
+    shifted right by s * bits."""
+    pb, mask = 8 // bits, (1 << bits) - 1
+    rows = pk.astype(np.int64).reshape(ng, 1, r, -1)
+    return ((rows >> (np.arange(pb) * bits)[None, :, None, None]) & mask).astype(np.float64)
+
+
+@settings(max_examples=12, deadline=None)   # each example is a compile (shapes are constexprs)
+@given(m=st.sampled_from([1, 3, 4, 6, 16]), r=st.sampled_from([1, 3, 8]), length=st.sampled_from([1, 5, 16, 33]),
+       ng=st.sampled_from([1, 2]), bits=st.sampled_from([2, 4]), seed=st.integers(0, 1000))
+def test_dots_over_unpacked_codes_match_numpy(m, r, length, ng, bits, seed):
+    rng = np.random.default_rng(seed)
+    tokens = ng * (8 // bits) * r
+    a = rng.standard_normal((m, length)).astype(np.float32)
+    w = rng.standard_normal((m, tokens)).astype(np.float32)
+    pk, pv = (rng.integers(0, 256, (ng * r, length)).astype(np.uint8) for _ in range(2))
+    scale, zero = (rng.standard_normal((ng, length)).astype(np.float32) for _ in range(2))
+    ot, ow = np.full((m, tokens), np.nan, np.float32), np.full((m, length), np.nan, np.float32)
+    dots_over_unpacked_codes[(1,)](a, w, pk, pv, scale, zero, ot, ow, M=m, R=r, L=length, NG=ng, BITS=bits)
+    codes = unpacked_codes_reference(pk, ng, r, bits)
+    keys = (codes * scale[:, None, None, :] + zero[:, None, None, :]).reshape(tokens, length)
+    values = unpacked_codes_reference(pv, ng, r, bits).reshape(tokens, length)
+    np.testing.assert_allclose(ot, a.astype(np.float64) @ keys.T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ow, 1.5 + w.astype(np.float64) @ values, rtol=1e-4, atol=1e-4)
+
+
+def _dot_source(kernel, types, constexprs):
+    from tilec.backends.numba.renderer import render
+    return render(kernel.ir(types, constexprs), {"dot": "blas", "parallel": True})
+
+
+def test_dots_over_unpacked_codes_share_each_byte_between_its_codes():
+    f32, u8 = tc.ir.TensorType(2, tc.float32), tc.ir.TensorType(2, tc.uint8)
+    types = {"A": f32, "W": f32, "PK": u8, "PV": u8, "S": f32, "Z": f32, "OT": f32, "OW": f32}
+    src = _dot_source(dots_over_unpacked_codes, types, {"M": 4, "R": 8, "L": 64, "NG": 2, "BITS": 2})
+    assert "matmul_into" not in src, src      # neither operand is materialized for BLAS
+    # one pass over L unpacks the four codes of each byte it reads: shifts 0, 2, 4, 6 side by side
+    assert len(re.findall(r">> np\.int32\([0-3] \* 2\)", src)) == 8, src
+    # more rows than the blocked form takes: both dots go back to BLAS
+    big = _dot_source(dots_over_unpacked_codes, types, {"M": 32, "R": 8, "L": 64, "NG": 2, "BITS": 2})
+    assert big.count("rt.matmul_into") == 2, big
+
+
+@tc.kernel
+def dot_over_scaled_tile(A, K, O, M: tc.constexpr, N: tc.constexpr, L: tc.constexpr):
+    """A computed operand whose reads change along every axis: no byte to share, so BLAS."""
+    k = tc.reshape(tc.load(K, (0, 0), (N, L)), (2, N // 2, L)) * 2.0
+    tc.store(O, (0, 0), tc.dot(tc.load(A, (0, 0), (M, L)), tc.trans(tc.reshape(k, (N, L)))))
+
+
+def test_a_computed_operand_without_shared_reads_keeps_blas():
+    f32 = tc.ir.TensorType(2, tc.float32)
+    src = _dot_source(dot_over_scaled_tile, {"A": f32, "K": f32, "O": f32}, {"M": 4, "N": 16, "L": 32})
+    assert src.count("rt.matmul_into") == 1, src
+    rng = np.random.default_rng(2)
+    a, k = rng.standard_normal((4, 32)).astype(np.float32), rng.standard_normal((16, 32)).astype(np.float32)
+    o = np.zeros((4, 16), np.float32)
+    dot_over_scaled_tile[(1,)](a, k, o, M=4, N=16, L=32)
+    np.testing.assert_allclose(o, a.astype(np.float64) @ (2.0 * k.astype(np.float64)).T, rtol=1e-5, atol=1e-5)
+
+
 def test_int8_transpose_dot():
     rng = np.random.default_rng(3)
     a = rng.integers(-128, 128, (16, 40), dtype=np.int8)

@@ -19,6 +19,7 @@ from ...errors import TilecError
 from ...ir import ELEMENTWISE, Block, Function, Op, Value, const_value, uses, walk
 from ..naming import Namer
 from . import support as rt_support
+from .blocked_dots import BlockedDots
 
 _PYOP = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
          "and": "&", "or": "|", "xor": "^", "shl": "<<", "shr": ">>",
@@ -53,7 +54,7 @@ def bits16(value: float, dtype) -> int:
     return int(np.array(value, np.float16).view(np.uint16))
 
 
-class NumbaRenderer:
+class NumbaRenderer(BlockedDots):
     def __init__(self, fn: Function, options: dict):
         self.fn = fn
         self.options = options
@@ -70,6 +71,8 @@ class NumbaRenderer:
         self.carried = _yielded(fn.body)
         self._plan_inlining(fn.body)
         self._plan_index_tiles(fn)
+        self.skipped: set[int] = set()   # values a blocked dot reads through (see blocked_dots)
+        self.blocked = self._plan_blocked_dots(fn)   # dot result id -> its BlockedDot plan
         self.fused_sums = self._plan_fused_sums(fn)   # tile id -> the row sum its loop computes too
         self.dot_only = _read_only_by_dot(self.readers, self.carried)
         self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
@@ -223,9 +226,10 @@ class NumbaRenderer:
     def block(self, block: Block) -> None:
         before = len(self.lines)
         for op in block.ops:
-            if op.results and op.results[0].id in self.inline or \
+            if op.results and (op.results[0].id in self.inline or op.results[0].id in self.skipped) or \
                     op.kind == "reduce" and self.fused_sums.get(op.operands[0].id) is op:
-                continue   # inlined into its reader, or summed by the loop that made its operand
+                continue   # inlined into its reader, read through by a blocked dot, or summed by
+                # the loop that made its operand
             getattr(self, "op_" + op.kind)(op)
         if len(self.lines) == before and not block.yields:
             self.emit("pass")
@@ -947,6 +951,9 @@ class NumbaRenderer:
         r = op.result
         name = self.name(r)
         (m, k), n = a.shape, b.shape[1]
+        if r.id in self.blocked:
+            self._blocked_dot(op, self.blocked[r.id])
+            return
         if self.options["dot"] == "blas" and r.dtype.name == "float32":
             if acc is None:
                 self.emit(f"{name} = {self.empty(r)}")
