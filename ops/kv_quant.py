@@ -12,9 +12,10 @@ offsets 0, bits, 2*bits, ... So unpacking a (G/PB, D) byte tile by shifting it P
 a (PB, G/PB, D) tile whose reshape to (G, D) is the tokens in order.
 
 The decode kernel never dequantizes the cache as a whole: each step dequantizes the keys of
-its NG groups into a tile (codes * k_scale + k_zero, per group and channel), and the value
-product is (p * v_scale) @ codes plus p . v_zero (the value scale is per token, so it folds
-into the softmax weights).
+its NG groups (codes * k_scale + k_zero, per group and channel), and the value product is
+(p * v_scale) @ codes plus p . v_zero (the value scale is per token, so it folds into the
+softmax weights). On the CPU neither the codes nor the keys become a tile: both dots take them
+byte by byte inside their loops (tilec/backends/numba/blocked_dots.py).
 """
 from __future__ import annotations
 
@@ -73,14 +74,13 @@ def pack(codes, G, BD, BITS):
 def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP, scale_log2, chunk,
                         GROUP: tc.constexpr, BT: tc.constexpr, G: tc.constexpr, BN: tc.constexpr,
                         BD: tc.constexpr, BITS: tc.constexpr, SPLIT: tc.constexpr = False,
-                        NG: tc.constexpr = 1, LOOPS: tc.constexpr = False):
+                        NG: tc.constexpr = 1):
     """One program: one KV head, its GROUP query heads, one split of the cache. Each step takes
-    NG key groups (NG * G tokens). With LOOPS the two products are sums over broadcast tiles
-    with the scores kept as (tokens, rows): on a CPU whose BLAS runs AVX2 kernels these loop
-    nests beat a BLAS call for the few rows of a decode step, and each key or value row is read
-    once for all query rows. Otherwise they are dots (what GPUs and AVX-512 BLAS kernels want).
-    BN (= NG * G) only sizes the split chunks on the host; the full-precision tail is read in
-    tiles of G."""
+    NG key groups (NG * G tokens). The two products are dots whose code operands are computed
+    from the packed bytes: on the CPU the renderer takes them inside the dots' loops, a byte
+    read once for its PB codes (tilec/backends/numba/blocked_dots.py), so no code tile is
+    stored. BN (= NG * G) only sizes the split chunks on the host; the full-precision tail is
+    read in tiles of G."""
     sid, g, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     pb = 8 // BITS
     BQ = NG * G
@@ -99,32 +99,21 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
         kcodes = unpack_groups(tc.load(KC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)), NG, G, BD, BITS)
         ks = tc.load(KS, (b, g, n // G, 0), (None, None, NG, BD))
         kz = tc.load(KZ, (b, g, n // G, 0), (None, None, NG, BD))
+        if NG == 1:
+            # one key group: its scale and zero are per channel for the whole step, so they
+            # fold into q and the dot reads plain codes
+            s = tc.dot(q * ks, tc.trans(tc.reshape(kcodes, (BQ, BD)))) + tc.sum(q * kz, 1)[:, None]
+        else:
+            s = tc.dot(q, tc.trans(tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))))
+        cols = n + tc.arange(BQ)
+        s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
+        m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
         # values stay codes: their scale and zero are per token, so they fold into the weights
-        vcodes = tc.reshape(unpack_rows(tc.load(VC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)),
-                                        NG, G, BD, BITS), (BQ, BD))
+        vcodes = unpack_groups(tc.load(VC, (b, g, n // pb, 0), (None, None, BQ // pb, BD)), NG, G, BD, BITS)
         vs = tc.load(VS, (b, g, n), (None, None, BQ))
         vz = tc.load(VZ, (b, g, n), (None, None, BQ))
-        cols = n + tc.arange(BQ)
-        if LOOPS:
-            k = dequantized_keys(kcodes, ks, kz, BQ, BD)
-            s = tc.sum(k[:, None, :] * q[None, :, :], 2)    # (tokens, rows)
-            s = tc.where((cols[:, None] <= last[None, :]) & (cols[:, None] < stop), s, -math.inf)
-            m_new = tc.maximum(m_i, tc.max(s, 0))
-            p = tc.exp2(s - m_new[None, :])
-            alpha = tc.exp2(m_i - m_new)
-            l_i = l_i * alpha + tc.sum(p, 0)
-            pv = tc.sum((p * vs[:, None])[:, :, None] * vcodes[:, None, :], 0)
-            acc = acc * alpha[:, None] + pv + tc.sum(p * vz[:, None], 0)[:, None]
-        else:
-            if NG == 1:
-                # one key group: its scale and zero are per channel for the whole step, so they
-                # fold into q and the dot reads plain codes (no dequantized tile)
-                s = tc.dot(q * ks, tc.trans(tc.reshape(kcodes, (BQ, BD)))) + tc.sum(q * kz, 1)[:, None]
-            else:
-                s = tc.dot(q, tc.trans(dequantized_keys(kcodes, ks, kz, BQ, BD)))
-            s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
-            m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
-            acc = tc.dot(p * vs[None, :], vcodes, acc * alpha[:, None] + tc.sum(p * vz[None, :], 1)[:, None])
+        acc = tc.dot(p * vs[None, :], tc.reshape(vcodes, (BQ, BD)),
+                     acc * alpha[:, None] + tc.sum(p * vz[None, :], 1)[:, None])
         m_i = m_new
     r_stop = tc.where(sid == 0, nr, 0)                       # the full-precision tail: split 0 only
     for n in tc.range(0, r_stop, G):
@@ -140,12 +129,6 @@ def decode_quant_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, QLen, RLen, O, OP, LP
 
 
 @tc.func
-def dequantized_keys(kcodes, ks, kz, BQ, BD):
-    """(NG, PB, G/PB, BD) key codes with their groups' per-channel scale and zero -> (BQ, BD) keys."""
-    return tc.reshape(kcodes * ks[:, None, None, :] + kz[:, None, None, :], (BQ, BD))
-
-
-@tc.func
 def unpack_groups(packed, NG, G, BD, BITS):
     """(NG * G/PB, BD) bytes of NG consecutive groups -> (NG, PB, G/PB, BD) float32 codes, whose
     reshape to (NG * G, BD) is the tokens in order."""
@@ -155,16 +138,6 @@ def unpack_groups(packed, NG, G, BD, BITS):
     # shifted as int32 lanes: there is no byte shift in AVX-512, and LLVM's byte-shift code was slower
     by_group = tc.cast(tc.reshape(packed, (NG, G // pb, BD)), tc.int32)
     return tc.cast((by_group[:, None, :, :] >> shifts[None, :, None, None]) & levels, tc.float32)
-
-
-@tc.func
-def unpack_rows(packed, NG, G, BD, BITS):
-    """unpack_groups as (NG, PB, 1, G/PB * BD) codes: the same order, one long row per group and
-    shift, for codes used as they are (the values). With the values unpacked in rows of
-    G/PB * BD lanes instead of BD, the decode kernel (groups of 32, d 128) ran 1.18x faster on one
-    thread."""
-    pb = 8 // BITS
-    return unpack_groups(packed, NG, pb, (G // pb) * BD, BITS)
 
 
 @dataclass
@@ -329,13 +302,12 @@ def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None)
 
 # a step is NG of the cache's key groups (the group size was fixed when it was quantized)
 TILES = [Param("BD", (16, 32, 64, 128, 256)), Param("NS", (1, 2, 4, 8, 16, 32, 64)),
-         Param("NG", (1, 2, 4, 8, 16, 32), "key groups per step"),
-         Param("LOOPS", (False, True), "products as loop-nest sums over (tokens, rows) instead of dots")]
+         Param("NG", (1, 2, 4, 8, 16, 32), "key groups per step")]
 
 
-# GPUs: products as dots (LOOPS is the CPU's form), one key group per step. Compiled by Triton
-# for sm_80 at d 128 and groups of 32, fewer than 8 warps spilled (255 registers), and so did
-# two groups per step even at 8 warps; 8 warps and one group used 244.
+# GPUs: one key group per step. Compiled by Triton for sm_80 at d 128 and groups of 32, fewer
+# than 8 warps spilled (255 registers), and so did two groups per step even at 8 warps; 8 warps
+# and one group used 244.
 GPU_TILES = [TILES[0], TILES[1]]
 
 
@@ -350,29 +322,19 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     programs = shape["B"] * shape["Hkv"]
     g = shape.get("G", 32)
     ng = 1
-    blas_dots = False
     if backend == "numba":
-        from tilec.backends.numba import blas_has_avx512
-        # With OpenBLAS's AVX-512 kernels the products are BLAS calls over steps of 256 tokens
-        # (one group of 128 or more, whose scale and zero fold into q); with its AVX2 kernels
-        # (5x slower for these small products) loop nests over steps of up to 512 tokens win.
-        # At 16k tokens, d 128, 8 KV heads, groups of 32 / 128: 2.77 / 2.17 ms against 4.6 / 5.3
-        # for the loops with AVX-512 kernels; with AVX2 kernels the loops took 6.4 / 5.5 ms, the
-        # dots 10.3 / 10.7. Fewer tokens per step pay the per-step work more often; more spill
-        # the L2 (key and value tiles of 512 tokens at d 128 are 2 x 256 KB).
-        # Since the unpacking loops read rows (unpack_rows, the renderer's row views), 2026-12-02:
-        # groups of 32 in steps of 2/4/8/16 groups 4.5/4.3/4.0/6.4 ms, groups of 128 one/two a
-        # step 3.6/3.7 ms (the fp32 cache 8.8 ms in the same run).
-        blas_dots = blas_has_avx512()
-        tokens = 256 if blas_dots and g < 128 else g if blas_dots else 512
-        while ng < 32 and 2 * ng * g <= min(tokens, max(shape["L"], g)):
+        # Steps of 512 tokens: fewer pay the per-step work (softmax, rescale) more often. 16k
+        # tokens, d 128, 8 KV heads, two threads, 2026-12-03 (fp32 cache 9.0-9.3 ms): groups of
+        # 32 in steps of 2/4/8/16 groups 3.5/3.1-3.3/3.0-3.1/2.8-2.9 ms; groups of 128 in steps
+        # of 1/2/4 groups 3.0-3.1/3.0/2.9-3.0 ms (one group folds its scale into q instead).
+        while ng < 32 and 2 * ng * g <= min(512, max(shape["L"], g)):
             ng *= 2
     ns = 1
     while ns < 64 and programs * ns < target_programs(backend) and shape["L"] >= 4 * ns * g * ng:
         ns *= 2
     cfg = {"BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns}
     if backend == "numba":
-        cfg.update({"NG": ng, "dot": "blas", "LOOPS": not blas_dots})
+        cfg.update({"NG": ng, "dot": "blas"})
     elif backend == "triton":
         # d 128, groups of 32, compiled for sm_80: 4 warps used 255 registers and spilled 320 B, 8 used 244
         cfg["num_warps"] = 8

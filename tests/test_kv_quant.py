@@ -94,13 +94,13 @@ def test_16bit_cache(backend, dtype, tol):
     np.testing.assert_allclose(np.asarray(out, np.float32), want, rtol=tol, atol=tol)
 
 
-# (LOOPS, NG, bits): the CPU's loop-nest products and the dots, one key group per step or
-# several (a step then runs past the last quantized group and past a split's end, masked)
-@pytest.mark.parametrize("loops,ng,bits", [(True, 1, 4), (True, 8, 2), (True, 32, 4), (False, 1, 2), (False, 4, 4)])
+# (NG, bits): one key group per step (scale and zero folded into q) or several (keys
+# dequantized; a step then runs past the last quantized group and past a split's end, masked)
+@pytest.mark.parametrize("ng,bits", [(1, 4), (1, 2), (4, 4), (8, 2), (32, 4)])
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), b=st.integers(1, 3), splits=st.sampled_from([1, 4]), residual=st.sampled_from([0, 5]),
        seed=st.integers(0, 2**16))
-def test_steps_of_several_groups(loops, ng, bits, data, b, splits, residual, seed):
+def test_steps_of_several_groups(ng, bits, data, b, splits, residual, seed):
     """Groups of 16, a prime capacity and head dim (17: padded to 32), 3 query heads on one KV
     head, lengths down to the single new token; against decoding the dequantized cache."""
     cap, d = 131, 17
@@ -109,33 +109,19 @@ def test_steps_of_several_groups(loops, ng, bits, data, b, splits, residual, see
     k, v = _kv(rng, b, 1, cap, d)
     q = rng.standard_normal((b, 3, 1, d)).astype(np.float32)
     cache = quantize_kv(k, v, lengths, bits=bits, group=16, residual=residual)
-    out = decode_attention_quantized(q, cache, config={"NS": splits, "NG": ng, "LOOPS": loops})
+    out = decode_attention_quantized(q, cache, config={"NS": splits, "NG": ng})
     kk, vv, lens = cache.dequantize()
     want = decode_reference({"q": q, "k_cache": kk, "v_cache": vv, "lengths": lens})
     np.testing.assert_allclose(out, want, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("avx512_blas", [False, True])
-def test_default_steps(monkeypatch, avx512_blas):
-    """The CPU default: with AVX2 BLAS kernels loop nests over up to 512 tokens per step; with
-    AVX-512 ones BLAS dots over 256 tokens, or one group of 128 or more (its scale folds into
-    q). Never more groups than the cache has."""
-    import tilec.backends.numba as numba_backend
-    monkeypatch.setattr(numba_backend, "blas_has_avx512", lambda: avx512_blas)
+def test_default_steps():
+    """The CPU default: steps of 512 tokens, never more groups than the cache has."""
     shape = {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128}
-    steps = [default_config({**shape, "G": g}, "numba")["NG"] for g in (16, 32, 128, 256)]
-    assert steps == ([16, 8, 1, 1] if avx512_blas else [32, 16, 4, 2])
+    steps = [default_config({**shape, "G": g}, "numba")["NG"] for g in (16, 32, 128, 256, 1024)]
+    assert steps == [32, 16, 4, 2, 1]
     assert default_config({**shape, "L": 64, "G": 32}, "numba")["NG"] == 2
-    assert default_config({**shape, "G": 32}, "numba")["LOOPS"] is not avx512_blas
     assert default_config({**shape, "G": 32}, "triton").get("NG", 1) == 1   # GPUs: one group a step (the kernel default)
-
-
-def test_blas_kernel_family_is_read_from_the_library():
-    from tilec.backends.numba import blas_has_avx512, blas_kernels
-    from threadpoolctl import threadpool_info
-    families = {str(i.get("architecture")) for i in threadpool_info() if i.get("user_api") == "blas"}
-    assert blas_kernels() in families
-    assert blas_has_avx512() == (blas_kernels().lower() in ("skylakex", "cooperlake", "sapphirerapids"))
 
 
 def test_bad_parameters():

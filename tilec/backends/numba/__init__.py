@@ -1,4 +1,4 @@
 """The Numba CPU backend (always available)."""
-from .runner import BACKEND, NumbaBackend, blas_has_avx512, blas_kernels
+from .runner import BACKEND, NumbaBackend
 
-__all__ = ["BACKEND", "NumbaBackend", "blas_has_avx512", "blas_kernels"]
+__all__ = ["BACKEND", "NumbaBackend"]

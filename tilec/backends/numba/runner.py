@@ -218,9 +218,6 @@ def _one_blas_thread():
             lib.set_num_threads(n)
 
 
-_AVX512_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
-
-
 @functools.cache
 def _numba_blas() -> list:
     """threadpoolctl's controllers of the BLAS that kernels call: scipy's (Numba's np.dot and
@@ -233,23 +230,6 @@ def _numba_blas() -> list:
     home = str(Path(scipy.__file__).resolve().parent)        # .../scipy: also matches .../scipy.libs
     own = [lib for lib in libs if str(Path(lib.filepath).resolve()).startswith(home)]
     return own or libs
-
-
-@functools.cache
-def blas_kernels() -> str:
-    """The CPU kernel family ("SkylakeX", "Haswell", ...) of the BLAS that ``dot="blas"`` calls,
-    or "" when unknown. OPENBLAS_CORETYPE can force one. Small products depend on it: a decode
-    step's (4 x 128) @ (128 x 256) sgemm took several times longer with the Haswell kernels
-    than with the SkylakeX ones on the same AVX-512 CPU."""
-    for lib in _numba_blas():
-        arch = getattr(lib, "architecture", None)
-        if arch:
-            return str(arch)
-    return ""
-
-
-def blas_has_avx512() -> bool:
-    return blas_kernels().lower() in _AVX512_KERNELS
 
 
 def _numba_files(path: Path) -> list[Path]:
