@@ -116,7 +116,8 @@ def choose_config(op: str, shape: dict, dtype: str, backend: str, device: str, c
         lookup = None
     if lookup is not None:
         tuned = lookup(op, shape, dtype, backend, device)
-        if tuned and not space.reasons({**default, **tuned}):
+        # a record naming a parameter the space no longer has was tuned for an older kernel
+        if tuned and set(tuned) <= set(space.names) and not space.reasons({**default, **tuned}):
             return {**default, **tuned}
     return dict(default)
 

@@ -270,3 +270,16 @@ def test_measured_evaluator_validates_its_settings():
 def test_history_is_json_serialisable():
     res = tune(synthetic_space(), Counting(), n_evals=3, study_name="j", storage="memory", seed=0)
     assert json.loads(json.dumps(res.as_dict()))["evaluations"] == 3
+
+
+def test_a_tuned_record_naming_a_parameter_the_space_lost_is_not_used(monkeypatch):
+    """A record tuned for an older kernel (a parameter since removed) falls back to the default
+    instead of passing the kernel an argument it no longer takes; a current record is used."""
+    import autotune
+    from ops._common import choose_config
+    space = Space([Param("NG", (1, 2, 4)), Param("NS", (1, 2))])
+    default = {"NG": 1, "NS": 1}
+    records = {"old": {"NG": 4, "LOOPS": True}, "new": {"NG": 4}}
+    for name, expected in (("old", default), ("new", {"NG": 4, "NS": 1})):
+        monkeypatch.setattr(autotune, "lookup", lambda *a, rec=records[name]: dict(rec))
+        assert choose_config("decode", {}, "float32", "numba", "cpu", None, space, default) == expected
