@@ -76,7 +76,7 @@ def attention_kernel(Q, K, V, O, LSE, scale_log2, BM: tc.constexpr, BN: tc.const
         tc.store(LSE, (b, h, m0), (m_i + tc.log2(l_i)) / LOG2E, (None, None, BM))
 
 
-TILES = [Param("BM", (16, 32, 64, 128, 256)), Param("BN", (16, 32, 64, 128, 256, 512)),
+TILES = [Param("BM", (16, 32, 64, 128, 256, 512)), Param("BN", (16, 32, 64, 128, 256, 512)),
          Param("BD", (16, 32, 64, 128, 256))]
 
 
@@ -100,7 +100,12 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     128 x 64 at seq 1024-4096 full and 0.95x causal. 256 x 256 against 256 x 128 (two threads,
     two interleaved sweeps on 2026-12-03, seq 1024-4096, full and causal): 0.945-1.031x the
     time, 0.98x on average; its scores and weights (2 x 256 KB) take half the 1 MB L2, and
-    256 x 512 was no faster (0.92-0.99x full, 1.04-1.21x causal). GPUs: 64 x 64 up to head size 64,
+    256 x 512 was no faster (0.92-0.99x full, 1.04-1.21x causal). Without the mask, 512 query
+    rows take 0.93x the time of 256 x 256 again (512 x 256 against 256 x 128, interleaved,
+    seq 1024/2048/4096: 0.925/0.933/0.921x; 256 x 256 0.983/0.977/0.970x): each K/V tile BLAS
+    packs serves twice the rows. Causal, the coarser diagonal and fewer, unequal programs cost
+    more than that (seq 2048: 1.084x, 4096: 0.989x). Measured at d 64 only, so d <= 64 only.
+    GPUs: 64 x 64 up to head size 64,
     smaller tiles above (Triton, fp32, compiled for sm_80: 64 x 64 x 64 at 4 warps used 255
     registers and spilled; at 8 warps, and 32 x 32 x 128 or 16 x 32 x 256 at 8 warps, nothing
     spills and the shared memory fits sm_89's 99 KB)."""
@@ -108,6 +113,8 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
         lq = shape["Lq"]
         bm = 256 if lq >= 256 else 128 if lq >= 128 else max(16, next_pow2(lq))
+        if lq >= 1024 and d <= 64 and not shape.get("causal"):
+            bm = 512
         return {"BM": bm, "BN": 256 if shape["Lk"] >= 256 else 128 if shape["Lk"] >= 128 else 64,
                 "BD": d if d in (16, 32, 64, 128, 256) else next_pow2(d), "dot": "blas"}
     bd = next_pow2(d)
@@ -131,7 +138,7 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, scale: float | No
     be = pick_backend({"q": q, "k": k, "v": v}, backend)
     shape = {"B": bsz, "H": heads, "Hkv": kv_heads, "Lq": lq, "Lk": lk, "D": d}
     cfg = choose_config("attention", shape, info["q"].dtype.name, be, info["q"].device, config, space(be),
-                        default_config(shape, be))
+                        default_config({**shape, "causal": bool(causal)}, be))
     if cfg["BD"] < d:
         raise tc.ConfigError(f"attention config BD={cfg['BD']} is smaller than head_dim {d}")
     out = output_like(q, (bsz, heads, lq, d), info["q"].dtype)

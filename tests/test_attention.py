@@ -67,6 +67,20 @@ def test_default_tiles_long_sequences(lq, extra, causal, seed):
     np.testing.assert_allclose(out, reference({"q": q, "k": k, "v": v, "causal": causal}), rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_default_query_tile_of_512_rows_without_the_mask(causal):
+    """From 1024 query rows at d <= 64 the unmasked default takes 512 of them per program (the
+    causal one keeps 256); a prime length leaves a partial last tile of each."""
+    from ops.attention import default_config
+    lq, lk = 1031, 1031 + 130
+    shape = {"Lq": lq, "Lk": lk, "D": 64, "causal": causal}
+    assert default_config(shape, "numba")["BM"] == (256 if causal else 512)
+    assert default_config({**shape, "D": 128}, "numba")["BM"] == 256
+    q, k, v = _inputs(np.random.default_rng(7), 1, 2, 1, lq, lk, 64)
+    out = attention(q, k, v, causal=causal)
+    np.testing.assert_allclose(out, reference({"q": q, "k": k, "v": v, "causal": causal}), rtol=2e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_default_config_and_lse(backend):
     rng = np.random.default_rng(1)
