@@ -69,6 +69,7 @@ class NumbaRenderer(BlockedDots):
             for v in op.operands:
                 self.readers.setdefault(v.id, []).append(op)
         self.carried = _yielded(fn.body)
+        self.branch_results = _branch_results(fn)   # value an if-branch yields -> the if's results
         self._plan_inlining(fn.body)
         self._plan_index_tiles(fn)
         self.skipped: set[int] = set()   # values a blocked dot reads through (see blocked_dots)
@@ -401,7 +402,14 @@ class NumbaRenderer(BlockedDots):
         """Is v's array, and any reshaped or transposed view of it, used within the iteration that
         made it: not carried, read only element by element, stored, or a BLAS operand (never a
         dot's accumulator, never a loop's or branch's value)?"""
-        if v.id in self.carried or not self.readers.get(v.id):
+        if v.id in self.carried:
+            # a branch's value is used up when what the branch makes of it is: attention's raw
+            # scores are its masked scores on every tile but the last (a fresh 512 KB array a
+            # step otherwise, which glibc may hand back and fault in again every time)
+            made = self.branch_results.get(v.id)
+            if made is None or not all(self._used_up(r) for r in made):
+                return False
+        elif not self.readers.get(v.id):
             return False
         for o in self.readers[v.id]:
             if o.kind in ELEMENTWISE or o.kind in ("reduce", "store", "gather"):
@@ -1105,6 +1113,20 @@ def _yielded(block: Block) -> set[int]:
         for child in op.blocks:
             out |= _yielded(child)
     return out
+
+
+def _branch_results(fn: Function) -> dict[int, list[Value]]:
+    """Per value yielded only by if-branches (never by a loop body): the if results it becomes."""
+    out: dict[int, list[Value]] = {}
+    loop_yields = {v.id for v in fn.body.yields}
+    for op in fn.walk():
+        for blk in op.blocks:
+            if op.kind == "if":
+                for v, r in zip(blk.yields, op.results):
+                    out.setdefault(v.id, []).append(r)
+            else:
+                loop_yields |= {v.id for v in blk.yields}
+    return {vid: rs for vid, rs in out.items() if vid not in loop_yields}
 
 
 def _tensor_index(name, offsets: list[Value], box: tuple, idx: list[str]) -> str:
