@@ -401,7 +401,7 @@ class NumbaRenderer(BlockedDots):
     def _used_up(self, v: Value) -> bool:
         """Is v's array, and any reshaped or transposed view of it, used within the iteration that
         made it: not carried, read only element by element, stored, or a BLAS operand (never a
-        dot's accumulator, never a loop's or branch's value)?"""
+        dot's accumulator, never a loop's value, a branch's only if the branch's result is)?"""
         if v.id in self.carried:
             # a branch's value is used up when what the branch makes of it is: attention's raw
             # scores are its masked scores on every tile but the last (a fresh 512 KB array a
@@ -411,7 +411,7 @@ class NumbaRenderer(BlockedDots):
                 return False
         elif not self.readers.get(v.id):
             return False
-        for o in self.readers[v.id]:
+        for o in self.readers.get(v.id, []):
             if o.kind in ELEMENTWISE or o.kind in ("reduce", "store", "gather"):
                 continue
             if o.kind == "dot" and all(x is not v for x in o.operands[2:]):
