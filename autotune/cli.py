@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--trials", type=int, default=30, help="configs to evaluate (study total)")
     p.add_argument("--strategy", default=strategies.DEFAULT, choices=strategies.NAMES)
     p.add_argument("--objective", default="time", choices=("time", "energy"))
-    p.add_argument("--storage", help="Optuna storage URL (default $TILEC_TUNING_DB or sqlite in the cache dir)")
+    p.add_argument("--storage", help="Optuna storage URL or a SQLite file's path (default $TILEC_TUNING_DB or sqlite in the cache dir)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per config (median)")
     p.add_argument("--no-seeds", action="store_true", help="do not start from the default/cost-model configs")

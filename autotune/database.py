@@ -3,7 +3,7 @@
 Default: ``sqlite:///<tilec cache dir>/tuning.db`` (embedded, no server; WAL journal so a
 killed tuner leaves it readable and several local processes can share it). Any Optuna RDB
 URL (``postgresql://user@host/db``) lets several machines tune one study together.
-``$TILEC_TUNING_DB`` overrides the default.
+``$TILEC_TUNING_DB`` overrides the default; a plain file path stands for a SQLite file there.
 
 Beside Optuna's own tables, one small table ``tilec_best`` keeps the best config per study
 (= per tuning key, see ``keys.py``) as JSON, so an op call answers "which config?" with one
@@ -31,11 +31,19 @@ BEST_TABLE = "tilec_best"
 _SCALARS = (int, float, str, bool, type(None))
 
 
+def as_url(where: str) -> str:
+    """A storage URL as given, or for a plain file path the SQLite file there."""
+    if where == "memory" or "://" in where:
+        return where
+    return f"sqlite:///{Path(where).expanduser().resolve()}"
+
+
 def default_url() -> str:
-    """``$TILEC_TUNING_DB`` else the SQLite file in the cache dir (the dir is not created here)."""
+    """``$TILEC_TUNING_DB`` (a URL or a file path) else the SQLite file in the cache dir (the
+    dir is not created here)."""
     env = os.environ.get(ENV)
     if env:
-        return env
+        return as_url(env)
     root = os.environ.get("TILEC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tilec")
     return f"sqlite:///{os.path.join(root, 'tuning.db')}"
 
@@ -49,12 +57,12 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def open_storage(url=None):
-    """An Optuna storage for ``url`` ("memory" for a throwaway in-process one; None: the
-    default database); a storage object passes through as it is."""
+    """An Optuna storage for ``url`` (a URL, a SQLite file's path, "memory" for a throwaway
+    in-process one; None: the default database); a storage object passes through as it is."""
     import optuna
     if url is not None and not isinstance(url, str):
         return url
-    url = url or default_url()
+    url = as_url(url) if url else default_url()
     if url == "memory":
         return optuna.storages.InMemoryStorage()
     path = sqlite_path(url)

@@ -110,7 +110,9 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
         raise TilecError(f"{op.name} takes dtypes {list(op.dtypes)}, not {dtype!r}")
     prof = load_profile(profile)
     backend = backend or default_backend(device, prof)
-    space = op.space(backend)
+    default = op.default_config(shape, backend)
+    # what the shape decides (e.g. the head size, padded): other values fail or waste lanes
+    space = op.space(backend).fix({k: default[k] for k in op.extra.get("fixed_by_shape", ())})
     if prof is not None:
         key = TuningKey.make(op.name, shape, dtype, backend, f"profile:{prof.name}")
         evaluator = from_cost_model(op, shape, dtype, prof)
@@ -120,13 +122,12 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
         prof = _host_profile() if device == "cpu" else None
         key = TuningKey.make(op.name, shape, dtype, backend, device)
         # on the CPU (a shared VM whose speed drifts) each run is paired with the op's default
-        default = op.default_config(shape, backend)
         baseline = default if device == "cpu" and not space.reasons(default, prof) else None
         evaluator = MeasuredEvaluator(op, shape, dtype, backend, device, repeats=repeats, warmup=warmup,
                                       baseline=baseline)
     seeds = []
     if use_seeds:
-        seeds = cost_model_seeds(op, shape, dtype, space, prof) + [op.default_config(shape, backend)]
+        seeds = cost_model_seeds(op, shape, dtype, space, prof) + [default]
     store = database.open_storage(storage)
     result = tune(space, evaluator, n_evals=n_evals, key=key, storage=store, strategy=strategy, seed=seed,
                   seeds=seeds, profile=prof, objective=objective, progress=progress)

@@ -51,3 +51,12 @@ class Space:
     def extend(self, params: list[Param], constraints: list[Constraint] = ()) -> "Space":
         """This space plus more parameters (e.g. a backend's num_warps)."""
         return Space(self.params + list(params), self.constraints + list(constraints))
+
+    def fix(self, values: dict) -> "Space":
+        """This space with the named parameters held at one value each (e.g. the padded head
+        size a problem's shape decides), so a search does not spend trials on the others."""
+        unknown = sorted(set(values) - set(self.names))
+        if unknown:
+            raise KeyError(f"cannot fix {unknown}: the space has {self.names}")
+        return Space([Param(p.name, (values[p.name],), p.doc) if p.name in values else p for p in self.params],
+                     list(self.constraints))

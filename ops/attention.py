@@ -45,7 +45,12 @@ def attention_kernel(Q, K, V, O, LSE, scale_log2, BM: tc.constexpr, BN: tc.const
     lq, lk = Q.shape[2], K.shape[2]
     kvh = h // GROUP
     m0 = pm * BM
-    q = tc.load(Q, (b, h, m0, 0), (None, None, BM, BD)) * scale_log2
+    # 16-bit inputs keep 16-bit dot operands (q as loaded, the weights p below; fp32
+    # accumulation), as FlashAttention does: fp32 operands would cost GPUs their tensor cores.
+    # Their scale goes on the fp32 scores (a scaled q rounded to bf16 moved the LSE by 1e-3).
+    q = tc.load(Q, (b, h, m0, 0), (None, None, BM, BD))
+    if Q.dtype == tc.float32:
+        q = q * scale_log2
     m_i = tc.full((BM,), NEG_BIG, tc.float32)
     l_i = tc.zeros((BM,), tc.float32)
     acc = tc.zeros((BM, BD), tc.float32)
@@ -57,6 +62,8 @@ def attention_kernel(Q, K, V, O, LSE, scale_log2, BM: tc.constexpr, BN: tc.const
     for n in tc.range(0, stop, BN):
         k = tc.load(K, (b, kvh, n, 0), (None, None, BN, BD))
         s = tc.dot(q, tc.trans(k))
+        if Q.dtype != tc.float32:
+            s = s * scale_log2
         cols = n + tc.arange(BN)
         # mask only the tiles that need it: past the last key, or (causal) past the first row's
         # last visible key; the others skip a pass over the scores
@@ -68,7 +75,7 @@ def attention_kernel(Q, K, V, O, LSE, scale_log2, BM: tc.constexpr, BN: tc.const
                 s = tc.where(cols[None, :] < lk, s, -math.inf)
         m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
         v = tc.load(V, (b, kvh, n, 0), (None, None, BN, BD))
-        acc = tc.dot(p, v, acc * alpha[:, None])
+        acc = tc.dot(p.to(V.dtype), v, acc * alpha[:, None])
         m_i = m_new
     tc.store(O, (b, h, m0, 0), acc / l_i[:, None], (None, None, BM, BD))
     if HAS_LSE:

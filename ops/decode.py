@@ -38,7 +38,10 @@ def decode_kernel(Q, K, V, Lens, O, OP, LP, scale_log2, chunk, GROUP: tc.constex
     sid, g, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     length = tc.load(Lens, (b,), (None,))
     t_new = Q.shape[2]
-    q = tc.reshape(tc.load(Q, (b, g * GROUP, 0, 0), (None, GROUP, BT, BD)), (GROUP * BT, BD)) * scale_log2
+    # 16-bit inputs keep 16-bit dot operands and scale the fp32 scores, as in ops/attention.py
+    q = tc.reshape(tc.load(Q, (b, g * GROUP, 0, 0), (None, GROUP, BT, BD)), (GROUP * BT, BD))
+    if Q.dtype == tc.float32:
+        q = q * scale_log2
     start = sid * chunk
     stop = tc.minimum(length, start + chunk)
     # query row r is token t = r % BT of its head; it sees keys j <= length - T + t
@@ -49,11 +52,13 @@ def decode_kernel(Q, K, V, Lens, O, OP, LP, scale_log2, chunk, GROUP: tc.constex
     for n in tc.range(start, stop, BN):
         k = tc.load(K, (b, g, n, 0), (None, None, BN, BD))
         s = tc.dot(q, tc.trans(k))
+        if Q.dtype != tc.float32:
+            s = s * scale_log2
         cols = n + tc.arange(BN)
         s = tc.where((cols[None, :] <= last[:, None]) & (cols[None, :] < stop), s, -math.inf)
         m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
         v = tc.load(V, (b, g, n, 0), (None, None, BN, BD))
-        acc = tc.dot(p, v, acc * alpha[:, None])
+        acc = tc.dot(p.to(V.dtype), v, acc * alpha[:, None])
         m_i = m_new
     finish(O, OP, LP, acc, m_i, l_i, b, g, sid, GROUP, BT, BD, SPLIT)
 
@@ -118,6 +123,8 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     cfg = {"BN": bn, "BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns}
     if backend == "numba":
         cfg["dot"] = "blas"
+    elif backend == "triton":
+        cfg.update(num_warps=4, num_stages=3)   # Triton's own defaults, said so the cost model sees them
     return cfg
 
 

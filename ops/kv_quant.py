@@ -337,7 +337,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         cfg.update({"NG": ng, "dot": "blas"})
     elif backend == "triton":
         # d 128, groups of 32, compiled for sm_80: 4 warps used 255 registers and spilled 320 B, 8 used 244
-        cfg["num_warps"] = 8
+        cfg.update(num_warps=8, num_stages=3)
     return cfg
 
 
@@ -403,9 +403,12 @@ def run(inputs: dict, config: dict | None = None, backend: str | None = None):
 
 
 def _bytes(s: dict, dtype: str) -> float:
+    """The packed cache (codes, a scale and zero per key group and channel and per value
+    token) and the queries and outputs."""
     bits, g = s.get("bits", 2), s.get("G", 32)
     per_token = 2 * s["D"] * bits / 8 + 4 * 2 * s["D"] / g + 4 * 2
-    return float(s["B"] * s["Hkv"] * s["L"] * per_token)
+    e = 4 if dtype == "float32" else 2
+    return float(s["B"] * s["Hkv"] * s["L"] * per_token + 2 * s["B"] * s["H"] * s["T"] * s["D"] * e)
 
 
 def launch_ir(shape: dict, dtype: str, config: dict):

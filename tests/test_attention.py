@@ -152,3 +152,18 @@ def test_dtype_mismatch_and_registry():
     np.testing.assert_allclose(spec.run(inputs, config=CFG), spec.reference(inputs), rtol=2e-4, atol=2e-5)
     _, fn, grid = spec.launch_ir(shape, "float32", spec.default_config(shape, "numba"))
     assert grid == (1, 2, 1) and any(op.kind == "dot" for op in fn.walk())
+
+
+@pytest.mark.parametrize("name, shape", [("attention", {"B": 1, "H": 2, "Hkv": 1, "Lq": 64, "Lk": 64, "D": 64}),
+                                         ("decode_attention", {"B": 1, "H": 4, "Hkv": 1, "T": 1, "L": 256, "D": 64})])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_dots_take_the_inputs_type_and_accumulate_in_fp32(name, shape, dtype):
+    """Both products of each step take operands of the inputs' type, as FlashAttention does
+    (fp32 operands would leave a GPU's tensor cores idle), and accumulate in fp32."""
+    spec = ops.REGISTRY[name]
+    _kernel, fn, _grid = spec.launch_ir(shape, dtype, spec.default_config(shape, "triton"))
+    dots = [op for op in fn.walk() if op.kind == "dot"]
+    assert len(dots) == 2
+    for op in dots:
+        assert [v.dtype.name for v in op.operands[:2]] == [dtype, dtype]
+        assert op.result.dtype.name == "float32"

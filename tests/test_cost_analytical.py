@@ -2,6 +2,7 @@
 feasibility names each problem, and its picks for GEMM 4096^3 fit every GPU profile."""
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -359,3 +360,90 @@ def test_lut_tables_are_built_per_program_along_their_entries():
     assert wide.edge_elements == 3 * 24 * 4 * 128          # 3 strips x 24 groups, the x tile only
     full = workload_for("lut_gemm", {**shape, "M": 4}, "float32", {**cfg, "BN": 512})
     assert full.edge_elements == 0 and full.table_ops == wide.table_ops
+
+
+# shapes as the ops name them (grouped-query heads, unequal lengths, a causal mask, several new tokens)
+ATTENTION_FAMILY = [("attention", {"B": 2, "H": 8, "Hkv": 2, "Lq": 300, "Lk": 1000, "D": 64}),
+                    ("attention", {"B": 1, "H": 4, "Hkv": 4, "Lq": 512, "Lk": 512, "D": 128, "causal": True}),
+                    ("decode_attention", {"B": 3, "H": 32, "Hkv": 8, "T": 2, "L": 5000, "D": 128}),
+                    ("decode_attention_quantized", {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128,
+                                                    "G": 32, "bits": 2})]
+
+
+@pytest.mark.parametrize("name, shape", ATTENTION_FAMILY, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ATTENTION_FAMILY)])
+@pytest.mark.parametrize("target", ["host", "a100_sxm4_80gb", "h100_sxm"])
+def test_attention_family_workloads_count_what_the_ops_declare(name, shape, target):
+    """The cost models take the attention ops' own shapes (before: attention needed the host
+    records' N, the decode ops had no workload, so tuning them on a profile failed every
+    trial), count the flops and bytes the ops declare, and find the defaults feasible."""
+    ops = pytest.importorskip("ops")
+    spec, p = ops.REGISTRY[name], hw_profiles.load(target)
+    backend = "numba" if target == "host" else "triton"
+    for dtype in ("float32", "float16"):
+        w = workload_for(name, shape, dtype, spec.default_config(shape, backend))
+        assert w.flops == pytest.approx(spec.flops(shape), rel=1e-12)
+        assert w.bytes == pytest.approx(spec.bytes(shape, dtype), rel=1e-12)
+        assert feasible(w, p) == []
+        r = predict(w, p)
+        assert r.runtime_s >= w.flops / p.peak(w.peak_key) * (1 - 1e-9)
+        assert r.runtime_s >= w.bytes / p.dram.bandwidth_bytes_per_s * (1 - 1e-9)
+
+
+def test_attention_workload_reads_the_op_and_the_record_names_alike():
+    ops_names = {"B": 2, "H": 4, "Hkv": 4, "Lq": 700, "Lk": 700, "D": 64}
+    record_names = {"H": 8, "N": 700, "D": 64}
+    cfg = {"BM": 128, "BN": 64, "BD": 64}
+    a, b = (workload_for("attention", s, "float32", cfg) for s in (ops_names, record_names))
+    assert (a.flops, a.bytes, a.grid, a.library_calls, a.loop_ops) == (b.flops, b.bytes, b.grid, b.library_calls, b.loop_ops)
+    # grouped-query attention reads a quarter of the keys and values
+    gqa = workload_for("attention", {**ops_names, "Hkv": 1}, "float32", cfg)
+    kv = 2 * 2 * 700 * 64 * 4
+    assert a.bytes - gqa.bytes == pytest.approx(4 * kv - kv)
+
+
+def test_decode_from_the_2bit_cache_is_predicted_faster_where_memory_bounds_decoding():
+    """At 16k cached tokens a GPU's decode is memory-bound, and the 2-bit cache moves ~6x
+    fewer bytes than an fp16 one (codes, plus a scale and zero per group or token)."""
+    ops = pytest.importorskip("ops")
+    shape = {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128}
+    a100 = hw_profiles.load("a100_sxm4_80gb")
+    plain = predict(workload_for("decode_attention", shape, "float16",
+                                 ops.REGISTRY["decode_attention"].default_config(shape, "triton")), a100)
+    quant = predict(workload_for("decode_attention_quantized", shape, "float16",
+                                 ops.REGISTRY["decode_attention_quantized"].default_config(shape, "triton")), a100)
+    assert plain.bound == "DRAM"
+    assert quant.runtime_s < plain.runtime_s
+    longer = predict(workload_for("decode_attention", {**shape, "L": 4 * 16384}, "float16",
+                                  ops.REGISTRY["decode_attention"].default_config(shape, "triton")), a100)
+    assert longer.runtime_s > 2 * plain.runtime_s      # 4x the cache to read
+
+
+@pytest.mark.parametrize("name, shape", [ATTENTION_FAMILY[0], ATTENTION_FAMILY[2], ATTENTION_FAMILY[3]])
+def test_attention_family_tunes_on_a_gpu_profile(name, shape):
+    """A modeled tune evaluates every trial (none fails) and holds the padded head size at the
+    default's: the shape decides it, and a smaller one cannot run."""
+    ops = pytest.importorskip("ops")
+    from autotune.run import tune_op
+    shape = {k: v for k, v in shape.items() if k in ops.REGISTRY[name].shape_names}
+    result, _ = tune_op(name, shape, "float16", profile="h100_sxm", n_evals=12, storage="memory", seed=0)
+    assert result.best_config is not None and result.evaluated_now == 12
+    assert all(h["value"] is not None for h in result.history), [h["reason"] for h in result.history]
+    bd = ops.REGISTRY[name].default_config(shape, "triton")["BD"]
+    assert {h["config"]["BD"] for h in result.history} == {bd}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@pytest.mark.parametrize("dtype, cfg", [
+    ("float16", (64, 64, 64, 4)), ("float16", (128, 64, 64, 8)), ("float16", (128, 128, 64, 4)),
+    ("float32", (32, 32, 64, 4)), ("float32", (64, 64, 64, 4)), ("float32", (64, 64, 64, 8))])
+def test_attention_register_estimate_tells_spills_as_ptxas_does(dtype, cfg):
+    """The estimate says a config needs more than 255 registers exactly when ptxas spills."""
+    ops = pytest.importorskip("ops")
+    from autotune.cost.workload import attention_registers
+    from tilec.backends.triton import compile_offline
+    bm, bn, bd, warps = cfg
+    config = {"BM": bm, "BN": bn, "BD": bd, "num_warps": warps, "num_stages": 2}
+    _kernel, fn, _grid = ops.REGISTRY["attention"].launch_ir({"B": 1, "H": 8, "Hkv": 8, "Lq": 1024, "Lk": 1024, "D": bd},
+                                                             dtype, config)
+    report = compile_offline(fn, {"num_warps": warps, "num_stages": 2}, "sm_80")
+    assert (attention_registers(bm, bn, bd, 32 * warps, dtype) > 255) == (report.spills_bytes > 0), report.registers

@@ -87,6 +87,18 @@ def test_lookup_honours_the_environment_url_and_memoizes(cache, tmp_path, monkey
     assert database.lookup("synthetic", SHAPE, "float32", "numba", "cpu") == {"X": 1, "Y": 1, "Z": "a"}
 
 
+def test_a_plain_file_path_is_a_sqlite_database(cache, tmp_path, monkeypatch):
+    """``--storage tune.db`` and ``TILEC_TUNING_DB=tune.db`` mean a SQLite file there (a path
+    was an SQLAlchemy parse error before)."""
+    monkeypatch.chdir(tmp_path)
+    res, _ = _tune_key("tune.db", n=4)
+    assert (tmp_path / "tune.db").is_file()
+    monkeypatch.setenv("TILEC_TUNING_DB", "tune.db")
+    assert database.default_url() == f"sqlite:///{tmp_path / 'tune.db'}"
+    assert database.lookup("synthetic", SHAPE, "float32", "numba", "cpu") == res.best_config
+    assert database.as_url("postgresql://u@h/db") == "postgresql://u@h/db" and database.as_url("memory") == "memory"
+
+
 @pytest.mark.parametrize("stored", ["not json", "[1, 2]", '{"X": {"nested": 1}}', '{"X": [1]}'])
 def test_a_damaged_best_entry_is_ignored(cache, stored):
     _tune_key(None, n=2)

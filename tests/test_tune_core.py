@@ -283,3 +283,13 @@ def test_a_tuned_record_naming_a_parameter_the_space_lost_is_not_used(monkeypatc
     for name, expected in (("old", default), ("new", {"NG": 4, "NS": 1})):
         monkeypatch.setattr(autotune, "lookup", lambda *a, rec=records[name]: dict(rec))
         assert choose_config("decode", {}, "float32", "numba", "cpu", None, space, default) == expected
+
+
+def test_fixing_parameters_narrows_the_space_and_keeps_its_constraints():
+    space = Space([Param("BM", (16, 32, 64)), Param("BD", (16, 32, 64, 128))],
+                  [lambda c, p: "too big" if c["BM"] * c["BD"] > 2048 else None])
+    fixed = space.fix({"BD": 64})
+    assert [c["BD"] for c in fixed.configs()] == [64, 64]          # BM 64 x BD 64 stays out
+    assert space.size() == 9 and fixed.size() == 2
+    with pytest.raises(KeyError, match="NOPE"):
+        space.fix({"NOPE": 1})

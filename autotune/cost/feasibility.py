@@ -61,4 +61,6 @@ def space_constraint(op: str, dtype: str, shape: dict | None = None):
 
 
 _NOMINAL = {"gemm": {"M": 4096, "N": 4096, "K": 4096}, "gemv": {"M": 4096, "K": 4096},
-            "quant_gemv": {"M": 4096, "K": 4096}, "attention": {"N": 4096, "D": 128, "H": 1}}
+            "quant_gemv": {"M": 4096, "K": 4096}, "attention": {"N": 4096, "D": 128, "H": 1},
+            "decode_attention": {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128},
+            "decode_attention_quantized": {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128}}

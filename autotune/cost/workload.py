@@ -184,13 +184,41 @@ def quant_gemv(shape: dict, dtype: str, config: dict) -> Workload:
 ATTENTION_OPS_PER_SCORE = 16        # [E] scale, mask, max, subtract, sum: 1 each; exp: ~10
 
 
+def attention_registers(rows: int, keys: int, head: int, threads: int, dtype: str) -> int:
+    """Registers per thread of a Triton attention program: its fp32 scores (rows x keys) and
+    accumulator (rows x head) spread over the threads, plus addresses and softmax state.
+    Fitted to Triton 3.x sm_80 compiles of ops/attention.py (2026-12-03): with 16-bit operands
+    (tensor-core dots) 0.9 per element + 110 came within 10% of ptxas (20% for the smallest)
+    and told the one spilling config from the 15 that fit; fp32 operands take FMA dots whose
+    operand layouts cost about 4 per element + 90, which sorted 13 of 14 configs right (the
+    miss predicted a spill)."""
+    per_element, base = (0.9, 110) if itemsize(dtype) <= 2 else (4.0, 90)
+    return int(per_element * (rows * keys + rows * head) / threads + base)
+
+
+def _attention_heads(shape: dict) -> tuple[int, int]:
+    """(query heads, key/value heads) over the batch; grouped-query attention shares a K/V head."""
+    batch, heads = int(shape.get("B", 1)), int(shape.get("H", 1))
+    return batch * heads, batch * int(shape.get("Hkv", heads))
+
+
+def _gpu_launch(config: dict) -> tuple[int | None, int]:
+    """(threads per program or None off GPUs, pipeline stages) of a config."""
+    warps = config.get("num_warps")
+    return (int(warps) * 32 if warps else None), int(config.get("num_stages", 1))
+
+
 def attention(shape: dict, dtype: str, config: dict) -> Workload:
-    """FlashAttention-style forward: B*H heads of N x D (keys Nk, default N); config BM, BN."""
-    _need(shape, config, "attention", ("N", "D"), ("BM", "BN"))
-    N, D = int(shape["N"]), int(shape["D"])
-    Nk = int(shape.get("Nk", N))
-    heads = int(shape.get("B", 1)) * int(shape.get("H", 1))
+    """FlashAttention-style forward; config BM, BN (+ BD, num_warps, num_stages on GPUs).
+    Shape as ``ops.attention`` names it (B, H, Hkv, Lq, Lk, D, causal) or as the host
+    records do (H heads of N queries over Nk keys, default N)."""
+    rows = "Lq" if "Lq" in shape else "N"
+    _need(shape, config, "attention", (rows, "D"), ("BM", "BN"))
+    N, D = int(shape[rows]), int(shape["D"])
+    Nk = int(shape.get("Lk", shape.get("Nk", N)))
+    heads, kv_heads = _attention_heads(shape)
     BM, BN = int(config["BM"]), int(config["BN"])
+    BD = int(config.get("BD", D))
     e = itemsize(dtype)
     causal = bool(shape.get("causal", False))
     frac = 0.5 if causal else 1.0
@@ -199,13 +227,20 @@ def attention(shape: dict, dtype: str, config: dict) -> Workload:
     steps = heads * gm * kb
     edge = heads * (gm * kb - (N // BM) * int((Nk // BN) * frac))
     lib = blas(config)
+    threads, stages = _gpu_launch(config)
+    if threads:
+        # K and V tiles in flight through shared memory; Q, scores and accumulator stay in registers
+        local, regs = stages * 2 * BN * BD * e, attention_registers(BM, BN, BD, threads, dtype)
+    else:
+        local, regs = (BM * D + 2 * BN * D) * e + (BM * BN + BM * D) * 4, None
     return Workload("attention", dict(shape), dtype, dict(config), flops=4.0 * heads * N * Nk * D * frac,
-                    bytes=heads * (2 * N * D + 2 * Nk * D) * e, grid=(gm, heads),
-                    tile_bytes_local=int((BM * D + 2 * BN * D) * e + (BM * BN + BM * D) * 4),
+                    bytes=(2 * heads * N * D + 2 * kv_heads * Nk * D) * e, grid=(gm, heads),
+                    tile_bytes_local=int(local), threads_per_program=threads, registers_per_thread=regs,
+                    pipeline_stages=stages,
                     traffic={"dram": heads * (2 * N * D * e + 2 * Nk * D * e * gm * frac),
                              "local": heads * gm * (2 * BM * D * e + cdiv(Nk, BN) * frac * (2 * BN * D * e + BM * BN * 4))},
                     inner_iterations=kb,
-                    work_efficiency=(N * Nk) / (gm * BM * cdiv(Nk, BN) * BN), dot_shape=(BM, BN, D),
+                    work_efficiency=(N * Nk) / (gm * BM * cdiv(Nk, BN) * BN), dot_shape=(BM, BN, BD),
                     # two products per key block; around them, per score: scale, mask, max, exp,
                     # subtract, sum, each over the whole score tile, and the rescale of the output rows
                     library_calls=2.0 * steps if lib else 0.0, call_flops=2.0 * BM * BN * D,
@@ -213,6 +248,82 @@ def attention(shape: dict, dtype: str, config: dict) -> Workload:
                     loop_ops=steps * (ATTENTION_OPS_PER_SCORE * BM * BN + BM * D + (0.0 if lib else BM * BN * D)),
                     vector_length=BM * BN, edge_steps=edge,
                     edge_elements=edge * (2 * BN * D + BM * BN))   # masked key/value copies, masked scores
+
+
+def _decode(op: str, shape: dict, dtype: str, config: dict, step: int, token_bytes: float,
+            element_bytes: float, unpack_ops: float, dot_dtype: str) -> Workload:
+    """What the two decode ops share: one program per (split, KV head) streams its split of
+    the L cached tokens in steps of ``step``, for the H / Hkv query heads x T new tokens that
+    share the K/V head (one tile of rows); with NS > 1 splits, each writes a partial output
+    and log-sum-exp that a combine kernel merges. Every sequence is taken at its full length
+    L. ``token_bytes``: cache bytes per token and KV head; ``element_bytes``: bytes a K or V
+    tile holds per element as loaded; ``unpack_ops``: operations per cached element to turn
+    codes into floats, inside the products, which are then the kernel's own loops (no BLAS);
+    ``dot_dtype``: the products' operand type. On GPUs (configs with num_warps) the products
+    are what the Triton renderer makes of a few rows: a broadcast product in fp32 on the CUDA
+    cores while it is at most 64 multiply-adds per thread, else tl.dot with the rows padded
+    to 16."""
+    _need(shape, config, op, ("B", "H", "Hkv", "T", "L", "D"), ("BD", "NS"))
+    T, L, D = (int(shape[k]) for k in ("T", "L", "D"))
+    heads, kv_heads = _attention_heads(shape)
+    rows = heads // kv_heads * T
+    BD = int(config["BD"])
+    e = itemsize(dtype)
+    # as ops.decode.launch_decode splits: chunks are whole steps
+    ns = max(1, min(int(config["NS"]), cdiv(L, step)))
+    chunk = cdiv(cdiv(L, ns), step) * step
+    per_head = (L // chunk) * (chunk // step) + cdiv(L % chunk, step)
+    steps = kv_heads * per_head
+    edge = kv_heads if L % step else 0                  # the cache's last tile, read through a mask
+    threads, stages = _gpu_launch(config)
+    dot_rows, compute, dot_shape = rows, dot_dtype, None
+    if threads and rows < 16 and rows * step * BD <= 64 * threads:
+        compute = "float32"
+    elif threads:
+        dot_rows = max(rows, 16)
+        dot_shape = (dot_rows, step, BD)
+    if threads:
+        local, regs = stages * 2 * step * BD * element_bytes, attention_registers(dot_rows, step, BD, threads, dot_dtype)
+    else:
+        local, regs = 2 * step * BD * 4 + (rows * step + 2 * rows * BD) * 4, None
+    cache = kv_heads * L * token_bytes
+    qo = 2 * heads * T * D * e
+    partials = 2 * heads * T * ns * (D + 1) * 4 if ns > 1 else 0   # written, then read by the combine
+    lib = blas(config) and not unpack_ops
+    macs = 2.0 * steps * rows * step * BD               # both products, padded rows and lanes included
+    return Workload(op, dict(shape), dtype, dict(config), flops=4.0 * heads * T * L * D,
+                    bytes=cache + qo, grid=(ns, kv_heads), tile_bytes_local=int(local),
+                    threads_per_program=threads, registers_per_thread=regs, pipeline_stages=stages,
+                    compute_dtype=compute, traffic={"dram": cache + qo + partials},
+                    inner_iterations=min(per_head, chunk // step),
+                    work_efficiency=(rows * L * D) / (dot_rows * per_head * step * BD), dot_shape=dot_shape,
+                    # per step as in attention: q k^T, then p v into the rescaled accumulator
+                    library_calls=2.0 * steps if lib else 0.0, call_flops=2.0 * rows * step * BD,
+                    call_bytes=(rows * BD + 2 * step * BD + rows * step) * 4 / 2,
+                    call_out_bytes=(rows * step + 2 * rows * BD) * 4 / 2,
+                    loop_ops=steps * (ATTENTION_OPS_PER_SCORE * rows * step + rows * BD)
+                    + (0.0 if lib else macs) + unpack_ops * 2 * steps * step * BD,
+                    vector_length=rows * step, edge_steps=edge, edge_elements=edge * 2 * step * BD)
+
+
+def decode_attention(shape: dict, dtype: str, config: dict) -> Workload:
+    """``ops.decode_attention``: T new tokens against a K/V cache of L tokens; config BN (keys
+    per step), BD, NS (cache splits)."""
+    _need(shape, config, "decode_attention", (), ("BN",))
+    e = itemsize(dtype)
+    return _decode("decode_attention", shape, dtype, config, int(config["BN"]), 2 * int(shape["D"]) * e, e, 0.0, dtype)
+
+
+def decode_attention_quantized(shape: dict, dtype: str, config: dict) -> Workload:
+    """``ops.decode_attention_quantized``: decoding from a KIVI cache of ``bits``-bit codes
+    (keys per channel in groups of G tokens, values per token); config BD, NS and on the
+    CPU NG (key groups per step). Each code is shifted, masked and converted (3 operations)
+    inside the products, which take fp32 operands; the cache bytes are the codes plus the
+    scales and zeros (per group and channel for keys, per token for values)."""
+    D, G, bits = int(shape["D"]), int(shape.get("G", 32)), int(shape.get("bits", 2))
+    token_bytes = 2 * D * bits / 8 + 4 * 2 * D / G + 4 * 2
+    return _decode("decode_attention_quantized", shape, dtype, config, G * int(config.get("NG", 1)),
+                   token_bytes, bits / 8, 3.0, "float32")
 
 
 def quant_gemm(shape: dict, dtype: str, config: dict) -> Workload:
@@ -288,7 +399,8 @@ def lut_gemm(shape: dict, dtype: str, config: dict) -> Workload:
 
 BUILDERS: dict[str, Callable[[dict, str, dict], Workload]] = {
     "gemm": gemm, "gemv": gemv, "quant_gemv": quant_gemv, "attention": attention,
-    "quant_gemm": quant_gemm, "lut_gemm": lut_gemm}
+    "quant_gemm": quant_gemm, "lut_gemm": lut_gemm, "decode_attention": decode_attention,
+    "decode_attention_quantized": decode_attention_quantized}
 
 
 def register(op: str, builder: Callable[[dict, str, dict], Workload]) -> None:

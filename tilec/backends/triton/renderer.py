@@ -416,12 +416,17 @@ class TritonRenderer:
                    out: str) -> None:
         """A float dot with an extent below 16 whose broadcast product would not fit registers
         (a decode step's (4, 128) @ (128, 64) is 256 products per thread at 4 warps, and ptxas
-        spilled): zero-pad the short extents to 16, tl.dot, keep the real rows/columns."""
+        spilled): zero-pad the short extents to 16, tl.dot, keep the real rows/columns.
+        16-bit operands stay 16-bit (tensor cores, fp32 accumulation): widened to fp32, a
+        16-bit decode step's dot spilled where the fp32 one did not."""
         (m, k, n), full = mkn, [max(e, DOT_MIN) for e in mkn]
-        wa, wb = (self.name(v) if self.held.get(v.id) == out else f"{self.name(v)}.to({out})" for v in (a, b))
+        operand = TL_TYPE[a.dtype.name] if a.dtype.is_float and a.dtype.bits == 16 else out
+        if operand == "tl.bfloat16" and self.interpreter:
+            operand = "tl.float32"   # as in op_dot: the interpreter multiplies bf16 as raw bits
+        wa, wb = (self.as_type(v, operand) for v in (a, b))
         wa = self.pad(self.pad(wa, (m, k), 0, full[0]), (full[0], k), 1, full[1])
         wb = self.pad(self.pad(wb, (k, n), 0, full[1]), (full[1], n), 1, full[2])
-        prec = f', input_precision="{self.options.get("fp32_dot", "ieee")}"' if out == "tl.float32" else ""
+        prec = f', input_precision="{self.options.get("fp32_dot", "ieee")}"' if operand == "tl.float32" else ""
         part = self.name.fresh(f"{self.name(r)}_padded")
         self.emit(f"{part} = tl.dot({wa}, {wb}{prec})")
         part = self.unpad(self.unpad(part, (full[0], full[2]), 0, m), (m, full[2]), 1, n)
