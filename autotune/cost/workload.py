@@ -277,12 +277,13 @@ def _decode(op: str, shape: dict, dtype: str, config: dict, step: int, token_byt
     edge = kv_heads if L % step else 0                  # the cache's last tile, read through a mask
     threads, stages = _gpu_launch(config)
     dot_rows, compute, dot_shape = rows, dot_dtype, None
-    if threads and rows < 16 and rows * step * BD <= 64 * threads:
-        compute = "float32"
-    elif threads:
-        dot_rows = max(rows, 16)
-        dot_shape = (dot_rows, step, BD)
     if threads:
+        # the Triton renderer's BROADCAST_PER_THREAD and DOT_MIN
+        if rows < 16 and rows * step * BD <= 64 * threads:
+            compute = "float32"
+        else:
+            dot_rows = max(rows, 16)
+            dot_shape = (dot_rows, step, BD)
         local, regs = stages * 2 * step * BD * element_bytes, attention_registers(dot_rows, step, BD, threads, dot_dtype)
     else:
         local, regs = 2 * step * BD * 4 + (rows * step + 2 * rows * BD) * 4, None
@@ -309,7 +310,7 @@ def _decode(op: str, shape: dict, dtype: str, config: dict, step: int, token_byt
 def decode_attention(shape: dict, dtype: str, config: dict) -> Workload:
     """``ops.decode_attention``: T new tokens against a K/V cache of L tokens; config BN (keys
     per step), BD, NS (cache splits)."""
-    _need(shape, config, "decode_attention", (), ("BN",))
+    _need(shape, config, "decode_attention", ("D",), ("BN",))
     e = itemsize(dtype)
     return _decode("decode_attention", shape, dtype, config, int(config["BN"]), 2 * int(shape["D"]) * e, e, 0.0, dtype)
 
@@ -320,6 +321,7 @@ def decode_attention_quantized(shape: dict, dtype: str, config: dict) -> Workloa
     CPU NG (key groups per step). Each code is shifted, masked and converted (3 operations)
     inside the products, which take fp32 operands; the cache bytes are the codes plus the
     scales and zeros (per group and channel for keys, per token for values)."""
+    _need(shape, config, "decode_attention_quantized", ("D",), ())
     D, G, bits = int(shape["D"]), int(shape.get("G", 32)), int(shape.get("bits", 2))
     token_bytes = 2 * D * bits / 8 + 4 * 2 * D / G + 4 * 2
     return _decode("decode_attention_quantized", shape, dtype, config, G * int(config.get("NG", 1)),

@@ -383,9 +383,7 @@ class TritonRenderer:
         m, n, k = pow2(m), pow2(n), pow2(k)   # the lanes tl.dot sees
         native_ok = a.dtype.name != "uint8" and k >= (DOT_MIN_K8 if a.dtype.bits == 8 else DOT_MIN)
         if min(m, n) >= DOT_MIN and native_ok:
-            native = TL_TYPE[a.dtype.name]
-            if native == "tl.bfloat16" and self.interpreter:
-                native = "tl.float32"  # Triton's interpreter multiplies bf16 as raw uint16 bits; fp32 is exact
+            native = self.dot_operand_type(a)
             args = [self.as_type(a, native), self.as_type(b, native)]
             if acc is not None:
                 args.append(self.as_type(acc, out))
@@ -412,6 +410,12 @@ class TritonRenderer:
             expr = f"{self.as_type(acc, out)} + {expr}"
         self.define(r, expr, out)
 
+    def dot_operand_type(self, a: Value) -> str:
+        """The Triton type tl.dot takes ``a``'s tile in: its own, but fp32 for bf16 under the
+        interpreter, which multiplies bf16 as raw uint16 bits (fp32 is exact)."""
+        native = TL_TYPE[a.dtype.name]
+        return "tl.float32" if native == "tl.bfloat16" and self.interpreter else native
+
     def padded_dot(self, a: Value, b: Value, acc: Value | None, r: Value, mkn: tuple[int, int, int],
                    out: str) -> None:
         """A float dot with an extent below 16 whose broadcast product would not fit registers
@@ -420,9 +424,7 @@ class TritonRenderer:
         16-bit operands stay 16-bit (tensor cores, fp32 accumulation): widened to fp32, a
         16-bit decode step's dot spilled where the fp32 one did not."""
         (m, k, n), full = mkn, [max(e, DOT_MIN) for e in mkn]
-        operand = TL_TYPE[a.dtype.name] if a.dtype.is_float and a.dtype.bits == 16 else out
-        if operand == "tl.bfloat16" and self.interpreter:
-            operand = "tl.float32"   # as in op_dot: the interpreter multiplies bf16 as raw bits
+        operand = self.dot_operand_type(a) if a.dtype.is_float and a.dtype.bits == 16 else out
         wa, wb = (self.as_type(v, operand) for v in (a, b))
         wa = self.pad(self.pad(wa, (m, k), 0, full[0]), (full[0], k), 1, full[1])
         wb = self.pad(self.pad(wb, (k, n), 0, full[1]), (full[1], n), 1, full[2])
