@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch", reason="torch is optional: pip install torc
 
 import ops  # noqa: E402
 import tilec as tc  # noqa: E402
-import tilec.torch  # noqa: E402,F401  (registers torch.ops.tilec.*)
+import ops.torch  # noqa: E402,F401  (registers torch.ops.tilec.*)
 
 
 def _ref(a, b):
@@ -68,7 +68,7 @@ def test_fake_tensor_shapes():
 def test_quantize_linear_in_one_call(method, tol):
     torch.manual_seed(0)
     linear = torch.nn.Linear(256, 96)
-    layer = tilec.torch.quantize_linear(linear, method, group_size=64)
+    layer = ops.torch.quantize_linear(linear, method, group_size=64)
     x = torch.randn(5, 256)
     got = layer(x)
     want = linear(x).detach()
@@ -91,8 +91,8 @@ def test_quantize_linear_in_one_call(method, tol):
 def test_quantized_mlp_under_torch_compile():
     torch.manual_seed(1)
     mlp = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
-    qmlp = torch.nn.Sequential(tilec.torch.quantize_linear(mlp[0], "int4", group_size=32), torch.nn.GELU(),
-                               tilec.torch.quantize_linear(mlp[2], "lut", group_size=32))
+    qmlp = torch.nn.Sequential(ops.torch.quantize_linear(mlp[0], "int4", group_size=32), torch.nn.GELU(),
+                               ops.torch.quantize_linear(mlp[2], "lut", group_size=32))
     x = torch.randn(3, 128)
     eager = qmlp(x)
     compiled = torch.compile(qmlp, fullgraph=True, backend="aot_eager")(x)
@@ -155,7 +155,7 @@ def test_kivi_decode_through_custom_op_under_compile():
     # the dequantized cache is the NumPy inverse of the packed layout, not the kernel
     kd, vd, lens = cache.dequantize()
     want = _attention_ref(q, torch.from_numpy(kd), torch.from_numpy(vd), True, torch.from_numpy(lens))[0]
-    eager = tilec.torch.decode_attention_quantized(q, cache)
+    eager = ops.torch.decode_attention_quantized(q, cache)
     torch.testing.assert_close(eager.double(), want, rtol=1e-3, atol=1e-3)
     fields = [torch.from_numpy(getattr(cache, n)) for n in cache.ARRAYS]
     step = torch.compile(lambda q, *f: torch.ops.tilec.kivi_decode_attention(q, *f, 2, 32, None),

@@ -1,12 +1,5 @@
-"""Torch integration: every op as a ``torch.library`` custom op with a fake (meta)
-implementation, so ``torch.compile`` traces through tilec kernels without graph breaks, and
-``QuantLinear`` modules (see ``tilec.torch.quantize_linear``) for int4 and LUT-GEMM weights.
-
-    import tilec.torch                  # registers torch.ops.tilec.*
-    y = torch.ops.tilec.gemm(a, b, None, "relu", 1.0)
-
-Importing this module needs torch; ``import tilec`` alone never does.
-"""
+"""Quantized linear layers: ``QuantLinear`` keeps an ``nn.Linear``'s weight as group-wise
+int4/int8 codes or LUT-GEMM binary codes and runs tilec kernels through custom ops."""
 from __future__ import annotations
 
 from typing import Optional
@@ -17,91 +10,6 @@ import ops
 from tilec.errors import TilecError
 
 _LIB = "tilec"
-
-
-@torch.library.custom_op(f"{_LIB}::gemm", mutates_args=())
-def gemm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None,
-         activation: Optional[str] = None, alpha: float = 1.0) -> torch.Tensor:
-    return ops.gemm(a, b, bias=bias, activation=activation, alpha=alpha)
-
-
-@gemm.register_fake
-def _(a, b, bias=None, activation=None, alpha=1.0):
-    return a.new_empty((a.shape[0], b.shape[1]))
-
-
-@torch.library.custom_op(f"{_LIB}::gemv", mutates_args=())
-def gemv(a: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor] = None,
-         activation: Optional[str] = None, alpha: float = 1.0) -> torch.Tensor:
-    return ops.gemv(a, x, bias=bias, activation=activation, alpha=alpha)
-
-
-@gemv.register_fake
-def _(a, x, bias=None, activation=None, alpha=1.0):
-    return a.new_empty((a.shape[0],))
-
-
-# -- attention (forward only: no backward is registered) ----------------------------------------
-
-@torch.library.custom_op(f"{_LIB}::attention", mutates_args=())
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-              scale: Optional[float] = None) -> torch.Tensor:
-    return ops.attention(q, k, v, causal=causal, scale=scale)
-
-
-@attention.register_fake
-def _(q, k, v, causal=False, scale=None):
-    return q.new_empty(q.shape)
-
-
-@torch.library.custom_op(f"{_LIB}::attention_lse", mutates_args=())
-def attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                  scale: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """attention and its (B, H, Lq) fp32 natural-log log-sum-exp."""
-    return ops.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
-
-
-@attention_lse.register_fake
-def _(q, k, v, causal=False, scale=None):
-    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
-
-
-@torch.library.custom_op(f"{_LIB}::decode_attention", mutates_args=())
-def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
-                     scale: Optional[float] = None) -> torch.Tensor:
-    return ops.decode_attention(q, k_cache, v_cache, lengths, scale=scale)
-
-
-@decode_attention.register_fake
-def _(q, k_cache, v_cache, lengths, scale=None):
-    return q.new_empty(q.shape)
-
-
-@torch.library.custom_op(f"{_LIB}::kivi_decode_attention", mutates_args=())
-def kivi_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: torch.Tensor, k_zero: torch.Tensor,
-                          v_codes: torch.Tensor, v_scale: torch.Tensor, v_zero: torch.Tensor, k_res: torch.Tensor,
-                          v_res: torch.Tensor, q_len: torch.Tensor, r_len: torch.Tensor, bits: int, group: int,
-                          scale: Optional[float] = None) -> torch.Tensor:
-    """decode_attention_quantized over a KIVI cache passed field by field (custom ops take
-    tensors, not dataclasses): see ``decode_attention_quantized`` below."""
-    from ops.kv_quant import QuantizedKV
-    residual = k_res.shape[2] - group          # quantize_kv keeps residual + group rows
-    cache = QuantizedKV(k_codes, k_scale, k_zero, v_codes, v_scale, v_zero, k_res, v_res, q_len, r_len,
-                        bits, group, residual)
-    return ops.decode_attention_quantized(q, cache, scale=scale)
-
-
-@kivi_decode_attention.register_fake
-def _(q, *cache_fields_and_options):
-    return q.new_empty(q.shape)
-
-
-def decode_attention_quantized(q: torch.Tensor, cache, scale: Optional[float] = None) -> torch.Tensor:
-    """``ops.decode_attention_quantized`` through the custom op, for a cache from
-    ``ops.quantize_kv`` (its NumPy arrays are wrapped without a copy; pass one whose fields are
-    already tensors, e.g. buffers of a module, to trace it under torch.compile)."""
-    fields = [torch.as_tensor(getattr(cache, name)) for name in cache.ARRAYS]
-    return torch.ops.tilec.kivi_decode_attention(q, *fields, cache.bits, cache.group, scale)
 
 
 # -- quantized linear layers --------------------------------------------------------------------
@@ -196,6 +104,3 @@ def quantize_linear(linear: torch.nn.Linear, method: str = "int4", **kwargs) -> 
     """One call from an ``nn.Linear`` to a tilec quantized layer."""
     return QuantLinear.from_linear(linear, method, **kwargs)
 
-
-__all__ = ["gemm", "gemv", "attention", "attention_lse", "decode_attention", "kivi_decode_attention",
-           "decode_attention_quantized", "int_linear", "lut_linear", "QuantLinear", "quantize_linear"]

@@ -1,0 +1,17 @@
+"""Torch integration: every op as a ``torch.library`` custom op (``torch.ops.tilec.*``) with a
+fake implementation, so ``torch.compile`` traces through tilec kernels, and modules that swap
+into ``nn.Module`` models.
+
+    import ops.torch                    # registers torch.ops.tilec.*
+    y = torch.ops.tilec.gemm(a, b, None, "relu", 1.0)
+    layer = ops.torch.quantize_linear(linear, "int4")
+
+It lives above the compiler (``tilec`` imports nothing from ``ops``); importing it needs torch,
+``import ops`` alone never does.
+"""
+from ops.torch.custom_ops import (attention, attention_lse, decode_attention,  # noqa: F401
+                                  decode_attention_quantized, gemm, gemv, kivi_decode_attention)
+from ops.torch.quant_linear import QuantLinear, int_linear, lut_linear, quantize_linear  # noqa: F401
+
+__all__ = ["gemm", "gemv", "attention", "attention_lse", "decode_attention", "kivi_decode_attention",
+           "decode_attention_quantized", "int_linear", "lut_linear", "QuantLinear", "quantize_linear"]
