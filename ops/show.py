@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import backends
-from .errors import TilecError
-from .printer import format_function
+from tilec import backends
+from tilec.errors import TilecError
+from tilec.printer import format_function
 
 
 def parse_assignments(text: str | None) -> dict:
