@@ -17,6 +17,7 @@ import numpy as np
 from ... import __version__
 from ...errors import TilecError
 from ...ir import ELEMENTWISE, Block, Function, Op, Value, const_value, uses, walk
+from ...passes import lower
 from ..naming import Namer
 from . import support as rt_support
 from .blocked_dots import BlockedDots
@@ -56,7 +57,7 @@ def bits16(value: float, dtype) -> int:
 
 class NumbaRenderer(BlockedDots):
     def __init__(self, fn: Function, options: dict):
-        self.fn = fn
+        self.fn = fn = lower(fn, "numba", options)   # the renderer prints the lowered IR
         self.options = options
         self.name = Namer({"np", "numba", "math", "rt", "prange", "pid", "grid0", "grid1", "grid2"})
         self.lines: list[str] = []
