@@ -12,10 +12,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..ir import Function
+from .blocked_dots import block_computed_dots
+from .buffers import loop_private_buffers
 from .clone import clone
 from .hoist import hoist
+from .inlining import inline_index_tiles, inline_single_use
+from .row_sums import fuse_row_sums
 from .simplify import simplify
 from .verify import verify
+from .windows import prefetch_next_rows, read_in_place
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,15 @@ COMMON: list[Pass] = [
 
 # backend -> its lowering passes, in order, after COMMON
 LOWERING: dict[str, list[Pass]] = {
-    "numba": [],
+    "numba": [
+        Pass("inline-single-use", inline_single_use, "a tile read once as an expression is never stored"),
+        Pass("inline-index-tiles", inline_index_tiles, "index arithmetic recomputed beats a tile read in a loop"),
+        Pass("block-computed-dots", block_computed_dots, "a computed operand with few rows is never stored"),
+        Pass("fuse-row-sums", fuse_row_sums, "the loop writing a tile sums its rows: no second read"),
+        Pass("read-in-place", read_in_place, "a load read by element indexes the tensor: no copy"),
+        Pass("prefetch-next-rows", prefetch_next_rows, "rows a step jumps to are fetched a step ahead"),
+        Pass("loop-private-buffers", loop_private_buffers, "a tile dead by the step's end is allocated once"),
+    ],
     "triton": [],
     "cuda": [],
 }
