@@ -57,13 +57,29 @@ def bits16(value: float, dtype) -> int:
 
 
 class _Header(str):
-    """An emitted loop header; ``after`` holds lines its body starts with, added later."""
+    """An emitted loop header with the places a renderer still adds lines to once it has moved
+    on: ``before`` (reads hoisted out of the loop) and ``after`` (lines its body starts with)."""
+    before: list[str]
     after: list[str]
 
     def __new__(cls, text: str) -> "_Header":
         line = super().__new__(cls, text)
-        line.after = []
+        line.before, line.after = [], []
         return line
+
+
+class _Slot(list):
+    """A place in the output that lines are added to later (a loop's private buffers)."""
+
+
+def _flat(lines: list) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if isinstance(line, _Slot):
+            out += line
+        else:
+            out += [*getattr(line, "before", ()), line, *getattr(line, "after", ())]
+    return out
 
 
 class NumbaRenderer(BlockedDots):
@@ -71,7 +87,7 @@ class NumbaRenderer(BlockedDots):
         self.fn = fn = lower(fn, "numba", options)   # the renderer prints the lowered IR
         self.options = options
         self.name = Namer({"np", "numba", "math", "rt", "prange", "pid", "grid0", "grid1", "grid2"})
-        self.lines: list[str] = []
+        self.lines: list = []   # source lines, loop headers (_Header) and slots (_Slot)
         self.depth = 0
         self.count = uses(fn)
         self.inline = inlined(fn)   # tiles computed inside their readers (passes/inlining.py)
@@ -93,7 +109,7 @@ class NumbaRenderer(BlockedDots):
         self.producer = producers(fn)
         self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
         self.window_offsets: dict[int, list[str]] = {}   # per window: its offset variables
-        self.private: dict[int, list] = {}  # loop-private tile -> [line to allocate it at, indent]
+        self.private: dict[int, tuple] = {}  # loop-private tile -> (its loop's _Slot, indent)
         self.buffers: dict[int, str] = {}   # loop-private tile -> its buffer, once allocated
         self.prefetch_rows: dict[int, list[str]] = {}  # window -> next step's offsets (_prefetch_plan)
         self.row_loops: dict[str, _Header] = {}  # loop variable -> its plain loop's header (emit_loop)
@@ -138,7 +154,7 @@ class NumbaRenderer(BlockedDots):
         if fn.grid_rank > 2:
             self.emit("pid_2 = pid // (grid0 * grid1)")
         self.block(fn.body)
-        return "\n".join(head + [s for line in self.lines for s in [line, *getattr(line, "after", ())]]) + "\n"
+        return "\n".join(head + list(_flat(self.lines))) + "\n"
 
     def block(self, block: Block) -> None:
         before = len(self.lines)
@@ -200,8 +216,10 @@ class NumbaRenderer(BlockedDots):
         alias the one being written, so it would reload them every step and may not vectorize.
         With ``rows`` tiles read along ``var`` go through row views too (_row_view)."""
         line = self.lines[-1]
+        if not isinstance(line, _Header):
+            line = self.lines[-1] = _Header(line)
         self.inner = {"var": re.compile(rf"\b{re.escape(var)}\b"), "name": var, "rows": rows,
-                      "at": len(self.lines) - 1, "indent": line[:len(line) - len(line.lstrip())], "seen": {}}
+                      "header": line, "indent": line[:len(line) - len(line.lstrip())], "seen": {}}
 
     def close_inner(self) -> None:
         self.inner = None
@@ -212,8 +230,7 @@ class NumbaRenderer(BlockedDots):
             return read
         if read not in inner["seen"]:
             local = self.name.fresh(prefix)
-            self.lines.insert(inner["at"], f"{inner['indent']}{local} = {read}")
-            inner["at"] += 1
+            inner["header"].before.append(f"{inner['indent']}{local} = {read}")
             inner["seen"][read] = local
         return inner["seen"][read]
 
@@ -291,14 +308,10 @@ class NumbaRenderer(BlockedDots):
         if v.id not in self.private or dtype not in (None, np_type(v.dtype)):
             return f"np.empty({v.shape}, {dtype or np_type(v.dtype)})"
         if v.id not in self.buffers:
-            at, indent = self.private[v.id]
+            slot, indent = self.private[v.id]
             self.buffers[v.id] = self.name.fresh(f"{self.name(v)}_buffer")
-            self.lines.insert(at, f"{indent}{self.buffers[v.id]} = np.empty({v.shape}, {np_type(v.dtype)})")
-            for anchor in self.private.values():   # lines after the insertion moved down by one
-                if anchor[0] > at:
-                    anchor[0] += 1
-            if self.inner is not None and self.inner["at"] > at:
-                self.inner["at"] += 1
+            # the latest allocation first, as in front of the loop every buffer was put first
+            slot.insert(0, f"{indent}{self.buffers[v.id]} = np.empty({v.shape}, {np_type(v.dtype)})")
         return self.buffers[v.id]
 
     def close(self, n: int) -> None:
@@ -857,8 +870,10 @@ class NumbaRenderer(BlockedDots):
         inits = op.operands[3:]
         body = op.blocks[0]
         iv, carried = body.args[0], body.args[1:]
-        for v in op.attrs.get("private", ()):   # their buffers go here, in front of the loop, when first used
-            self.private[v.id] = [len(self.lines), "    " * self.depth]
+        slot = _Slot()   # the loop's private buffers (passes/buffers.py) go here, when first used
+        self.lines.append(slot)
+        for v in op.attrs.get("private", ()):
+            self.private[v.id] = (slot, "    " * self.depth)
         for arg, init, res in zip(carried, inits, op.results):
             var = self.name(arg)
             self.emit(f"{var} = {self.name(init)}")
