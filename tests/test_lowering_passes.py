@@ -76,6 +76,15 @@ def dots_over_unpacked_codes(A, W, PK, PV, S, Z, OT, OW, M: tc.constexpr, R: tc.
     tc.store(OW, (0, 0), tc.dot(w, tc.reshape(values, (NG * pb * R, L)), tc.full((M, L), 1.5, tc.float32)))
 
 
+@tc.kernel
+def three_reductions(X, V, OUT, BM: tc.constexpr, BN: tc.constexpr):
+    t = tc.load(X, (0, 0), (BM, BN)) * 2.0                                # read twice: a tile
+    tc.store(OUT, (0,), tc.max(t, 1) + tc.sum(t, 1))                      # max of a tile: vector rows
+    tc.store(OUT, (BM,), tc.min(tc.exp(tc.load(X, (0, 0), (BM, BN))), 1))  # of a computed row: lanes
+    v = tc.load(V, (0,), (BN,))
+    tc.store(OUT, (2 * BM,), tc.sum(tc.load(X, (0, 0), (BM, BN)) * v[None, :], 1))  # v shared by rows
+
+
 def _ops(fn, kind, **attrs):
     return [op for op in fn.walk() if op.kind == kind and all(op.attrs.get(k) == v for k, v in attrs.items())]
 
@@ -155,6 +164,15 @@ def blocked_holds(fn) -> bool:
         and all(p.operand.producer.attrs.get("inline") for p in plans) and through == {"reshape", "trans"}
 
 
+def _reductions():
+    return three_reductions.ir({"X": F32_2, "V": F32_1, "OUT": F32_1}, {"BM": 8, "BN": 64})
+
+
+def reductions_hold(fn) -> bool:
+    chosen = {(op.attrs["op"], op.attrs.get("lowering")) for op in _ops(fn, "reduce")}
+    return chosen == {("max", "row_simd"), ("min", "lanes"), ("sum", "row_blocks"), ("sum", None)}
+
+
 CASES = {
     "inline-single-use": (_epilogue, BLAS, inline_single_use_holds),
     "inline-index-tiles": (_index_offsets, BLAS, index_tiles_hold),
@@ -163,6 +181,7 @@ CASES = {
     "read-in-place": (_strips, BLAS, in_place_holds),
     "prefetch-next-rows": (_strips, BLAS, prefetch_holds),
     "loop-private-buffers": (_squares, BLAS, private_holds),
+    "choose-reductions": (_reductions, BLAS, reductions_hold),
 }
 
 
@@ -199,3 +218,26 @@ def test_patterns_the_passes_must_leave_alone():
     assert not any("blocked" in op.attrs for op in lowered(_codes(), {"dot": "loops", "parallel": True}).walk())
     # more rows than a blocked dot takes: BLAS
     assert not any("blocked" in op.attrs for op in lowered(_codes(m=32), BLAS).walk())
+
+
+@tc.kernel
+def summed_lookups(T, IDX, OUT, R: tc.constexpr, J: tc.constexpr, N: tc.constexpr):
+    tables = tc.load(T, (0, 0, 0), (R, J, 16))
+    idx = tc.load(IDX, (0, 0), (J, N))
+    tc.store(OUT, (0, 0), tc.sum(tc.gather(tables, tc.expand_dims(idx, 0), 2), 1))
+
+
+@pytest.mark.parametrize("entries", [16, 8])
+def test_a_sum_of_hits_in_16_entry_tables_is_a_table_lookup_sum(entries):
+    types = {"T": TensorType(3, dt.float32), "IDX": TensorType(2, dt.uint8), "OUT": F32_2}
+    fn = summed_lookups.ir(types, {"R": 2, "J": 4, "N": 32}) if entries == 16 else None
+    if fn is None:   # 8-entry tables do not fill a vector register: a plain loop nest
+        @tc.kernel
+        def small_tables(T, IDX, OUT, R: tc.constexpr, J: tc.constexpr, N: tc.constexpr):
+            tables = tc.load(T, (0, 0, 0), (R, J, 8))
+            idx = tc.load(IDX, (0, 0), (J, N))
+            tc.store(OUT, (0, 0), tc.sum(tc.gather(tables, tc.expand_dims(idx, 0), 2), 1))
+        fn = small_tables.ir(types, {"R": 2, "J": 4, "N": 32})
+    (red,) = _ops(lowered(fn, BLAS), "reduce")
+    assert red.attrs.get("lowering") == ("table_lookup_sum" if entries == 16 else None)
+    assert "lowering" not in _ops(lowered(fn, BLAS, without="choose-reductions"), "reduce")[0].attrs

@@ -17,6 +17,7 @@ from .buffers import loop_private_buffers
 from .clone import clone
 from .hoist import hoist
 from .inlining import inline_index_tiles, inline_single_use
+from .reductions import choose_reductions
 from .row_sums import fuse_row_sums
 from .simplify import simplify
 from .verify import verify
@@ -52,6 +53,7 @@ LOWERING: dict[str, list[Pass]] = {
         Pass("read-in-place", read_in_place, "a load read by element indexes the tensor: no copy"),
         Pass("prefetch-next-rows", prefetch_next_rows, "rows a step jumps to are fetched a step ahead"),
         Pass("loop-private-buffers", loop_private_buffers, "a tile dead by the step's end is allocated once"),
+        Pass("choose-reductions", choose_reductions, "lookup sums, vector rows, row blocks, lanes: fewer reads"),
     ],
     "triton": [],
     "cuda": [],

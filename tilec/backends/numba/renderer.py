@@ -19,6 +19,7 @@ from ...ir import ELEMENTWISE, Block, Function, Op, Value, uses
 from ...passes import lower
 from ...passes.analysis import (blas_reads, branch_results, in_place, inlined, producers, read_only_by_dot,
                                 used_up, yielded)
+from ...passes.reductions import LANES, ROW_BLOCK
 from ..naming import Namer
 from . import support as rt_support
 from .blocked_dots import BlockedDots
@@ -32,8 +33,6 @@ _UNARY = {"exp": "np.exp({})", "exp2": "np.exp2({})", "log": "np.log({})", "log2
 # Working dtype of tiles in this backend: 16-bit floats compute in fp32, rounded at casts.
 _WORK = {"float16": "float32", "bfloat16": "float32", "bool": "bool_"}
 _INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
-_LANES = 16  # partial results per row in max/min reductions (one AVX-512 register of fp32)
-_ROW_BLOCK = 4  # rows summed per pass along the last axis (see _row_block_sums)
 
 
 def np_type(dtype) -> str:
@@ -627,7 +626,8 @@ class NumbaRenderer(BlockedDots):
 
     # -- structure ----------------------------------------------------------------------------
     def op_reduce(self, op: Op) -> None:
-        if self._lookup_sums(op):
+        how = op.attrs.get("lowering")   # passes/reductions.py
+        if how == "table_lookup_sum" and self._lookup_sums(op):
             return
         x, r = op.operands[0], op.result
         axis, kind = op.attrs["axis"], op.attrs["op"]
@@ -640,18 +640,16 @@ class NumbaRenderer(BlockedDots):
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
                 self.emit(f"{name} = {self.empty(r)}")
-            if kind in ("max", "min") and r.dtype.name == "float32" and rank == 2 and x.shape[-1] >= 16 \
-                    and x.id not in self.inline and x.id not in self.windows:
-                # a tile of its own: 16 lanes at a time (LLVM leaves a max/min loop scalar)
+            if how == "row_simd":
                 self.emit(f"rt.row_{kind}({self.name(x)}, {name + '[:, 0]' if keep else name})")
                 return
-            if kind == "sum" and r.shape and rank >= 2 and x.shape[-2] % _ROW_BLOCK == 0 and self._shared_by_rows(x):
+            if how == "row_blocks":
                 self._row_block_sums(name, x, keep, init)
                 return
-            lanes = kind in ("max", "min") and r.dtype.is_float and x.shape[-1] >= 2 * _LANES
+            lanes = how == "lanes"
             if lanes:
                 part = self.name.fresh(f"{name}_lanes")
-                self.emit(f"{part} = np.empty({_LANES}, {np_type(r.dtype)})")
+                self.emit(f"{part} = np.empty({LANES}, {np_type(r.dtype)})")
             outer = self.loops(x.shape[:-1])
             cell = f"{name}[{', '.join(outer + (['0'] if keep else []))}]"
             # a sum adds into its cell of the result: LLVM vectorizes that loop, but not the
@@ -663,7 +661,7 @@ class NumbaRenderer(BlockedDots):
             start = 0
             if lanes:
                 self._lane_reduce(kind, part, acc, init, x, outer)
-                start = x.shape[-1] - x.shape[-1] % _LANES
+                start = x.shape[-1] - x.shape[-1] % LANES
             if start < x.shape[-1]:
                 self.emit(f"for {inner} in range({start}, {x.shape[-1]}):")
                 self.open_inner(inner)
@@ -687,14 +685,14 @@ class NumbaRenderer(BlockedDots):
         self.close(len(idx))
 
     def _row_block_sums(self, name: str, x: Value, keep: bool, init: str) -> None:
-        """Sums along the last axis, _ROW_BLOCK rows per pass into local scalars: what the rows
+        """Sums along the last axis, ROW_BLOCK rows per pass into local scalars: what the rows
         share (x in a GEMV) is read once per pass, and the independent sums keep the vector
         units busy. GEMV 256 x 4096 on one thread: 29-31 GFLOP/s against 23-26 one row at a time."""
         outer = self.loops(x.shape[:-2])
         i = self.name.fresh("i")
-        self.emit(f"for {i} in range(0, {x.shape[-2]}, {_ROW_BLOCK}):")
+        self.emit(f"for {i} in range(0, {x.shape[-2]}, {ROW_BLOCK}):")
         self.depth += 1
-        rows = [i] + [f"{i} + {b}" for b in range(1, _ROW_BLOCK)]
+        rows = [i] + [f"{i} + {b}" for b in range(1, ROW_BLOCK)]
         accs = [self.name.fresh(f"{name}_acc") for _ in rows]
         self.emit(f"{' = '.join(accs)} = {init}")
         j = self.name.fresh("j")
@@ -710,33 +708,15 @@ class NumbaRenderer(BlockedDots):
         self.depth -= 1
         self.close(len(outer))
 
-    def _shared_by_rows(self, v: Value) -> bool:
-        """Does the expression inlined into ``v`` read a tile that every row (axis -2) shares,
-        like x broadcast along the rows of A in a GEMV? Only then do blocked row sums save reads
-        (sums of exp over the rows of a 16 x 64 tile ran 15% slower blocked)."""
-        if v.id not in self.inline:
-            return False
-        for w in v.producer.operands:
-            if len(w.shape) == 1 or len(w.shape) >= 2 and w.shape[-2] == 1:
-                return True
-            if self._shared_by_rows(w):
-                return True
-        return False
-
     def _lookup_sums(self, op: Op) -> bool:
-        """A sum over the next-to-last axis of a gather along the last axis from 16-entry fp32
-        tables (LUT-GEMM's hits summed over chunks): one ``rt.lookup_sum`` per outer index,
+        """A table-lookup sum (passes/reductions.py) as one ``rt.lookup_sum`` per outer index,
         which keeps each table in a SIMD register where the CPU has AVX-512. False (render as
-        loops) for any other shape of the pattern."""
+        loops) without AVX-512 or where the tables or hits have no 2-D view."""
         x, r = op.operands[0], op.result
-        if not (rt_support.PERMUTE16 and op.attrs["op"] == "sum" and r.dtype.name == "float32" and
-                x.id in self.inline and x.producer.kind == "gather"):
+        if not rt_support.PERMUTE16:   # AVX-512's 16-lane permute: a target feature
             return False
         src, index = x.producer.operands
         rank = len(x.shape)
-        if x.producer.attrs["axis"] != rank - 1 or op.attrs["axis"] != rank - 2 or src.shape[-1] != 16 or \
-                src.shape[-2] != x.shape[-2] or src.dtype.name != "float32":
-            return False
         outer = [self.name.fresh(f"i{d}") for d in range(rank - 2)]
         tables = self._block(src, outer)
         hits = self._block(index, outer)
@@ -770,20 +750,20 @@ class NumbaRenderer(BlockedDots):
         return f"{self.name(v)}[{', '.join(own)}]" if own else self.name(v)
 
     def _lane_reduce(self, kind: str, part: str, acc: str, init: str, x: Value, outer: list[str]) -> None:
-        """max/min of a row through _LANES partial results, for rows that are an inlined
+        """max/min of a row through LANES partial results, for rows that are an inlined
         expression rather than a tile of their own (those go to rt.row_max / row_min)."""
         j, lane = self.name.fresh("j"), self.name.fresh("lane")
         b = self.name.fresh("b")
         cmp = ">" if kind == "max" else "<"
-        self.emit(f"for {lane} in range({_LANES}):")
+        self.emit(f"for {lane} in range({LANES}):")
         self.emit(f"    {part}[{lane}] = {init}")
-        self.emit(f"for {j} in range(0, {x.shape[-1] - x.shape[-1] % _LANES}, {_LANES}):")
-        self.emit(f"    for {lane} in range({_LANES}):")
+        self.emit(f"for {j} in range(0, {x.shape[-1] - x.shape[-1] % LANES}, {LANES}):")
+        self.emit(f"    for {lane} in range({LANES}):")
         self.depth += 2
         self.emit(f"{b} = {self.ref(x, outer + [f'{j} + {lane}'])}")
         self.emit(f"{part}[{lane}] = {part}[{lane}] if {part}[{lane}] {cmp} {b} else {b}")
         self.depth -= 2
-        self.emit(f"for {lane} in range({_LANES}):")
+        self.emit(f"for {lane} in range({LANES}):")
         self.emit(f"    {acc} = {kind}({acc}, {part}[{lane}])")
 
     def op_dot(self, op: Op) -> None:
