@@ -1,5 +1,6 @@
 """``tilec show OP``: the IR, the generated source and (with ``--arch``) the offline compile
-report of one op under one config."""
+report of one op under one config; with ``--passes`` the IR after each pass of the backend's
+pipeline."""
 from __future__ import annotations
 
 import argparse

@@ -60,6 +60,14 @@ def test_tilec_show_passes_prints_the_pipeline_of_the_chosen_backend():
         assert text.count("func gemv_kernel(") == len(names)
 
 
+def test_the_command_line_prints_the_passes(capsys):
+    from autotune.cli_main import main
+    assert main(["show", "gemm", "--backend", "numba", "--config", "dot=loops", "--passes"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("// ----- IR after ") == len(pipeline("numba"))
+    assert "// ----- IR after read-in-place: " in out and "in_place=True" in out
+
+
 def test_clone_is_structurally_equal_and_shares_nothing():
     fn = scaled_rows.ir(TYPES, CONSTS)
     copy = clone(fn)

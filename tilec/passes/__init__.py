@@ -59,10 +59,6 @@ LOWERING: dict[str, list[Pass]] = {
     "cuda": [],
 }
 
-# the names older code imports
-PIPELINE = [(p.name, lambda fn, p=p: p.run(fn, {})) for p in COMMON]
-
-
 def pipeline(backend: str | None = None) -> list[Pass]:
     """The full list of passes a kernel goes through on ``backend`` (common ones alone: None)."""
     return COMMON + (LOWERING.get(backend, []) if backend else [])
