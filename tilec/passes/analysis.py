@@ -83,7 +83,7 @@ def in_place(fn: Function) -> set[int]:
 
 def blas_reads(op: Op, options: dict, dot_only: set[int]) -> bool:
     """A float32 2-D load that only BLAS dots read (directly or transposed) stays in the tensor
-    as a view, e.g. a key tile K[b, h, n:n + BN, :] of attention."""
+    as a view, e.g. a tile K[b, h, n:n + BN, :] of a 4-D tensor."""
     tensor, r = op.operands[0], op.result
     return options.get("dot") == "blas" and r.id in dot_only and tensor.dtype.name == "float32" \
         and len(r.shape) == 2
@@ -94,8 +94,8 @@ def used_up(v: Value, reads: dict[int, list[Op]], outlive: set[int], branch: dic
     made it: not carried, read only element by element, stored, or a BLAS operand (never a
     dot's accumulator, never a loop's value, a branch's only if the branch's result is)?"""
     if v.id in outlive:
-        # a branch's value is used up when what the branch makes of it is: attention's raw
-        # scores are its masked scores on every tile but the last
+        # a branch's value is used up when what the branch makes of it is (a tile a branch
+        # masks on some steps and passes through on others)
         made = branch.get(v.id)
         if made is None or not all(used_up(r, reads, outlive, branch) for r in made):
             return False

@@ -12,7 +12,7 @@ def inline_single_use(fn: Function, options: dict) -> Function:
     expression (another elementwise op, a reduction or a store): ``relu(acc + bias)`` fuses
     into the store. 16-bit roundings work on whole tiles and stay. A loop-nest dot reading
     each element of its right operand once (a one-row left operand) takes it inline too, e.g.
-    weights unpacked right inside a GEMV's loop."""
+    codes unpacked right inside the dot's loop."""
     count = uses(fn)
     dot_loops = options.get("dot") == "loops"
     _single_use(fn.body, count, dot_loops)

@@ -7,7 +7,7 @@ lower tiles to loop nests (Numba); a reduction without it is a plain loop nest:
 - ``row_simd``: max/min along the last axis of a float32 matrix tile of its own (16 or more
   wide): whole vectors at a time (a compiler leaves a max/min loop scalar).
 - ``row_blocks``: sums along the last axis, ROW_BLOCK rows per pass, when what the rows read
-  is shared by all of them (x broadcast along the rows of A in a GEMV): read once per pass.
+  is shared by all of them (a vector broadcast along the rows of a matrix): read once per pass.
 - ``lanes``: max/min of a computed row (an inlined expression) through LANES partials."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Fused row sums: a float32 sum along the last axis of an elementwise tile made in the same
-block (softmax's ``sum(p, 1)`` beside the ``dot(p, v)`` that also reads p) is computed by the
+block (``sum(p, 1)`` beside a ``dot(p, v)`` that also reads p) is computed by the
 loop nest that writes the tile (``row_sum`` on the tile's op names the sum's result; the sum
 is ``summed_by_producer``), so the tile is not read a second time."""
 from __future__ import annotations

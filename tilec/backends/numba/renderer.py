@@ -1,10 +1,11 @@
 """Render tile IR as Python source for Numba.
 
 Tile shapes are static, so every tile op becomes an explicit loop nest over constant bounds
-that LLVM vectorizes. Single-use elementwise values are not stored: their expression is
-inlined into the consumer's loop (so `relu(acc + bias)` fuses into the store). The kernel
-function runs programs ``first`` to ``stop - 1``; the runner hands such runs to CPU threads.
-``dot`` lowers to ``np.dot`` (BLAS) or to a loop nest, as the ``dot`` option says.
+that LLVM vectorizes. What to inline, read in place, prefetch, block, fuse or allocate once is
+decided by the Numba lowering passes (``tilec.passes.LOWERING["numba"]``) and stated on the IR;
+this module prints it. The kernel function runs programs ``first`` to ``stop - 1``; the runner
+hands such runs to CPU threads. ``dot`` lowers to ``np.dot`` (BLAS) or to a loop nest, as the
+``dot`` option says.
 """
 from __future__ import annotations
 
@@ -181,8 +182,8 @@ class NumbaRenderer(BlockedDots):
 
     def _row_view(self, name: str, own: list[str]) -> str | None:
         """In an elementwise loop nest (materialize), a tile read along the innermost loop only
-        goes through a row view bound in front of that loop, so LLVM sees 1-D reads: the KIVI
-        decode kernel, whose key dequantization is an (8, 4, 8, 128) nest, ran 1.2x faster so."""
+        goes through a row view bound in front of that loop, so LLVM sees 1-D reads (deep nests
+        vectorize better so)."""
         inner = self.inner
         if inner is None or not inner["rows"] or len(own) < 2 or own[-1] != inner["name"] \
                 or any(inner["var"].search(i) for i in own[:-1]):
@@ -355,7 +356,7 @@ class NumbaRenderer(BlockedDots):
         self.open_inner(inner, rows=True)
         value = self.expr(op, idx)
         # the element in a local first: summing the row's cells would read back through a
-        # store LLVM must assume aliases (attention ran 1.9x slower so)
+        # store LLVM must assume aliases (much slower)
         element = self.name.fresh("e")
         self.emit(f"{element} = {value}")
         self.emit(f"{self._cell(name, idx)} = {element}")
@@ -463,7 +464,7 @@ class NumbaRenderer(BlockedDots):
             if edge_view:
                 # an edge tile only BLAS reads: the part inside the tensor, in place, and
                 # matmul_into takes what it lacks as the zeros the padding would have been
-                # (no padded copy: the last strip of a GEMV is most of the matrix)
+                # (no padded copy: a last strip of few rows can be most of the tensor)
                 ends = iter(hi for _, hi in bounds)
                 inner = tuple(None if e is None else next(ends) for e in box)
                 starts = [f"{lo} == 0" for lo, _ in bounds]
@@ -555,8 +556,7 @@ class NumbaRenderer(BlockedDots):
         with its box's single-index axes in front of its sliced ones: the run-time conditions
         under which the box is a slab of whole rows, ``T[i, j, n:n + R]`` (every sliced axis
         past the first starts at 0 and spans the tensor), so that a C-ordered tensor gives a
-        C-ordered view and the copy is skipped. In the KIVI decode (byte codes, scales and zeros
-        of each step) that was 2-5% of the kernel on one thread. None when it never is."""
+        C-ordered view and the copy is skipped. None when it never is."""
         tensor, offsets, box, r = op.operands[0], op.operands[1:], op.attrs["box"], op.result
         sliced = [ax for ax, e in enumerate(box) if e is not None]
         if tensor.dtype.name in ("float16", "bfloat16") or tensor.id in self.written or \
@@ -685,9 +685,9 @@ class NumbaRenderer(BlockedDots):
         self.close(len(idx))
 
     def _row_block_sums(self, name: str, x: Value, keep: bool, init: str) -> None:
-        """Sums along the last axis, ROW_BLOCK rows per pass into local scalars: what the rows
-        share (x in a GEMV) is read once per pass, and the independent sums keep the vector
-        units busy. GEMV 256 x 4096 on one thread: 29-31 GFLOP/s against 23-26 one row at a time."""
+        """Sums along the last axis, ROW_BLOCK rows per pass into local scalars (``row_blocks``,
+        passes/reductions.py): what the rows share is read once per pass, and the independent
+        sums keep the vector units busy."""
         outer = self.loops(x.shape[:-2])
         i = self.name.fresh("i")
         self.emit(f"for {i} in range(0, {x.shape[-2]}, {ROW_BLOCK}):")
