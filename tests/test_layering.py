@@ -7,6 +7,7 @@ hide an upward arrow or a circle."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,6 +15,7 @@ PACKAGES = ("tilec", "ops", "autotune", "hw_profiles", "bench")
 ABOVE_CORE = ("ops", "autotune", "hw_profiles", "bench")
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     """Module name -> file, for every .py file in the repository's packages."""
     out = {}
@@ -37,9 +39,14 @@ def _absolute(module: str, is_package: bool, level: int, name: str | None) -> st
     return ".".join(base + ([name] if name else []))
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
 def imported_names(module: str, path: Path) -> set[str]:
     """Every module name ``module`` may import, wherever in the file the import is."""
-    tree = ast.parse(path.read_text(), str(path))
+    tree = _tree(path)
     is_package = path.name == "__init__.py"
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -59,6 +66,7 @@ def imported_names(module: str, path: Path) -> set[str]:
     return names
 
 
+@functools.cache
 def graph() -> dict[str, set[str]]:
     """Module -> the repository modules it imports (a ``from pkg import name`` counts as an
     import of ``pkg.name`` when that is a module, else of ``pkg``)."""
@@ -83,9 +91,8 @@ def _imports_package_itself(module: str, path: Path, pkg: str) -> bool:
     """Whether ``module`` uses names of ``pkg``'s own ``__init__`` (``import pkg`` or
     ``from pkg import x`` where x is not a submodule)."""
     mods = modules()
-    tree = ast.parse(path.read_text(), str(path))
     is_package = path.name == "__init__.py"
-    for node in ast.walk(tree):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import) and any(a.name == pkg for a in node.names):
             return True
         if isinstance(node, ast.ImportFrom) and _absolute(module, is_package, node.level, node.module) == pkg:
