@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 import optuna
 
-from . import database, encoding
+from tilec.tuning import database
+
+from . import encoding
 from .evaluators import Measurement, TrialFailed
 
 TOP = 3            # contenders re-measured

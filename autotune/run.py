@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from tilec.errors import TilecError
+from tilec.space import Space
+from tilec.tuning.keys import TuningKey
 
 from . import confirm as confirm_mod
-from .keys import TuningKey
-from .space import Space
 
 SEED_COUNT = 3          # cost-model guesses tried first
 RANK_LIMIT = 20000      # rank at most this many configs with the cost model
@@ -99,7 +99,7 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
     cancels the machine's drift (see evaluators/measured.py). A measured tune for time ends by
     re-measuring its ``confirm`` fastest configs against each other (see confirm.py; 0 or 1
     skips that)."""
-    from . import database
+    from tilec.tuning import database
     from .evaluators.measured import MeasuredEvaluator
     from .evaluators.modeled import from_cost_model
     from .tuner import tune

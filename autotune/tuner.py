@@ -27,11 +27,12 @@ from typing import Any
 import optuna
 
 from tilec.errors import TilecError
+from tilec.space import Space
+from tilec.tuning import database
+from tilec.tuning.keys import TuningKey
 
-from . import database, encoding, strategies
+from . import encoding, strategies
 from .evaluators import Measurement, TrialFailed
-from .keys import TuningKey
-from .space import Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -11,10 +11,9 @@ a packaged profile of the same name.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
-from .schema import MemoryLevel, Profile, ProfileError, profile_from_dict
+from .schema import MemoryLevel, Profile, ProfileError, load_file, profile_from_dict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -33,20 +32,6 @@ def search_dirs() -> list[Path]:
 def names() -> list[str]:
     found = {p.stem for d in search_dirs() if d.is_dir() for p in d.glob("*.toml")}
     return sorted(found | {"host"})
-
-
-def load_file(path: str | os.PathLike, expected_name: str | None = None) -> Profile:
-    """Parse and check one TOML file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ProfileError(str(path), "-", f"cannot read the file: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(str(path), "-", f"not valid TOML: {e}") from None
-    return profile_from_dict(data, str(path), expected_name)
 
 
 _cache: dict[tuple[str, float], Profile] = {}

@@ -14,7 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .schema import Profile, ProfileError, profile_from_dict
+from .schema import Profile, ProfileError, load_file, profile_from_dict
 
 KB, MB = 1024, 1024 * 1024
 FMA_UNITS_GUESS = 2          # FMA pipes per core on current x86/Arm server cores [E]
@@ -151,7 +151,6 @@ def calibration_path() -> Path:
 def host_profile() -> Profile:
     path = calibration_path()
     if path.is_file():
-        from . import load_file
         try:
             prof = load_file(path, expected_name="host")
         except ProfileError as e:

@@ -8,8 +8,8 @@ from typing import Any, Callable
 import numpy as np
 
 import tilec as tc
-from autotune import database as tuning_db
-from autotune.space import Param, Space
+from tilec.tuning import database as tuning_db
+from tilec.space import Param, Space
 from tilec import backends
 from tilec.errors import ConfigError, InputError
 from tilec.runtime.arrays import check_same_device, describe, empty_like_library
@@ -110,15 +110,10 @@ def choose_config(op: str, shape: dict, dtype: str, backend: str, device: str, c
         if reasons:
             raise ConfigError(f"{op} config {config} does not fit: {'; '.join(reasons)}")
         return full
-    try:
-        from autotune import lookup
-    except ImportError:
-        lookup = None
-    if lookup is not None:
-        tuned = lookup(op, shape, dtype, backend, device)
-        # a record naming a parameter the space no longer has was tuned for an older kernel
-        if tuned and set(tuned) <= set(space.names) and not space.reasons({**default, **tuned}):
-            return {**default, **tuned}
+    tuned = tuning_db.lookup(op, shape, dtype, backend, device)
+    # a record naming a parameter the space no longer has was tuned for an older kernel
+    if tuned and set(tuned) <= set(space.names) and not space.reasons({**default, **tuned}):
+        return {**default, **tuned}
     return dict(default)
 
 

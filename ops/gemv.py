@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, choose_config,

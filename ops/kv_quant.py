@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 
 from ._common import backend_space, check_rank, choose_config, output_like, pick_backend
 from .attention import online_softmax

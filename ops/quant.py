@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import backend_space, check_rank, choose_config, output_like, pick_backend, strip_width

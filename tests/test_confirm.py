@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from test_tune_support import synthetic_cost, synthetic_space
 
-from autotune import confirm, database, encoding
+from autotune import confirm, encoding
+from tilec.tuning import database
 from autotune.evaluators import Measurement, TrialFailed
-from autotune.keys import TuningKey
+from tilec.tuning.keys import TuningKey
 from autotune.tuner import tune
 
 SHAPE = {"M": 64, "N": 64, "K": 64}

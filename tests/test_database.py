@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from test_tune_support import synthetic_cost, synthetic_space
 
-from autotune import database
+from tilec.tuning import database
 from autotune.evaluators import Measurement
-from autotune.keys import TuningKey
+from tilec.tuning.keys import TuningKey
 from autotune.tuner import tune
 
 SUPPORT = Path(__file__).with_name("test_tune_support.py")

@@ -258,7 +258,7 @@ def test_microbenchmarks_measure_something():
 
 # -- CLI ----------------------------------------------------------------------------------------
 def test_cli_list_show_and_errors(capsys, tmp_path):
-    from tilec.cli import main
+    from autotune.cli_main import main
     assert main(["profiles", "list"]) == 0
     out = capsys.readouterr().out
     for name in REQUIRED:
@@ -274,7 +274,7 @@ def test_cli_list_show_and_errors(capsys, tmp_path):
 
 
 def test_cli_calibrate_writes_host_profile(capsys, monkeypatch):
-    from tilec.cli import main
+    from autotune.cli_main import main
     monkeypatch.setattr(hostdetect, "measure", lambda seconds=0.5: {
         "stream_read_bytes_per_s": 10e9, "stream_triad_bytes_per_s": 8e9, "fp32_fma_flops": 50e9})
     assert main(["profiles", "calibrate", "--seconds", "0.01"]) == 0

@@ -14,8 +14,8 @@ from autotune import encoding, strategies
 from autotune.evaluators import Measurement, TrialFailed
 from autotune.evaluators.measured import MeasuredEvaluator
 from autotune.evaluators.modeled import ModeledEvaluator
-from autotune.keys import TuningKey, bucket, device_id
-from autotune.space import Param, Space
+from tilec.tuning.keys import TuningKey, bucket, device_id
+from tilec.space import Param, Space
 from autotune.tuner import tune
 from ops.spec import OpSpec
 from tilec.errors import TilecError
@@ -275,13 +275,13 @@ def test_history_is_json_serialisable():
 def test_a_tuned_record_naming_a_parameter_the_space_lost_is_not_used(monkeypatch):
     """A record tuned for an older kernel (a parameter since removed) falls back to the default
     instead of passing the kernel an argument it no longer takes; a current record is used."""
-    import autotune
     from ops._common import choose_config
+    from tilec.tuning import database
     space = Space([Param("NG", (1, 2, 4)), Param("NS", (1, 2))])
     default = {"NG": 1, "NS": 1}
     records = {"old": {"NG": 4, "LOOPS": True}, "new": {"NG": 4}}
     for name, expected in (("old", default), ("new", {"NG": 4, "NS": 1})):
-        monkeypatch.setattr(autotune, "lookup", lambda *a, rec=records[name]: dict(rec))
+        monkeypatch.setattr(database, "lookup", lambda *a, rec=records[name]: dict(rec))
         assert choose_config("decode", {}, "float32", "numba", "cpu", None, space, default) == expected
 
 

@@ -43,7 +43,7 @@ class NumbaBackend(Backend):
         return render(fn, options)
 
     def space_params(self):
-        from autotune.space import Param
+        from ...space import Param
         return [Param("dot", self.options["dot"].choices, self.options["dot"].doc)]
 
     def compile(self, fn: Function, options: dict) -> Compiled:

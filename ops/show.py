@@ -1,12 +1,14 @@
 """``tilec show OP``: the IR, the generated source and (with ``--arch``) the offline compile
-report of one op under one config."""
+report of one op under one config; with ``--passes`` the IR after each pass of the backend's
+pipeline."""
 from __future__ import annotations
 
 import argparse
 
-from . import backends
-from .errors import TilecError
-from .printer import format_function
+from tilec import backends
+from tilec.errors import TilecError
+from tilec.passes import print_after_all
+from tilec.printer import format_function
 
 
 def parse_assignments(text: str | None) -> dict:
@@ -54,6 +56,10 @@ def show(op_name: str, backend: str = "numba", config: dict | None = None, shape
     _, given = kernel.split_config({k: v for k, v in cfg.items() if k in kernel.constexpr_names or k in be.options})
     options = be.resolve_options(given, kernel.name, kernel.constexpr_names)
     parts = [f"# {op_name} {shape} {dtype} on {backend}: config {cfg}, grid {grid}"]
+    if what == "passes":
+        arg_types = {name: p.type for name, p in zip(kernel.runtime_names, fn.params)}
+        built = kernel.build(arg_types, fn.constexprs)
+        return "\n".join(parts + ["", print_after_all(built, backend, options)])
     if what in ("all", "ir"):
         parts += ["", "## tile IR", format_function(fn)]
     if what in ("all", "source"):
@@ -75,5 +81,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--arch", help="sm_80, sm_86, sm_89 or sm_90: compile offline and report resources")
     p.add_argument("--only", choices=("ir", "source"), help="print just the IR or just the source")
-    p.set_defaults(run=lambda a: print(show(a.op, a.backend, parse_assignments(a.config),
-                                            parse_assignments(a.shape), a.dtype, a.arch, a.only or "all")))
+    p.add_argument("--passes", action="store_true",
+                   help="print the IR after each pass of the backend's pipeline (like MLIR's print-after-all)")
+    p.set_defaults(run=lambda a: print(show(a.op, a.backend, parse_assignments(a.config), parse_assignments(a.shape),
+                                            a.dtype, a.arch, "passes" if a.passes else a.only or "all")))
+
+
+def default_sources(backend_names=("numba", "triton", "cuda"), dtypes=None):
+    """``(file name, generated source)`` for every op's default config on every backend and
+    dtype (and the Numba loop-nest dots too): the set a change to the compiler is checked
+    against, byte for byte."""
+    import ops
+    for op_name in sorted(ops.REGISTRY):
+        spec = ops.REGISTRY[op_name]
+        for backend in backend_names:
+            variants = [{}, {"dot": "loops"}] if backend == "numba" else [{}]
+            for dtype in dtypes or spec.dtypes:
+                for extra in variants:
+                    tag = "".join(f"_{k}-{v}" for k, v in extra.items())
+                    yield (f"{op_name}_{backend}_{dtype}{tag}.txt",
+                           show(op_name, backend, extra, dtype=dtype, what="source"))
+
+
+def dump_sources(out_dir: str) -> int:
+    """Write ``default_sources()`` into ``out_dir``; the number of files."""
+    from pathlib import Path
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for name, text in default_sources():
+        (out / name).write_text(text)
+        n += 1
+    return n
