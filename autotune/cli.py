@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", default=strategies.DEFAULT, choices=strategies.NAMES)
     p.add_argument("--objective", default="time", choices=("time", "energy"))
     p.add_argument("--storage", help="Optuna storage URL or a SQLite file's path (default $TILEC_TUNING_DB or sqlite in the cache dir)")
+    p.add_argument("--reset-db", action="store_true",
+                   help="move the tuning database aside (to NAME.reset-TIME) and start a new one; "
+                        "alone, or before tuning OP")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per config (median)")
     p.add_argument("--no-seeds", action="store_true", help="do not start from the default/cost-model configs")
@@ -76,6 +79,13 @@ def main(args) -> int:
         raise TilecError("--trials must be at least 1")
     if args.replay:
         return _replay(args, console)
+    if args.reset_db:
+        from .database import reset
+        path, moved = reset(args.storage)
+        console.print(f"tuning database {path}: " + (f"moved to {moved}; the next tune starts a new one"
+                                                     if moved else "none there yet; nothing to reset"))
+        if not args.op:
+            return 0
     if not args.op or not args.shape:
         raise TilecError("tilec tune needs an OP and --shape (or --replay FILE)")
     from .report import ProgressBar, study_record, table, write_json, write_plots

@@ -149,7 +149,8 @@ def calibration_path() -> Path:
 
 
 def host_profile() -> Profile:
-    path = calibration_path()
+    from tilec.runtime.cache import readable
+    path = readable(CALIBRATION_FILE)
     if path.is_file():
         from . import load_file
         try:
