@@ -51,6 +51,7 @@ class TuneResult:
     history: list[dict] = field(default_factory=list)   # this call's evaluations, in order
     study: Any = None
     confirmed: bool = False               # best_config won a re-measurement of the leaders (confirm.py)
+    reused_from: list | None = None       # tune_op ran nothing: the exact shapes the study was tuned at
 
     def as_dict(self) -> dict:
         return {"study": self.study_name, "best_config": self.best_config, "best_value": self.best_value,

@@ -4,6 +4,7 @@ pipeline."""
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from tilec import backends
 from tilec.errors import TilecError
@@ -38,12 +39,22 @@ def _value(text: str):
 
 def show(op_name: str, backend: str = "numba", config: dict | None = None, shape: dict | None = None,
          dtype: str = "float32", arch: str | None = None, what: str = "all") -> str:
+    be = backends.get(backend)
+    try:
+        return _show(op_name, be, backend, config, shape, dtype, arch, what)
+    except ModuleNotFoundError:
+        reason = be.missing()         # the install hint the ops give (pip install 'tilec[triton]')
+        if reason:
+            raise TilecError(reason) from None
+        raise
+
+
+def _show(op_name, be, backend, config, shape, dtype, arch, what) -> str:
     import ops
     spec = ops.REGISTRY.get(op_name)
     if spec is None:
         raise TilecError(f"unknown op {op_name!r}; known: {', '.join(sorted(ops.REGISTRY))}")
     shape = {**spec.typical_shape(), **(shape or {})}
-    be = backends.get(backend)
     space = spec.space(backend)
     cfg = {**spec.default_config(shape, backend), **(config or {})}
     reasons = space.reasons(cfg)
@@ -64,12 +75,36 @@ def show(op_name: str, backend: str = "numba", config: dict | None = None, shape
         parts += ["", "## tile IR", format_function(fn)]
     if what in ("all", "source"):
         parts += ["", f"## {backend} source", be.render(fn, options)]
+    if what in ("ptx", "log") and not arch:
+        raise TilecError(f"--only {what} needs --arch (the {what} comes from the offline compile)")
     if arch:
         if not hasattr(be, "compile_offline"):
             raise TilecError(f"the {backend} backend has no offline compile (--arch is for triton and cuda)")
         report = be.compile_offline(fn, options, arch)
-        parts += ["", f"## compile report for {arch}", report.summary() if hasattr(report, "summary") else str(report)]
+        if what in ("ptx", "log"):
+            return _report_part(report, what, backend)
+        parts += ["", f"## compile report for {arch}", report_summary(report)]
     return "\n".join(parts)
+
+
+def report_summary(report, width: int = 100) -> str:
+    """A compile report's figures, wrapped; its PTX and log only with ``--only ptx|log``
+    (printed whole, they made the report one line of ~20 KB)."""
+    if hasattr(report, "summary"):
+        text = report.summary()
+    else:
+        fields = getattr(report, "__dataclass_fields__", {})
+        text = " | ".join(f"{name} {getattr(report, name)}" for name in fields if name not in ("ptx", "log"))
+    return "\n".join(textwrap.wrap(text, width, subsequent_indent="  ", break_on_hyphens=False))
+
+
+def _report_part(report, what: str, backend: str) -> str:
+    text = getattr(report, what, None)
+    if text is None and what == "log":
+        text = getattr(report, "ptxas_log", None)
+    if text is None:
+        raise TilecError(f"the {backend} compile report keeps no {what}")
+    return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", help="e.g. M=1024,N=1024,K=1024")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--arch", help="sm_80, sm_86, sm_89 or sm_90: compile offline and report resources")
-    p.add_argument("--only", choices=("ir", "source"), help="print just the IR or just the source")
+    p.add_argument("--only", choices=("ir", "source", "ptx", "log"),
+                   help="print just the IR, the source, or (with --arch) the PTX or the compiler's log")
     p.add_argument("--passes", action="store_true",
                    help="print the IR after each pass of the backend's pipeline (like MLIR's print-after-all)")
     p.set_defaults(run=lambda a: print(show(a.op, a.backend, parse_assignments(a.config), parse_assignments(a.shape),

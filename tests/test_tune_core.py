@@ -293,3 +293,27 @@ def test_fixing_parameters_narrows_the_space_and_keeps_its_constraints():
     assert space.size() == 9 and fixed.size() == 2
     with pytest.raises(KeyError, match="NOPE"):
         space.fix({"NOPE": 1})
+
+
+def test_tune_summary_says_what_where_and_a_known_bucket_is_reused_aloud_or_forced(tmp_path, monkeypatch, capsys):
+    """`tilec tune gemm --shape M=300,...` after a 512^3 tune ran 0 trials and printed the
+    512^3 study without saying so; the summary never said where the result went."""
+    from tilec.tuning.database import forget
+    from tilec.cli import main
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TILEC_TUNING_DB", raising=False)
+    forget()
+    common = ["--profile", "h100_sxm", "--quiet", "--trials", "4"]
+    assert main(["tune", "gemm", "--shape", "M=512,N=512,K=512", *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "tuned gemm at M=512,N=512,K=512" in out and "4 configs evaluated now, 4 in the study" in out
+    assert f"stored in {tmp_path / 'tuning.db'}" in out and "shape bucket K=512,M=512,N=512" in out
+    assert "nothing tuned" not in out
+    assert main(["tune", "gemm", "--shape", "M=300,N=300,K=300", *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing tuned: the study of the bucket K=512,M=512,N=512 already holds 4 configs" in out
+    assert "tuned at M=512,N=512,K=512" in out and "--force" in out and "0 configs evaluated now" in out
+    assert main(["tune", "gemm", "--shape", "M=300,N=300,K=300", *common, "--force"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing tuned" not in out and "4 configs evaluated now, 8 in the study" in out
+    forget()

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -62,13 +63,15 @@ def open_storage(url=None):
     import optuna
     if url is not None and not isinstance(url, str):
         return url
+    chosen = bool(url or os.environ.get(ENV))
     url = as_url(url) if url else default_url()
     if url == "memory":
         return optuna.storages.InMemoryStorage()
     path = sqlite_path(url)
     engine_kwargs = {}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_room(path, chosen)
+        _set_aside_if_damaged(path)
         with sqlite3.connect(path, timeout=60) as con:   # WAL persists in the file
             con.execute("PRAGMA journal_mode=WAL")
         engine_kwargs = {"creator": lambda: _sqlite_connect(path)}
@@ -90,6 +93,82 @@ def open_storage(url=None):
             if attempt == 5:
                 raise TilecError(f"cannot open tuning database {url!r}: {type(e).__name__}: {e}") from None
             time.sleep(0.2 * (attempt + 1))
+
+
+def _make_room(path: Path, chosen: bool) -> None:
+    """The default database's directory (the cache dir) is created; one the user named
+    (``--storage``, ``$TILEC_TUNING_DB``) must exist: a typo is an error, not a new tree."""
+    if path.is_dir():
+        raise TilecError(f"tuning database {path} is a directory; name a file (e.g. {path / 'tuning.db'})")
+    if chosen:
+        if not path.parent.is_dir():
+            raise TilecError(f"tuning database {path}: the directory {path.parent} does not exist "
+                             f"(--storage / ${ENV} creates no directories); create it or name another file")
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TilecError(f"cannot create the tuning database's directory {path.parent} "
+                         f"($TILEC_CACHE_DIR or ~/.cache/tilec): {e.strerror or e}; set TILEC_CACHE_DIR "
+                         f"to a writable directory or choose a file with --storage / ${ENV}") from None
+
+
+def damage(path: Path) -> str | None:
+    """Why the SQLite file at ``path`` cannot serve as a database (None: it can, or is absent)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        return None if "locked" in str(e) else str(e)
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    problems = [r[0] for r in rows if r and r[0] != "ok"]
+    return "; ".join(problems[:3]) or None
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Move the database file (and its WAL files) to ``<name>.corrupt-<UTC time>``, saying so;
+    the next open starts a new one."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.{why}-{stamp}")
+    path.replace(target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.replace(target.with_name(target.name + suffix))
+    forget()
+    return target
+
+
+def reset(url: str | None = None) -> tuple[Path | None, Path | None]:
+    """Move the SQLite database (the default, or ``url``) aside so the next tune starts a new
+    one: (the database's path, where the old file went; None when there was none)."""
+    path = sqlite_path(as_url(url) if url else default_url())
+    if path is None:
+        raise TilecError("--reset-db works on SQLite files; drop a server database's tables yourself")
+    if not path.is_file():
+        return path, None
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=10)) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")      # the moved file holds every commit
+    with _schema_lock(path):
+        return path, set_aside(path, "reset")
+
+
+def _set_aside_if_damaged(path: Path) -> None:
+    why = damage(path)
+    if why is not None:
+        with _schema_lock(path):
+            if damage(path) is None:           # another tuner moved it first
+                return
+            target = set_aside(path, "corrupt")
+        warnings.warn(f"tilec: the tuning database {path} is damaged ({why}); it was moved to {target} "
+                      f"and a new one started (its tuned configs are lost; ops use defaults until re-tuned)",
+                      stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -182,7 +261,9 @@ def read_best(url: str, study_name: str) -> tuple[dict, float] | None:
                                   (study_name,)).fetchone()
             finally:
                 con.close()
-        except sqlite3.Error:
+        except sqlite3.Error as e:
+            if "no such table" not in str(e):
+                _warn_unreadable(path, e)
             return None
     else:
         try:
@@ -201,6 +282,18 @@ def read_best(url: str, study_name: str) -> tuple[dict, float] | None:
         return None
     cfg = _parse_config(row[0])
     return None if cfg is None else (cfg, float(row[1]))
+
+
+_warned: set[str] = set()
+
+
+def _warn_unreadable(path: Path, error: Exception) -> None:
+    """Once per file and process: ops fall back to their default configs."""
+    if str(path) in _warned:
+        return
+    _warned.add(str(path))
+    warnings.warn(f"tilec: cannot read the tuning database {path} ({error}); ops use their default configs. "
+                  f"`tilec tune --reset-db` moves it aside and starts a new one", stacklevel=5)
 
 
 _memo: dict[tuple, dict | None] = {}
