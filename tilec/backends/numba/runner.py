@@ -20,7 +20,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ...errors import InputError
-from ...ir import Function, TensorType
+from ...ir import Function, TensorType, TileType
 from ...runtime.arrays import host_view
 from ...runtime.cache import Manifest, atomic_write, cache_dir
 from ...runtime.notice import CompileNotice
@@ -57,15 +57,26 @@ class NumbaBackend(Backend):
         uses_blas = options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk())
         stored = _stored_params(fn)
         what = _describe(fn)
+        # The IR types fix each argument's dtype and rank: what else picks a specialization is
+        # the arrays' alignment and writeability (see _numba_type), read from their flags.
+        arrays = [i for i, p in enumerate(fn.params) if isinstance(p.type, TensorType)]
+        specs: dict[tuple, _Spec] = {}
 
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
-            spec = _specialization(kernel, args, stored, what, record_overloads)
+            flags = tuple([args[i].flags.num & _ALIGNED_WRITEABLE for i in arrays])
+            spec = specs.get(flags)
+            if spec is None:
+                spec = specs[flags] = _specialization(kernel, args, stored, what, record_overloads)
             # BLAS called from the program threads must not spawn threads of its own. Not even
             # for a lone program: scipy's OpenBLAS workers would then spin for ~0.1 s after each
             # call, and a NumPy matmul in that window ran 6x slower against them on 2 cores.
             if uses_blas:
-                with _one_blas_thread():
+                blas = _one_blas_thread()
+                before = blas.limit()
+                try:
                     _run_programs(spec, parallel, grid, args)
+                finally:
+                    blas.restore(before)
             else:
                 _run_programs(spec, parallel, grid, args)
 
@@ -73,6 +84,15 @@ class NumbaBackend(Backend):
 
     def prepare_scalar(self, value: Any, dtype) -> Any:
         return dtype.numpy.type(value)  # typed, so a Python float is fp32 in the kernel, not fp64
+
+    def preparer(self, t, name: str):
+        """How an argument of IR type ``t`` is prepared, decided once per launch: scalars typed,
+        NumPy arrays as they are, but for 16-bit floats (their uint16 bits)."""
+        if isinstance(t, TileType):
+            return t.dtype.numpy.type
+        if t.dtype.is_float and t.dtype.bits == 16:
+            return lambda a: self.prepare(a, name)
+        return lambda a: a if type(a) is np.ndarray else self.prepare(a, name)
 
     def prepare(self, arg: Any, name: str) -> Any:
         if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
@@ -102,7 +122,7 @@ def _run_programs(spec: "_Spec", parallel: bool, grid: tuple[int, int, int], arg
     size = -(-total // (4 * n))
     over_threads = spec.over_threads()
     with _launch_guard():
-        over_threads(spec.address, n, size, total, *grid, *args)
+        over_threads(spec.address, n, size, total, *grid, tuple(args))
 
 
 class _Spec:
@@ -120,12 +140,13 @@ class _Spec:
         self._over = None
 
     def nbytes(self, args: list[Any]) -> int:
-        return sum(args[i].nbytes for i in self.arrays)
+        return sum([args[i].nbytes for i in self.arrays])
 
     def over_threads(self):
         if self._over is None:
             dispatcher, record = _over_threads()
-            sig = (numba.types.intp,) * 7 + self.signature[5:]
+            # its *args, as the one star-argument tuple an explicit signature names them by
+            sig = (numba.types.intp,) * 7 + (numba.types.StarArgTuple.from_types(self.signature[5:]),)
             with _notice_on_compile(self.what):
                 dispatcher.compile(sig)
             record(dispatcher)
@@ -158,8 +179,11 @@ def _specialization(kernel, args: list[Any], stored: dict[int, str], what: str, 
 def _numba_kind(a: Any) -> Any:
     """What decides the normalized type of a prepared argument (arrays: dtype, rank, alignment)."""
     if type(a) is np.ndarray:
-        return a.dtype, a.ndim, a.flags.aligned, a.flags.writeable
+        return a.dtype, a.ndim, a.flags.num & _ALIGNED_WRITEABLE
     return type(a)
+
+
+_ALIGNED_WRITEABLE = 0x100 | 0x400          # NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE
 
 
 def _numba_type(a: Any):
@@ -289,19 +313,40 @@ def _in_forked_child() -> None:
 os.register_at_fork(after_in_child=_in_forked_child)
 
 
-@contextmanager
-def _one_blas_thread():
-    """The kernels' BLAS set to one thread for the duration (a few microseconds, unlike
-    ``threadpool_limits``, which rescans the loaded libraries on every call)."""
-    libs = _numba_blas()
-    before = [lib.num_threads for lib in libs]
-    for lib in libs:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, n in zip(libs, before):
-            lib.set_num_threads(n)
+class _OneBlasThread:
+    """The kernels' BLAS set to one thread for the duration, through the libraries' own
+    get/set functions found once (~1 us; ``threadpool_limits`` rescans the loaded libraries on
+    every call, and threadpoolctl's per-call wrappers took ~8 us of a 64^3 GEMM)."""
+
+    def __init__(self):
+        self.calls = [_thread_calls(lib) for lib in _numba_blas()]
+
+    def limit(self) -> list:
+        """Set one thread; returns the counts to restore."""
+        before = [get() for get, _ in self.calls]
+        for _, set_threads in self.calls:
+            set_threads(1)
+        return before
+
+    def restore(self, before: list) -> None:
+        for (_, set_threads), n in zip(self.calls, before):
+            if n != 1:
+                set_threads(n)
+
+
+def _thread_calls(lib) -> tuple:
+    """(get, set) of a BLAS's thread count: OpenBLAS's own symbols when it runs its own
+    threads, else threadpoolctl's methods."""
+    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
+        get, put = lib._get_symbol("openblas_get_num_threads"), lib._get_symbol("openblas_set_num_threads")
+        if get is not None and put is not None:
+            return get, put
+    return lib.get_num_threads, lib.set_num_threads
+
+
+@functools.cache
+def _one_blas_thread() -> _OneBlasThread:
+    return _OneBlasThread()
 
 
 @functools.cache
