@@ -5,8 +5,9 @@ small sizes, interleaved, each setting in a fresh process (OpenMP reads its sett
 
 Two OpenMP users in one process (torch's ATen/MKL and Numba's pool) share the cores: a pool
 whose threads still spin for the last op's next region takes the cores from the next op's
-threads. The rows compare tilec's setting (see tilec.backends.numba.threads) with OpenMP's
-active wait, each against the same op alone (after a 2 ms pause).
+threads. The rows compare tilec's setting (see tilec/runtime/threads.py), with tilec imported
+before or after torch, and OpenMP's active wait, each against the same op alone (after a 2 ms
+pause).
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from .timing import write_json
 _PROBE = r"""
 import json, os, time
 import numpy as np
-import torch
-import ops
+if os.environ.get("BENCH_ORDER") == "tilec_first":
+    import ops, torch
+else:
+    import torch, ops
 
 def median(x):
     x = sorted(x)
@@ -58,15 +61,15 @@ print(json.dumps({"rows": rows, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLI
 """
 
 SETTINGS = {
-    "tilec": {},                                     # tilec's own choice: Numba's pool passive
+    "tilec_first": {"BENCH_ORDER": "tilec_first"},   # import ops, then torch: tilec's policy for both pools
+    "torch_first": {},                               # import torch, then ops: torch's pool keeps OpenMP's default
     "omp_active": {"OMP_WAIT_POLICY": "ACTIVE"},     # both pools spin between regions
-    "omp_passive": {"OMP_WAIT_POLICY": "PASSIVE"},   # the user's setting: both pools passive
 }
 
 
 def _probe(extra: dict) -> dict:
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER", "BENCH_ORDER")}
     env.update(extra, PYTHONPATH=str(root), TILEC_QUIET="1")
     out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:

@@ -26,7 +26,6 @@ from ...runtime.cache import Manifest, atomic_write, cache_dir
 from ...runtime.notice import CompileNotice
 from ..base import Backend, Compiled, Option
 from .renderer import kernel_symbol, render
-from .threads import start_pool
 
 _lock = threading.Lock()
 # Generated kernels call into support.py (rt.row_max, rt.matmul_into, ...) and Numba compiles
@@ -116,7 +115,6 @@ def _run_programs(spec: "_Spec", parallel: bool, grid: tuple[int, int, int], arg
     total = grid[0] * grid[1] * grid[2]
     n = 1
     if parallel and total > 1 and not _forked and spec.nbytes(args) >= SERIAL_BYTES:
-        start_pool()                           # once: the wait policy beside other pools (threads.py)
         n = min(numba.get_num_threads(), total)
     if n <= 1:
         spec.serial(0, total, *grid, *args)
