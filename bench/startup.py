@@ -30,7 +30,7 @@ t = T()
 import ops
 imports = T() - t
 import numpy as np
-first = {}
+first = {{}}
 
 
 def timed(name, fn):

@@ -13,7 +13,7 @@ from autotune.space import Param, Space
 from tilec import backends
 from tilec.errors import ConfigError, InputError
 from tilec.runtime.arrays import check_same_device, describe, empty_like_library
-from tilec.runtime.launch import bind
+from tilec.runtime import launch as runtime_launch
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 ACTIVATIONS = (None, "relu", "gelu", "silu")
@@ -141,7 +141,7 @@ class CallPlans:
         arguments to prepare. ``config`` and the arguments' kinds must follow from the plan."""
         bound = self._launches.get(id(plan)) if kept else None
         if bound is None:
-            bound = bind(kernel, grid, args, config, backend)
+            bound = runtime_launch.bind(kernel, grid, args, config, backend)
             if kept:
                 self._launches[id(plan)] = bound
         bound(*args)

@@ -39,14 +39,17 @@ def _variant(x: np.ndarray, layout: str, read_only: bool) -> np.ndarray:
 
 
 def _gemm_dispatchers() -> list:
-    return [k[0] for k in runner._specs if k[0].__name__.startswith("gemm_kernel_bm16_bn16_bk16")]
+    found = {k[0] for k in runner._specs if k[0].__name__.startswith("gemm_kernel") and "_bm16_bn16_bk16" in k[0].__name__}
+    assert found, "no gemm specialization for the test's config"
+    return list(found)
 
 
 @settings(max_examples=12)
 @given(m=st.integers(1, 37), n=st.integers(1, 29), k=st.integers(1, 23),
        layouts=st.tuples(st.sampled_from(["C", "F", "strided", "reversed"]), st.sampled_from(["C", "F", "strided"])),
        read_only=st.tuples(st.booleans(), st.booleans()))
-def test_layouts_and_read_only_inputs_share_one_specialization(m, n, k, layouts, read_only):
+def test_layouts_and_read_only_inputs_share_two_specializations(m, n, k, layouts, read_only):
+    """C-contiguous inputs run one compile, every other layout one more ('A'), read-only or not."""
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     a64, b64 = rng.standard_normal((m, k)), rng.standard_normal((k, n))
     a = _variant(a64.astype(np.float32), layouts[0], read_only[0])
@@ -54,8 +57,20 @@ def test_layouts_and_read_only_inputs_share_one_specialization(m, n, k, layouts,
     c = ops.gemm(a, b, config=CFG)
     np.testing.assert_allclose(c, a64.astype(np.float32).astype(np.float64) @ b64.astype(np.float32), rtol=1e-4,
                                atol=1e-4)
-    for dispatcher in _gemm_dispatchers():      # every layout ran the one compiled signature
-        assert len(dispatcher.overloads) == 1, list(dispatcher.overloads)
+    for dispatcher in _gemm_dispatchers():
+        assert len(dispatcher.overloads) <= 4, list(dispatcher.overloads)   # (C | A) x (C | A) for a and b
+
+
+def test_every_non_contiguous_layout_runs_one_compile():
+    cfg = {"BM": 32, "BN": 16, "BK": 16}            # a config no other test launches
+    rng = np.random.default_rng(3)
+    a64, b64 = rng.standard_normal((21, 13)), rng.standard_normal((13, 10))
+    a, b = a64.astype(np.float32), b64.astype(np.float32)
+    for x in (a, np.asfortranarray(a), _variant(a, "strided", True), _variant(a, "reversed", False),
+              np.ascontiguousarray(a.T).T, _variant(a, "C", True)):
+        np.testing.assert_allclose(ops.gemm(x, b, config=cfg), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    [dispatcher] = {k[0] for k in runner._specs if k[0].__name__.startswith("gemm_kernel") and "_bm32_bn16_bk16" in k[0].__name__}
+    assert sorted(sig[5].layout for sig in dispatcher.overloads) == ["A", "C"]
 
 
 @tc.kernel
