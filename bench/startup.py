@@ -88,12 +88,18 @@ def _conditions() -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench startup")
     p.add_argument("--threads", action="store_true", help="also run bench/threads.py (a few minutes)")
+    p.add_argument("--warm-runs", type=int, default=3, help="warm processes; the median by first gemm is kept")
     p.add_argument("--json")
     args = p.parse_args(argv)
     result = {"conditions_before": _conditions()}
     with tempfile.TemporaryDirectory() as cache:
         result["cold"] = _probe(cache)
-        result["warm"] = sorted((_probe(cache) for _ in range(3)), key=lambda r: r["first_gemm_64_s"])[1]
+        print("cold:", json.dumps(result["cold"]), flush=True)
+        warm = []
+        for _ in range(max(1, args.warm_runs)):
+            warm.append(_probe(cache))
+            print("warm:", json.dumps(warm[-1]), flush=True)
+        result["warm"] = sorted(warm, key=lambda r: r["first_gemm_64_s"])[len(warm) // 2]
     from . import overhead
     result["overhead"] = overhead.measure()
     if args.threads:
