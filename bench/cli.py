@@ -6,7 +6,8 @@ import importlib
 import sys
 
 BENCHMARKS = {"gemm": "bench.gemm", "startup": "bench.startup", "quant": "bench.quant",
-              "attention": "bench.attention", "gpu": "bench.gpu"}
+              "attention": "bench.attention", "gpu": "bench.gpu", "overhead": "bench.overhead",
+              "threads": "bench.threads"}
 
 
 def run(name: str, argv: list[str]) -> None:
