@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args) -> int:
-    from tilec.show import parse_assignments
+    from .show import parse_assignments
     warmup(args.ops or None, tuple(args.dtype or ("float32",)), parse_assignments(args.shape), args.backend,
            report=lambda line: print(line, file=sys.stdout, flush=True))
     return 0

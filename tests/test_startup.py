@@ -182,7 +182,7 @@ print(started, numba.threading_layer())
 
 def test_warmup_fills_the_cache_for_a_later_process(tmp_path):
     env = dict(TILEC_CACHE_DIR=str(tmp_path), TILEC_QUIET="1")
-    out = _python("from tilec.cli import main; raise SystemExit(main(['warmup', 'gemm', '--shape', 'M=40,N=24,K=8']))",
+    out = _python("from autotune.cli_main import main; raise SystemExit(main(['warmup', 'gemm', '--shape', 'M=40,N=24,K=8']))",
                   **env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("gemm float32 M=40,N=24,K=8: ready"), out.stdout
@@ -198,5 +198,5 @@ print(json.dumps({"hits": sum(d.stats.cache_hits.values()), "misses": sum(d.stat
     again = _python(probe, **env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1]) == {"hits": 1, "misses": 0}
-    bad = _python("from tilec.cli import main; raise SystemExit(main(['warmup', 'nope']))", **env)
+    bad = _python("from autotune.cli_main import main; raise SystemExit(main(['warmup', 'nope']))", **env)
     assert bad.returncode == 2 and "op(s) ['nope'] unknown" in bad.stderr
