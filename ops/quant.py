@@ -4,7 +4,9 @@ x is (M, K) float, qw a ``QuantizedWeight`` for W (K, N) (layout in ``ops.quant_
 (M, N) float32 accumulated in fp32; M=1 is the GEMV case. One program owns BM rows and BNB
 packed byte columns (BNB * 8 // bits output columns). It unpacks one code position per byte at a
 time in tiles, so the dequantized matrix never exists: per group it forms ``sum_k x * code``
-and applies the zero point once per group, ``s * (sum_k x * code - z * sum_k x)``.
+and applies the zero point once per group, ``s * (sum_k x * code - z * sum_k x)``. For many rows
+(``UNPACK="dequant"``, the CPU default from ``DEQUANT_FROM_M`` rows) the weight tile is instead
+dequantized once per K step and shared by a block of up to 1024 rows through one tile product.
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ VARIANTS = [
     (2, 7, "greedy", {"BM": 1, "BN": 32, "MU": 2}),       # a group of 7 ends inside a chunk of MU
     (3, 20, "alternating", {"BM": 2, "BN": 32, "MU": 4}),  # 16-entry tables: SIMD lookups on AVX-512
     (3, 12, "uniform", {"BM": 4, "BN": 32, "MU": 4, "FORM": "dequant"}),  # planes as a float tile
-    (2, 16, "greedy", {"BM": 2, "BN": 32, "MU": 4, "FORM": "dequant"}),
+    (2, 16, "greedy", {"BM": 2, "BN": 32, "MU": 4, "FORM": "dequant", "KG": 2}),  # 2 groups a step
 ]
 
 
