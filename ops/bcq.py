@@ -147,8 +147,40 @@ def _uniform(wg: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return signs, alpha, beta
 
 
-def bcq_quantize(w, bits: int = 3, group_size: int = 128, method: str = "greedy", iters: int = 10) -> BCQWeight:
-    """Binary-coding quantization of a (K, N) weight with per-group, per-plane scales."""
+def _fit_group(rows: np.ndarray, q: int, method: str, iters: int) -> tuple:
+    """A group's (alpha (q, N), beta (N,) or None, nearest-value table) from its rows (G, N)."""
+    beta = None
+    if method == "greedy":
+        _, alpha = _greedy(rows[None], q)
+    elif method == "alternating":
+        _, alpha = _alternating(rows[None], q, iters)
+    else:
+        _, alpha, beta = _uniform(rows[None], q)
+        beta = beta[0]
+    alpha = alpha[:, 0].astype(np.float32).astype(np.float64)
+    if beta is not None:
+        beta = beta.astype(np.float32).astype(np.float64)
+    combos = np.array(list(itertools.product((-1.0, 1.0), repeat=q)))           # (C, q)
+    values = combos @ alpha + (0.0 if beta is None else beta)                    # (C, N)
+    order = np.argsort(values, axis=0)
+    ordered = np.take_along_axis(values, order, axis=0)
+    return alpha, beta, (combos, order, ordered, (ordered[1:] + ordered[:-1]) / 2)
+
+
+def _snap_row(row: np.ndarray, params: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest representable value of each weight in a row, and its signs (q, N)."""
+    combos, order, ordered, mids = params[2]
+    pos = (row[None, :] > mids).sum(axis=0)
+    cols = np.arange(row.shape[0])
+    return ordered[pos, cols], combos[order[pos, cols]].T
+
+
+def bcq_quantize(w, bits: int = 3, group_size: int = 128, method: str = "greedy", iters: int = 10,
+                 calibration=None, damp: float = 0.01) -> BCQWeight:
+    """Binary-coding quantization of a (K, N) weight with per-group, per-plane scales. With
+    calibration activations X (samples, K) the signs come from GPTQ (``ops.gptq``): each group's
+    scales are fitted by ``method`` and each weight takes the nearest sign combination after the
+    error of the rows before it has been fed back, minimising ``||X W - X Wq||``."""
     if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 4:
         raise InputError(f"bcq_quantize: bits must be 1..4, got {bits!r}")
     if method not in METHODS:
@@ -157,7 +189,15 @@ def bcq_quantize(w, bits: int = 3, group_size: int = 128, method: str = "greedy"
     k, n = w.shape
     wg = w.reshape(k // group_size, group_size, n)
     beta = None
-    if method == "greedy":
+    if calibration is not None:
+        from .gptq import gptq
+        params, codes = gptq(w, calibration, group_size, lambda rows: _fit_group(rows, bits, method, iters),
+                             _snap_row, damp)
+        signs = np.moveaxis(codes, 1, 0)                                          # (q, K, N)
+        alpha = np.stack([p[0] for p in params], axis=1)
+        if method == "uniform":
+            beta = np.stack([p[1] for p in params])
+    elif method == "greedy":
         signs, alpha = _greedy(wg, bits)
     elif method == "alternating":
         signs, alpha = _alternating(wg, bits, iters)

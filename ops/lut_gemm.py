@@ -24,46 +24,70 @@ from .spec import OpSpec
 
 @tc.kernel
 def lut_gemm_kernel(X, Bits, Alpha, Beta, Y, BM: tc.constexpr, BN: tc.constexpr, MU: tc.constexpr,
-                    G: tc.constexpr, Q: tc.constexpr, HAS_OFFSET: tc.constexpr):
+                    G: tc.constexpr, Q: tc.constexpr, HAS_OFFSET: tc.constexpr, FORM: tc.constexpr = "lut",
+                    KG: tc.constexpr = 1):
     # X (M, K); Bits (Q, groups * GB, N) uint8; Alpha (Q, groups, N); Beta (groups, N); Y (M, N)
     pm, pn = tc.program_id(0), tc.program_id(1)
     GB = (G + 7) // 8           # sign bytes per group and column
-    R = 8 // MU                 # table patterns per byte
-    T = 1 << MU                 # table entries
-    # signs[j, p] = +1 if bit j of pattern p is set, else -1
-    signs = tc.cast(((tc.arange(T)[None, :] >> tc.arange(MU)[:, None]) & 1) * 2 - 1, tc.float32)
-    shifts = tc.arange(R) * MU
     acc = tc.zeros((BM, BN), tc.float32)
-    for g in tc.range(0, Alpha.shape[1]):
-        x = tc.load(X, (pm * BM, g * G), (BM, GB * 8))
-        if G != GB * 8:         # the group ends inside the last byte: later rows are not ours
-            x = tc.where(tc.arange(GB * 8)[None, :] < G, x, 0.0)
-        # every table at once: one (BM*GB*R, MU) @ (MU, T) product
-        chunks = tc.reshape(x, (BM * GB * R, MU))
-        table = tc.reshape(tc.dot(chunks, signs), (BM, GB * R, T))
-        for i in tc.static_range(Q):
-            byte = tc.load(Bits, (i, g * GB, pn * BN), (None, GB, BN))
-            pattern = tc.reshape((byte[:, None, :] >> shifts[None, :, None]) & (T - 1), (GB * R, BN))
-            hits = tc.gather(table, pattern[None, :, :], axis=2)                         # (BM, GB*R, BN)
-            part = tc.sum(hits, axis=1)                                                  # (BM, BN)
-            alpha = tc.load(Alpha, (i, g, pn * BN), (None, None, BN))
-            acc = acc + alpha[None, :] * part
-        if HAS_OFFSET:
-            beta = tc.load(Beta, (g, pn * BN), (None, BN))
-            acc = acc + beta[None, :] * tc.sum(x, axis=1)[:, None]
+    if FORM == "dequant":
+        # many rows: KG groups of planes become one float tile, sum_i alpha_i * (+-1) (+ beta),
+        # that a tile product shares among all rows of the block (KG > 1 needs G % 8 == 0, so
+        # that the groups' rows follow each other without padding)
+        rows = tc.arange(8)
+        for g in tc.range(0, Alpha.shape[1], KG):
+            x = tc.load(X, (pm * BM, g * G), (BM, KG * GB * 8))
+            if G != GB * 8:     # the group ends inside the last byte: later rows are not ours
+                x = tc.where(tc.arange(GB * 8)[None, :] < G, x, 0.0)
+            w = tc.zeros((KG, GB, 8, BN), tc.float32)
+            for i in tc.static_range(Q):
+                byte = tc.reshape(tc.load(Bits, (i, g * GB, pn * BN), (None, KG * GB, BN)), (KG, GB, 1, BN))
+                sign = tc.cast((byte >> rows[None, None, :, None]) & 1, tc.float32) * 2.0 - 1.0
+                w = w + sign * tc.load(Alpha, (i, g, pn * BN), (None, KG, BN))[:, None, None, :]
+            if HAS_OFFSET:
+                w = w + tc.load(Beta, (g, pn * BN), (KG, BN))[:, None, None, :]
+            acc = tc.dot(x, tc.reshape(w, (KG * GB * 8, BN)), acc)
+    else:
+        R = 8 // MU             # table patterns per byte
+        T = 1 << MU             # table entries
+        # signs[j, p] = +1 if bit j of pattern p is set, else -1
+        signs = tc.cast(((tc.arange(T)[None, :] >> tc.arange(MU)[:, None]) & 1) * 2 - 1, tc.float32)
+        shifts = tc.arange(R) * MU
+        for g in tc.range(0, Alpha.shape[1]):
+            x = tc.load(X, (pm * BM, g * G), (BM, GB * 8))
+            if G != GB * 8:
+                x = tc.where(tc.arange(GB * 8)[None, :] < G, x, 0.0)
+            # every table at once: one (BM*GB*R, MU) @ (MU, T) product
+            chunks = tc.reshape(x, (BM * GB * R, MU))
+            table = tc.reshape(tc.dot(chunks, signs), (BM, GB * R, T))
+            for i in tc.static_range(Q):
+                byte = tc.load(Bits, (i, g * GB, pn * BN), (None, GB, BN))
+                pattern = tc.reshape((byte[:, None, :] >> shifts[None, :, None]) & (T - 1), (GB * R, BN))
+                hits = tc.gather(table, pattern[None, :, :], axis=2)                         # (BM, GB*R, BN)
+                part = tc.sum(hits, axis=1)                                                  # (BM, BN)
+                alpha = tc.load(Alpha, (i, g, pn * BN), (None, None, BN))
+                acc = acc + alpha[None, :] * part
+            if HAS_OFFSET:
+                beta = tc.load(Beta, (g, pn * BN), (None, BN))
+                acc = acc + beta[None, :] * tc.sum(x, axis=1)[:, None]
     tc.store(Y, (pm * BM, pn * BN), acc)
 
-
-TILES = [Param("BM", (1, 2, 4, 8, 16)), Param("BN", (32, 64, 128, 256, 512)),
-         Param("MU", (1, 2, 4, 8), "activations per lookup table (2**MU entries)")]
+FORMS = [Param("FORM", ("lut", "dequant"), "table lookups, or planes dequantized into a tile for a tile product"),
+         Param("KG", (1, 2, 4), "groups per K step of the dequantized tile (needs group_size % 8 == 0)")]
+TILES = [Param("BM", (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)), Param("BN", (32, 64, 128, 256, 512)),
+         Param("MU", (1, 2, 4, 8), "activations per lookup table (2**MU entries)"), *FORMS]
 # GPUs hold a program's hits, (BM, G / MU, BN), in registers: 16 x 128 x 512 would be 1M of
 # them, which Triton takes minutes to compile; Triton for sm_80 fits these in 72-168 registers.
-GPU_TILES = [Param("BM", (1, 2, 4)), Param("BN", (32, 64, 128)),
-             Param("MU", (2, 4, 8), "activations per lookup table (2**MU entries)")]
+GPU_TILES = [Param("BM", (1, 2, 4, 16, 32)), Param("BN", (32, 64, 128)),
+             Param("MU", (2, 4, 8), "activations per lookup table (2**MU entries)"), *FORMS]
 
 
 def space(backend: str = "numba"):
     return backend_space(TILES if backend == "numba" else GPU_TILES, [], backend)
+
+
+# From this many rows on, CPUs dequantize the planes into a tile (FORM="dequant"); tunable per M.
+DEQUANT_FROM_M = 16
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
@@ -76,6 +100,11 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         # loads, and 256-entry tables (MU=8) halve their number. Wide strips; narrower only to
         # leave a few programs per thread.
         from tilec.backends.numba.support import PERMUTE16
+        if m >= DEQUANT_FROM_M:
+            # many rows: planes dequantized into a float tile once per group and block of rows
+            bm = min(1024, 1 << (m - 1).bit_length())
+            return {"BM": bm, "BN": strip_width(512, shape.get("N", 1), cdiv_host(m, bm), 32), "MU": 4,
+                    "FORM": "dequant", "KG": 4, "dot": "blas"}
         bn = strip_width(512, shape.get("N", 1), cdiv_host(m, bm), 32)
         return {"BM": bm, "BN": bn, "MU": 4 if PERMUTE16 else 8, "dot": "loops"}
     return {"BM": min(bm, 4), "BN": 32, "MU": 4}  # tables and hits live in shared memory on GPUs
@@ -97,6 +126,8 @@ def lut_gemm(x: Any, bw: BCQWeight, *, backend: str | None = None, config: dict 
     shape = {"M": m, "N": n, "K": k}
     cfg = choose_config("lut_gemm", shape, f"bcq{c.bits}", be, ix.device, config, space(be),
                         default_config(shape, be))
+    if c.group_size % 8 and cfg.get("KG", 1) > 1:
+        cfg = {**cfg, "KG": 1}      # padded groups: one group per step (see the kernel)
     y = output_like(x, (m, n), tc.float32)
     beta = bw.beta if bw.beta is not None else bw.alpha[0]
     grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"]))

@@ -35,11 +35,13 @@ VARIANTS = [
     (3, 12, "uniform", {"BM": 2, "BN": 32, "MU": 8}),     # 12 rows: the last byte of a group is half used
     (2, 7, "greedy", {"BM": 1, "BN": 32, "MU": 2}),       # a group of 7 ends inside a chunk of MU
     (3, 20, "alternating", {"BM": 2, "BN": 32, "MU": 4}),  # 16-entry tables: SIMD lookups on AVX-512
+    (3, 12, "uniform", {"BM": 4, "BN": 32, "MU": 4, "FORM": "dequant"}),  # planes as a float tile
+    (2, 16, "greedy", {"BM": 2, "BN": 32, "MU": 4, "FORM": "dequant", "KG": 2}),  # 2 groups a step
 ]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"q{v[0]}-g{v[1]}-{v[2]}-mu{v[3]['MU']}")
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"q{v[0]}-g{v[1]}-{v[2]}-mu{v[3]['MU']}-{v[3].get('FORM', 'lut')}")
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(m=st.sampled_from([1, 2, 3, 5]), groups=st.integers(1, 3), n=st.sampled_from([1, 7, 33, 70]),
        seed=st.integers(0, 2**16))

@@ -63,6 +63,8 @@ VARIANTS = [
     dict(bits=4, symmetric=False, group=64, cfg={"BM": 4, "BNB": 64, "UNPACK": "tile"}),
     dict(bits=8, symmetric=False, group=32, cfg={"BM": 2, "BNB": 16, "UNPACK": "fused"}),
     dict(bits=8, symmetric=True, group=64, cfg={"BM": 1, "BNB": 64, "UNPACK": "tile"}),
+    dict(bits=4, symmetric=False, group=32, cfg={"BM": 4, "BNB": 16, "UNPACK": "dequant", "KG": 2}),
+    dict(bits=8, symmetric=True, group=32, cfg={"BM": 2, "BNB": 32, "UNPACK": "dequant", "KG": 1}),
 ]
 
 

@@ -80,8 +80,9 @@ def test_quantize_linear_in_one_call(method, tol):
                       BCQLayout(3, 64, "stored", False)).dequantize()
     else:
         from ops.quant_format import QuantizedWeight, QuantLayout
-        w = QuantizedWeight(layer.qweight.numpy(), layer.scales.numpy(), None, (256, 96),
-                            QuantLayout(int(method[3:]), 64, True)).dequantize()
+        zeros = None if layer.zeros is None else layer.zeros.numpy()
+        w = QuantizedWeight(layer.qweight.numpy(), layer.scales.numpy(), zeros, (256, 96),
+                            QuantLayout(int(method[3:]), 64, zeros is None)).dequantize()
     exact = x.double() @ torch.from_numpy(w).double() + linear.bias.double()
     torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=1e-4)
     # and quantization keeps it near the float layer

@@ -331,8 +331,8 @@ def decode_attention_quantized(shape: dict, dtype: str, config: dict) -> Workloa
 def quant_gemm(shape: dict, dtype: str, config: dict) -> Workload:
     """``ops.quant``: y[M,N] = x[M,K] @ dequant(W) with ``bits``-bit codes packed 8/bits per byte,
     one scale per group of ``group_size`` rows; config BM rows, BNB packed bytes wide, UNPACK
-    "fused" (codes unpacked in the multiply loop) or "tile" (a group unpacked once, then one
-    tile product)."""
+    "fused" (codes unpacked in the multiply loop), "tile" (a group unpacked once, then one
+    tile product) or "dequant" (KG groups dequantized into one float tile, then one tile product)."""
     _need(shape, config, "quant_gemm", ("M", "N", "K"), ("BM", "BNB"))
     M, N, K = (int(shape[k]) for k in "MNK")
     bits, G = int(shape.get("bits", 4)), int(shape.get("group_size", 128))
@@ -340,21 +340,27 @@ def quant_gemm(shape: dict, dtype: str, config: dict) -> Workload:
     P, NB = 8 // bits, N * bits // 8
     e = itemsize(dtype)
     gm, gn = cdiv(M, BM), cdiv(NB, BNB)
-    steps, edge = edges([(M, BM), (NB, BNB), (K, G)])
-    tile = config.get("UNPACK", "fused") == "tile"
+    form = config.get("UNPACK", "fused")
+    KS = G * int(config.get("KG", 1)) if form == "dequant" else G      # rows of K per step
+    steps, edge = edges([(M, BM), (NB, BNB), (K, KS)])
+    tile = form in ("tile", "dequant")
     lib = tile and blas(config)
-    product = steps * BM * G * P * BNB                 # multiply-adds, padding included
-    # shift, mask and convert run as vector instructions over P * BNB codes: about one FMA's worth each
-    unpack = steps * G * P * BNB + steps * BM * P * BNB * 3 + steps * BM * G
+    product = steps * BM * KS * P * BNB                # multiply-adds, padding included
+    # shift, mask and convert run as vector instructions over P * BNB codes: about one FMA's worth
+    # each; "tile" rescales the block's partial products every group, "dequant" scales the codes
+    if form == "dequant":
+        unpack = steps * KS * P * BNB * 3
+    else:
+        unpack = steps * G * P * BNB + steps * BM * P * BNB * 3 + steps * BM * G
     weights = K * NB + 4.0 * (K // G) * N
     return Workload("quant_gemm", dict(shape), dtype, dict(config), flops=2.0 * M * N * K,
                     bytes=weights + (M * K + M * N) * e, grid=(gm, gn),
-                    tile_bytes_local=int(BM * G * e + G * BNB + (G + BM) * P * BNB * 4), compute_dtype=dtype,
+                    tile_bytes_local=int(BM * KS * e + KS * BNB + (KS + BM) * P * BNB * 4), compute_dtype=dtype,
                     traffic={"dram": weights + M * K * e * gn + M * N * e,
-                             "local": steps * (BM * G * e + G * BNB) + (steps * G * P * BNB * 4 if tile else 0)},
-                    inner_iterations=cdiv(K, G), work_efficiency=(M * N * K) / max(1, product * 1.0),
-                    library_calls=steps if lib else 0.0, call_flops=2.0 * BM * G * P * BNB,
-                    call_bytes=(BM * G + G * P * BNB) * 4.0, call_out_bytes=BM * P * BNB * 4.0, loop_ops=unpack + (0.0 if lib else product),
+                             "local": steps * (BM * KS * e + KS * BNB) + (steps * KS * P * BNB * 4 if tile else 0)},
+                    inner_iterations=cdiv(K, KS), work_efficiency=(M * N * K) / max(1, product * 1.0),
+                    library_calls=steps if lib else 0.0, call_flops=2.0 * BM * KS * P * BNB,
+                    call_bytes=(BM * KS + KS * P * BNB) * 4.0, call_out_bytes=BM * P * BNB * 4.0, loop_ops=unpack + (0.0 if lib else product),
                     vector_length=P * BNB, edge_steps=edge, edge_elements=edge * (BM * G + G * BNB))
 
 

@@ -68,14 +68,19 @@ class QuantLinear(torch.nn.Module):
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, method: str = "int4", group_size: int = 128,
-                    bits: int = 3, bcq_method: str = "alternating", symmetric: bool = True) -> "QuantLinear":
+                    bits: int = 3, bcq_method: str = "alternating", symmetric: bool = False,
+                    calibration=None) -> "QuantLinear":
+        """``calibration``: the layer's input activations (..., in_features), for GPTQ codes."""
         w = linear.weight.detach().float().t().contiguous().numpy()      # (in, out) = (K, N)
+        if isinstance(calibration, torch.Tensor):
+            calibration = _host(calibration.float())
         if method in ("int4", "int8"):
-            qw = ops.quantize(w, bits=int(method[3:]), group_size=group_size, symmetric=symmetric)
+            qw = ops.quantize(w, bits=int(method[3:]), group_size=group_size, symmetric=symmetric,
+                              calibration=calibration)
             tensors = {"qweight": torch.from_numpy(qw.qweight), "scales": torch.from_numpy(qw.scales),
                        "zeros": None if qw.zeros is None else torch.from_numpy(qw.zeros)}
         elif method == "lut":
-            bw = ops.bcq_quantize(w, bits=bits, group_size=group_size, method=bcq_method)
+            bw = ops.bcq_quantize(w, bits=bits, group_size=group_size, method=bcq_method, calibration=calibration)
             tensors = {"bits": torch.from_numpy(bw.bits), "alpha": torch.from_numpy(bw.alpha),
                        "beta": None if bw.beta is None else torch.from_numpy(bw.beta)}
         else:
