@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHMARKS = {"gemm": "bench.gemm", "startup": "bench.startup", "quant": "bench.quant",
-              "attention": "bench.attention"}
+              "attention": "bench.attention", "replay_strategies": "bench.replay_strategies"}
 
 
 def run(name: str, argv: list[str]) -> None:

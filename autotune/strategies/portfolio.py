@@ -1,26 +1,36 @@
-"""The default: the prior's top configs first (other devices' best, a cost model's ranking;
-the tuner's seeds come before even these), then the genetic algorithm guided by the same
-prior. Without a prior it is the genetic algorithm from the seeds."""
+"""The default: the budget split between a ranking and a sampler. First the tuner's seeds
+(other devices' best configs, the cost model's picks), then the prior's top configs (other
+devices' records, see transfer.py), then a sampler that starts from everything measured so
+far: the prior-guided genetic algorithm when there is a prior, TPE when there is none."""
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 
-from .genetic import Genetic
+from .base import Proposer
 
 TOP = 10                # configs taken straight from the prior's ranking
+WITH_PRIOR, WITHOUT_PRIOR = "genetic", "tpe"
 
 
-class Portfolio(Genetic):
-    def __init__(self, fs, seed, budget, prior=None):
+class Portfolio(Proposer):
+    def __init__(self, fs, seed, budget, prior=None, after: str | None = None):
         super().__init__(fs, seed, budget, prior)
+        after = after or (WITH_PRIOR if prior is not None else WITHOUT_PRIOR)
+        self.inner = importlib.import_module(f"autotune.strategies.{after}").make_proposer(fs, seed, budget, prior)
+        self.top: list[int] = []
         if prior is not None:
-            k = max(1, min(TOP, budget // 4))
-            self.first.extend(int(r) for r in np.argsort(prior, kind="stable")[:k])
+            self.top = [int(r) for r in np.argsort(prior, kind="stable")[: max(1, min(TOP, budget // 4))]]
 
-    def add_seeds(self, configs):
-        top, self.first = self.first, []
-        super().add_seeds(configs)
-        self.first += [r for r in top if r not in self.first]
+    def propose(self, known):
+        self.sync(known)
+        for queue in (self.first, self.top):
+            while queue:
+                row = queue.pop(0)
+                if not self.done[row]:
+                    return self.fs.configs[row]
+        return self.inner.propose(known)
 
 
 def make_proposer(fs, seed, budget, prior=None):
