@@ -9,6 +9,7 @@ from typing import Any
 from tilec.errors import TilecError
 
 from . import confirm as confirm_mod
+from . import strategies
 from .keys import TuningKey
 from .space import Space
 
@@ -90,7 +91,7 @@ def default_backend(device: str | None, profile) -> str:
 
 
 def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cpu", profile: str | None = None,
-            backend: str | None = None, n_evals: int = 30, strategy: str = "tpe", storage: Any = None,
+            backend: str | None = None, n_evals: int = 30, strategy: str | None = None, storage: Any = None,
             seed: int | None = None, repeats: int = 5, warmup: int = 1, objective: str = "time",
             use_seeds: bool = True, confirm: int = confirm_mod.TOP,
             progress: Callable[[dict], None] | None = None):
@@ -126,10 +127,14 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
         evaluator = MeasuredEvaluator(op, shape, dtype, backend, device, repeats=repeats, warmup=warmup,
                                       baseline=baseline)
     seeds = []
-    if use_seeds:
-        seeds = cost_model_seeds(op, shape, dtype, space, prof) + [default]
     store = database.open_storage(storage)
-    result = tune(space, evaluator, n_evals=n_evals, key=key, storage=store, strategy=strategy, seed=seed,
+    if use_seeds:
+        from .transfer import database_seeds
+        url = getattr(store, "url", None)            # other devices' best for this op (none in memory)
+        seeds = (cost_model_seeds(op, shape, dtype, space, prof) + (database_seeds(url, key) if url else [])
+                 + [default])
+    result = tune(space, evaluator, n_evals=n_evals, key=key, storage=store, strategy=strategy or strategies.DEFAULT,
+                  seed=seed,
                   seeds=seeds, profile=prof, objective=objective, progress=progress)
     if isinstance(evaluator, MeasuredEvaluator) and objective == "time" and confirm > 1:
         confirmed = confirm_mod.confirm_best(result.study, store, evaluator, key.as_dict(), k=confirm)

@@ -72,3 +72,25 @@ class Transfer:
                     seen.add(r[i][1])
                     out.append(json.loads(r[i][1]))
         return out
+
+
+def database_seeds(url: str, key, k: int = 3) -> list[dict]:
+    """The best configs other devices recorded in the tuning database for the same op, dtype
+    and backend (time-tuned studies only), nearest shape bucket first; never the key's own
+    device."""
+    from .database import best_rows
+    found = []
+    for name, cfg, _, fields in best_rows(url):
+        if name.endswith("|objective=energy") or fields.get("device") == key.device:
+            continue
+        if (fields.get("op"), fields.get("dtype"), fields.get("backend")) != (key.op, key.dtype, key.backend):
+            continue
+        other = fields.get("shape_bucket") or {}
+        distance = sum(abs(math.log2(max(int(other.get(d, 1)), 1)) - math.log2(max(int(v), 1)))
+                       for d, v in dict(key.shape).items())
+        found.append((distance, json.dumps(cfg, sort_keys=True)))
+    out = []
+    for _, cid in sorted(found):
+        if cid not in out:
+            out.append(cid)
+    return [json.loads(c) for c in out[:k]]

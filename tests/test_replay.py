@@ -135,8 +135,9 @@ def test_tpe_needs_at_most_half_the_evaluations_of_random_search_on_recorded_gpu
         pytest.skip(f"{path} is not present")
     rec = replay.load(path)
     assert len(rec.records) == 6768 and len(rec.valid()) == 5220
-    tpe, rnd = efficiency.compare(rec, ["tpe", "random"], seeds=20, within=0.10, cap=1000)
-    assert tpe.reached == rnd.reached == 20
+    tpe, = efficiency.compare(rec, ["tpe"], seeds=20, within=0.10, cap=1000)
+    rnd, = efficiency.compare(rec, ["random"], seeds=60, within=0.10, cap=1000)   # a steadier baseline
+    assert tpe.reached == 20 and rnd.reached == 60
     assert tpe.median <= 0.5 * rnd.median, (tpe.needed, rnd.needed)
     print(f"\nconvolution RTX 3090, evaluations to within 10%: TPE median {tpe.median}, random {rnd.median}")
     assert statistics.median(rnd.needed) > 20          # the target is not trivially easy

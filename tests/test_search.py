@@ -186,3 +186,24 @@ def test_default_strategy_with_transfer_needs_a_third_of_random_search(shared_di
                                    transfer=t)
     assert best.reached == 5 and best.median <= rnd.median / 3, (best.needed, rnd.needed)
     assert statistics.median(rnd.needed) > 10                         # the target is not trivially easy
+
+
+def test_database_transfer_seeds_come_from_other_devices_only(tmp_path):
+    from autotune import database
+    from autotune.keys import TuningKey
+    from autotune.transfer import database_seeds
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = database.open_storage(url)
+    shape = {"M": 1024, "N": 1024, "K": 1024}
+    for dev, cfg, sh in (("profile:a100_sxm4_80gb", {"BM": 128}, shape), ("profile:h100_sxm", {"BM": 256}, shape),
+                         ("profile:l4", {"BM": 32}, {"M": 64, "N": 64, "K": 64}), ("cpu", {"BM": 16}, shape)):
+        key = TuningKey.make("gemm", sh, "float16", "triton", dev)
+        database.record_best(store, key.study_name, cfg, 1e-3, key.as_dict())
+    other_op = TuningKey.make("gemv", {"M": 1024, "K": 1024}, "float16", "triton", "profile:h100_sxm")
+    database.record_best(store, other_op.study_name, {"BM": 999}, 1e-3, other_op.as_dict())
+    mine = TuningKey.make("gemm", shape, "float16", "triton", "cpu")
+    seeds = database_seeds(url, mine, k=5)
+    assert {"BM": 16} not in seeds and {"BM": 999} not in seeds             # own device, other op
+    assert seeds[:2] in ([{"BM": 128}, {"BM": 256}], [{"BM": 256}, {"BM": 128}]) and seeds[2] == {"BM": 32}
+    assert database_seeds(f"sqlite:///{tmp_path / 'none.sqlite'}", mine) == []
+    assert not (tmp_path / "none.sqlite").exists()
