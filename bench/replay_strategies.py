@@ -47,7 +47,8 @@ def row(label, recorded, transfer, setting, names) -> dict:
                              transfer=transfer, first_seed=setting["first_seed"])
     by = {r.strategy: r.as_dict() for r in res}
     out = {"file": label, "device": recorded.meta.get("device_name"), "kernel": recorded.meta.get("kernel_name"),
-           "recorded": len(recorded.records), "valid": len(recorded.valid()), "optimum_s": recorded.optimum() * recorded.unit_s,
+           "recorded": len(recorded.records), "valid": len(recorded.valid()),
+           "optimum_s": recorded.optimum() * recorded.unit_s,
            "transfer_from": [list(c) for c in transfer.contexts] if transfer else [], "results": by,
            "seconds": round(time.time() - t, 1)}
     if strategies.DEFAULT in by and "random" in by:
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--datasets", type=Path, default=default_root)
     p.add_argument("--json", default=str(Path(__file__).with_name("results") / "replay_strategies.json"))
     p.add_argument("--quick", action="store_true", help="3 seeds per setting, no comparison without transfer")
+    p.add_argument("--without-transfer", action=argparse.BooleanOptionalAction, default=True,
+                   help="also compare the strategies without transfer (the slow part)")
     args = p.parse_args(argv)
     if args.datasets is None or not args.datasets.is_dir():
         raise SystemExit("the development datasets (../shared/datasets) are not present; pass --datasets DIR")
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{setting['name']:9s} {label:32s} default {r['results'][strategies.DEFAULT]['median']:7g}  "
                   f"random {r['results']['random']['median']:7g}  ratio {r['default_over_random']:.3f}", flush=True)
         result["settings"].append({**setting, "files": rows, "all_met": all(r["target_met"] for r in rows)})
-    if not args.quick:
+        write_json(args.json, result)                 # what is done so far survives an interruption
+    if args.without_transfer and not args.quick:
         setting = {"name": "without_transfer", "first_seed": 2000, "seeds": 10, "cap": 600}
         rows = []
         for label, recorded, _, _ in loaded:

@@ -43,7 +43,8 @@ def test_learned_power_is_always_within_idle_and_tdp(idle, headroom, seed, queri
              for a, b, t, c in zip(rng.integers(0, 9, 40), rng.integers(0, 5, 40), rng.uniform(1e-4, 1, 40),
                                    rng.uniform(1000, 2000, 40))]
     model = power.PowerModel.fit(train, idle, tdp, rounds=20)
-    probe = [R.Record("k", {"n": 1}, "float32", {"a": a, "b": 7}, t, device="x", clock_hz=c * 1e6) for a, c, t in queries]
+    probe = [R.Record("k", {"n": 1}, "float32", {"a": a, "b": 7}, t, device="x", clock_hz=c * 1e6)
+             for a, c, t in queries]
     watts = model.power(probe)
     assert np.all(watts >= idle) and np.all(watts <= tdp)
     energy = model.energy(probe)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_transfer_support import OPTIMA, PARAMS, write_cache
+from test_transfer_support import OPTIMA, write_cache
 
 from autotune import efficiency, encoding, strategies
 from autotune.evaluators import Measurement, replay

@@ -14,7 +14,8 @@ OPTIMA = {"A": (64, 2, 1), "B": (128, 3, 1), "C": (32, 4, 2), "D": (256, 1, 3)}
 def cost(device: str, bx: int, ty: int, unroll: int) -> float:
     """A bowl around the device's optimum; a few configs fail, (512, 6, *) is not recorded."""
     ox, oy, ou = OPTIMA[device]
-    return 1.0 + 0.4 * abs(PARAMS["bx"].index(bx) - PARAMS["bx"].index(ox)) + 0.3 * abs(ty - oy) + 0.2 * abs(unroll - ou)
+    steps = abs(PARAMS["bx"].index(bx) - PARAMS["bx"].index(ox))
+    return 1.0 + 0.4 * steps + 0.3 * abs(ty - oy) + 0.2 * abs(unroll - ou)
 
 
 def write_cache(path: Path, device: str, name: str | None = None, clocks: tuple = ()) -> Path:

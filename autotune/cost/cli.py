@@ -161,8 +161,9 @@ def run_select_eval(args) -> int:
         print(f"{name:8s} {m['problems']:8d} {m['within_5pct']:9.1%} {m['within_10pct']:10.1%} "
               f"{m['geomean_slowdown']:8.3f} {m['worst_slowdown']:7.3f}")
     if args.json:
-        from tilec.runtime.cache import atomic_write
         from pathlib import Path
+
+        from tilec.runtime.cache import atomic_write
         atomic_write(Path(args.json), json.dumps(res, indent=1, default=str))
     return 0
 

@@ -127,7 +127,8 @@ def calibrate(records: list[Record], fit, seed: int = 0) -> float:
 
 def summary(slowdowns: list[float]) -> dict:
     s = np.array(slowdowns)
-    return {"problems": int(len(s)), "within_5pct": float(np.mean(s <= 1.05)), "within_10pct": float(np.mean(s <= 1.10)),
+    return {"problems": int(len(s)), "within_5pct": float(np.mean(s <= 1.05)),
+            "within_10pct": float(np.mean(s <= 1.10)),
             "geomean_slowdown": float(np.exp(np.mean(np.log(s)))), "worst_slowdown": float(s.max())}
 
 
