@@ -16,9 +16,9 @@ import random
 import numpy as np
 
 from tilec.errors import TilecError
+from tilec.space import Space
 
 from .encoding import _is_ordinal, _ordered, config_id
-from .space import Space
 
 ENUMERATE_LIMIT = 200_000       # Cartesian points checked one by one
 POOL = 20_000                   # feasible configs kept when the product is larger

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, choose_config,
-                      config_items, fits_local_memory, output_like, pick_backend)
+from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, check_scalar,
+                      choose_config, config_items, fits_local_memory, output_like, pick_backend)
 from .spec import OpSpec
 
 
@@ -84,7 +84,7 @@ def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alp
     be, cfg, grid, (m, n), dtype = plan
     c = output_like(a, (m, n), dtype)
     bias_arg = bias if bias is not None else c  # unused when HAS_BIAS is False
-    gemm_kernel[grid](a, b, c, bias_arg, float(alpha), backend=be, HAS_BIAS=bias is not None, ACT=activation, **cfg)
+    gemm_kernel[grid](a, b, c, bias_arg, check_scalar("alpha", alpha), backend=be, HAS_BIAS=bias is not None, ACT=activation, **cfg)
     return c
 
 

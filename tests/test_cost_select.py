@@ -73,8 +73,8 @@ def test_held_out_selection_is_never_worse_than_the_fixed_kernel(sign):
 
 def test_cli_select_eval_on_the_host_records(tmp_path):
     data = REPO / "autotune" / "cost" / "data" / "host_numba_records.jsonl"
-    out = subprocess.run([sys.executable, "-m", "tilec", "cost-model", "select-eval", str(data), "--holdout", "shape",
-                          "--folds", "3", "--rounds", "40", "--json", str(tmp_path / "s.json")],
+    out = subprocess.run([sys.executable, "-m", "autotune.cli_main", "cost-model", "select-eval", str(data),
+                          "--holdout", "shape", "--folds", "3", "--rounds", "40", "--json", str(tmp_path / "s.json")],
                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
                                                               "TILEC_CACHE_DIR": str(tmp_path)}, timeout=900)
     assert out.returncode == 0, out.stderr

@@ -102,7 +102,7 @@ def test_cli_replays_a_cache_with_json_and_plots(tmp_path):
 
 def test_cli_compares_strategies_on_several_files_with_quartiles_and_curves(tmp_path):
     caches = [kerneltuner_cache(tmp_path / "c.json"), kerneltuner_cache(tmp_path / "d.json", gz=True)]
-    out = subprocess.run([sys.executable, "-m", "tilec", "tune", "--replay", *map(str, caches), "--compare",
+    out = subprocess.run([sys.executable, "-m", "autotune.cli_main", "tune", "--replay", *map(str, caches), "--compare",
                           "tpe,random", "--seeds", "3", "--trials", "11", "--json", str(tmp_path / "cmp.json"),
                           "--plot", str(tmp_path / "curves.png")],
                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",

@@ -19,10 +19,10 @@ from test_transfer_support import OPTIMA, write_cache
 from autotune import efficiency, encoding, strategies
 from autotune.evaluators import Measurement, replay
 from autotune.feasible import FeasibleSet
-from autotune.space import Param, Space
 from autotune.transfer import Transfer
 from autotune.tuner import tune
 from tilec.errors import TilecError
+from tilec.space import Param, Space
 
 REPO = Path(__file__).resolve().parents[1]
 SUPPORT = Path(__file__).with_name("test_transfer_support.py")
@@ -190,7 +190,7 @@ def test_default_strategy_with_transfer_needs_a_third_of_random_search(shared_di
 
 def test_database_transfer_seeds_come_from_other_devices_only(tmp_path):
     from autotune import database
-    from autotune.keys import TuningKey
+    from tilec.tuning.keys import TuningKey
     from autotune.transfer import database_seeds
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = database.open_storage(url)
