@@ -299,7 +299,7 @@ def test_tune_summary_says_what_where_and_a_known_bucket_is_reused_aloud_or_forc
     """`tilec tune gemm --shape M=300,...` after a 512^3 tune ran 0 trials and printed the
     512^3 study without saying so; the summary never said where the result went."""
     from tilec.tuning.database import forget
-    from tilec.cli import main
+    from autotune.cli_main import main
     monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("TILEC_TUNING_DB", raising=False)
     forget()
