@@ -290,7 +290,7 @@ def test_a_corrupt_database_warns_once_in_ops_and_is_set_aside_by_a_tune(cache):
 
 
 def test_reset_db_moves_the_database_aside(cache, capsys):
-    from tilec.cli import main
+    from autotune.cli_main import main
     res, _ = _tune_key(None, n=2)
     assert main(["tune", "--reset-db"]) == 0
     assert "moved to" in capsys.readouterr().out
@@ -303,7 +303,7 @@ def test_reset_db_moves_the_database_aside(cache, capsys):
 
 
 def test_storage_in_a_missing_directory_is_an_error_not_a_new_tree(cache, tmp_path, capsys):
-    from tilec.cli import main
+    from autotune.cli_main import main
     target = tmp_path / "nonexistent" / "dir" / "t.db"
     with pytest.raises(TilecError, match="does not exist"):
         database.open_storage(str(target))
