@@ -16,6 +16,7 @@ SUBCOMMANDS = [
     "hw_profiles.cli",       # tilec profiles list|show|calibrate
     "autotune.cli",          # tilec tune ...
     "autotune.cost.cli",     # tilec cost-model train|eval|predict
+    "ops.warmup",            # tilec warmup [OP ...]
 ]
 
 

@@ -6,7 +6,8 @@ import importlib
 import sys
 
 BENCHMARKS = {"gemm": "bench.gemm", "startup": "bench.startup", "quant": "bench.quant",
-              "attention": "bench.attention", "gpu": "bench.gpu", "replay_strategies": "bench.replay_strategies",
+              "attention": "bench.attention", "gpu": "bench.gpu", "overhead": "bench.overhead",
+              "threads": "bench.threads", "replay_strategies": "bench.replay_strategies",
               "cost_models": "bench.cost_models"}
 
 

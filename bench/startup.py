@@ -1,12 +1,17 @@
-"""Cold compile and warm start of one kernel, each in a fresh process.
+"""Start-up, each measure in a fresh process: the README's "Calling ops" snippet on a cold
+cache (and the first call of each op in it), then again on the warm cache (``import ops``, the
+first ``ops.gemm``, the first call of each op, an F-order and a read-only input after a C-order
+one); then the per-call overhead of a small GEMM (bench/overhead.py) and, with ``--threads``,
+torch and tilec ops interleaved (bench/threads.py).
 
-    python -m bench startup [--json FILE]
+    python -m bench startup [--threads] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,38 +19,103 @@ from pathlib import Path
 
 from .timing import write_json
 
+ROOT = Path(__file__).resolve().parents[1]
+OPS = ("gemm", "gemv", "quantize", "quant_gemm", "bcq_quantize", "lut_gemm", "attention", "decode_attention",
+       "quantize_kv", "append_kv", "decode_attention_quantized")
+
 _PROBE = r"""
-import json, time
-t = time.perf_counter()
-import numba, numpy as np, ops
-imports = time.perf_counter() - t
-# Numba's one-time start-up (typing registries, scipy's BLAS): paid by any first njit call
-t = time.perf_counter(); numba.njit(lambda x: np.dot(x, x))(np.ones((2, 2), np.float32)); init = time.perf_counter() - t
+import json, sys, time
+T = time.perf_counter
+t = T()
+import ops
+imports = T() - t
+import numpy as np
+first = {{}}
+
+
+def timed(name, fn):
+    def call(*args, **kwargs):
+        t = T()
+        out = fn(*args, **kwargs)
+        first.setdefault(name, T() - t)
+        return out
+    return call
+
+
+OPS = {ops}
+for name in OPS:
+    setattr(ops, name, timed(name, getattr(ops, name)))
 a = np.ones((64, 64), np.float32)
-t = time.perf_counter(); ops.gemm(a, a, config={"BM": 32, "BN": 32, "BK": 32}); first = time.perf_counter() - t
-print(json.dumps({"first_call_s": first, "imports_s": imports, "numba_init_s": init}))
+t = T(); ops.gemm(a, a); first_gemm = T() - t
+namespace = {{}}
+t = T(); exec(compile({snippet!r}, "README", "exec"), namespace); snippet = T() - t
+q = namespace["q"]
+ops.decode_attention(q[:, :, :1], namespace["kv"], namespace["kv"], np.array([400], np.int32))
+a, b = namespace["a"], namespace["b"]
+after = {{}}
+for name, x in (("F-order", np.asfortranarray(a)), ("read-only", a.copy())):
+    if name == "read-only":
+        x.flags.writeable = False
+    t = T(); ops.gemm(x, b, bias=np.zeros(300, np.float32), activation="relu", alpha=0.5); after[name] = T() - t
+print(json.dumps({{"import_ops_s": imports, "first_gemm_64_s": first_gemm, "snippet_s": snippet,
+                  "first_call_s": first, "after_c_order_s": after}}))
 """
 
 
+def readme_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Calling ops"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
 def _probe(cache: str) -> dict:
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, TILEC_CACHE_DIR=cache, PYTHONPATH=str(root))
-    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+    env = dict(os.environ, TILEC_CACHE_DIR=cache, PYTHONPATH=str(ROOT), TILEC_QUIET="1")
+    script = _PROBE.format(ops=OPS, snippet=readme_snippet())
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+                         check=False, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _conditions() -> dict:
+    load = os.getloadavg()
+    steal = next((int(line.split()[8]) for line in Path("/proc/stat").read_text().splitlines()
+                  if line.startswith("cpu ")), None) if Path("/proc/stat").exists() else None
+    return {"load_average": [round(x, 2) for x in load], "cpus": os.cpu_count(), "steal_jiffies": steal}
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench startup")
+    p.add_argument("--threads", action="store_true", help="also run bench/threads.py (a few minutes)")
+    p.add_argument("--warm-runs", type=int, default=3, help="warm processes; the median by first gemm is kept")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    result = {"conditions_before": _conditions()}
     with tempfile.TemporaryDirectory() as cache:
-        cold = _probe(cache)
-        warm = sorted((_probe(cache) for _ in range(3)), key=lambda r: r["first_call_s"])[1]
-    result = {"cold_compile_s": cold["first_call_s"], "warm_start_s": warm["first_call_s"],
-              "imports_s": warm["imports_s"], "numba_init_s": warm["numba_init_s"]}
-    print(f"first launch of a gemm kernel: cold compile {result['cold_compile_s']:.2f} s, warm start from the "
-          f"disk cache {result['warm_start_s']:.3f} s (median of 3 fresh processes). Paid once per process "
-          f"before that: imports {result['imports_s']:.2f} s, Numba's own start-up {result['numba_init_s']:.2f} s.")
+        result["cold"] = _probe(cache)
+        print("cold:", json.dumps(result["cold"]), flush=True)
+        warm = []
+        for _ in range(max(1, args.warm_runs)):
+            warm.append(_probe(cache))
+            print("warm:", json.dumps(warm[-1]), flush=True)
+        result["warm"] = sorted(warm, key=lambda r: r["first_gemm_64_s"])[len(warm) // 2]
+    from . import overhead
+    result["overhead"] = overhead.measure()
+    if args.threads:
+        from . import threads
+        result["threads"] = threads.measure()
+    result["conditions_after"] = _conditions()
+    cold, warm = result["cold"], result["warm"]
+    print(f"cold cache: README snippet {cold['snippet_s']:.1f} s; first calls: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in cold["first_call_s"].items()))
+    print(f"warm cache (median of 3 processes by first gemm): import ops {warm['import_ops_s']:.2f} s, first "
+          f"ops.gemm {warm['first_gemm_64_s']:.2f} s, README snippet {warm['snippet_s']:.2f} s; first calls: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in warm["first_call_s"].items()))
+    print("after a C-order input: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in warm["after_c_order_s"].items()))
+    o = result["overhead"]
+    print(f"ops.gemm 64^3: overhead {o['overhead_us']:.1f} us over its kernel's {o['kernel_us']:.1f} us "
+          f"(NumPy {o['numpy_us']:.1f} us), thread CPU time")
     write_json(args.json, result)
     return result
 

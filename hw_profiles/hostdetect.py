@@ -283,7 +283,6 @@ def stored_calibration() -> dict | None:
     path = calibration_path()
     if not path.is_file():
         return None
-    from . import load_file
     try:
         prof = load_file(path, expected_name="host")
     except ProfileError:

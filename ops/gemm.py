@@ -81,10 +81,11 @@ def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alp
     """act(alpha * a @ b + bias) with fp32 accumulation; returns an array like ``a``."""
     key = _plans.key((a, b, bias), activation, backend, config_items(config))
     plan = _plans.get(key) or _plans.put(key, _plan(a, b, bias, activation, backend, config))
-    be, cfg, grid, (m, n), dtype = plan
+    be, launch_config, grid, (m, n), dtype = plan
     c = output_like(a, (m, n), dtype)
     bias_arg = bias if bias is not None else c  # unused when HAS_BIAS is False
-    gemm_kernel[grid](a, b, c, bias_arg, check_scalar("alpha", alpha), backend=be, HAS_BIAS=bias is not None, ACT=activation, **cfg)
+    _plans.launch(plan, key is not None, gemm_kernel, grid, (a, b, c, bias_arg, check_scalar("alpha", alpha)),
+                  launch_config, be)
     return c
 
 
@@ -104,7 +105,8 @@ def _plan(a, b, bias, activation, backend, config) -> tuple:
     be = pick_backend({"a": a, "b": b, "bias": bias}, backend)
     shape = {"M": m, "N": n, "K": k}
     cfg = choose_config("gemm", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
-    return be, cfg, (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"])), (m, n), ia.dtype
+    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"]))
+    return be, {"HAS_BIAS": bias is not None, "ACT": activation, **cfg}, grid, (m, n), ia.dtype
 
 
 def reference(inputs: dict) -> np.ndarray:

@@ -191,7 +191,7 @@ def test_cache_dir_naming_a_file_is_a_clear_error(tmp_path):
                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert op.returncode == 0 and "TilecError" in op.stdout and str(bad) in op.stdout, op.stderr
     assert "TILEC_CACHE_DIR" in op.stdout
-    tune = subprocess.run([sys.executable, "-m", "tilec", "tune", "gemm", "--shape", "8x8x8", "--trials", "1",
+    tune = subprocess.run([sys.executable, "-m", "autotune.cli_main", "tune", "gemm", "--shape", "8x8x8", "--trials", "1",
                            "--quiet"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert tune.returncode == 2 and "Traceback" not in tune.stderr, tune.stderr
     assert str(bad) in tune.stderr and "tilec: error:" in tune.stderr

@@ -83,7 +83,7 @@ def test_all_zero_weights_quantize_to_exact_zero_outputs(symmetric):
 
 def test_show_with_a_missing_triton_says_install_the_extra():
     code = ("import sys; sys.modules['triton'] = None\n"
-            "from tilec.cli import main\n"
+            "from autotune.cli_main import main\n"
             "sys.exit(main(['show', 'gemm', '--backend', 'triton', '--arch', 'sm_80']))\n")
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
@@ -93,7 +93,7 @@ def test_show_with_a_missing_triton_says_install_the_extra():
 
 def test_show_prints_ptx_and_log_only_on_request_and_wraps_the_report(monkeypatch, capsys):
     from tilec import backends
-    from tilec.cli import main
+    from autotune.cli_main import main
     ptx = "\n".join(f"  mov.u32 %r{i}, %r{i + 1};" for i in range(2000))
     report = CompileReport(arch="sm_80", registers=96, spills_bytes=0, shared_bytes=4096, barriers=1, ptx=ptx,
                            log="ptxas info    : Used 96 registers", compiler="nvrtc 12.4")

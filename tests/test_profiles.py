@@ -284,7 +284,7 @@ def test_cli_calibrate_writes_host_profile(capsys, monkeypatch):
 
 def test_one_bad_user_profile_is_reported_and_skipped(tmp_path, monkeypatch, capsys):
     """A bad TOML in $TILEC_PROFILES_DIR made `profiles list` and `cost-model pick` fail outright."""
-    from tilec.cli import main
+    from autotune.cli_main import main
     (tmp_path / "broken.toml").write_text("name = 'broken'\ncompute_units = [\n")
     doc = _valid_doc()
     doc["name"] = "my_gpu"
@@ -308,7 +308,7 @@ def _runs(monkeypatch, fp32_values):
 
 
 def test_calibration_repeats_until_two_runs_agree_and_keeps_the_best(monkeypatch, capsys):
-    from tilec.cli import main
+    from autotune.cli_main import main
     _runs(monkeypatch, [9.4, 219, 31.8, 212, 5])
     assert main(["profiles", "calibrate", "--seconds", "0.01"]) == 0
     out = capsys.readouterr().out
@@ -321,7 +321,7 @@ def test_calibration_repeats_until_two_runs_agree_and_keeps_the_best(monkeypatch
 
 
 def test_calibration_never_silently_replaces_a_better_stored_one(monkeypatch, capsys):
-    from tilec.cli import main
+    from autotune.cli_main import main
     _runs(monkeypatch, [219, 220])
     assert main(["profiles", "calibrate", "--seconds", "0.01"]) == 0
     capsys.readouterr()

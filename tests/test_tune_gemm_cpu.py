@@ -94,11 +94,11 @@ except (ImportError, AttributeError):
     print(json.dumps(None)); sys.exit(0)
 import autotune, tilec.runtime.launch as L
 seen = {}
-real_launch = L.launch
-def launch(kernel, grid, args, config, backend=None):
+real_bind = L.bind
+def bind(kernel, grid, args, config, backend=None):
     seen.update({k: config[k] for k in ("BM", "BN", "BK") if k in config})
-    return real_launch(kernel, grid, args, config, backend)
-L.launch = launch
+    return real_bind(kernel, grid, args, config, backend)
+L.bind = bind
 a = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
 c = gemm(a, a)
 assert np.allclose(c, a.astype(np.float64) @ a, rtol=1e-3, atol=1e-3)

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .runtime.threads import default_wait_policy as _default_wait_policy
+
+_default_wait_policy()       # before any OpenMP runtime loads (see runtime/threads.py)
+
 from . import dtypes
 from .dsl import (abs, arange, broadcast_to, cast, cdiv, ceil, constexpr, cos, dot, erf, exp, exp2,
                   expand_dims, floor, full, gather, load, log, log2, max, maximum, min, minimum,

@@ -88,6 +88,8 @@ def host_view(x: Any, name: str = "array") -> np.ndarray:
 
 def empty_like_library(ref: Any, shape: tuple[int, ...], dtype: DType) -> Any:
     """An uninitialized array of the same library and device as ``ref``."""
+    if type(ref) is np.ndarray and not (dtype.is_float and dtype.bits == 16):
+        return np.empty(shape, dtype.numpy)
     lib = library_of(ref)
     if lib == "numpy":
         return np.empty(shape, _numpy_storage(dtype))

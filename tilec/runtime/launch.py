@@ -12,7 +12,7 @@ from ..ir import TileType
 from .arrays import describe
 
 _compiled: dict[tuple, Any] = {}
-_launches: dict[tuple, tuple] = {}      # a repeated host launch -> (backend, compiled, arg types)
+_launches: dict[tuple, "Launch"] = {}   # a repeated host launch -> its resolved Launch
 
 
 def device_of(args: Sequence[Any]) -> str:
@@ -55,34 +55,58 @@ def _host_signature(args: Sequence[Any]) -> tuple | None:
     return tuple(sig)
 
 
+class Launch:
+    """A launch resolved once: backend, compiled kernel, grid and how each argument is prepared.
+    Calling it runs the kernel on new arguments of the same kinds (dtypes and ranks) with no
+    other Python work than preparing them."""
+
+    __slots__ = ("backend", "compiled", "grid", "preparers")
+
+    def __init__(self, be, compiled, grid: tuple[int, int, int], preparers: list):
+        self.backend, self.compiled, self.grid, self.preparers = be, compiled, grid, preparers
+
+    def __call__(self, *args) -> None:
+        if 0 not in self.grid:
+            self.compiled.run(self.grid, [p(a) for p, a in zip(self.preparers, args)])
+
+
+def bind(kernel, grid: tuple | Callable[[dict], tuple], args: Sequence[Any], config: dict,
+         backend: str | None = None) -> Launch:
+    """Resolve a launch of ``kernel`` on arguments like ``args`` (compiling on first use)."""
+    types = kernel.arg_types(args)
+    be, compiled = compile_kernel(kernel, args, config, backend, types)
+    g = grid(config) if callable(grid) else grid
+    g = tuple(int(x) for x in (g if isinstance(g, (tuple, list)) else (g,)))
+    if not 1 <= len(g) <= 3 or any(x < 0 for x in g):
+        raise ConfigError(f"grid must be 1 to 3 non-negative ints, got {g}")
+    preparers = [_preparer(be, types[n], n) for n in kernel.runtime_names]
+    return Launch(be, compiled, g + (1,) * (3 - len(g)), preparers)
+
+
+def _preparer(be, t, name: str) -> Callable[[Any], Any]:
+    own = getattr(be, "preparer", None)       # a backend's faster route, decided once per launch
+    if own is not None:
+        return own(t, name)
+    if isinstance(t, TileType):
+        return lambda a: be.prepare_scalar(a, t.dtype)
+    return lambda a: be.prepare(a, name)
+
+
 def launch(kernel, grid: tuple | Callable[[dict], tuple], args: Sequence[Any], config: dict,
            backend: str | None = None) -> None:
     # Op calls repeat: after a kernel streamed 64 MB the interpreter runs from cold caches,
     # and rebuilding the types and the cache key took ~50 us of a 1.2 ms GEMV.
     sig = _host_signature(args)
-    fast = None
-    if sig is not None:
-        try:
-            fast = (kernel, backend, os.environ.get("TILEC_BACKEND"), tuple(config.items()), sig)
-            hit = _launches.get(fast)
-        except TypeError:              # an unhashable config value: take the general path
-            fast = hit = None
-    if fast is not None and hit is not None:
-        be, compiled, types = hit
-    else:
-        types = kernel.arg_types(args)
-        be, compiled = compile_kernel(kernel, args, config, backend, types)
-        if fast is not None:
-            _launches[fast] = (be, compiled, types)
-    g = grid(config) if callable(grid) else grid
-    g = tuple(int(x) for x in (g if isinstance(g, (tuple, list)) else (g,)))
-    if not 1 <= len(g) <= 3 or any(x < 0 for x in g):
-        raise ConfigError(f"grid must be 1 to 3 non-negative ints, got {g}")
-    g = g + (1,) * (3 - len(g))
-    if 0 in g:
+    if sig is None:
+        bind(kernel, grid, args, config, backend)(*args)
         return
-    prepared = []
-    for a, n in zip(args, kernel.runtime_names):
-        t = types[n]
-        prepared.append(be.prepare_scalar(a, t.dtype) if isinstance(t, TileType) else be.prepare(a, n))
-    compiled.run(g, prepared)
+    try:
+        key = (kernel, backend, os.environ.get("TILEC_BACKEND"), tuple(config.items()), sig,
+               None if callable(grid) else tuple(grid) if isinstance(grid, (tuple, list)) else grid)
+        bound = _launches.get(key)
+    except TypeError:                          # an unhashable config value: take the general path
+        bind(kernel, grid, args, config, backend)(*args)
+        return
+    if bound is None:
+        bound = _launches[key] = bind(kernel, grid, args, config, backend)
+    bound(*args)

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numba
+import numba.core.event
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from ...ir import Function
+from ...errors import InputError
+from ...ir import Function, TensorType, TileType
 from ...runtime.arrays import host_view
 from ...runtime.cache import Manifest, atomic_write, cache_dir, read_only_twin, seed_from_read_only
+from ...runtime.notice import CompileNotice
 from ..base import Backend, Compiled, Option
 from .renderer import kernel_symbol, render
 
@@ -52,22 +55,44 @@ class NumbaBackend(Backend):
         kernel = getattr(module, kernel_symbol(fn))
         parallel = options["parallel"]
         uses_blas = options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk())
+        stored = _stored_params(fn)
+        what = _describe(fn)
+        # The IR types fix each argument's dtype and rank: what else picks a specialization is
+        # read from the arrays' flags (see _numba_type).
+        arrays = [i for i, p in enumerate(fn.params) if isinstance(p.type, TensorType)]
+        specs: dict[tuple, _Spec] = {}
 
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
+            flags = tuple([args[i].flags.num & _KIND_FLAGS for i in arrays])
+            spec = specs.get(flags)
+            if spec is None:
+                spec = specs[flags] = _specialization(kernel, args, stored, what, record_overloads)
             # BLAS called from the program threads must not spawn threads of its own. Not even
             # for a lone program: scipy's OpenBLAS workers would then spin for ~0.1 s after each
             # call, and a NumPy matmul in that window ran 6x slower against them on 2 cores.
             if uses_blas:
-                with _one_blas_thread():
-                    _run_programs(kernel, parallel, grid, args)
+                blas = _one_blas_thread()
+                before = blas.limit()
+                try:
+                    _run_programs(spec, parallel, grid, args)
+                finally:
+                    blas.restore(before)
             else:
-                _run_programs(kernel, parallel, grid, args)
-            record_overloads(kernel)
+                _run_programs(spec, parallel, grid, args)
 
         return Compiled(source, run, {"path": str(path), "module": module.__name__})
 
     def prepare_scalar(self, value: Any, dtype) -> Any:
         return dtype.numpy.type(value)  # typed, so a Python float is fp32 in the kernel, not fp64
+
+    def preparer(self, t, name: str):
+        """How an argument of IR type ``t`` is prepared, decided once per launch: scalars typed,
+        NumPy arrays as they are, but for 16-bit floats (their uint16 bits)."""
+        if isinstance(t, TileType):
+            return t.dtype.numpy.type
+        if t.dtype.is_float and t.dtype.bits == 16:
+            return lambda a: self.prepare(a, name)
+        return lambda a: a if type(a) is np.ndarray else self.prepare(a, name)
 
     def prepare(self, arg: Any, name: str) -> Any:
         if isinstance(arg, (int, float, bool)) or not hasattr(arg, "shape"):
@@ -75,47 +100,140 @@ class NumbaBackend(Backend):
         return host_view(arg, name)
 
 
-def _run_programs(kernel, parallel: bool, grid: tuple[int, int, int], args: list[Any]) -> None:
-    """Run all grid programs: on the calling thread when there is one program or one thread,
-    else as about four runs of programs per Numba thread, which the threads of the one prange
-    in ``over_threads`` take from a shared counter (so a thread that gets less of its core, to
-    another library's spinning workers or uneven programs, takes fewer runs). Numba's OpenMP
-    workers wait for the next launch spinning: a Python thread pool's sleeping workers took
-    50-150 us to wake on this VM, longer than a whole 1024^2 GEMV."""
+# A launch whose arrays hold fewer bytes than this runs its programs on the calling thread:
+# waking a thread pool cost more than such a problem's whole work (a 64^3 GEMM: ~20 us on one
+# core, 5-25 ms on two threads on a loaded 2-core VM, each thread waiting for its core), and a
+# launch that never goes parallel never starts Numba's OpenMP pool beside another library's.
+SERIAL_BYTES = 1 << 17
+
+
+def _run_programs(spec: "_Spec", parallel: bool, grid: tuple[int, int, int], args: list[Any]) -> None:
+    """Run all grid programs: on the calling thread when there is one program, one thread or
+    little data, else as about four runs of programs per Numba thread, which the threads of the
+    one prange in ``over_threads`` take from a shared counter (so a thread that gets less of
+    its core, to another library's spinning workers or uneven programs, takes fewer runs)."""
     total = grid[0] * grid[1] * grid[2]
-    n = min(numba.get_num_threads(), total) if parallel and not _forked else 1
+    n = 1
+    if parallel and total > 1 and not _forked and spec.nbytes(args) >= SERIAL_BYTES:
+        n = min(numba.get_num_threads(), total)
     if n <= 1:
-        kernel(0, total, *grid, *args)
+        spec.serial(0, total, *grid, *args)
         return
     size = -(-total // (4 * n))
-    address = _kernel_address(kernel, grid, args)
-    over_threads = _over_threads()
+    over_threads = spec.over_threads()
     with _launch_guard():
-        over_threads(address, n, size, total, *grid, *args)
+        over_threads(spec.address, n, size, total, *grid, tuple(args))
 
 
-_addresses: dict[tuple, int] = {}
+class _Spec:
+    """One Numba specialization of a kernel for one normalized argument signature: its native
+    entry (called by ``over_threads``), its Python entry (one thread) and the over_threads
+    specialization for the same signature, so a call goes straight to compiled code."""
 
-
-def _kernel_address(kernel, grid: tuple, args: list[Any]) -> int:
-    """The native entry of the kernel's specialization for these arguments, compiled (or loaded
-    from Numba's cache) for exactly the types Numba gives them."""
-    key = (kernel, *(_numba_kind(a) for a in args))
-    address = _addresses.get(key)
-    if address is None:
-        signature = tuple(numba.typeof(a) for a in (0, 0, *grid, *args))
-        kernel.compile(signature)
+    def __init__(self, kernel, signature: tuple, what: str):
+        self.signature = signature
         cres = kernel.overloads[signature]
-        address = _addresses[key] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
-    return address
+        self.serial = cres.entry_point
+        self.address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+        self.arrays = [i for i, t in enumerate(signature[5:]) if isinstance(t, numba.types.Array)]
+        self.what = what
+        self._over = None
+
+    def nbytes(self, args: list[Any]) -> int:
+        return sum([args[i].nbytes for i in self.arrays])
+
+    def over_threads(self):
+        if self._over is None:
+            dispatcher, record = _over_threads()
+            # its *args, as the one star-argument tuple an explicit signature names them by
+            sig = (numba.types.intp,) * 7 + (numba.types.StarArgTuple.from_types(self.signature[5:]),)
+            with _notice_on_compile(self.what):
+                dispatcher.compile(sig)
+            record(dispatcher)
+            self._over = dispatcher.overloads[sig].entry_point
+        return self._over
+
+
+_specs: dict[tuple, _Spec] = {}
+
+
+def _specialization(kernel, args: list[Any], stored: dict[int, str], what: str, record_overloads) -> _Spec:
+    """The specialization serving these arguments, compiled (or loaded from Numba's cache) on
+    first use. Arguments are normalized first (see ``_numba_type``), so a read-only, F-order or
+    strided array runs the code compiled for a C-order one."""
+    key = (kernel, *(_numba_kind(a) for a in args))
+    spec = _specs.get(key)
+    if spec is None:
+        for i, name in stored.items():
+            if type(args[i]) is np.ndarray and not args[i].flags.writeable:
+                raise InputError(f"{name} is read-only, but {what} writes into it")
+        signature = (numba.types.intp,) * 5 + tuple(_numba_type(a) for a in args)
+        if signature not in kernel.overloads:
+            with _notice_on_compile(what):
+                kernel.compile(signature)
+            record_overloads(kernel)
+        spec = _specs[key] = _Spec(kernel, signature, what)
+    return spec
 
 
 def _numba_kind(a: Any) -> Any:
-    """What decides the Numba type of a prepared argument (arrays: dtype, rank, layout, flags)."""
+    """What decides the normalized type of a prepared argument (arrays: dtype, rank and the
+    flags below)."""
     if type(a) is np.ndarray:
-        f = a.flags
-        return a.dtype, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned
+        return a.dtype, a.ndim, a.flags.num & _KIND_FLAGS
     return type(a)
+
+
+_KIND_FLAGS = 0x1 | 0x100 | 0x400        # NPY_ARRAY_C_CONTIGUOUS | _ALIGNED | _WRITEABLE
+
+
+def _numba_type(a: Any):
+    """The Numba type a kernel is compiled for. Arrays: C-contiguous ones as such (their loops
+    vectorize: a strided GEMV ran 4x slower), every other layout as 'A' (F-order, transposed
+    and strided views share one compile; tiles are read through strides), always mutable (the
+    kernel's stores are checked against the arrays' flags before the first launch, so a
+    read-only input shares the compile of a writeable one); the alignment as it is."""
+    if type(a) is np.ndarray:
+        layout = "C" if a.flags.c_contiguous else "A"
+        return numba.types.Array(numba.from_dtype(a.dtype), a.ndim, layout, aligned=a.flags.aligned)
+    return numba.typeof(a)
+
+
+@contextmanager
+def _notice_on_compile(what: str):
+    """The compile notice for Numba compiles inside the block (a load from Numba's cache is no
+    compile and says nothing); nested compiles (support functions) count as one."""
+    notice, depth = CompileNotice(what, "numba"), [0]
+
+    class Listener(numba.core.event.Listener):
+        def on_start(self, event):
+            depth[0] += 1
+            if depth[0] == 1:
+                notice.start()
+
+        def on_end(self, event):
+            depth[0] -= 1
+            if depth[0] == 0:
+                notice.stop()
+
+    try:
+        with numba.core.event.install_listener("numba:compile", Listener()):
+            yield
+    finally:
+        notice.stop()
+
+
+def _stored_params(fn: Function) -> dict[int, str]:
+    """Position -> name of the parameters the kernel stores into."""
+    targets = {op.operands[0] for op in fn.walk() if op.kind == "store"}
+    return {i: p.hint for i, p in enumerate(fn.params) if p in targets}
+
+
+def _describe(fn: Function) -> str:
+    """'gemm for float32': the kernel and the dtype of its first tensor."""
+    op = fn.name[:-len("_kernel")] if fn.name.endswith("_kernel") else fn.name
+    dtypes = [p.type.dtype.name for p in fn.params if isinstance(p.type, TensorType)]
+    return f"{op} for {dtypes[0]}" if dtypes else op
 
 
 _OVER_THREADS = """# Generated by tilec {version} (numba backend): runs of a kernel's programs over Numba's threads
@@ -139,18 +257,12 @@ def over_threads(kernel_address, threads, run_size, programs, grid0, grid1, grid
 
 @functools.cache
 def _over_threads():
-    """The prange that runs kernels (one module in the cache, compiled once per argument types:
-    ~0.4 s, shared by every config of a kernel), its Numba files checked like a kernel's."""
+    """The prange that runs kernels (one module in the cache, compiled once per argument
+    signature: ~0.4 s, shared by every config of a kernel) and its manifest recorder."""
     from ... import __version__
     module, _, record_overloads = _cached_module(
         "over_threads", _OVER_THREADS.format(version=__version__))
-    dispatcher = module.over_threads
-
-    def run(*args) -> None:
-        dispatcher(*args)
-        record_overloads(dispatcher)
-
-    return run
+    return module.over_threads, record_overloads
 
 
 def _cached_module(stem: str, source: str):
@@ -204,19 +316,40 @@ def _in_forked_child() -> None:
 os.register_at_fork(after_in_child=_in_forked_child)
 
 
-@contextmanager
-def _one_blas_thread():
-    """The kernels' BLAS set to one thread for the duration (a few microseconds, unlike
-    ``threadpool_limits``, which rescans the loaded libraries on every call)."""
-    libs = _numba_blas()
-    before = [lib.num_threads for lib in libs]
-    for lib in libs:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, n in zip(libs, before):
-            lib.set_num_threads(n)
+class _OneBlasThread:
+    """The kernels' BLAS set to one thread for the duration, through the libraries' own
+    get/set functions found once (~1 us; ``threadpool_limits`` rescans the loaded libraries on
+    every call, and threadpoolctl's per-call wrappers took ~8 us of a 64^3 GEMM)."""
+
+    def __init__(self):
+        self.calls = [_thread_calls(lib) for lib in _numba_blas()]
+
+    def limit(self) -> list:
+        """Set one thread; returns the counts to restore."""
+        before = [get() for get, _ in self.calls]
+        for _, set_threads in self.calls:
+            set_threads(1)
+        return before
+
+    def restore(self, before: list) -> None:
+        for (_, set_threads), n in zip(self.calls, before):
+            if n != 1:
+                set_threads(n)
+
+
+def _thread_calls(lib) -> tuple:
+    """(get, set) of a BLAS's thread count: OpenBLAS's own symbols when it runs its own
+    threads, else threadpoolctl's methods."""
+    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
+        get, put = lib._get_symbol("openblas_get_num_threads"), lib._get_symbol("openblas_set_num_threads")
+        if get is not None and put is not None:
+            return get, put
+    return lib.get_num_threads, lib.set_num_threads
+
+
+@functools.cache
+def _one_blas_thread() -> _OneBlasThread:
+    return _OneBlasThread()
 
 
 @functools.cache

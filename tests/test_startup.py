@@ -1,0 +1,202 @@
+"""Cold and warm start: one specialization serves every layout, a long compile says so,
+`tilec warmup` fills the cache, repeated calls reuse their resolved launch, and the OpenMP
+wait policy beside torch is applied."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ops
+import tilec as tc
+from tilec.backends.numba import runner
+from tilec.runtime import notice
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = {"BM": 16, "BN": 16, "BK": 16}
+
+
+def _variant(x: np.ndarray, layout: str, read_only: bool) -> np.ndarray:
+    if layout == "F":
+        x = np.asfortranarray(x)
+    elif layout == "strided":
+        x = np.repeat(x, 2, axis=1)[:, ::2]
+    elif layout == "reversed":
+        x = x[::-1].copy()[::-1]
+    else:
+        x = x.copy()
+    if read_only:
+        x.flags.writeable = False
+    return x
+
+
+def _gemm_dispatchers() -> list:
+    found = {k[0] for k in runner._specs if k[0].__name__.startswith("gemm_kernel") and "_bm16_bn16_bk16" in k[0].__name__}
+    assert found, "no gemm specialization for the test's config"
+    return list(found)
+
+
+@settings(max_examples=12)
+@given(m=st.integers(1, 37), n=st.integers(1, 29), k=st.integers(1, 23),
+       layouts=st.tuples(st.sampled_from(["C", "F", "strided", "reversed"]), st.sampled_from(["C", "F", "strided"])),
+       read_only=st.tuples(st.booleans(), st.booleans()))
+def test_layouts_and_read_only_inputs_share_two_specializations(m, n, k, layouts, read_only):
+    """C-contiguous inputs run one compile, every other layout one more ('A'), read-only or not."""
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a64, b64 = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    a = _variant(a64.astype(np.float32), layouts[0], read_only[0])
+    b = _variant(b64.astype(np.float32), layouts[1], read_only[1])
+    c = ops.gemm(a, b, config=CFG)
+    np.testing.assert_allclose(c, a64.astype(np.float32).astype(np.float64) @ b64.astype(np.float32), rtol=1e-4,
+                               atol=1e-4)
+    for dispatcher in _gemm_dispatchers():
+        assert len(dispatcher.overloads) <= 4, list(dispatcher.overloads)   # (C | A) x (C | A) for a and b
+
+
+def test_every_non_contiguous_layout_runs_one_compile():
+    cfg = {"BM": 32, "BN": 16, "BK": 16}            # a config no other test launches
+    rng = np.random.default_rng(3)
+    a64, b64 = rng.standard_normal((21, 13)), rng.standard_normal((13, 10))
+    a, b = a64.astype(np.float32), b64.astype(np.float32)
+    for x in (a, np.asfortranarray(a), _variant(a, "strided", True), _variant(a, "reversed", False),
+              np.ascontiguousarray(a.T).T, _variant(a, "C", True)):
+        np.testing.assert_allclose(ops.gemm(x, b, config=cfg), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    [dispatcher] = {k[0] for k in runner._specs if k[0].__name__.startswith("gemm_kernel") and "_bm32_bn16_bk16" in k[0].__name__}
+    assert sorted(sig[5].layout for sig in dispatcher.overloads) == ["A", "C"]
+
+
+@tc.kernel
+def _add_one(X, Y, B: tc.constexpr):
+    p = tc.program_id(0)
+    tc.store(Y, (p * B,), tc.load(X, (p * B,), (B,)) + 1)
+
+
+def test_a_read_only_output_is_refused_by_name():
+    x = np.arange(8, dtype=np.float32)
+    y = np.zeros(8, np.float32)
+    y.flags.writeable = False
+    with pytest.raises(tc.InputError, match="Y is read-only"):
+        _add_one[(2,)](x, y, B=4)
+    assert not y.any()
+    y = np.zeros(8, np.float32)
+    _add_one[(2,)](x[::-1].copy()[::-1], y, B=4)       # a read-only or strided input is fine
+    assert np.array_equal(y, x + 1)
+
+
+def test_repeated_calls_reuse_the_resolved_launch_on_new_data():
+    rng = np.random.default_rng(1)
+    for bias, act in ((None, None), (np.ones(12, np.float32), "relu"), (None, None)):
+        for _ in range(3):                             # a fresh pair each time, same kind of call
+            a, b = rng.standard_normal((9, 5)).astype(np.float32), rng.standard_normal((5, 12)).astype(np.float32)
+            want = a.astype(np.float64) @ b * 0.5 + (0 if bias is None else 1.0)
+            want = np.maximum(want, 0) if act else want
+            np.testing.assert_allclose(ops.gemm(a, b, bias=bias, activation=act, alpha=0.5, config=CFG), want,
+                                       rtol=1e-4, atol=1e-4)
+
+
+def test_compile_notice_prints_once_a_compile_runs_long(monkeypatch, capsys):
+    monkeypatch.setattr(notice, "AFTER", 0.05)
+    monkeypatch.delenv("TILEC_QUIET", raising=False)
+    slow = notice.CompileNotice("gemm for float32", "numba")
+    slow.start()
+    time.sleep(0.5)
+    slow.stop()
+    fast = notice.CompileNotice("gemv for float16", "numba")
+    fast.start()
+    fast.stop()
+    time.sleep(0.2)
+    err = capsys.readouterr().err
+    assert err == "tilec: compiling gemm for float32 on numba (first use, cached)\n"
+    monkeypatch.setenv("TILEC_QUIET", "1")
+    quiet = notice.CompileNotice("gemm for float32", "numba")
+    quiet.start()
+    time.sleep(0.3)
+    quiet.stop()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_real_compile_is_announced_and_a_cache_load_is_not(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(notice, "AFTER", 0.0)
+    monkeypatch.delenv("TILEC_QUIET", raising=False)
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path))
+    x = np.arange(6, dtype=np.float32)
+    y = np.zeros(6, np.float32)
+    _add_one[(2,)](x, y, B=3)
+    time.sleep(0.1)
+    assert "tilec: compiling _add_one for float32 on numba (first use, cached)" in capsys.readouterr().err
+    # another process, same cache: Numba loads the machine code, nothing is said
+    script = ("import numpy as np, tilec.runtime.notice as n; n.AFTER = 0.0\n"
+              "import tests.test_startup as t\n"
+              "y = np.zeros(6, np.float32); t._add_one[(2,)](np.arange(6, dtype=np.float32), y, B=3)\n"
+              "assert y[5] == 6\n")
+    env = dict(os.environ, TILEC_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "compiling" not in out.stderr
+
+
+def _python(script: str, **env) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    full.update(env, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", script], env=full, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_omp_wait_policy_is_passive_unless_the_user_chose():
+    script = "import os, tilec; print(os.environ['OMP_WAIT_POLICY'])"
+    assert _python(script).stdout.strip() == "PASSIVE"
+    assert _python(script, OMP_WAIT_POLICY="ACTIVE").stdout.strip() == "ACTIVE"
+
+
+def test_small_launches_stay_on_the_calling_thread_and_the_pool_starts_passive():
+    script = """
+import numpy as np, numba, ops
+a = np.ones((64, 64), np.float32)
+ops.gemm(a, a)                       # 48 KB of arrays: no thread pool
+try:
+    numba.threading_layer()
+    started = True
+except ValueError:
+    started = False
+b = np.ones((300, 300), np.float32)
+assert np.allclose(ops.gemm(b, b), 300)
+print(started, numba.threading_layer())
+"""
+    out = _python(script, OMP_DISPLAY_ENV="TRUE")
+    assert out.returncode == 0, out.stderr
+    started, layer = out.stdout.split()
+    assert started == "False"
+    if layer != "omp":
+        pytest.skip(f"Numba's threading layer is {layer}, not OpenMP")
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in out.stderr
+
+
+def test_warmup_fills_the_cache_for_a_later_process(tmp_path):
+    env = dict(TILEC_CACHE_DIR=str(tmp_path), TILEC_QUIET="1")
+    out = _python("from tilec.cli import main; raise SystemExit(main(['warmup', 'gemm', '--shape', 'M=40,N=24,K=8']))",
+                  **env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("gemm float32 M=40,N=24,K=8: ready"), out.stdout
+    probe = """
+import json, numpy as np, ops
+from tilec.runtime import launch
+a = np.ones((40, 8), np.float32); b = np.ones((8, 24), np.float32)
+assert np.allclose(ops.gemm(a, b), 8)
+module = __import__("sys").modules[next(iter(launch._compiled.values())).info["module"]]
+d = [v for k, v in vars(module).items() if k.startswith("gemm_kernel")][0]
+print(json.dumps({"hits": sum(d.stats.cache_hits.values()), "misses": sum(d.stats.cache_misses.values())}))
+"""
+    again = _python(probe, **env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == {"hits": 1, "misses": 0}
+    bad = _python("from tilec.cli import main; raise SystemExit(main(['warmup', 'nope']))", **env)
+    assert bad.returncode == 2 and "op(s) ['nope'] unknown" in bad.stderr
