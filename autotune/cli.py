@@ -4,6 +4,7 @@
     tilec tune gemm --shape 4096x4096x4096 --profile a100_sxm4_80gb --trials 200 --json out.json --plot tune.png
     tilec tune --replay cache.json.gz --strategy tpe --trials 100
     tilec tune --replay cache.json.gz --compare tpe,random --seeds 20 --within 0.1
+    tilec tune --replay gpu*.json.gz --transfer gpu*.json.gz --compare portfolio,random --plot curves.png
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import re
 import sys
 
 from rich.console import Console
-from rich.table import Table
 
 from tilec.errors import TilecError
 
@@ -65,11 +65,17 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true",
                    help="tune --trials more configs even when the shape's bucket already holds that many")
     p.add_argument("--json", help="write the result and every trial to this JSON file")
-    p.add_argument("--plot", help="write plots: FILE.png or FILE.html (history and importances)")
-    p.add_argument("--replay", help="a recorded space: Kernel Tuner cache JSON(.gz) or CSV")
+    p.add_argument("--plot", help="write plots: FILE.png or FILE.html (history and importances; "
+                                  "with --compare: best-so-far curves, FILE.png)")
+    p.add_argument("--replay", nargs="+", metavar="FILE",
+                   help="recorded spaces: Kernel Tuner cache JSON(.gz) or CSV (several: one after the other)")
+    p.add_argument("--transfer", nargs="+", metavar="FILE",
+                   help="with --replay: other devices' records of the kernel, as seeds and prior "
+                        "(records of the replayed device itself are left out)")
+    p.add_argument("--replay-fix", help="with --replay: hold parameters at one value, e.g. nvml_gr_clock=1815")
     p.add_argument("--replay-objective", help="objective field/column(s) of the record (default: time)")
     p.add_argument("--compare", help="with --replay: strategies to compare, e.g. tpe,random")
-    p.add_argument("--seeds", type=int, default=20, help="with --compare: runs per strategy")
+    p.add_argument("--seeds", type=int, default=20, help="with --compare: runs per strategy (seeds from --seed)")
     p.add_argument("--within", type=float, default=0.10, help="with --compare: target = optimum x (1+within)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=main)
@@ -163,45 +169,8 @@ def _hide_password(url: str) -> str:
 
 
 def _replay(args, console: Console) -> int:
-    from .evaluators import replay
-    from .report import ProgressBar, fmt_value, study_record, table, write_json, write_plots
-    recorded = replay.load(args.replay, args.replay_objective)
-    optimum = recorded.optimum() * recorded.unit_s
-    console.print(f"{recorded.name}: {len(recorded.records)} recorded configs, {len(recorded.valid())} valid, "
-                  f"optimum {fmt_value(optimum)} {recorded.meta.get('device_name') or ''}")
-    if args.compare:
-        from .efficiency import compare
-        names = [s.strip() for s in args.compare.split(",") if s.strip()]
-        for s in names:
-            strategies.get(s)
-        results = compare(recorded, names, seeds=args.seeds, within=args.within, cap=args.trials)
-        out = Table(title=f"evaluations to reach within {args.within:.0%} of the optimum "
-                          f"(median of {args.seeds} seeds, cap {args.trials})")
-        for col in ("strategy", "median", "reached", "per seed"):
-            out.add_column(col)
-        for r in results:
-            out.add_row(r.strategy, f"{r.median:g}", f"{r.reached}/{len(r.needed)}", " ".join(map(str, r.needed)))
-        console.print(out)
-        if args.json:
-            write_json(args.json, {"file": recorded.name, "meta": recorded.meta, "within": args.within,
-                                   "optimum_s": optimum, "results": [r.as_dict() for r in results]})
-        return 0
-    from .tuner import tune
-    with ProgressBar(args.trials, enabled=not args.quiet) as bar:
-        result = tune(recorded.space(), recorded.evaluator(), n_evals=args.trials, strategy=args.strategy,
-                      study_name=f"replay|{recorded.name}|{args.strategy}|seed={args.seed}",
-                      storage=args.storage or "memory", seed=args.seed, progress=bar.update)
-    console.print(table(result.study))
-    ratio = result.best_value / optimum if result.best_value else float("nan")
-    console.print(f"best {fmt_value(result.best_value)} = {ratio:.3f}x the recorded optimum after "
-                  f"{result.evaluations} evaluations: {result.best_config}")
-    if args.json:
-        write_json(args.json, study_record(result.study, {"best_config": result.best_config,
-                                                           "best_value": result.best_value, "optimum_s": optimum}))
-    if args.plot:
-        for path in write_plots(result.study, args.plot):
-            console.print(f"wrote {path}")
-    return 0
+    from .replay_cli import main as replay_main
+    return replay_main(args, console)
 
 
 def standalone(argv: list[str] | None = None) -> int:

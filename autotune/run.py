@@ -11,7 +11,7 @@ from tilec.space import Space
 from tilec.tuning.keys import TuningKey
 
 from . import confirm as confirm_mod
-from . import encoding
+from . import encoding, strategies
 
 SEED_COUNT = 3          # cost-model guesses tried first
 RANK_LIMIT = 20000      # rank at most this many configs with the cost model
@@ -104,7 +104,7 @@ def _earlier(store, study_name: str) -> tuple[int, list[dict]]:
 
 
 def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cpu", profile: str | None = None,
-            backend: str | None = None, n_evals: int = 30, strategy: str = "tpe", storage: Any = None,
+            backend: str | None = None, n_evals: int = 30, strategy: str | None = None, storage: Any = None,
             seed: int | None = None, repeats: int = 5, warmup: int = 1, objective: str = "time",
             use_seeds: bool = True, confirm: int = confirm_mod.TOP, force: bool = False,
             progress: Callable[[dict], None] | None = None):
@@ -145,13 +145,17 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
         evaluator = MeasuredEvaluator(op, shape, dtype, backend, device, repeats=repeats, warmup=warmup,
                                       baseline=baseline)
     seeds = []
-    if use_seeds:
-        seeds = cost_model_seeds(op, shape, dtype, space, prof) + [default]
     store = database.open_storage(storage)
+    if use_seeds:
+        from .transfer import database_seeds
+        url = getattr(store, "url", None)            # other devices' best for this op (none in memory)
+        seeds = (cost_model_seeds(op, shape, dtype, space, prof) + (database_seeds(url, key) if url else [])
+                 + [default])
     before, shapes = _earlier(store, key.study_name if objective == "time" else f"{key.study_name}|objective={objective}")
     if force:
         n_evals += before
-    result = tune(space, evaluator, n_evals=n_evals, key=key, storage=store, strategy=strategy, seed=seed,
+    result = tune(space, evaluator, n_evals=n_evals, key=key, storage=store, strategy=strategy or strategies.DEFAULT,
+                  seed=seed,
                   seeds=seeds, profile=prof, objective=objective, progress=progress)
     if shape not in shapes:
         if result.evaluated_now == 0:

@@ -1,8 +1,9 @@
 """The tuning loop: ask a strategy for a config, skip what cannot or need not run, evaluate
 the rest, and tell the study. One Optuna study per tuning key.
 
-- Infeasible configs (the space's constraints on the profile) are pruned without being
-  compiled or run; they do not count as evaluations.
+- Constraints first: the strategy draws from the feasible set (the space's constraints on
+  the profile, enumerated before sampling, see feasible.py), so an infeasible config is never
+  proposed, compiled or run, and every proposal is one evaluation.
 - A config already evaluated in the study (by this or another process, before a crash or
   now) is not run again: its recorded value is told again.
 - A failing config (compile error, wrong result, crash in a backend) is pruned with the
@@ -18,7 +19,6 @@ the rest, and tell the study. One Optuna study per tuning key.
 from __future__ import annotations
 
 import os
-import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +33,8 @@ from tilec.tuning.keys import TuningKey
 
 from . import encoding, strategies
 from .evaluators import Measurement, TrialFailed
+from .feasible import FeasibleSet
+from .strategies.base import Proposed, prior_rows
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -120,10 +122,14 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
          key: TuningKey | None = None, study_name: str | None = None, storage: Any = None,
          strategy: str = strategies.DEFAULT, seed: int | None = None, seeds: list[dict] = (),
          profile: Any = None, objective: str = "time", max_asks: int | None = None,
-         stop_at: float | None = None,
+         stop_at: float | None = None, prior: dict[str, float] | None = None,
+         feasible: FeasibleSet | None = None,
          progress: Callable[[dict], None] | None = None) -> TuneResult:
     """Tune ``space`` with ``evaluator`` until the study holds ``n_evals`` evaluated configs
-    (or the feasible space is exhausted, or a value <= ``stop_at`` is found).
+    (or the feasible space is exhausted, or a value <= ``stop_at`` is found). ``seeds`` are
+    evaluated first; ``prior`` scores configs by id (lower = more promising, e.g. other
+    devices' records: transfer.py) for the strategies that use one. ``feasible``: the space's
+    feasible set on ``profile`` when the caller built it already (replays reuse one).
 
     ``storage``: a URL, "memory" or an Optuna storage; default: the tuning database
     (``database.default_url()``). Tuning for energy uses its own study (the key's name plus
@@ -139,8 +145,8 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
         name = f"{name}|objective={objective}"
     store = database.open_storage(storage)
     dists = encoding.distributions(space)
-    sampler = strategies.get(strategy)(dists, seed, n_evals)
-    study = optuna.create_study(study_name=name, storage=store, sampler=sampler, direction="minimize",
+    make = strategies.get(strategy)
+    study = optuna.create_study(study_name=name, storage=store, sampler=Proposed(), direction="minimize",
                                 load_if_exists=True)
     if key is not None and "key" not in study.user_attrs:
         study.set_user_attr("key", key.as_dict())
@@ -148,29 +154,19 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
     shared = not isinstance(store, optuna.storages.InMemoryStorage)   # other tuners may write too
     known = _Known()
     known.refresh(study)
-    for cfg in seeds:
-        cfg = {k: cfg[k] for k in space.names if k in cfg}
-        if len(cfg) != len(space.names) or space.reasons(cfg, profile):
-            continue
-        if encoding.config_id(cfg) in known.values or encoding.config_id(encoding.encode(space, cfg)) in known.waiting:
-            continue
-        study.enqueue_trial(encoding.encode(space, cfg), user_attrs={"seed": True})
-    rng = random.Random(seed)
-    feasible: list[dict] | None = None
+    feasible = feasible or FeasibleSet(space, profile, seed)
+    proposer = make(feasible, seed, n_evals, prior_rows(feasible, prior))
+    proposer.add_seeds(list(seeds))
     max_asks = max_asks or 20 * n_evals + 200
     history: list[dict] = []
-    idle, asks = 0, 0
+    asks = 0
     while known.evaluations < n_evals and asks < max_asks:
         asks += 1
-        if idle >= 5:                    # the sampler keeps proposing known configs: explore instead
-            if feasible is None:
-                feasible = list(space.configs(profile))
-            fresh = [c for c in feasible if encoding.config_id(c) not in known.values]
-            if not fresh:
-                break                    # every feasible config has been evaluated
-            study.enqueue_trial(encoding.encode(space, rng.choice(fresh)), user_attrs={"fallback": "random"})
-            idle = 0
-        trial = study.ask(dists)
+        cfg = proposer.propose(known.values)
+        if cfg is None:
+            break                        # every feasible config has been evaluated
+        study.sampler.next = encoding.encode(space, cfg)
+        trial = study.ask(dists)         # a trial enqueued by an older tuner may come first
         cfg = encoding.decode(space, trial.params)
         trial.set_user_attr("config", cfg)
         trial.set_user_attr("origin", f"{HOST}:{os.getpid()}")
@@ -179,7 +175,6 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
             trial.set_user_attr("status", "infeasible")
             trial.set_user_attr("reason", "; ".join(reasons))
             study.tell(trial, state=TrialState.PRUNED)
-            idle += 1
             continue
         cid = encoding.config_id(cfg)
         if cid in known.values:
@@ -188,9 +183,7 @@ def tune(space: Space, evaluator: Callable[[dict], Measurement], *, n_evals: int
                 study.tell(trial, state=TrialState.PRUNED)
             else:
                 study.tell(trial, known.values[cid])
-            idle += 1
             continue
-        idle = 0
         record = _evaluate(study, trial, evaluator, cfg, objective)
         history.append(record)
         if shared:

@@ -7,7 +7,8 @@ import sys
 
 BENCHMARKS = {"gemm": "bench.gemm", "startup": "bench.startup", "quant": "bench.quant",
               "attention": "bench.attention", "gpu": "bench.gpu", "overhead": "bench.overhead",
-              "threads": "bench.threads"}
+              "threads": "bench.threads", "replay_strategies": "bench.replay_strategies",
+              "cost_models": "bench.cost_models"}
 
 
 def run(name: str, argv: list[str]) -> None:

@@ -100,16 +100,24 @@ def test_cli_replays_a_cache_with_json_and_plots(tmp_path):
     assert out.returncode == 0 and "data:image/png;base64," in (tmp_path / "p-history.html").read_text()
 
 
-def test_cli_compares_strategies(tmp_path):
-    cache = kerneltuner_cache(tmp_path / "c.json")
-    out = subprocess.run([sys.executable, "-m", "autotune.cli_main", "tune", "--replay", str(cache),
-                          "--compare", "tpe,random", "--seeds", "3", "--trials", "11", "--json", str(tmp_path / "cmp.json")],
+def test_cli_compares_strategies_on_several_files_with_quartiles_and_curves(tmp_path):
+    caches = [kerneltuner_cache(tmp_path / "c.json"), kerneltuner_cache(tmp_path / "d.json", gz=True)]
+    out = subprocess.run([sys.executable, "-m", "autotune.cli_main", "tune", "--replay", *map(str, caches), "--compare",
+                          "tpe,random", "--seeds", "3", "--trials", "11", "--json", str(tmp_path / "cmp.json"),
+                          "--plot", str(tmp_path / "curves.png")],
                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
                                                               "TILEC_CACHE_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    results = {r["strategy"]: r for r in json.loads((tmp_path / "cmp.json").read_text())["results"]}
-    assert set(results) == {"tpe", "random"} and all(len(r["needed"]) == 3 for r in results.values())
-    assert all(1 <= n <= 12 for r in results.values() for n in r["needed"])
+    files = json.loads((tmp_path / "cmp.json").read_text())["files"]
+    assert [f["file"] for f in files] == ["c.json", "d.json.gz"]
+    for f in files:
+        results = {r["strategy"]: r for r in f["results"]}
+        assert set(results) == {"tpe", "random"} and all(len(r["needed"]) == 3 for r in results.values())
+        assert all(1 <= n <= 12 for r in results.values() for n in r["needed"])
+        for r in results.values():
+            n = sorted(r["needed"])
+            assert r["p25"] <= r["median"] == n[1] <= r["p75"] and r["share_reached"] == sum(x <= 11 for x in n) / 3
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_reports_bad_input_as_errors(tmp_path):
@@ -127,8 +135,9 @@ def test_tpe_needs_at_most_half_the_evaluations_of_random_search_on_recorded_gpu
         pytest.skip(f"{path} is not present")
     rec = replay.load(path)
     assert len(rec.records) == 6768 and len(rec.valid()) == 5220
-    tpe, rnd = efficiency.compare(rec, ["tpe", "random"], seeds=20, within=0.10, cap=1000)
-    assert tpe.reached == rnd.reached == 20
+    tpe, = efficiency.compare(rec, ["tpe"], seeds=20, within=0.10, cap=1000)
+    rnd, = efficiency.compare(rec, ["random"], seeds=60, within=0.10, cap=1000)   # a steadier baseline
+    assert tpe.reached == 20 and rnd.reached == 60
     assert tpe.median <= 0.5 * rnd.median, (tpe.needed, rnd.needed)
     print(f"\nconvolution RTX 3090, evaluations to within 10%: TPE median {tpe.median}, random {rnd.median}")
     assert statistics.median(rnd.needed) > 20          # the target is not trivially easy

@@ -148,6 +148,26 @@ def run_pick(args) -> int:
     return 0
 
 
+def run_select_eval(args) -> int:
+    from .learned import LearnedModel
+    from .select import select_eval
+    recs = _load(args.data, args.limit, args.seed)
+    res = select_eval(recs, lambda rs: LearnedModel.fit(rs, seed=args.seed, rounds=args.rounds),
+                      folds=args.folds, seed=args.seed)
+    print(f"selection held out by {args.holdout}: {res['folds']} folds, margins {res['margins']}")
+    print(f"{'picker':8s} {'problems':>8s} {'within 5%':>9s} {'within 10%':>10s} {'geomean':>8s} {'worst':>7s}")
+    for name in ("model", "fixed", "choose"):
+        m = res[name]
+        print(f"{name:8s} {m['problems']:8d} {m['within_5pct']:9.1%} {m['within_10pct']:10.1%} "
+              f"{m['geomean_slowdown']:8.3f} {m['worst_slowdown']:7.3f}")
+    if args.json:
+        from pathlib import Path
+
+        from tilec.runtime.cache import atomic_write
+        atomic_write(Path(args.json), json.dumps(res, indent=1, default=str))
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("cost-model", help="train, evaluate and query the cost models")
     sub = parser.add_subparsers(dest="cost_command", required=True)
@@ -172,6 +192,14 @@ def register(subparsers) -> None:
     p.add_argument("--plot", help="write predicted-vs-measured plots to this PNG")
     p.add_argument("--json", help="write the metrics as JSON")
     p.set_defaults(run=run_eval)
+
+    p = sub.add_parser("select-eval", help="kernel selection for unseen shapes: model, fixed kernel, choose()")
+    data_args(p)
+    p.add_argument("--holdout", default="shape", choices=("shape",), help="what is held out (whole problem shapes)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=150, help="boosting rounds of the learned model")
+    p.add_argument("--json", help="write the table as JSON")
+    p.set_defaults(run=run_select_eval)
 
     p = sub.add_parser("predict", help="predict one launch on a profile")
     p.add_argument("--op", required=True)

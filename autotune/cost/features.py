@@ -43,7 +43,8 @@ def profile_of(rec: Record):
 
 def analyse(rec: Record) -> tuple[Workload, Prediction]:
     prof = profile_of(rec)
-    w = workload_for(rec.op, rec.shape, rec.dtype, rec.config)
+    from .resources import apply
+    w = apply(workload_for(rec.op, rec.shape, rec.dtype, rec.config), rec.extra)   # measured beats estimated
     return w, predict(w, prof)
 
 

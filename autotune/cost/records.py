@@ -287,7 +287,8 @@ DEVICE_PROFILES = {"NVIDIA A100-PCIE-40GB": "a100_pcie_40gb", "NVIDIA RTX A4000"
                    "NVIDIA GeForce RTX 2080 Ti": "rtx2080ti", "NVIDIA TITAN RTX": "titan_rtx"}
 _NOT_PARAMS = {"time", "times", "compile_time", "verification_time", "benchmark_time", "strategy_time",
                "framework_time", "timestamp", "GFLOP/s", "GFLOPS/W", "temperature", "core_freq", "pwr_core_freq",
-               "f", "energy", "ps_energy", "nvml_energy", "nvml_power", "ps_power", "power"}
+               "f", "energy", "ps_energy", "nvml_energy", "nvml_power", "ps_power", "power",
+               "registers", "num_regs", "shared_bytes", "shared_mem_bytes", "threads"}
 
 
 def load_kernel_tuner(path: str | Path) -> list[Record]:
@@ -322,8 +323,11 @@ def load_kernel_tuner(path: str | Path) -> list[Record]:
         if power is None and energy is not None:
             power = energy / runtime
         clock = entry.get("core_freq") or entry.get("nvml_gr_clock")
+        from .resources import FIELDS
+        extra = {n: entry[n] for names in FIELDS.values() for n in names if isinstance(entry.get(n), (int, float))}
         out.append(Record(op, shape, "float32", cfg, runtime, device=device, energy_j=energy, power_w=power,
-                          clock_hz=float(clock) * 1e6 if isinstance(clock, (int, float)) else None, source=path.name))
+                          clock_hz=float(clock) * 1e6 if isinstance(clock, (int, float)) else None, source=path.name,
+                          extra=extra))
     return out
 
 

@@ -46,6 +46,37 @@ class RecordedSpace:
     def evaluator(self) -> ReplayEvaluator:
         return ReplayEvaluator(self)
 
+    @property
+    def context(self) -> tuple:
+        """What the record measured: the device and the parameters held fixed (a clock, ...)."""
+        return (self.meta.get("device_name") or self.name, tuple(sorted(self.meta.get("fixed", {}).items())))
+
+    def fix(self, values: dict) -> RecordedSpace:
+        """The part of the record where the named parameters have the given values, as a space
+        without them (e.g. one locked clock of a cache that tuned the clock too)."""
+        unknown = sorted(set(values) - set(self.params))
+        if unknown:
+            raise TilecError(f"{self.name}: cannot fix {unknown}; its parameters are {list(self.params)}")
+        bad = [f"{k}={v!r}" for k, v in values.items() if v not in self.params[k]]
+        if bad:
+            raise TilecError(f"{self.name}: {', '.join(bad)} not among the recorded values")
+        records = {}
+        for cid, v in self.records.items():
+            cfg = json.loads(cid)
+            if all(cfg.get(k) == x for k, x in values.items()):
+                records[config_id({k: x for k, x in cfg.items() if k not in values})] = v
+        params = {n: c for n, c in self.params.items() if n not in values}
+        meta = {**self.meta, "fixed": {**self.meta.get("fixed", {}), **values}}
+        return RecordedSpace(self.name, params, records, self.unit_s, meta)
+
+    def split(self, names: list[str]) -> list[RecordedSpace]:
+        """One record per combination of values of ``names`` (those present)."""
+        names = [n for n in names if n in self.params]
+        if not names:
+            return [self]
+        combos = {tuple(json.loads(cid)[n] for n in names) for cid in self.records}
+        return [self.fix(dict(zip(names, c))) for c in sorted(combos)]
+
 
 class ReplayEvaluator:
     def __init__(self, recorded: RecordedSpace):

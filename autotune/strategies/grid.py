@@ -1,22 +1,19 @@
-"""Exhaustive grid over the whole space, visited in random order (seeded)."""
+"""Exhaustive: every feasible config once, in a seeded random order."""
 from __future__ import annotations
 
-import optuna
-from optuna.distributions import CategoricalDistribution, IntDistribution
+from .base import Proposer
 
 
-class _Grid(optuna.samplers.GridSampler):
-    def after_trial(self, study, trial, state, values):
-        # Optuna's grid stops the study when the grid is used up, which only works inside
-        # study.optimize; the tuner's own loop notices exhaustion by itself.
-        return None
+class Grid(Proposer):
+    def __init__(self, fs, seed, budget, prior=None):
+        super().__init__(fs, seed, budget)
+        self.order = list(self.rng.permutation(len(fs)))
+
+    def next_row(self) -> int:
+        while self.done[self.order[-1]]:
+            self.order.pop()
+        return int(self.order.pop())
 
 
-def make_sampler(distributions: dict, seed: int | None, budget: int):
-    grid = {}
-    for name, d in distributions.items():
-        if isinstance(d, IntDistribution):
-            grid[name] = list(range(d.low, d.high + 1, d.step))
-        elif isinstance(d, CategoricalDistribution):
-            grid[name] = list(d.choices)
-    return _Grid(grid, seed=seed)
+def make_proposer(fs, seed, budget, prior=None):
+    return Grid(fs, seed, budget)

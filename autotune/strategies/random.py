@@ -1,8 +1,14 @@
-"""Uniform random search: the baseline every other strategy must beat."""
+"""Uniform random search over the feasible set, without repeats: the baseline every other
+strategy must beat."""
 from __future__ import annotations
 
-import optuna
+from .base import Proposer
 
 
-def make_sampler(distributions: dict, seed: int | None, budget: int):
-    return optuna.samplers.RandomSampler(seed=seed)
+class Random(Proposer):
+    def next_row(self) -> int:
+        return self.random_fresh()
+
+
+def make_proposer(fs, seed, budget, prior=None):
+    return Random(fs, seed, budget)

@@ -296,6 +296,42 @@ def _warn_unreadable(path: Path, error: Exception) -> None:
                   f"`tilec tune --reset-db` moves it aside and starts a new one", stacklevel=5)
 
 
+def best_rows(url: str) -> list[tuple[str, dict, float, dict]]:
+    """Every stored best: (study name, config, value, key fields); [] without a database.
+    Never creates a file."""
+    path = sqlite_path(url)
+    try:
+        if path is not None:
+            if not path.exists():
+                return []
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                rows = con.execute(f"SELECT study_name, config, value, key_json FROM {BEST_TABLE}").fetchall()
+            finally:
+                con.close()
+        else:
+            import sqlalchemy
+            from sqlalchemy import text
+            engine = sqlalchemy.create_engine(url)
+            try:
+                with engine.connect() as con:
+                    rows = con.execute(text(f"SELECT study_name, config, value, key_json FROM {BEST_TABLE}")).all()
+            finally:
+                engine.dispose()
+    except Exception:                    # no table yet, or an unreachable server: nothing known
+        return []
+    out = []
+    for name, cfg, value, key in rows:
+        cfg = _parse_config(cfg)
+        try:
+            key = json.loads(key)
+        except (TypeError, ValueError):
+            continue
+        if cfg is not None and isinstance(key, dict):
+            out.append((name, cfg, float(value), key))
+    return out
+
+
 _memo: dict[tuple, dict | None] = {}
 _memo_lock = threading.Lock()
 _generation = 0          # bumped by forget(): whoever remembers a lookup's answer compares it

@@ -1,0 +1,133 @@
+"""Power with physical bounds: power = idle + dynamic, dynamic a fraction in [0, 1] of the
+profile's headroom (TDP - idle), so every prediction lies in [idle, TDP] by construction,
+and energy = power x runtime.
+
+- Analytical: the fraction is the bounding resource's utilisation (the roofline time over
+  the runtime) times (clock / nominal clock)^3 (switching power goes with f V^2, and under
+  DVFS the voltage follows the clock), clamped to [0, 1].
+- Learned (``PowerModel``): gradient-boosted trees predict logit((P - idle) / (TDP - idle))
+  from the config, the clock and the run's runtime (measured, or a runtime model's); the
+  sigmoid maps any output back into the bounds. Power rises with the clock (a monotone
+  constraint), as physics says.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from tilec.errors import TilecError
+
+from .records import Record
+
+DVFS_POWER_EXPONENT = 3.0
+EDGE = 1e-3                              # fractions are kept inside (EDGE, 1 - EDGE) before the logit
+
+
+def bounded(idle_w: float, tdp_w: float, fraction) -> np.ndarray:
+    """idle + (TDP - idle) x fraction, the fraction clamped to [0, 1]."""
+    if not (0 <= idle_w < tdp_w):
+        raise TilecError(f"power bounds need 0 <= idle < TDP, got idle {idle_w} W and TDP {tdp_w} W")
+    return idle_w + (tdp_w - idle_w) * np.clip(np.nan_to_num(np.asarray(fraction, float), nan=0.0), 0.0, 1.0)
+
+
+def analytical_fraction(t_bound_s: float, runtime_s: float, clock_hz: float | None, nominal_hz: float) -> float:
+    """Utilisation of the bounding resource, scaled by the clock's cube."""
+    util = min(max(t_bound_s / runtime_s, 0.0), 1.0) if runtime_s > 0 else 0.0
+    scale = (clock_hz / nominal_hz) ** DVFS_POWER_EXPONENT if clock_hz and nominal_hz else 1.0
+    return min(util * scale, 1.0)
+
+
+def analytical_power(w, p, runtime_s: float, clock_hz: float | None = None) -> float:
+    """Bounded power of workload ``w`` on profile ``p`` running for ``runtime_s``."""
+    from .analytical import predict
+    t_bound = predict(w, p).features.get("t_roofline", 0.0)
+    return float(bounded(p.idle_power_w, p.tdp_w, analytical_fraction(t_bound, runtime_s, clock_hz, p.clock_hz)))
+
+
+def _features(rec: Record, runtime_s: float) -> dict:
+    f = {f"cfg.{k}": float(v) for k, v in rec.config.items()
+         if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    f["clock_mhz"] = (rec.clock_hz or 0.0) / 1e6
+    f["log_runtime"] = math.log(runtime_s)
+    return f
+
+
+class PowerModel:
+    """Learned bounded power for one device (``idle_w`` and ``tdp_w`` its profile's)."""
+
+    def __init__(self, idle_w: float, tdp_w: float, columns: list[str], booster=None):
+        bounded(idle_w, tdp_w, 0.0)          # checks the bounds
+        self.idle_w, self.tdp_w, self.columns, self.booster = idle_w, tdp_w, columns, booster
+
+    def _matrix(self, records: list[Record], runtimes) -> np.ndarray:
+        rows = [_features(r, t) for r, t in zip(records, runtimes)]
+        return np.array([[row.get(c, np.nan) for c in self.columns] for row in rows], dtype=float)
+
+    @classmethod
+    def fit(cls, records: list[Record], idle_w: float, tdp_w: float, seed: int = 0, rounds: int = 300) -> PowerModel:
+        import lightgbm as lgb
+        rows = [r for r in records if r.power_w]
+        if len(rows) < 8:
+            raise TilecError(f"a power model needs at least 8 records with measured power, got {len(rows)}")
+        columns = sorted({k for r in rows for k in _features(r, r.runtime_s)})
+        model = cls(idle_w, tdp_w, columns)
+        X = model._matrix(rows, [r.runtime_s for r in rows])
+        frac = np.clip((np.array([r.power_w for r in rows]) - idle_w) / (tdp_w - idle_w), EDGE, 1 - EDGE)
+        y = np.log(frac / (1 - frac))
+        params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 5,
+                  "lambda_l2": 1.0, "seed": seed, "deterministic": True, "num_threads": 1, "verbosity": -1,
+                  "monotone_constraints": [1 if c == "clock_mhz" else 0 for c in columns]}
+        model.booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=rounds)
+        return model
+
+    def power(self, records: list[Record], runtimes=None) -> np.ndarray:
+        """Watts, always within [idle, TDP]; ``runtimes`` default to the records' own."""
+        runtimes = [r.runtime_s for r in records] if runtimes is None else list(runtimes)
+        if not records:
+            return np.zeros(0)
+        z = self.booster.predict(self._matrix(records, runtimes))
+        return bounded(self.idle_w, self.tdp_w, 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+
+    def energy(self, records: list[Record], runtimes=None) -> np.ndarray:
+        runtimes = np.array([r.runtime_s for r in records] if runtimes is None else list(runtimes), dtype=float)
+        return self.power(records, runtimes) * runtimes
+
+    def to_json(self) -> str:
+        return json.dumps({"format": "tilec-power-model/1", "idle_w": self.idle_w, "tdp_w": self.tdp_w,
+                           "columns": self.columns, "model": self.booster.model_to_string()})
+
+    @classmethod
+    def from_json(cls, text: str) -> PowerModel:
+        import lightgbm as lgb
+        try:
+            doc = json.loads(text)
+            if doc.get("format") != "tilec-power-model/1":
+                raise KeyError("format")
+            return cls(doc["idle_w"], doc["tdp_w"], list(doc["columns"]), lgb.Booster(model_str=doc["model"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise TilecError(f"not a tilec power model: {e}") from None
+
+
+def holdout(records: list[Record], groups: list, idle_w: float, tdp_w: float, folds: int = 5,
+            seed: int = 0) -> dict:
+    """Power R^2 and energy MAPE (energy = predicted power x the run's runtime) with whole
+    groups (configs, clocks) held out: ``folds`` folds, or one per group when fewer."""
+    from .evaluate import mape, r2
+    keep = [i for i, r in enumerate(records) if r.power_w and r.energy_j]
+    uniq = sorted({groups[i] for i in keep}, key=repr)
+    np.random.default_rng(seed).shuffle(uniq)
+    parts = [uniq[k::folds] for k in range(folds)] if len(uniq) > folds else [[u] for u in uniq]
+    pred = np.full(len(records), np.nan)
+    for part in parts:
+        held = set(part)
+        train = [records[i] for i in keep if groups[i] not in held]
+        test = [i for i in keep if groups[i] in held]
+        pred[test] = PowerModel.fit(train, idle_w, tdp_w, seed).power([records[i] for i in test])
+    y = np.array([records[i].power_w for i in keep])
+    p = pred[keep]
+    e = np.array([records[i].energy_j for i in keep])
+    t = np.array([records[i].runtime_s for i in keep])
+    return {"rows": len(keep), "folds": len(parts), "power_r2": r2(y, p), "energy_mape": mape(e, p * t),
+            "power_min_w": float(p.min()), "power_max_w": float(p.max())}

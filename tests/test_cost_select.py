@@ -1,0 +1,84 @@
+"""Kernel selection for unseen shapes: choose() between a fixed-kernel prior and a model,
+its margin set on training shapes, and ``tilec cost-model select-eval``."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autotune.cost.records import Record
+from autotune.cost.select import by_problem, calibrate, choose, fixed_ranking, select_eval
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = [{"B": b} for b in (16, 32, 64, 128, 256)]
+
+
+def truth(shape: dict, cfg: dict) -> float:
+    """The best block grows with the problem; a middle one is a fair compromise everywhere."""
+    ideal = 16 * 2 ** min(4, int(math.log2(shape["N"]) // 3))
+    return 1e-3 * (1 + 0.3 * abs(math.log2(cfg["B"] / ideal)))
+
+
+def records(n_shapes: int = 16) -> list[Record]:
+    return [Record("k", {"N": 2 ** (4 + i % 12)}, "float32", dict(c), truth({"N": 2 ** (4 + i % 12)}, c),
+                   device="host", extra={"i": i}) for i in range(n_shapes) for c in CONFIGS]
+
+
+class Model:
+    """A stand-in for LearnedModel: predicts from the truth, or its opposite."""
+
+    def __init__(self, sign: float = 1.0):
+        self.sign = sign
+
+    def predict(self, recs):
+        t = np.array([truth(r.shape, r.config) for r in recs])
+        return (t if self.sign > 0 else 1.0 / t), t
+
+
+def test_a_good_model_is_followed_and_a_misleading_one_is_overruled():
+    recs = records()
+    assert len(by_problem(recs)) == 12                # 16 rows of shapes, 12 distinct
+    fixed = fixed_ranking(recs)["k"]
+    shapes = [{"N": 2 ** (4 + i)} for i in range(12)]
+    mean_slowdown = {c["B"]: np.mean([np.log(truth(s, c) / min(truth(s, d) for d in CONFIGS)) for s in shapes])
+                     for c in CONFIGS}
+    prior = min(mean_slowdown, key=mean_slowdown.get)
+    assert json.loads(fixed[0]) == {"B": prior} and prior not in (16, 256)
+    problem = Record("k", {"N": 2 ** 14}, "float32", {}, 1.0)
+    good = choose(problem, CONFIGS, Model(), fixed, margin=0.0)
+    assert good.source == "model" and good.config == {"B": 256}
+    assert calibrate(recs, lambda rs: Model()) == 0.0
+    margin = calibrate(recs, lambda rs: Model(-1.0))                   # a margin the model never clears
+    assert margin >= 0.5
+    bad = choose(problem, CONFIGS, Model(-1.0), fixed, margin=margin)
+    assert bad.source == "fixed" and bad.config == {"B": prior}
+    assert choose(problem, CONFIGS, Model(-1.0)).config == {"B": 16}    # no prior: the model alone
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_held_out_selection_is_never_worse_than_the_fixed_kernel(sign):
+    res = select_eval(records(24), lambda rs: Model(sign), folds=4)
+    assert res["choose"]["geomean_slowdown"] <= res["fixed"]["geomean_slowdown"] + 1e-12
+    assert res["choose"]["worst_slowdown"] <= res["fixed"]["worst_slowdown"] + 1e-12
+    if sign > 0:
+        assert res["choose"]["within_5pct"] == 1.0
+    else:
+        assert res["model"]["worst_slowdown"] > res["choose"]["worst_slowdown"]
+
+
+def test_cli_select_eval_on_the_host_records(tmp_path):
+    data = REPO / "autotune" / "cost" / "data" / "host_numba_records.jsonl"
+    out = subprocess.run([sys.executable, "-m", "autotune.cli_main", "cost-model", "select-eval", str(data),
+                          "--holdout", "shape", "--folds", "3", "--rounds", "40", "--json", str(tmp_path / "s.json")],
+                         capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+                                                              "TILEC_CACHE_DIR": str(tmp_path)}, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "choose" in out.stdout and "within 5%" in out.stdout
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["choose"]["problems"] == 44
+    assert res["choose"]["geomean_slowdown"] <= res["fixed"]["geomean_slowdown"]
