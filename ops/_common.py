@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -29,6 +30,24 @@ def activation(x, ACT):
     if ACT == "silu":
         y = x * tc.sigmoid(x)
     return y
+
+
+def torch_op(name: str, tensors: tuple, backend: str | None = None, config: dict | None = None):
+    """``torch.ops.tilec.<name>`` when a call on torch tensors must go through the custom op,
+    else None: while ``torch.compile`` traces (Numba cannot compile on fake tensors), and when
+    autograd records (an input requires grad), so ``ops.*`` are differentiable and traceable.
+    Never imports torch: a process that has not imported it gets None."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(tensors[0], torch.Tensor):
+        return None
+    if not (torch.compiler.is_compiling() or
+            (torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in tensors))):
+        return None
+    if backend is not None or config is not None:
+        raise InputError(f"ops.{name}: backend= and config= are not available under torch.compile or autograd "
+                         f"(the custom op torch.ops.tilec.{name} takes the defaults and the tuning database)")
+    import ops.torch  # noqa: F401  (registers torch.ops.tilec.*)
+    return getattr(torch.ops.tilec, name)
 
 
 def check_rank(name: str, x: Any, ndim: int, dtypes=FLOAT_DTYPES):

@@ -16,7 +16,7 @@ from autotune.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, choose_config,
-                      config_items, fits_local_memory, output_like, pick_backend)
+                      config_items, fits_local_memory, output_like, pick_backend, torch_op)
 from .spec import OpSpec
 
 
@@ -79,6 +79,9 @@ _plans = CallPlans()
 def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
          backend: str | None = None, config: dict | None = None) -> Any:
     """act(alpha * a @ b + bias) with fp32 accumulation; returns an array like ``a``."""
+    traced = torch_op("gemm", (a, b, bias), backend, config)
+    if traced is not None:
+        return traced(a, b, bias, activation, float(alpha))
     key = _plans.key((a, b, bias), activation, backend, config_items(config))
     plan = _plans.get(key) or _plans.put(key, _plan(a, b, bias, activation, backend, config))
     be, cfg, grid, (m, n), dtype = plan
