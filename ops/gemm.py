@@ -119,13 +119,20 @@ def reference(inputs: dict) -> np.ndarray:
 
 
 def apply_activation_reference(x: np.ndarray, act: str | None) -> np.ndarray:
+    """The epilogues in float64, in forms without cancellation (erfc, not 1 + erf), so their
+    relative error stays small where the values are tiny."""
     if act == "relu":
         return np.maximum(x, 0)
     if act == "gelu":
-        from math import erf
-        return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+        from math import erfc
+        return 0.5 * x * np.vectorize(erfc, otypes=[np.float64])(-x / np.sqrt(2))
+    if act == "gelu_tanh":
+        u = np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)
+        with np.errstate(over="ignore"):
+            return x / (1 + np.exp(-2 * u))      # = 0.5 x (1 + tanh u)
     if act == "silu":
-        return x / (1 + np.exp(-x))
+        with np.errstate(over="ignore"):
+            return x / (1 + np.exp(-x))
     return x
 
 

@@ -12,7 +12,8 @@ import ops.torch  # noqa: E402,F401
 import tilec as tc  # noqa: E402
 
 F = torch.nn.functional
-ACTS = {None: lambda z: z, "relu": torch.relu, "gelu": F.gelu, "silu": F.silu}
+ACTS = {None: lambda z: z, "relu": torch.relu, "gelu": F.gelu,
+        "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"), "silu": F.silu}
 
 
 def _leaves(*shapes, seed=0):

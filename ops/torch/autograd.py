@@ -32,6 +32,10 @@ def _epilogue_grad(grad, out, pre, activation):
     z = pre().float()
     if activation == "gelu":
         d = 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0)))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    elif activation == "gelu_tanh":
+        u = math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)
+        th = torch.tanh(u)
+        d = 0.5 * (1 + th) + 0.5 * z * (1 - th * th) * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * z * z)
     elif activation == "silu":
         s = torch.sigmoid(z)
         d = s * (1.0 + z * (1.0 - s))
