@@ -80,8 +80,8 @@ def test_quantlinear_weight_and_state_dict_round_trip(method, kwargs):
     assert f"method={method}" in repr(layer) and "group_size=32" in repr(layer)
 
     blob = save(layer.state_dict())                          # plain tensors: no pickle anywhere
-    fresh = QuantLinear(64, 48, method, 32, planes=kwargs.get("bits", 3),
-                        zeros=not kwargs.get("symmetric", True) or kwargs.get("bcq_method") == "uniform")
+    offsets = layer.beta if method == "lut" else layer.zeros
+    fresh = QuantLinear(64, 48, method, 32, planes=kwargs.get("bits", 3), zeros=offsets is not None)
     fresh.load_state_dict(load(blob))
     x = torch.randn(2, 3, 64)
     torch.testing.assert_close(fresh(x), layer(x), rtol=0, atol=0)

@@ -123,20 +123,21 @@ class QuantLinear(torch.nn.Module):
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, method: str = "int4", group_size: int = 128,
-                    bits: int = 3, bcq_method: str = "alternating", symmetric: bool = True,
-                    **quantize_kwargs) -> "QuantLinear":
+                    bits: int = 3, bcq_method: str = "alternating", **quantize_kwargs) -> "QuantLinear":
         """``bits`` and ``bcq_method`` are for ``"lut"`` (sign planes, ``ops.bcq_quantize``'s
-        method); ``symmetric`` and ``quantize_kwargs`` go to ``ops.quantize`` for int codes."""
+        method); ``quantize_kwargs`` go to ``ops.quantize`` (int codes: ``symmetric``, ...) or
+        ``ops.bcq_quantize``; tensors among them (e.g. calibration activations) as NumPy."""
         reason = check_eligible(linear.in_features, linear.out_features, method, group_size)
         if reason:
             raise InputError(f"quantize_linear: {reason}")
         w = linear.weight.detach().to("cpu", torch.float32).t().contiguous().numpy()   # (in, out) = (K, N)
+        kwargs = {k: _host(v, torch.float32) if isinstance(v, torch.Tensor) else v
+                  for k, v in quantize_kwargs.items()}
         if method == "lut":
-            bw = ops.bcq_quantize(w, bits=bits, group_size=group_size, method=bcq_method)
+            bw = ops.bcq_quantize(w, bits=bits, group_size=group_size, method=bcq_method, **kwargs)
             tensors = {"bits": bw.bits, "alpha": bw.alpha, "beta": bw.beta}
         else:
-            qw = ops.quantize(w, bits=int(method[3:]), group_size=group_size, symmetric=symmetric,
-                              **quantize_kwargs)
+            qw = ops.quantize(w, bits=int(method[3:]), group_size=group_size, **kwargs)
             tensors = {"qweight": qw.qweight, "scales": qw.scales, "zeros": qw.zeros}
         layer = cls(linear.in_features, linear.out_features, method, group_size, linear.bias is not None,
                     planes=bits, zeros=tensors.get("beta" if method == "lut" else "zeros") is not None)
