@@ -41,6 +41,7 @@ def bench_linear(shapes, repeats: int) -> list[dict]:
         times = interleaved({"torch": lambda: torch.matmul(x, wt),
                              "tilec": lambda: torch.ops.tilec.gemm(x, wt, None, None, 1.0)}, repeats=repeats)
         rows.append(_row(f"linear M={m} {k}->{n} fp32", times, "torch"))
+        _show(rows[-1])
     return rows
 
 
@@ -53,6 +54,7 @@ def bench_epilogue(repeats: int, m: int = 4096, k: int = 384, n: int = 1536) -> 
                              "tilec fused": lambda act=act: torch.ops.tilec.gemm(x, w, b, act, 1.0)},
                             repeats=repeats)
         rows.append(_row(f"linear+{act} M={m} {k}->{n} fp32", times, "torch"))
+        _show(rows[-1])
     return rows
 
 
@@ -64,7 +66,7 @@ def _bert():
     return BertModel(cfg).eval()
 
 
-def bench_bert(repeats: int, batches=((32, 128), (1, 16))) -> list[dict]:
+def bench_bert(repeats: int, batches=((1, 16), (32, 128))) -> list[dict]:
     model = _bert()
     tilec_fp32 = copy.deepcopy(model)
     ops.torch.linear_model(tilec_fp32)
@@ -90,20 +92,28 @@ def bench_bert(repeats: int, batches=((32, 128), (1, 16))) -> list[dict]:
         row["int4_cosine_to_fp32"] = float(F.cosine_similarity(out["tilec int4"].flatten(1),
                                                                out["torch"].flatten(1)).min())
         rows.append(row)
+        _show(row)
     return rows
+
+
+def _show(row: dict) -> None:
+    """One line per case as it finishes (the BERT cases take minutes on a loaded machine)."""
+    print(row["case"], " ".join(f"{k} {v:.2f}ms" for k, v in row["ms"].items()), "| x torch:",
+          " ".join(f"{k} {v:.2f}" for k, v in row["vs_torch"].items()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench torch_models")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--quick", action="store_true", help="skip the BERT model")
+    p.add_argument("--bert-repeats", type=int, default=3)
     p.add_argument("--json")
     args = p.parse_args(argv)
     before = cpu_times()
     shapes = [(m, k, n) for m in (1, 8, 128, 4096) for k, n in ((384, 1536), (1536, 384))] + [(1024, 1024, 1024)]
     results = bench_linear(shapes, args.repeats) + bench_epilogue(args.repeats)
     if not args.quick:
-        results += bench_bert(max(3, args.repeats // 2))
+        results += bench_bert(args.bert_repeats)
     console = Console()
     t = Table(title=f"torch models (median of {args.repeats}, interleaved, same run)")
     for col in ("case", "ms", "x torch"):
