@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from .database import lookup
+from tilec.tuning.database import lookup
 
 
 def __getattr__(name: str):

@@ -53,12 +53,17 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", default=strategies.DEFAULT, choices=strategies.NAMES)
     p.add_argument("--objective", default="time", choices=("time", "energy"))
     p.add_argument("--storage", help="Optuna storage URL or a SQLite file's path (default $TILEC_TUNING_DB or sqlite in the cache dir)")
+    p.add_argument("--reset-db", action="store_true",
+                   help="move the tuning database aside (to NAME.reset-TIME) and start a new one; "
+                        "alone, or before tuning OP")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per config (median)")
     p.add_argument("--no-seeds", action="store_true", help="do not start from the default/cost-model configs")
     p.add_argument("--confirm", type=int, default=3,
                    help="measured tunes: re-measure this many fastest configs against each other and keep "
                         "the winner (0: keep the single fastest measurement)")
+    p.add_argument("--force", action="store_true",
+                   help="tune --trials more configs even when the shape's bucket already holds that many")
     p.add_argument("--json", help="write the result and every trial to this JSON file")
     p.add_argument("--plot", help="write plots: FILE.png or FILE.html (history and importances)")
     p.add_argument("--replay", help="a recorded space: Kernel Tuner cache JSON(.gz) or CSV")
@@ -76,6 +81,13 @@ def main(args) -> int:
         raise TilecError("--trials must be at least 1")
     if args.replay:
         return _replay(args, console)
+    if args.reset_db:
+        from tilec.tuning.database import reset
+        path, moved = reset(args.storage)
+        console.print(f"tuning database {path}: " + (f"moved to {moved}; the next tune starts a new one"
+                                                     if moved else "none there yet; nothing to reset"))
+        if not args.op:
+            return 0
     if not args.op or not args.shape:
         raise TilecError("tilec tune needs an OP and --shape (or --replay FILE)")
     from .report import ProgressBar, study_record, table, write_json, write_plots
@@ -87,10 +99,16 @@ def main(args) -> int:
         result, key = tune_op(op, shape, args.dtype, device=device, profile=args.profile, backend=args.backend,
                               n_evals=args.trials, strategy=args.strategy, storage=args.storage, seed=args.seed,
                               repeats=args.repeats, objective=args.objective, use_seeds=not args.no_seeds,
-                              confirm=args.confirm, progress=bar.update)
+                              confirm=args.confirm, force=args.force, progress=bar.update)
+    if result.reused_from is not None:
+        tuned_at = ", ".join(_shape_text(s) for s in result.reused_from) or "shapes not recorded"
+        console.print(f"[yellow]nothing tuned:[/] the study of the bucket {_shape_text(dict(key.shape))} already "
+                      f"holds {result.evaluations} configs (>= --trials {args.trials}), tuned at {tuned_at}; "
+                      f"op calls at {_shape_text(shape)} reuse its best. --force tunes {args.trials} more configs "
+                      f"at {_shape_text(shape)}.")
     console.print(table(result.study, args.objective))
-    how = f"confirmed over the {args.confirm} fastest, " if result.confirmed else ""
-    console.print(f"best: {result.best_config}  ({how}{result.evaluations} configs evaluated; key {key.study_name})")
+    for line in summary(result, key, shape, args):
+        console.print(line)
     if args.json:
         write_json(args.json, study_record(result.study, {"best_config": result.best_config,
                                                            "best_value": result.best_value,
@@ -100,6 +118,48 @@ def main(args) -> int:
         for path in write_plots(result.study, args.plot):
             console.print(f"wrote {path}")
     return 0 if result.best_config is not None else 1
+
+
+def _shape_text(shape: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in shape.items())
+
+
+def summary(result, key, shape: dict, args) -> list[str]:
+    """What was tuned, what won (the stored best: rank 1 of the table), where it went and
+    which op calls now use it."""
+    from tilec.tuning.database import as_url, default_url, read_best, sqlite_path
+    from .report import fmt_value
+    url = as_url(args.storage) if args.storage else default_url()
+    stored = read_best(url, key.study_name) if args.objective == "time" else None
+    best, value = stored if stored else (result.best_config, result.best_value)
+    confirmed = result.study.user_attrs.get("confirmed") if args.objective == "time" else None
+    if result.confirmed and confirmed:
+        how = (f"confirmed: median of {confirmed['rounds']} interleaved rounds over the "
+               f"{len(confirmed['contenders'])} fastest")
+        if confirmed.get("kept_incumbent_within") is not None:
+            how += f"; the earlier pick kept (no challenger faster by over {confirmed['kept_incumbent_within']:.0%})"
+    else:
+        how = "the fastest single measurement"
+    where = str(sqlite_path(url) or _hide_password(url))
+    lines = [f"tuned {key.op} at {_shape_text(shape)} ({key.dtype}, {key.backend}, {key.device}): "
+             f"{result.evaluated_now} configs evaluated now, {result.evaluations} in the study",
+             f"best: {best}  {fmt_value(value, args.objective)} ({how})",
+             f"study {key.study_name} (shape bucket {_shape_text(dict(key.shape))}: each dimension rounded up to "
+             f"a power of two), stored in {where}"]
+    if args.objective != "time":
+        lines.append("an energy tune: op calls keep using the time-tuned config")
+    elif key.device.startswith("profile-"):
+        lines.append(f"modeled for the {args.profile} profile: op calls on this machine do not read it "
+                     f"(--json writes it out)")
+    else:
+        lines.append(f"ops.{key.op} calls with {key.dtype} inputs on {key.backend}/{key.device} whose shape rounds "
+                     f"up to {_shape_text(dict(key.shape))} now use it (TILEC_TUNING_DB={where} "
+                     f"if you chose --storage)")
+    return lines
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
 def _replay(args, console: Console) -> int:

@@ -11,7 +11,7 @@ import json
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from .space import Param, Space
+from tilec.space import Param, Space
 
 
 def _is_ordinal(p: Param) -> bool:

@@ -17,6 +17,8 @@ from rich.table import Table
 from tilec.errors import TilecError
 from tilec.runtime.cache import atomic_write
 
+from . import encoding
+
 TrialState = optuna.trial.TrialState
 
 
@@ -60,21 +62,43 @@ def evaluated_trials(study: optuna.Study) -> list:
 
 
 def table(study: optuna.Study, objective: str = "time", top: int = 10) -> Table:
+    """The study's configs, best first. After a confirmation (confirm.py) the contenders come
+    first in the order it decided, by their re-measured medians (so rank 1 is the stored best),
+    then the other configs by their search measurement; the ``measure`` column says which."""
     trials = evaluated_trials(study)
     ok = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     failed = [t for t in trials if t.state == TrialState.PRUNED]
     out = Table(title=f"{study.study_name}: {len(ok)} configs evaluated, {len(failed)} failed")
     varying = _varying([t.user_attrs["config"] for t in trials])
+    rows = confirmed_rows(study) if objective == "time" else []
+    shown = {encoding.config_id(cfg) for cfg, _, _ in rows}
+    rows += [(t.user_attrs["config"], t.value, "search") for t in ok
+             if encoding.config_id(t.user_attrs["config"]) not in shown]
     out.add_column("rank", justify="right")
     out.add_column("config")
     out.add_column(objective, justify="right")
     out.add_column("vs best", justify="right")
-    for i, t in enumerate(ok[:top], 1):
-        out.add_row(str(i), _config_text(t.user_attrs["config"], varying), fmt_value(t.value, objective),
-                    f"{t.value / ok[0].value:.2f}x")
+    out.add_column("measure")
+    for i, (cfg, value, measure) in enumerate(rows[:top], 1):
+        out.add_row(str(i), _config_text(cfg, varying), fmt_value(value, objective), f"{value / rows[0][1]:.2f}x",
+                    measure)
     for t in failed[:5]:
-        out.add_row("fail", _config_text(t.user_attrs["config"], varying), "-", str(t.user_attrs.get("reason", ""))[:60])
+        out.add_row("fail", _config_text(t.user_attrs["config"], varying), "-",
+                    str(t.user_attrs.get("reason", ""))[:60], "")
     return out
+
+
+def confirmed_rows(study: optuna.Study) -> list[tuple[dict, float, str]]:
+    """(config, median, label) of the confirmed contenders, in the confirmation's order."""
+    confirmed = study.user_attrs.get("confirmed") or {}
+    rows = []
+    for c in confirmed.get("contenders", ()):
+        label = f"confirmed ({confirmed.get('rounds', '?')} rounds, ±{c.get('spread', 0) / 2:.0%})"
+        rows.append((c["config"], c["median_s"], label))
+    kept = confirmed.get("kept_incumbent_within")
+    if kept is not None and rows:
+        rows[0] = (rows[0][0], rows[0][1], rows[0][2] + f"; kept: no challenger faster by over {kept:.0%}")
+    return rows
 
 
 def _varying(configs: list[dict]) -> set:

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from tilec.errors import TilecError
+from tilec.space import Space
+from tilec.tuning.keys import TuningKey
 
 from . import confirm as confirm_mod
-from .keys import TuningKey
-from .space import Space
+from . import encoding
 
 SEED_COUNT = 3          # cost-model guesses tried first
 RANK_LIMIT = 20000      # rank at most this many configs with the cost model
@@ -89,17 +90,35 @@ def default_backend(device: str | None, profile) -> str:
     return backends.default_for("cpu" if device in (None, "cpu") else device)
 
 
+def _earlier(store, study_name: str) -> tuple[int, list[dict]]:
+    """(distinct configs evaluated, exact shapes tuned) of a study, (0, []) if there is none."""
+    import optuna
+
+    from .report import evaluated_trials
+    try:
+        study = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        return 0, []
+    evaluated = {encoding.config_id(t.user_attrs["config"]) for t in evaluated_trials(study)}
+    return len(evaluated), list(study.user_attrs.get("shapes", []))
+
+
 def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cpu", profile: str | None = None,
             backend: str | None = None, n_evals: int = 30, strategy: str = "tpe", storage: Any = None,
             seed: int | None = None, repeats: int = 5, warmup: int = 1, objective: str = "time",
-            use_seeds: bool = True, confirm: int = confirm_mod.TOP,
+            use_seeds: bool = True, confirm: int = confirm_mod.TOP, force: bool = False,
             progress: Callable[[dict], None] | None = None):
     """Tune ``op`` at ``shape``; measured on ``device`` or, with ``profile``, modeled there.
     Measured on the CPU, each config's runs are paired with runs of the op's default, which
     cancels the machine's drift (see evaluators/measured.py). A measured tune for time ends by
     re-measuring its ``confirm`` fastest configs against each other (see confirm.py; 0 or 1
-    skips that)."""
-    from . import database
+    skips that).
+
+    The study is the shape's bucket's (tilec/tuning/keys.py): when it already holds ``n_evals``
+    configs from other shapes nothing runs and ``result.reused_from`` lists those shapes;
+    ``force`` tunes ``n_evals`` configs more in any case. The exact shapes tuned are kept in
+    the study."""
+    from tilec.tuning import database
     from .evaluators.measured import MeasuredEvaluator
     from .evaluators.modeled import from_cost_model
     from .tuner import tune
@@ -129,8 +148,16 @@ def tune_op(op, shape: dict, dtype: str = "float32", *, device: str | None = "cp
     if use_seeds:
         seeds = cost_model_seeds(op, shape, dtype, space, prof) + [default]
     store = database.open_storage(storage)
+    before, shapes = _earlier(store, key.study_name if objective == "time" else f"{key.study_name}|objective={objective}")
+    if force:
+        n_evals += before
     result = tune(space, evaluator, n_evals=n_evals, key=key, storage=store, strategy=strategy, seed=seed,
                   seeds=seeds, profile=prof, objective=objective, progress=progress)
+    if shape not in shapes:
+        if result.evaluated_now == 0:
+            result.reused_from = shapes
+        else:
+            result.study.set_user_attr("shapes", shapes + [shape])
     if isinstance(evaluator, MeasuredEvaluator) and objective == "time" and confirm > 1:
         confirmed = confirm_mod.confirm_best(result.study, store, evaluator, key.as_dict(), k=confirm)
         if confirmed:

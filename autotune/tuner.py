@@ -27,11 +27,12 @@ from typing import Any
 import optuna
 
 from tilec.errors import TilecError
+from tilec.space import Space
+from tilec.tuning import database
+from tilec.tuning.keys import TuningKey
 
-from . import database, encoding, strategies
+from . import encoding, strategies
 from .evaluators import Measurement, TrialFailed
-from .keys import TuningKey
-from .space import Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -50,6 +51,7 @@ class TuneResult:
     history: list[dict] = field(default_factory=list)   # this call's evaluations, in order
     study: Any = None
     confirmed: bool = False               # best_config won a re-measurement of the leaders (confirm.py)
+    reused_from: list | None = None       # tune_op ran nothing: the exact shapes the study was tuned at
 
     def as_dict(self) -> dict:
         return {"study": self.study_name, "best_config": self.best_config, "best_value": self.best_value,

@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHMARKS = {"gemm": "bench.gemm", "startup": "bench.startup", "quant": "bench.quant",
-              "attention": "bench.attention", "torch_models": "bench.torch_models"}
+              "attention": "bench.attention", "gpu": "bench.gpu", "torch_models": "bench.torch_models"}
 
 
 def run(name: str, argv: list[str]) -> None:

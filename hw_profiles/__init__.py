@@ -11,14 +11,15 @@ a packaged profile of the same name.
 from __future__ import annotations
 
 import os
-import tomllib
+import warnings
 from pathlib import Path
 
-from .schema import MemoryLevel, Profile, ProfileError, profile_from_dict
+from .schema import MemoryLevel, Profile, ProfileError, load_file, profile_from_dict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
-__all__ = ["MemoryLevel", "Profile", "ProfileError", "load", "names", "host", "load_file", "search_dirs"]
+__all__ = ["MemoryLevel", "Profile", "ProfileError", "load", "names", "host", "load_file", "search_dirs",
+           "available"]
 
 
 def search_dirs() -> list[Path]:
@@ -33,20 +34,6 @@ def search_dirs() -> list[Path]:
 def names() -> list[str]:
     found = {p.stem for d in search_dirs() if d.is_dir() for p in d.glob("*.toml")}
     return sorted(found | {"host"})
-
-
-def load_file(path: str | os.PathLike, expected_name: str | None = None) -> Profile:
-    """Parse and check one TOML file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ProfileError(str(path), "-", f"cannot read the file: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(str(path), "-", f"not valid TOML: {e}") from None
-    return profile_from_dict(data, str(path), expected_name)
 
 
 _cache: dict[tuple[str, float], Profile] = {}
@@ -74,6 +61,24 @@ def load(name_or_path: str | os.PathLike | Profile) -> Profile:
     from tilec.errors import TilecError
     raise TilecError(f"unknown hardware profile {text!r}; known: {', '.join(names())} "
                      f"(or a path to a .toml file; user profiles go in $TILEC_PROFILES_DIR)")
+
+
+_reported: set[str] = set()
+
+
+def available() -> list[Profile]:
+    """Every profile that loads, by name; one that does not (a bad TOML in
+    ``$TILEC_PROFILES_DIR``) is reported once in a warning and skipped, so the rest still serve."""
+    from tilec.errors import TilecError
+    out = []
+    for name in names():
+        try:
+            out.append(load(name))
+        except TilecError as e:
+            if str(e) not in _reported:
+                _reported.add(str(e))
+                warnings.warn(f"tilec: skipping profile {name!r}: {e}", stacklevel=2)
+    return out
 
 
 def host() -> Profile:

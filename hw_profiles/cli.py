@@ -5,7 +5,7 @@ import argparse
 import json
 
 from . import hostdetect
-from . import load, names
+from . import available, load
 from .schema import Profile
 
 
@@ -27,8 +27,7 @@ def _bytes(n: int) -> str:
 
 def run_list(args) -> int:
     rows = [("name", "kind", "arch", "CUs", "fp32", "fp16", "main memory", "local/program", "backends")]
-    for n in names():
-        p = load(n)
+    for p in available():
         rows.append((p.name, p.kind, p.arch, str(p.compute_units), _si(p.peak("float32"), "FLOP/s"),
                      _si(p.peak("float16"), "FLOP/s"), _si(p.dram.bandwidth_bytes_per_s, "B/s"),
                      _bytes(p.local_memory_bytes), ",".join(p.backends) or "-"))
@@ -78,15 +77,28 @@ def run_show(args) -> int:
     return 0
 
 
+_FIGURES = (("stream_read_bytes_per_s", "streaming read ", 1e9, "GB/s"),
+            ("stream_triad_bytes_per_s", "streaming triad", 1e9, "GB/s"),
+            ("fp32_fma_flops", "fp32 FMA       ", 1e9, "GFLOP/s"))
+
+
 def run_calibrate(args) -> int:
-    print(f"measuring streaming bandwidth and fp32 FMA rate for about {args.seconds:g} s "
-          "(plus a few seconds to compile the microbenchmarks)...")
-    prof, path = hostdetect.calibrate(args.seconds)
-    n = prof.notes
-    print(f"  streaming read  {n['stream_read_bytes_per_s'] / 1e9:8.1f} GB/s")
-    print(f"  streaming triad {n['stream_triad_bytes_per_s'] / 1e9:8.1f} GB/s")
-    print(f"  fp32 FMA        {n['fp32_fma_flops'] / 1e9:8.1f} GFLOP/s")
-    print(f"wrote {path}")
+    print(f"measuring streaming bandwidth and fp32 FMA rate, about {args.seconds:g} s a run, until two runs "
+          f"agree within {hostdetect.STABLE_WITHIN:.0%} (at most {args.runs} runs; plus a few seconds to compile "
+          "the microbenchmarks)...")
+    cal = hostdetect.calibrate(args.seconds, force=args.force, max_runs=args.runs)
+    n = cal.profile.notes
+    for key, label, scale, unit in _FIGURES:
+        runs = " / ".join(f"{r[key] / scale:.1f}" for r in cal.runs)
+        print(f"  {label} {n[key] / scale:8.1f} {unit:7s} (runs: {runs})")
+    if not cal.stable:
+        print(f"  the runs did not settle within {hostdetect.STABLE_WITHIN:.0%} in {len(cal.runs)} tries (a busy "
+              "machine?): kept the best of each; calibrate again when the machine is quieter")
+    for key, (old, new) in cal.kept.items():
+        label, scale, unit = next((lb.strip(), sc, u) for k, lb, sc, u in _FIGURES if k == key)
+        print(f"  kept the stored {label} of {old / scale:.1f} {unit}: better than this calibration's "
+              f"{new / scale:.1f} (--force replaces it)")
+    print(f"wrote {cal.path}")
     return 0
 
 
@@ -100,7 +112,9 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=run_show)
     p = sub.add_parser("calibrate", help="measure this machine and save the host profile")
-    p.add_argument("--seconds", type=float, default=0.5, help="measuring time after warm-up (default 0.5)")
+    p.add_argument("--seconds", type=float, default=0.5, help="measuring time of a run after warm-up (default 0.5)")
+    p.add_argument("--runs", type=int, default=hostdetect.MAX_RUNS, help="most runs while waiting for two to agree")
+    p.add_argument("--force", action="store_true", help="replace stored figures even when they were better")
     p.set_defaults(run=run_calibrate)
 
 

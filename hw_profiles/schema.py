@@ -7,7 +7,10 @@ path): a profile says where each number came from, in the tag style of
 """
 from __future__ import annotations
 
+import os
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tilec.errors import TilecError
@@ -230,3 +233,17 @@ def _level(file: str, i: int, m: Any) -> MemoryLevel:
         _positive(file, f"{label}.{key}", vals[key])
     _positive(file, f"{label}.energy_j_per_byte", vals["energy_j_per_byte"], allow_zero=True)
     return MemoryLevel(**vals)
+
+
+def load_file(path: str | os.PathLike, expected_name: str | None = None) -> Profile:
+    """Parse and check one TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ProfileError(str(path), "-", f"cannot read the file: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(str(path), "-", f"not valid TOML: {e}") from None
+    return profile_from_dict(data, str(path), expected_name)

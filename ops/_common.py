@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
 
 import tilec as tc
-from autotune import database as tuning_db
-from autotune.space import Param, Space
+from tilec.tuning import database as tuning_db
+from tilec.space import Param, Space
 from tilec import backends
 from tilec.errors import ConfigError, InputError
 from tilec.runtime.arrays import check_same_device, describe, empty_like_library
@@ -82,10 +84,12 @@ def torch_op(name: str, tensors: tuple, backend: str | None = None, config: dict
     return getattr(torch.ops.tilec, name)
 
 
-def check_rank(name: str, x: Any, ndim: int, dtypes=FLOAT_DTYPES):
+def check_rank(name: str, x: Any, ndim: int | tuple[int, ...], dtypes=FLOAT_DTYPES):
+    """``x`` described, checked to have ``ndim`` dimensions (or one of them) and one of ``dtypes``."""
     info = describe(x, name)
-    if info.ndim != ndim:
-        raise InputError(f"{name} must be {ndim}-D, got shape {info.shape}")
+    ranks = ndim if isinstance(ndim, tuple) else (ndim,)
+    if info.ndim not in ranks:
+        raise InputError(f"{name} must be {' or '.join(f'{r}-D' for r in ranks)}, got shape {info.shape}")
     if info.dtype.name not in dtypes:
         raise InputError(f"{name} has dtype {info.dtype.name}; this op takes {', '.join(dtypes)}")
     return info
@@ -149,27 +153,58 @@ def strip_width(widest: int, columns: int, rows: int, narrowest: int, programs: 
     return width
 
 
+def check_config(op: str, config: Any, space: Space) -> dict:
+    """A caller's config: a mapping of the space's parameter names to one of each one's
+    choices, of the choice's own type (``{"BM": 16.0}`` is not ``{"BM": 16}``: a float tile
+    size reached the compiler before). NumPy integers stand for Python ints."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{op}: config must be a dict of tile parameters like {{'BM': 64}}, "
+                          f"got {type(config).__name__} {config!r}")
+    unknown = [k for k in config if k not in space.names]
+    if unknown:
+        raise ConfigError(f"{op} config keys {sorted(map(str, unknown))} are not tunable here; known: {space.names}")
+    out = {}
+    for p in space.params:
+        if p.name not in config:
+            continue
+        value = config[p.name]
+        match = [c for c in p.choices if _same_kind(value, c) and value == c]
+        if not match:
+            raise ConfigError(f"{op} config {p.name}={value!r} ({type(value).__name__}) is not one of "
+                              f"{list(p.choices)}")
+        out[p.name] = match[0]
+    return out
+
+
+def _same_kind(value: Any, choice: Any) -> bool:
+    if isinstance(choice, bool) or isinstance(value, bool):
+        return isinstance(value, (bool, np.bool_)) and isinstance(choice, bool)
+    if isinstance(choice, int):
+        return isinstance(value, numbers.Integral)
+    return type(value) is type(choice)
+
+
+def check_scalar(name: str, value: Any) -> float:
+    """A real-number option (alpha, scale) as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
 def choose_config(op: str, shape: dict, dtype: str, backend: str, device: str, config: dict | None,
                   space: Space, default: dict) -> dict:
     """The config to run: the caller's (validated), else the tuned one, else the default."""
     if config is not None:
-        unknown = set(config) - set(space.names)
-        if unknown:
-            raise ConfigError(f"{op} config keys {sorted(unknown)} are not tunable here; known: {space.names}")
+        config = check_config(op, config, space)
         full = {**default, **config}
         reasons = space.reasons(full)
         if reasons:
             raise ConfigError(f"{op} config {config} does not fit: {'; '.join(reasons)}")
         return full
-    try:
-        from autotune import lookup
-    except ImportError:
-        lookup = None
-    if lookup is not None:
-        tuned = lookup(op, shape, dtype, backend, device)
-        # a record naming a parameter the space no longer has was tuned for an older kernel
-        if tuned and set(tuned) <= set(space.names) and not space.reasons({**default, **tuned}):
-            return {**default, **tuned}
+    tuned = tuning_db.lookup(op, shape, dtype, backend, device)
+    # a record naming a parameter the space no longer has was tuned for an older kernel
+    if tuned and set(tuned) <= set(space.names) and not space.reasons({**default, **tuned}):
+        return {**default, **tuned}
     return dict(default)
 
 
@@ -219,8 +254,14 @@ def _lookup_state() -> tuple:
 
 
 def config_items(config: dict | None) -> tuple | None:
-    """A config as a hashable key part."""
-    return None if config is None else tuple(sorted(config.items()))
+    """A config as a hashable key part (a list, which no plan is kept for, when it is not a
+    mapping of sortable keys: the call's checks then say what is wrong)."""
+    if config is None:
+        return None
+    try:
+        return tuple(sorted(config.items()))
+    except (AttributeError, TypeError):
+        return [config]
 
 
 def output_like(ref: Any, shape: tuple[int, ...], dtype) -> Any:

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, choose_config, fits_local_memory, output_like, pick_backend, torch_op
+from ._common import (backend_space, check_scalar, choose_config, fits_local_memory, output_like, pick_backend,
+                      torch_op)
 from .attn_checks import check_qkv, next_pow2
 from .spec import OpSpec
 
@@ -153,11 +154,15 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, scale: float | No
         raise tc.ConfigError(f"attention config BD={cfg['BD']} is smaller than head_dim {d}")
     out = output_like(q, (bsz, heads, lq, d), info["q"].dtype)
     lse = output_like(q, (bsz, heads, lq), tc.float32) if return_lse else out
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else check_scalar("scale", scale)
     if lq and lk and bsz and heads:
         grid = (cdiv_host(lq, cfg["BM"]), heads, bsz)
         attention_kernel[grid](q, k, v, out, lse, scale * LOG2E, backend=be, GROUP=heads // kv_heads,
                                CAUSAL=bool(causal), HAS_LSE=return_lse, **cfg)
+    else:                       # an empty side: no key to attend to gives 0 with a log-sum-exp of -inf
+        out[...] = 0
+        if return_lse:
+            lse[...] = -math.inf
     return (out, lse) if return_lse else out
 
 

@@ -19,18 +19,22 @@ def check_head_dim(d: int) -> None:
         raise InputError(f"head_dim must be in {MIN_HEAD_DIM}..{MAX_HEAD_DIM}, got {d}")
 
 
-def check_kv_pair(k: Any, v: Any, batch: int, heads: int, d: int, dtype, what: str = "k/v") -> tuple:
-    """k and v of shape (batch, kv_heads, L, d) in ``dtype``, kv_heads dividing ``heads``."""
-    ik, iv = check_rank("k", k, 4), check_rank("v", v, 4)
+def check_kv_pair(k: Any, v: Any, batch: int, heads: int, d: int, dtype, names: tuple[str, str] = ("k", "v"),
+                  ref: str = "q", ref_heads: str = "query heads") -> tuple:
+    """k and v of shape (batch, kv_heads, L, d) in ``dtype``, kv_heads dividing ``heads``.
+    Messages use the caller's names: ``names`` for k and v, ``ref`` for what gave ``dtype``
+    and ``ref_heads`` for what gave ``heads``."""
+    kn, vn = names
+    ik, iv = check_rank(kn, k, 4), check_rank(vn, v, 4)
     if ik.shape != iv.shape:
-        raise InputError(f"k and v must have one shape, got k {ik.shape} and v {iv.shape}")
+        raise InputError(f"{kn} and {vn} must have one shape, got {kn} {ik.shape} and {vn} {iv.shape}")
     if ik.shape[0] != batch or ik.shape[3] != d:
-        raise InputError(f"{what} must be (batch={batch}, kv_heads, length, head_dim={d}), got {ik.shape}")
+        raise InputError(f"{kn}/{vn} must be (batch={batch}, kv_heads, length, head_dim={d}), got {ik.shape}")
     if ik.shape[1] < 1 or heads % ik.shape[1]:
-        raise InputError(f"query heads ({heads}) must be a multiple of kv heads ({ik.shape[1]})")
-    for name, i in (("k", ik), ("v", iv)):
+        raise InputError(f"{ref_heads} ({heads}) must be a multiple of kv heads ({ik.shape[1]} in {kn}/{vn})")
+    for name, i in ((kn, ik), (vn, iv)):
         if i.dtype != dtype:
-            raise InputError(f"q and {name} must share a dtype, got q {dtype.name} and {name} {i.dtype.name}")
+            raise InputError(f"{ref} and {name} must share a dtype, got {ref} {dtype.name} and {name} {i.dtype.name}")
     return ik, iv
 
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import (backend_space, check_rank, choose_config, fits_local_memory, output_like, pick_backend,
-                      torch_op)
+from ._common import (backend_space, check_rank, check_scalar, choose_config, fits_local_memory, output_like,
+                      pick_backend, torch_op)
 from .attention import online_softmax
 from .attn_checks import check_head_dim, check_kv_pair, next_pow2
 from .spec import OpSpec
@@ -155,7 +155,7 @@ def decode_attention(q: Any, k_cache: Any, v_cache: Any, lengths: Any, *, scale:
     check_head_dim(d)
     if t_new < 1:
         raise tc.InputError("q needs at least one new token (axis 2)")
-    ik, _ = check_kv_pair(k_cache, v_cache, bsz, heads, d, iq.dtype, "k_cache/v_cache")
+    ik, _ = check_kv_pair(k_cache, v_cache, bsz, heads, d, iq.dtype, ("k_cache", "v_cache"))
     kv_heads, capacity = ik.shape[1], ik.shape[2]
     check_lengths(lengths, bsz, capacity, t_new)
     be = pick_backend({"q": q, "k_cache": k_cache, "v_cache": v_cache, "lengths": lengths}, backend)
@@ -165,7 +165,7 @@ def decode_attention(q: Any, k_cache: Any, v_cache: Any, lengths: Any, *, scale:
     out = output_like(q, (bsz, heads, t_new, d), iq.dtype)
     if bsz == 0:
         return out
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else check_scalar("scale", scale)
     launch_decode(decode_kernel, (q, k_cache, v_cache, lengths), out, scale * LOG2E, capacity, shape, cfg, be)
     return out
 

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, choose_config,
-                      config_items, fits_local_memory, output_like, pick_backend, torch_op)
+from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, check_scalar,
+                      choose_config, config_items, fits_local_memory, output_like, pick_backend, torch_op)
 from .spec import OpSpec
 
 
@@ -81,13 +81,13 @@ def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alp
     """act(alpha * a @ b + bias) with fp32 accumulation; returns an array like ``a``."""
     traced = torch_op("gemm", (a, b, bias), backend, config)
     if traced is not None:
-        return traced(a, b, bias, activation, float(alpha))
+        return traced(a, b, bias, activation, check_scalar("alpha", alpha))
     key = _plans.key((a, b, bias), activation, backend, config_items(config))
     plan = _plans.get(key) or _plans.put(key, _plan(a, b, bias, activation, backend, config))
     be, cfg, grid, (m, n), dtype = plan
     c = output_like(a, (m, n), dtype)
     bias_arg = bias if bias is not None else c  # unused when HAS_BIAS is False
-    gemm_kernel[grid](a, b, c, bias_arg, float(alpha), backend=be, HAS_BIAS=bias is not None, ACT=activation, **cfg)
+    gemm_kernel[grid](a, b, c, bias_arg, check_scalar("alpha", alpha), backend=be, HAS_BIAS=bias is not None, ACT=activation, **cfg)
     return c
 
 

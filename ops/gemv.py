@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, choose_config,
-                      config_items, fits_local_memory, output_like, pick_backend, torch_op)
+from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, check_scalar,
+                      choose_config, config_items, fits_local_memory, output_like, pick_backend, torch_op)
 from .gemm import apply_activation_reference
 from .spec import OpSpec
 
@@ -81,12 +81,12 @@ def gemv(a: Any, x: Any, *, bias: Any = None, activation: str | None = None, alp
     """act(alpha * a @ x + bias) with fp32 accumulation; returns a vector like ``a``."""
     traced = torch_op("gemv", (a, x, bias), backend, config)
     if traced is not None:
-        return traced(a, x, bias, activation, float(alpha))
+        return traced(a, x, bias, activation, check_scalar("alpha", alpha))
     key = _plans.key((a, x, bias), activation, backend, config_items(config))
     plan = _plans.get(key) or _plans.put(key, _plan(a, x, bias, activation, backend, config))
     be, cfg, grid, m, dtype = plan
     y = output_like(a, (m,), dtype)
-    gemv_kernel[grid](a, x, y, bias if bias is not None else y, float(alpha), backend=be,
+    gemv_kernel[grid](a, x, y, bias if bias is not None else y, check_scalar("alpha", alpha), backend=be,
                       HAS_BIAS=bias is not None, ACT=activation, **cfg)
     return y
 

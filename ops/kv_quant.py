@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 
-from ._common import backend_space, check_rank, choose_config, output_like, pick_backend
+from ._common import backend_space, check_rank, check_scalar, choose_config, output_like, pick_backend
 from .attention import online_softmax
 from .attn_checks import check_head_dim, check_kv_pair, next_pow2
 from .decode import LOG2E, NEG_BIG, finish, launch_decode, target_programs
@@ -159,6 +159,7 @@ class QuantizedKV:
     bits: int
     group: int
     residual: int
+    capacity: int | None = None     # tokens per sequence (quantize_kv's L); None: what the arrays hold
 
     # the array fields, in order (a class constant, not a dataclass field)
     ARRAYS = ("k_codes", "k_scale", "k_zero", "v_codes", "v_scale", "v_zero", "k_res", "v_res", "q_len", "r_len")
@@ -215,7 +216,7 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
     _check_quant_params(bits, group, residual)
     ik0 = check_rank("k", k, 4)
     bsz, kv_heads, cap, d = ik0.shape
-    ik, _ = check_kv_pair(k, v, bsz, kv_heads, d, ik0.dtype)
+    ik, _ = check_kv_pair(k, v, bsz, kv_heads, d, ik0.dtype, ref="k", ref_heads="k's kv heads")
     check_head_dim(d)
     if lengths is None:
         lengths = np.full(bsz, cap, np.int32)
@@ -252,7 +253,7 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
         n, r = int(q_len[b]), int(r_len[b])
         k_res[b, :, :r] = k[b, :, n:n + r]
         v_res[b, :, :r] = v[b, :, n:n + r]
-    return QuantizedKV(kc, ks, kz, vc, vs, vz, k_res, v_res, q_len, r_len, bits, group, residual)
+    return QuantizedKV(kc, ks, kz, vc, vs, vz, k_res, v_res, q_len, r_len, bits, group, residual, cap)
 
 
 def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None) -> QuantizedKV:
@@ -265,11 +266,21 @@ def append_kv(cache: QuantizedKV, k: Any, v: Any, *, backend: str | None = None)
     if not all(type(getattr(cache, name)) is np.ndarray for name in cache.ARRAYS):
         raise tc.InputError("append_kv takes a cache of NumPy arrays (as quantize_kv makes them)")
     bsz, kv_heads, _, d = cache.k_res.shape
-    ik, _ = check_kv_pair(k, v, bsz, kv_heads, d, check_rank("k_res", cache.k_res, 4).dtype, "k/v (new tokens)")
+    res = check_rank("cache.k_res", cache.k_res, 4)
+    ik = check_rank("k", k, 4)
     if ik.shape[1] != kv_heads:
-        raise tc.InputError(f"the new tokens have {ik.shape[1]} kv heads, the cache {kv_heads}")
+        raise tc.InputError(f"k and v (the new tokens) have {ik.shape[1]} kv heads, the cache has {kv_heads}")
+    ik, _ = check_kv_pair(k, v, bsz, kv_heads, d, res.dtype, ref="the cache (k_res)", ref_heads="the cache's kv heads")
     if ik.library != "numpy":
-        raise tc.InputError("append_kv takes NumPy arrays (the residual window is kept on the host)")
+        raise tc.InputError("append_kv takes NumPy arrays for k and v (the residual window is kept on the host)")
+    capacity = cache.capacity
+    if capacity is not None:
+        after = np.asarray(cache.q_len) + np.asarray(cache.r_len) + ik.shape[2]
+        if after.max(initial=0) > capacity:
+            b = int(np.argmax(after))
+            raise tc.InputError(f"append_kv: sequence {b} would hold {int(after[b])} tokens with the "
+                                f"{ik.shape[2]} new ones in k/v, more than the cache's capacity of {capacity} "
+                                f"(quantize_kv's length L); make the cache with room")
     # Each sequence's window (its residual, then the new tokens) is quantize_kv's input: the
     # groups it quantizes are the ones leaving the window, its residual is the new window. The
     # cache is written only after every window is quantized, so a failure leaves it as it was.
@@ -365,7 +376,7 @@ def decode_attention_quantized(q: Any, cache: QuantizedKV, *, scale: float | Non
     out = output_like(q, (bsz, heads, t_new, d), iq.dtype)
     if bsz == 0:
         return out
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else check_scalar("scale", scale)
     inputs = (q, cache.k_codes, cache.k_scale, cache.k_zero, cache.v_codes, cache.v_scale, cache.v_zero,
               cache.k_res, cache.v_res, cache.q_len, cache.r_len)
     # split-K chunks must be whole steps of NG key groups (launch_decode rounds chunks to BN)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import backend_space, check_rank, choose_config, output_like, pick_backend, strip_width
@@ -86,7 +86,7 @@ def lut_gemm(x: Any, bw: BCQWeight, *, backend: str | None = None, config: dict 
     if not isinstance(bw, BCQWeight):
         raise tc.InputError(f"lut_gemm needs a BCQWeight from ops.bcq_quantize or ops.bcq_from_uniform, "
                             f"got {type(bw).__name__}")
-    ix = check_rank("x", x, len(getattr(x, "shape", ())) if len(getattr(x, "shape", ())) in (1, 2) else 2)
+    ix = check_rank("x", x, (1, 2))
     k, n = bw.shape
     if ix.shape[-1] != k:
         raise tc.InputError(f"lut_gemm: x has {ix.shape[-1]} columns but the weight has K={k} rows")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import backend_space, check_rank, choose_config, output_like, pick_backend, strip_width
@@ -84,7 +84,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
 def _check(x, qw) -> tuple[Any, int, int, int]:
     if not isinstance(qw, QuantizedWeight):
         raise tc.InputError(f"quant_gemm needs a QuantizedWeight from ops.quantize, got {type(qw).__name__}")
-    ix = check_rank("x", x, 2) if len(getattr(x, "shape", ())) == 2 else check_rank("x", x, 1)
+    ix = check_rank("x", x, (1, 2))
     k, n = qw.shape
     if ix.shape[-1] != k:
         raise tc.InputError(f"quant_gemm: x has {ix.shape[-1]} columns but the weight has K={k} rows")

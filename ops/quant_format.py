@@ -126,6 +126,13 @@ def check_weight(w, group_size: int, what: str) -> np.ndarray:
     return w
 
 
+def _nonzero(scale: np.ndarray) -> np.ndarray:
+    """Scales to divide by: an all-zero group (scale 0) divides by 1. Its stored scale stays 0,
+    so the kernels' ``scale * (x . codes - zero * sum(x))`` is exactly 0 there, not the
+    rounding error of two equal sums."""
+    return np.where(scale > 0, scale, np.float32(1.0))
+
+
 def quantize(w, bits: int = 4, group_size: int = 128, symmetric: bool = True) -> QuantizedWeight:
     """Round-to-nearest group-wise quantization of a (K, N) weight into the packed layout.
 
@@ -144,16 +151,14 @@ def quantize(w, bits: int = 4, group_size: int = 128, symmetric: bool = True) ->
     top = (1 << bits) - 1
     if symmetric:
         half = (1 << (bits - 1)) - 1
-        scale = np.abs(wg).max(axis=1) / half
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        q = np.clip(np.rint(wg / scale[:, None, :]), -half, half) + cfg.implicit_zero
+        scale = (np.abs(wg).max(axis=1) / half).astype(np.float32)
+        q = np.clip(np.rint(wg / _nonzero(scale)[:, None, :]), -half, half) + cfg.implicit_zero
         zeros = None
     else:
         lo, hi = np.minimum(wg.min(axis=1), 0), np.maximum(wg.max(axis=1), 0)
-        scale = (hi - lo) / top
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        zero = np.clip(np.rint(-lo / scale), 0, top)
-        q = np.clip(np.rint(wg / scale[:, None, :]) + zero[:, None, :], 0, top)
+        scale = ((hi - lo) / top).astype(np.float32)
+        zero = np.clip(np.rint(-lo / _nonzero(scale)), 0, top)
+        q = np.clip(np.rint(wg / _nonzero(scale)[:, None, :]) + zero[:, None, :], 0, top)
         zeros = zero.astype(np.uint8)
     codes = q.astype(np.uint8).reshape(k, n)
     return QuantizedWeight(pack_codes(codes, bits), scale, zeros, (k, n), cfg)

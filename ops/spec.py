@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from autotune.space import Space
+from tilec.space import Space
 
 
 @dataclass

@@ -214,7 +214,7 @@ def test_gemm_4096_picks_compile_without_spills():
 
 def test_space_constraint_prunes_configs_that_do_not_fit():
     from autotune.cost.feasibility import space_constraint
-    from autotune.space import Param, Space
+    from tilec.space import Param, Space
     space = Space([Param("BM", (64, 128, 256)), Param("BN", (64, 128, 256)), Param("BK", (32, 128)),
                    Param("num_warps", (4, 8)), Param("num_stages", (2, 4))], [space_constraint("gemm", "float16")])
     l4, h100 = hw_profiles.load("l4"), "h100_sxm"

@@ -9,7 +9,7 @@ import pytest
 import hw_profiles
 from autotune.cost import analytical, records as R
 from autotune.cost.workload import workload_for
-from tilec.cli import main
+from autotune.cli_main import main
 
 
 @pytest.fixture()

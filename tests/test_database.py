@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from test_tune_support import synthetic_cost, synthetic_space
 
-from autotune import database
+from tilec.errors import TilecError
+from tilec.tuning import database
 from autotune.evaluators import Measurement
-from autotune.keys import TuningKey
+from tilec.tuning.keys import TuningKey
 from autotune.tuner import tune
 
 SUPPORT = Path(__file__).with_name("test_tune_support.py")
@@ -263,3 +264,49 @@ def test_energy_tuning_never_answers_op_calls(cache):
                key=key, storage=None, strategy="random", seed=0, objective="energy")
     assert res.study_name == key.study_name + "|objective=energy" and res.best_config is not None
     assert database.lookup("synthetic", SHAPE, "float32", "numba", "cpu") is None
+
+
+def _corrupt(path: Path) -> bytes:
+    junk = b"this is not a SQLite file\n" * 200
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(junk)
+    return junk
+
+
+def test_a_corrupt_database_warns_once_in_ops_and_is_set_aside_by_a_tune(cache):
+    """Ops warn once and use defaults (silently before); a tune moves the damaged file to
+    ``tuning.db.corrupt-<time>``, says so, and starts a new one (raw DatabaseError before)."""
+    junk = _corrupt(cache / "tuning.db")
+    with pytest.warns(UserWarning, match="cannot read the tuning database.*--reset-db") as caught:
+        assert database.lookup("synthetic", SHAPE, "float32", "numba", "cpu") is None
+        assert database.lookup("synthetic", {"M": 64, "N": 64, "K": 64}, "float32", "numba", "cpu") is None
+    assert sum("tuning database" in str(w.message) for w in caught) == 1
+    with pytest.warns(UserWarning, match=r"is damaged .* moved to .*tuning\.db\.corrupt-"):
+        res, _ = _tune_key(None, n=3)
+    aside = list(cache.glob("tuning.db.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == junk
+    database.forget()
+    assert database.lookup("synthetic", SHAPE, "float32", "numba", "cpu") == res.best_config
+
+
+def test_reset_db_moves_the_database_aside(cache, capsys):
+    from tilec.cli import main
+    res, _ = _tune_key(None, n=2)
+    assert main(["tune", "--reset-db"]) == 0
+    assert "moved to" in capsys.readouterr().out
+    moved = [p for p in cache.glob("tuning.db.reset-*") if p.name.endswith("Z")]
+    assert not (cache / "tuning.db").exists() and len(moved) == 1
+    with sqlite3.connect(moved[0]) as con:                 # the old tunes are kept there
+        assert con.execute("SELECT COUNT(*) FROM tilec_best").fetchone()[0] == 1
+    database.forget()
+    assert database.lookup("synthetic", SHAPE, "float32", "numba", "cpu") is None
+
+
+def test_storage_in_a_missing_directory_is_an_error_not_a_new_tree(cache, tmp_path, capsys):
+    from tilec.cli import main
+    target = tmp_path / "nonexistent" / "dir" / "t.db"
+    with pytest.raises(TilecError, match="does not exist"):
+        database.open_storage(str(target))
+    assert main(["tune", "gemm", "--shape", "8x8x8", "--trials", "1", "--quiet", "--storage", str(target)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nonexistent").exists()

@@ -614,7 +614,7 @@ def test_show_renders_every_registry_op_at_its_typical_shape():
     generated source named after the kernel (or a clear error for an op without launch_ir)."""
     import ops
     from tilec.errors import TilecError
-    from tilec.show import show
+    from ops.show import show
     for name, spec in ops.REGISTRY.items():
         if spec.launch_ir is None:
             with pytest.raises(TilecError, match="does not expose"):

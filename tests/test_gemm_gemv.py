@@ -141,7 +141,7 @@ def test_repeated_calls_reuse_their_plan_until_the_tuning_memo_is_dropped(monkey
     config plans anew, and so does every call after a tune dropped the lookup memo."""
     import importlib
 
-    from autotune import database
+    from tilec.tuning import database
     gemm_module = importlib.import_module("ops.gemm")
     planned = []
     real = gemm_module._plan

@@ -168,8 +168,7 @@ def test_append_refuses_what_does_not_fit_and_changes_nothing():
     k, v = _kv(rng, 2, 2, 70, 16)
     cache = quantize_kv(k, v, np.array([60, 10], np.int32), bits=2, group=16, residual=4)   # capacity 64
     before = {n: a.copy() for n, a in _fields(cache).items()}
-    with pytest.raises(InputError, match="sequence 0 would need 96 quantized tokens, more than the cache's "
-                                         "capacity of 64"):
+    with pytest.raises(InputError, match="sequence 0 would hold 100 tokens .* more than the cache's capacity of 70"):
         append_kv(cache, k[:, :, :40], v[:, :, :40])
     with pytest.raises(InputError, match="share a dtype"):
         append_kv(cache, k[:, :, :1].astype(np.float16), v[:, :, :1].astype(np.float16))
@@ -177,6 +176,30 @@ def test_append_refuses_what_does_not_fit_and_changes_nothing():
         append_kv(cache, k[:, :1, :1], v[:, :1, :1])
     for name, a in _fields(cache).items():
         np.testing.assert_array_equal(a, before[name], err_msg=name)
+
+
+def test_append_enforces_the_documented_capacity_and_names_its_own_arguments():
+    """A cache made from L=128 tokens holds 128 (191 were accepted before: the quantized part
+    plus a full residual window); errors name k, v and the cache, never a "q" or "query heads"."""
+    rng = np.random.default_rng(9)
+    k, v = _kv(rng, 1, 2, 128, 16)
+    cache = quantize_kv(k, v, np.zeros(1, np.int32))
+    assert cache.capacity == 128
+    append_kv(cache, k[:, :, :100], v[:, :, :100])
+    append_kv(cache, k[:, :, 100:], v[:, :, 100:])
+    assert int(cache.q_len[0] + cache.r_len[0]) == 128
+    before = {n: a.copy() for n, a in _fields(cache).items()}
+    with pytest.raises(InputError, match="sequence 0 would hold 129 tokens .*capacity of 128"):
+        append_kv(cache, k[:, :, :1], v[:, :, :1])
+    for name, a in _fields(cache).items():
+        np.testing.assert_array_equal(a, before[name], err_msg=name)
+    small = quantize_kv(k, v, np.zeros(1, np.int32))
+    for bad in [(k[:, :1, :1], v[:, :1, :1]), (k[:, :, :1].astype(np.float16), v[:, :, :1].astype(np.float16)),
+                (k[:, :, :1], v[:, :, :2]), (k[:, :, :1, :8], v[:, :, :1, :8])]:
+        with pytest.raises(InputError) as err:
+            append_kv(small, *bad)
+        message = str(err.value)
+        assert "k" in message and "q " not in message and "query" not in message, message
 
 
 def test_append_that_fails_midway_leaves_the_cache_as_it_was(monkeypatch):

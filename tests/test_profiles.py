@@ -230,7 +230,7 @@ def test_host_is_detected():
 def test_calibration_file_is_used_on_this_machine_only(monkeypatch):
     fake = {"stream_read_bytes_per_s": 11.5e9, "stream_triad_bytes_per_s": 9.0e9, "fp32_fma_flops": 123.0e9}
     monkeypatch.setattr(hostdetect, "measure", lambda seconds=0.5: dict(fake))
-    prof, path = hostdetect.calibrate()
+    path = hostdetect.calibrate().path
     assert path.name == "host_profile.toml" and path.is_file()
     h = hw_profiles.host()
     assert h.peak("float32") == pytest.approx(123.0e9) and h.dram.bandwidth_bytes_per_s == pytest.approx(11.5e9)
@@ -258,7 +258,7 @@ def test_microbenchmarks_measure_something():
 
 # -- CLI ----------------------------------------------------------------------------------------
 def test_cli_list_show_and_errors(capsys, tmp_path):
-    from tilec.cli import main
+    from autotune.cli_main import main
     assert main(["profiles", "list"]) == 0
     out = capsys.readouterr().out
     for name in REQUIRED:
@@ -274,9 +274,63 @@ def test_cli_list_show_and_errors(capsys, tmp_path):
 
 
 def test_cli_calibrate_writes_host_profile(capsys, monkeypatch):
-    from tilec.cli import main
+    from autotune.cli_main import main
     monkeypatch.setattr(hostdetect, "measure", lambda seconds=0.5: {
         "stream_read_bytes_per_s": 10e9, "stream_triad_bytes_per_s": 8e9, "fp32_fma_flops": 50e9})
     assert main(["profiles", "calibrate", "--seconds", "0.01"]) == 0
     assert "host_profile.toml" in capsys.readouterr().out
     assert hw_profiles.host().peak("float32") == pytest.approx(50e9)
+
+
+def test_one_bad_user_profile_is_reported_and_skipped(tmp_path, monkeypatch, capsys):
+    """A bad TOML in $TILEC_PROFILES_DIR made `profiles list` and `cost-model pick` fail outright."""
+    from tilec.cli import main
+    (tmp_path / "broken.toml").write_text("name = 'broken'\ncompute_units = [\n")
+    doc = _valid_doc()
+    doc["name"] = "my_gpu"
+    (tmp_path / "my_gpu.toml").write_text(dumps(doc))
+    monkeypatch.setenv("TILEC_PROFILES_DIR", str(tmp_path))
+    with pytest.warns(UserWarning, match="skipping profile 'broken'.*broken.toml"):
+        assert main(["profiles", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "my_gpu" in out and "h100_sxm" in out and "broken" not in out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["cost-model", "pick", "--shape", "M=256,N=256,K=256"]) == 0
+    assert "h100_sxm" in capsys.readouterr().out
+
+
+def _runs(monkeypatch, fp32_values):
+    """hostdetect.measure giving these fp32 rates (GFLOP/s) in turn, bandwidths steady."""
+    values = iter(fp32_values)
+    monkeypatch.setattr(hostdetect, "measure", lambda seconds=0.5: {
+        "stream_read_bytes_per_s": 10e9, "stream_triad_bytes_per_s": 8e9, "fp32_fma_flops": next(values) * 1e9})
+
+
+def test_calibration_repeats_until_two_runs_agree_and_keeps_the_best(monkeypatch, capsys):
+    from tilec.cli import main
+    _runs(monkeypatch, [9.4, 219, 31.8, 212, 5])
+    assert main(["profiles", "calibrate", "--seconds", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "9.4 / 219.0 / 31.8 / 212.0" in out and "did not settle" not in out
+    assert hw_profiles.host().peak("float32") == pytest.approx(219e9)
+    _runs(monkeypatch, [9.4, 219, 31.8, 100, 50])       # never two within 10%
+    assert main(["profiles", "calibrate", "--seconds", "0.01", "--force"]) == 0
+    assert "did not settle within 10% in 5 tries" in capsys.readouterr().out
+    assert hw_profiles.host().peak("float32") == pytest.approx(219e9)
+
+
+def test_calibration_never_silently_replaces_a_better_stored_one(monkeypatch, capsys):
+    from tilec.cli import main
+    _runs(monkeypatch, [219, 220])
+    assert main(["profiles", "calibrate", "--seconds", "0.01"]) == 0
+    capsys.readouterr()
+    _runs(monkeypatch, [31.8, 32.0])                    # a busy machine: steady, but far lower
+    assert main(["profiles", "calibrate", "--seconds", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "kept the stored fp32 FMA of 220.0 GFLOP/s" in out and "--force" in out
+    assert hw_profiles.host().peak("float32") == pytest.approx(220e9)
+    _runs(monkeypatch, [31.8, 32.0])
+    assert main(["profiles", "calibrate", "--seconds", "0.01", "--force"]) == 0
+    assert "kept" not in capsys.readouterr().out
+    assert hw_profiles.host().peak("float32") == pytest.approx(32e9)

@@ -102,8 +102,8 @@ def test_cli_replays_a_cache_with_json_and_plots(tmp_path):
 
 def test_cli_compares_strategies(tmp_path):
     cache = kerneltuner_cache(tmp_path / "c.json")
-    out = subprocess.run([sys.executable, "-m", "tilec", "tune", "--replay", str(cache), "--compare", "tpe,random",
-                          "--seeds", "3", "--trials", "11", "--json", str(tmp_path / "cmp.json")],
+    out = subprocess.run([sys.executable, "-m", "autotune.cli_main", "tune", "--replay", str(cache),
+                          "--compare", "tpe,random", "--seeds", "3", "--trials", "11", "--json", str(tmp_path / "cmp.json")],
                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
                                                               "TILEC_CACHE_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr

@@ -143,7 +143,7 @@ def test_kernel_using_every_ir_kind_compiles_for_the_gpu(arch):
 
 
 def test_compile_constraint_rejects_configs_that_do_not_fit_the_arch():
-    from autotune.space import Param, Space
+    from tilec.space import Param, Space
     from tilec.backends.triton import compile_constraint, space_params
     checked = []
 

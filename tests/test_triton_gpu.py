@@ -48,7 +48,7 @@ def test_cupy_arrays_launch_too():
 
 
 def test_benchmark_against_torch_matmul_runs():
-    from tilec.backends.triton.bench import bench
+    from bench.gemm_triton_gpu import bench
     rows = bench([512], "float16")
     assert rows[0]["tilec_ms"] > 0 and rows[0]["torch_ms"] > 0
     print(rows)

@@ -14,8 +14,8 @@ from autotune import encoding, strategies
 from autotune.evaluators import Measurement, TrialFailed
 from autotune.evaluators.measured import MeasuredEvaluator
 from autotune.evaluators.modeled import ModeledEvaluator
-from autotune.keys import TuningKey, bucket, device_id
-from autotune.space import Param, Space
+from tilec.tuning.keys import TuningKey, bucket, device_id
+from tilec.space import Param, Space
 from autotune.tuner import tune
 from ops.spec import OpSpec
 from tilec.errors import TilecError
@@ -275,13 +275,13 @@ def test_history_is_json_serialisable():
 def test_a_tuned_record_naming_a_parameter_the_space_lost_is_not_used(monkeypatch):
     """A record tuned for an older kernel (a parameter since removed) falls back to the default
     instead of passing the kernel an argument it no longer takes; a current record is used."""
-    import autotune
     from ops._common import choose_config
+    from tilec.tuning import database
     space = Space([Param("NG", (1, 2, 4)), Param("NS", (1, 2))])
     default = {"NG": 1, "NS": 1}
     records = {"old": {"NG": 4, "LOOPS": True}, "new": {"NG": 4}}
     for name, expected in (("old", default), ("new", {"NG": 4, "NS": 1})):
-        monkeypatch.setattr(autotune, "lookup", lambda *a, rec=records[name]: dict(rec))
+        monkeypatch.setattr(database, "lookup", lambda *a, rec=records[name]: dict(rec))
         assert choose_config("decode", {}, "float32", "numba", "cpu", None, space, default) == expected
 
 
@@ -293,3 +293,27 @@ def test_fixing_parameters_narrows_the_space_and_keeps_its_constraints():
     assert space.size() == 9 and fixed.size() == 2
     with pytest.raises(KeyError, match="NOPE"):
         space.fix({"NOPE": 1})
+
+
+def test_tune_summary_says_what_where_and_a_known_bucket_is_reused_aloud_or_forced(tmp_path, monkeypatch, capsys):
+    """`tilec tune gemm --shape M=300,...` after a 512^3 tune ran 0 trials and printed the
+    512^3 study without saying so; the summary never said where the result went."""
+    from tilec.tuning.database import forget
+    from tilec.cli import main
+    monkeypatch.setenv("TILEC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TILEC_TUNING_DB", raising=False)
+    forget()
+    common = ["--profile", "h100_sxm", "--quiet", "--trials", "4"]
+    assert main(["tune", "gemm", "--shape", "M=512,N=512,K=512", *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "tuned gemm at M=512,N=512,K=512" in out and "4 configs evaluated now, 4 in the study" in out
+    assert f"stored in {tmp_path / 'tuning.db'}" in out and "shape bucket K=512,M=512,N=512" in out
+    assert "nothing tuned" not in out
+    assert main(["tune", "gemm", "--shape", "M=300,N=300,K=300", *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing tuned: the study of the bucket K=512,M=512,N=512 already holds 4 configs" in out
+    assert "tuned at M=512,N=512,K=512" in out and "--force" in out and "0 configs evaluated now" in out
+    assert main(["tune", "gemm", "--shape", "M=300,N=300,K=300", *common, "--force"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing tuned" not in out and "4 configs evaluated now, 8 in the study" in out
+    forget()

@@ -119,7 +119,7 @@ def test_cli_tunes_the_library_gemm_and_models_profiles(tmp_path):
     if "gemm" not in getattr(ops, "REGISTRY", {}):
         pytest.skip("ops.REGISTRY has no gemm in this build")
     env = {**os.environ, "PYTHONPATH": str(REPO), "TILEC_TUNING_DB": f"sqlite:///{tmp_path / 'cli.db'}"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "tilec", "tune", "gemm", *a, "--quiet"], env=env,
+    run = lambda *a: subprocess.run([sys.executable, "-m", "autotune.cli_main", "tune", "gemm", *a, "--quiet"], env=env,
                                     capture_output=True, text=True, timeout=600)
     out = run("--shape", "48x40x24", "--trials", "2", "--seed", "0", "--json", str(tmp_path / "t.json"))
     assert out.returncode == 0, out.stderr

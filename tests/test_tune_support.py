@@ -12,7 +12,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autotune.space import Param, Space
+from tilec.space import Param, Space
 from ops.spec import OpSpec
 from tilec.kernel import cdiv_host
 from ops.plain import gemm
@@ -70,7 +70,7 @@ def worker(storage: str, study: str, n_evals: int, seed: int, sleep_s: float, ou
                 os.fsync(f.fileno())
 
     if out:                              # start line: the test lets all workers go at once
-        from autotune.database import open_storage
+        from tilec.tuning.database import open_storage
         open_storage(storage)
         Path(out + ".ready").touch()
         deadline = time.time() + 120

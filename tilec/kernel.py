@@ -57,8 +57,12 @@ class Kernel:
             need = [n for n in self.constexpr_names if n not in constexprs and n not in self.constexpr_defaults]
             if need:
                 raise ConfigError(f"kernel {self.name} needs constexpr value(s) for {need}")
-            self._ir[key] = run_pipeline(FrontEnd(self.fn).build(arg_types, constexprs))
+            self._ir[key] = run_pipeline(self.build(arg_types, constexprs))
         return self._ir[key]
+
+    def build(self, arg_types: dict[str, TensorType | TileType], constexprs: dict[str, Any]) -> Function:
+        """The IR as the front end builds it, before any pass (``tilec show --passes``)."""
+        return FrontEnd(self.fn).build(arg_types, constexprs)
 
     def __getitem__(self, grid):
         def launcher(*args, backend: str | None = None, **config):

@@ -42,11 +42,10 @@ import math
 from dataclasses import dataclass, field
 
 from .feasibility import feasible
+from .occupancy import DEFAULT_REGISTERS, DEFAULT_THREADS, occupancy  # noqa: F401 (re-exported)
 from .workload import Workload
 
 LAUNCH_OVERHEAD_S = {"gpu": 4e-6, "cpu": 20e-6, "npu": 10e-6, "mcu": 50e-6}   # [E] kernel launch / prange dispatch
-DEFAULT_THREADS = 128              # GPU threads per program when a workload does not say (4 warps)
-DEFAULT_REGISTERS = 64             # GPU registers per thread when unknown
 WARPS_TO_HIDE_LATENCY = 8          # resident warps per SM for full issue rate [E], ~2 per scheduler
 PARTIAL_OVERLAP = 0.5              # share of the smaller terms hidden without pipelining
 # a pipelined main loop (GPU/NPU): each step pays a fixed cost (barrier, address math) and
@@ -84,29 +83,6 @@ class Prediction:
     @property
     def power_w(self) -> float:
         return self.energy_j / self.runtime_s if self.runtime_s > 0 else 0.0
-
-
-def occupancy(w: Workload, p) -> dict:
-    """Programs resident per compute unit and what limits them."""
-    if p.kind != "gpu":
-        return {"programs_per_cu": 1, "occupancy_limit": "one program per core", "warps_per_cu": 1,
-                "threads": 1, "registers": 0}
-    threads = w.threads_per_program or DEFAULT_THREADS
-    regs = w.registers_per_thread or DEFAULT_REGISTERS
-    limits = {"programs": p.max_programs_per_cu or 32}
-    if p.max_threads_per_cu:
-        limits["threads"] = p.max_threads_per_cu // threads
-    if p.registers_per_cu:
-        limits["registers"] = p.registers_per_cu // max(1, regs * threads)
-    per_cu_mem = p.local_memory_per_cu_bytes or p.local_memory_bytes
-    if w.tile_bytes_local > 0:
-        limits["local memory"] = per_cu_mem // (w.tile_bytes_local + 1024)   # 1 KB reserved per block (CPG)
-    name, n = min(limits.items(), key=lambda kv: kv[1])
-    n = max(0, n)
-    warp = p.warp_size or 32
-    # an unlaunchable program (n == 0) is reported by feasible(); time it as if one fit
-    return {"programs_per_cu": n, "occupancy_limit": name, "warps_per_cu": max(1, n) * math.ceil(threads / warp),
-            "threads": threads, "registers": regs}
 
 
 def dram_reuse(w: Workload, p, slots: int) -> float:

@@ -137,9 +137,9 @@ def run_pick(args) -> int:
 
     from .picks import GPU_GEMM_SPACE, rank
     shape = _kv(args.shape)
-    names = args.profile or [n for n in hw_profiles.names() if hw_profiles.load(n).kind == "gpu"]
-    for n in names:
-        prof = hw_profiles.load(n)
+    profiles = [hw_profiles.load(n) for n in args.profile] if args.profile else \
+        [p for p in hw_profiles.available() if p.kind == "gpu"]
+    for prof in profiles:
         best = rank(args.op, shape, args.dtype, GPU_GEMM_SPACE, prof, top=args.top)
         for i, (cfg, p) in enumerate(best):
             label = prof.name if i == 0 else ""

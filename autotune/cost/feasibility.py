@@ -2,6 +2,7 @@
 means feasible. Space constraints, the analytical model and the tuner all ask here."""
 from __future__ import annotations
 
+from .occupancy import occupancy
 from .workload import Workload
 
 TENSOR_DTYPES = ("float16", "bfloat16", "tf32", "float8", "int8")
@@ -35,7 +36,6 @@ def feasible(w: Workload, p) -> list[str]:
                            "it would spill")
         if regs and threads and p.registers_per_cu and regs * threads > p.registers_per_cu:
             reasons.append(f"{regs} registers x {threads} threads exceed the {p.registers_per_cu} registers of one SM")
-        from .analytical import occupancy
         occ = occupancy(w, p)
         if occ["programs_per_cu"] == 0 and not reasons:
             reasons.append(f"no program fits on one {p.name} SM (limited by {occ['occupancy_limit']})")
@@ -45,7 +45,7 @@ def feasible(w: Workload, p) -> list[str]:
 
 
 def space_constraint(op: str, dtype: str, shape: dict | None = None):
-    """A constraint for ``autotune.space.Space``: (config, profile) -> the first reason the
+    """A constraint for ``tilec.space.Space``: (config, profile) -> the first reason the
     config cannot run on the profile, or None. Tile resources do not depend on the problem
     size, so a nominal shape (4096 in every dimension) stands in when none is given."""
     from .workload import workload_for

@@ -24,6 +24,23 @@ class Compiled:
     info: dict = field(default_factory=dict)
 
 
+def resolve_options(backend: str, options: dict[str, Option], given: dict[str, Any], kernel_name: str,
+                    constexprs: Sequence[str]) -> dict:
+    """Every option of ``backend`` for a kernel: the given ones checked, the rest defaults."""
+    unknown = set(given) - set(options)
+    if unknown:
+        raise ConfigError(f"config keys {sorted(unknown)} are neither constexpr parameters of kernel "
+                          f"{kernel_name} ({', '.join(constexprs) or 'none'}) nor options of the {backend} "
+                          f"backend ({', '.join(options) or 'none'})")
+    out = {}
+    for k, opt in options.items():
+        v = given.get(k, opt.default)
+        if opt.choices and v not in opt.choices:
+            raise ConfigError(f"{backend} option {k}={v!r} is not one of {list(opt.choices)}")
+        out[k] = v
+    return out
+
+
 class Backend:
     name = "base"
     device = "cpu"                       # where its kernels run: "cpu" or "cuda"
@@ -39,18 +56,7 @@ class Backend:
         return None
 
     def resolve_options(self, given: dict[str, Any], kernel_name: str, constexprs: Sequence[str]) -> dict:
-        unknown = set(given) - set(self.options)
-        if unknown:
-            raise ConfigError(f"config keys {sorted(unknown)} are neither constexpr parameters of kernel "
-                              f"{kernel_name} ({', '.join(constexprs) or 'none'}) nor options of the {self.name} "
-                              f"backend ({', '.join(self.options) or 'none'})")
-        out = {}
-        for k, opt in self.options.items():
-            v = given.get(k, opt.default)
-            if opt.choices and v not in opt.choices:
-                raise ConfigError(f"{self.name} option {k}={v!r} is not one of {list(opt.choices)}")
-            out[k] = v
-        return out
+        return resolve_options(self.name, self.options, given, kernel_name, constexprs)
 
     def render(self, fn: Function, options: dict) -> str:
         raise NotImplementedError

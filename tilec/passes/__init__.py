@@ -1,28 +1,97 @@
-"""The pass pipeline: a flat, named list. Each pass is a function ``Function -> Function``
-(or a report) living in its own module; ``run_pipeline`` applies them in order.
+"""The pass pipelines: flat, named lists of passes, each with the one-line reason it runs.
 
-Shape and type inference happen while the IR is built (``tilec.builder``); the passes here
-check it, tidy it and measure it.
+Every backend's pipeline is the common passes (check, tidy, hoist: run once per kernel
+specialization, ``run_pipeline``) followed by that backend's lowering (run on a copy of the
+IR when the backend renders it, ``lower``): passes that annotate or rewrite the IR in IR
+terms, so that a renderer only prints what the IR says. ``print_after_all`` shows the IR
+after each pass (``tilec show OP --passes``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from ..ir import Function
+from .blocked_dots import block_computed_dots
+from .buffers import loop_private_buffers
+from .clone import clone
 from .hoist import hoist
+from .inlining import inline_index_tiles, inline_single_use
+from .reductions import choose_reductions
+from .row_sums import fuse_row_sums
 from .simplify import simplify
 from .verify import verify
+from .windows import prefetch_next_rows, read_in_place
 
-PIPELINE: list[tuple[str, Callable[[Function], Function]]] = [
-    ("verify", verify),        # every operand defined before use, types agree
-    ("simplify", simplify),    # fold scalar constants, share equal ops, drop dead ones
-    ("hoist", hoist),          # loop-invariant ops move out of loops
-    ("simplify-again", simplify),  # hoisted copies of outer values are shared
-    ("verify-again", verify),  # a rewrite must leave valid IR behind
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    run: Callable[[Function, dict], Function]     # (IR, backend options) -> IR
+    reason: str
+
+
+def _plain(f: Callable[[Function], Function]) -> Callable[[Function, dict], Function]:
+    return lambda fn, options: f(fn)
+
+
+COMMON: list[Pass] = [
+    Pass("verify", _plain(verify), "every operand defined before use, types agree"),
+    Pass("simplify", _plain(simplify), "fold scalar constants, share equal ops, drop dead ones"),
+    Pass("hoist", _plain(hoist), "loop-invariant ops move out of loops"),
+    Pass("simplify-again", _plain(simplify), "hoisted copies of outer values are shared"),
+    Pass("verify-again", _plain(verify), "a rewrite must leave valid IR behind"),
 ]
 
+# backend -> its lowering passes, in order, after COMMON
+LOWERING: dict[str, list[Pass]] = {
+    "numba": [
+        Pass("inline-single-use", inline_single_use, "a tile read once as an expression is never stored"),
+        Pass("inline-index-tiles", inline_index_tiles, "index arithmetic recomputed beats a tile read in a loop"),
+        Pass("block-computed-dots", block_computed_dots, "a computed operand with few rows is never stored"),
+        Pass("fuse-row-sums", fuse_row_sums, "the loop writing a tile sums its rows: no second read"),
+        Pass("read-in-place", read_in_place, "a load read by element indexes the tensor: no copy"),
+        Pass("prefetch-next-rows", prefetch_next_rows, "rows a step jumps to are fetched a step ahead"),
+        Pass("loop-private-buffers", loop_private_buffers, "a tile dead by the step's end is allocated once"),
+        Pass("choose-reductions", choose_reductions, "lookup sums, vector rows, row blocks, lanes: fewer reads"),
+    ],
+    "triton": [],
+    "cuda": [],
+}
 
-def run_pipeline(fn: Function) -> Function:
-    for _name, pass_fn in PIPELINE:
-        fn = pass_fn(fn)
+def pipeline(backend: str | None = None) -> list[Pass]:
+    """The full list of passes a kernel goes through on ``backend`` (common ones alone: None)."""
+    return COMMON + (LOWERING.get(backend, []) if backend else [])
+
+
+def run_pipeline(fn: Function, after: Callable[[Pass, Function], None] | None = None) -> Function:
+    """The common passes, in place (``after`` sees the IR after each)."""
+    return _run(fn, COMMON, {}, after)
+
+
+def lower(fn: Function, backend: str, options: dict,
+          after: Callable[[Pass, Function], None] | None = None) -> Function:
+    """``backend``'s lowering passes on a copy of ``fn`` (the common passes already ran)."""
+    passes = LOWERING.get(backend, [])
+    return _run(clone(fn), passes, options, after) if passes else fn
+
+
+def _run(fn: Function, passes: list[Pass], options: dict, after) -> Function:
+    for p in passes:
+        fn = p.run(fn, options)
+        if after is not None:
+            after(p, fn)
     return fn
+
+
+def print_after_all(fn: Function, backend: str, options: dict) -> str:
+    """The IR after every pass of ``backend``'s pipeline, from ``fn`` as the front end built it
+    (``fn`` is not changed), like MLIR's ``--print-ir-after-all``."""
+    from ..printer import format_function
+    parts: list[str] = []
+
+    def show(p: Pass, ir: Function) -> None:
+        parts.append(f"// ----- IR after {p.name}: {p.reason}\n{format_function(ir)}")
+
+    lower(run_pipeline(clone(fn), show), backend, options, show)
+    return "\n\n".join(parts) + "\n"

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..dtypes import DType
-from ..errors import InputError
+from ..errors import InputError, TilecError
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,15 @@ class ArrayInfo:
         return len(self.shape)
 
 
-def _torch_dtype(t) -> DType:
+def _torch_dtype(t, what: str = "array") -> DType:
     name = str(t.dtype).replace("torch.", "")
     try:
         return dt.lookup(name)
     except Exception:
-        raise InputError(f"unsupported torch dtype {t.dtype}") from None
+        raise InputError(f"{what}: unsupported torch dtype {t.dtype}") from None
 
 
-def library_of(x: Any) -> str:
+def library_of(x: Any, name: str | None = None) -> str:
     mod = type(x).__module__.split(".")[0]
     if mod == "torch":
         return "torch"
@@ -45,17 +45,24 @@ def library_of(x: Any) -> str:
         return "cupy"
     if isinstance(x, np.ndarray):
         return "numpy"
-    raise InputError(f"expected a NumPy, CuPy or Torch array, got {type(x).__name__}")
+    raise InputError(f"{name + ': ' if name else ''}expected a NumPy, CuPy or Torch array, got {type(x).__name__}")
 
 
 def describe(x: Any, name: str = "array") -> ArrayInfo:
-    lib = library_of(x) if not isinstance(x, np.ndarray) else "numpy"
+    lib = library_of(x, name) if not isinstance(x, np.ndarray) else "numpy"
     if lib == "numpy":
-        return ArrayInfo("numpy", "cpu", dt.from_numpy(x.dtype), tuple(x.shape))
+        return ArrayInfo("numpy", "cpu", _numpy_dtype(x.dtype, name), tuple(x.shape))
     if lib == "torch":
         dev = "cpu" if x.device.type == "cpu" else f"{x.device.type}:{x.device.index or 0}"
-        return ArrayInfo("torch", dev, _torch_dtype(x), tuple(x.shape))
-    return ArrayInfo("cupy", f"cuda:{x.device.id}", dt.from_numpy(x.dtype), tuple(x.shape))
+        return ArrayInfo("torch", dev, _torch_dtype(x, name), tuple(x.shape))
+    return ArrayInfo("cupy", f"cuda:{x.device.id}", _numpy_dtype(x.dtype, name), tuple(x.shape))
+
+
+def _numpy_dtype(dtype, name: str) -> DType:
+    try:
+        return dt.from_numpy(dtype)
+    except TilecError as e:
+        raise InputError(f"{name}: {e.message}") from None
 
 
 def host_view(x: Any, name: str = "array") -> np.ndarray:

@@ -35,7 +35,7 @@ class CudaBackend(Backend):
         return True  # CUDA arrays on the GPU; host arrays through the C++ emulator (tests)
 
     def space_params(self):
-        from autotune.space import Param
+        from ...space import Param
         return [Param("threads", (64, 128, 256), "threads per block"),
                 Param("mma", ("simt", "wmma"), "tc.dot on CUDA cores or tensor cores (f16/bf16)")]
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ...errors import TilecError
-from ...runtime.cache import atomic_write, cache_dir
+from ...runtime.cache import atomic_write, cache_dir, seed_from_read_only
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,7 @@ def compile_source(source: str, arch: str, prefer: str = "nvrtc") -> CompileRepo
                                         text=True, check=False).stdout.strip().splitlines()[-1]
     digest = hashlib.sha256("\0".join([source, arch, tool, *incs]).encode()).hexdigest()[:24]
     path = cache_dir() / "cuda-ptxas" / f"{arch}_{digest}.json"
+    seed_from_read_only([path])
     if path.exists():
         try:
             return CompileReport(**json.loads(path.read_text()))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ... import __version__
 from ...errors import TilecError
 from ...ir import COMPARE_OPS, Block, Function, Op, Value
+from ...passes import lower
 from ..naming import Namer
 from . import cnames as C
 from .limits import STATIC_SMEM_PER_BLOCK
@@ -71,8 +72,8 @@ def kernel_symbol(fn: Function) -> str:
 
 class CudaRenderer:
     def __init__(self, fn: Function, options: dict):
-        self.fn = fn
         self.options = {"threads": 128, "mma": "simt", "min_blocks": 1, **options}
+        self.fn = fn = lower(fn, "cuda", self.options)   # the renderer prints the lowered IR
         self.threads = int(self.options["threads"])
         self.plan: Plan = make_plan(fn, self.threads, self.options["mma"])
         reserved = set(C.RESERVED) | {f"t{a}{2 ** i}" for a in "xy" for i in range(12)}

@@ -1,100 +1,18 @@
-"""Register-blocked loop nests for float32 dots with few rows whose right operand is computed
-(codes unpacked from packed bytes, dequantized keys), instead of a materialized tile and BLAS.
-
-The operand's elementwise expression is inlined into the loop nest, so it is never stored.
-Its tile must be (..., L) reshaped to (tokens, L) at most, L being the contiguous axis, and one
-of its leading axes must leave every tile it reads by name unchanged: the shift axis of packed
-codes, along which each byte read serves PB codes. That axis is unrolled (U of its entries per
-pass) together with up to four rows of the left operand, so one pass over L computes U operand
-rows from one read of each byte and takes them into 4U sums (dot(a, trans(b)): a's rows times
-b's rows, reduced along L) or into 4 rows of the result (dot(a, b): a's weights times b's rows).
-
-KIVI decode step (4 query rows, 256 tokens, d 128, 2-bit, one thread): keys 4.2 us against
-5.7 for dequantizing them into a tile and calling BLAS, values 2.9 against 7.2 us. Blocking U
-consecutive tokens instead (a byte row each) ran 1.6-1.8x slower than sharing the byte: no
-such dot is blocked, it keeps BLAS.
-"""
+"""Rendering of register-blocked dots (planned by ``tilec.passes.blocked_dots``): the operand's
+elementwise expression inlined into a loop nest that unrolls the plan's shared axis together
+with a few rows of the left operand, so one pass over the contiguous axis L computes several
+operand rows from one read of each byte and takes them into 4U sums (dot(a, trans(b))) or into
+the rows of the result (dot(a, b))."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from ...ir import ELEMENTWISE, Function, Op, Value
-
-_MAX_ROWS = 16      # more rows than this: BLAS's packed kernels win
-_ROW_BLOCK = (4, 3, 2, 1)   # rows per pass: the first that divides the row count
-
-
-@dataclass(frozen=True)
-class BlockedDot:
-    operand: Value      # the computed tile, (..., L)
-    shared_axis: int    # a leading axis of it along which no tile read by name changes
-    unroll: int         # entries of that axis per pass
-    rows: int           # rows of the left operand per pass
-    transposed: bool    # dot(a, trans(operand)) rather than dot(a, operand)
+from ...ir import Op, Value
+from ...passes.blocked_dots import BlockedDot
 
 
 class BlockedDots:
-    """Planning and rendering of blocked dots, mixed into NumbaRenderer."""
-
-    def _plan_blocked_dots(self, fn: Function) -> dict[int, BlockedDot]:
-        """Per dot result id: its plan. The operand joins ``inline``; the reshape and trans
-        between it and the dot are not rendered (``skipped``)."""
-        plans: dict[int, BlockedDot] = {}
-        if self.options.get("dot") != "blas":
-            return plans
-        for op in fn.walk():
-            plan, between = self._blocked_dot_plan(op)
-            if plan is not None:
-                plans[op.result.id] = plan
-                self.skipped |= {v.id for v in between}
-        return plans
-
-    def _blocked_dot_plan(self, op: Op) -> tuple[BlockedDot | None, list[Value]]:
-        if op.kind != "dot" or op.result.dtype.name != "float32":
-            return None, []
-        a, b = op.operands[:2]
-        if a.shape[0] > _MAX_ROWS or a is b:
-            return None, []
-        between, x, transposed = [], b, False
-        if x.producer is not None and x.producer.kind == "trans":
-            between.append(x)
-            x, transposed = x.producer.operands[0], True
-        y = x
-        if y.producer is not None and y.producer.kind == "reshape":
-            between.append(y)
-            y = y.producer.operands[0]
-        p = y.producer
-        if p is None or p.kind not in ELEMENTWISE or p.kind == "const" or len(y.shape) < 2 or \
-                y.dtype.name != "float32" or y.shape[-1] != x.shape[-1] or \
-                math.prod(y.shape[:-1]) != x.shape[0] or y.id in self.carried or \
-                any(self.count.get(v.id, 0) != 1 or v.id in self.carried for v in between + [y]):
-            return None, []
-        self.inline.add(y.id)
-        best = None
-        for ax, n in enumerate(y.shape[:-1]):
-            unroll = 4 if n % 4 == 0 else 2 if n % 2 == 0 else 1
-            if unroll > 1 and not self._named_reads_vary(y, ax) and (best is None or unroll >= best[1]):
-                best = (ax, unroll)
-        if best is None:
-            self.inline.discard(y.id)
-            return None, []
-        rows = next(r for r in _ROW_BLOCK if a.shape[0] % r == 0)
-        return BlockedDot(y, best[0], best[1], rows, transposed), between
-
-    def _named_reads_vary(self, v: Value, axis: int) -> bool:
-        """Does a tile read by name inside v's inlined expression change along v's ``axis``?"""
-        if axis < 0 or v.shape == () or v.shape[axis] == 1:
-            return False
-        if v.id not in self.inline:
-            return True
-        p = v.producer
-        if p.kind == "gather":
-            return True   # its table is read by name at an index computed per element
-        if p.kind == "expand_dims":
-            e = p.attrs["axis"]
-            return axis != e and self._named_reads_vary(p.operands[0], axis - (axis > e))
-        return any(self._named_reads_vary(w, axis - (len(v.shape) - len(w.shape))) for w in p.operands)
+    """Rendering of blocked dots, mixed into NumbaRenderer."""
 
     # -- rendering ------------------------------------------------------------------------------
     def _blocked_dot(self, op: Op, plan: BlockedDot) -> None:

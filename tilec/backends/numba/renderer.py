@@ -1,14 +1,14 @@
 """Render tile IR as Python source for Numba.
 
 Tile shapes are static, so every tile op becomes an explicit loop nest over constant bounds
-that LLVM vectorizes. Single-use elementwise values are not stored: their expression is
-inlined into the consumer's loop (so `relu(acc + bias)` fuses into the store). The kernel
-function runs programs ``first`` to ``stop - 1``; the runner hands such runs to CPU threads.
-``dot`` lowers to ``np.dot`` (BLAS) or to a loop nest, as the ``dot`` option says.
+that LLVM vectorizes. What to inline, read in place, prefetch, block, fuse or allocate once is
+decided by the Numba lowering passes (``tilec.passes.LOWERING["numba"]``) and stated on the IR;
+this module prints it. The kernel function runs programs ``first`` to ``stop - 1``; the runner
+hands such runs to CPU threads. ``dot`` lowers to ``np.dot`` (BLAS) or to a loop nest, as the
+``dot`` option says.
 """
 from __future__ import annotations
 
-import math
 import re
 import struct
 
@@ -16,7 +16,11 @@ import numpy as np
 
 from ... import __version__
 from ...errors import TilecError
-from ...ir import ELEMENTWISE, Block, Function, Op, Value, const_value, uses, walk
+from ...ir import ELEMENTWISE, Block, Function, Op, Value, uses
+from ...passes import lower
+from ...passes.analysis import (blas_reads, branch_results, in_place, inlined, producers, read_only_by_dot,
+                                used_up, yielded)
+from ...passes.reductions import LANES, ROW_BLOCK
 from ..naming import Namer
 from . import support as rt_support
 from .blocked_dots import BlockedDots
@@ -30,8 +34,6 @@ _UNARY = {"exp": "np.exp({})", "exp2": "np.exp2({})", "log": "np.log({})", "log2
 # Working dtype of tiles in this backend: 16-bit floats compute in fp32, rounded at casts.
 _WORK = {"float16": "float32", "bfloat16": "float32", "bool": "bool_"}
 _INIT = {"sum": "0", "max": "-np.inf", "min": "np.inf"}
-_LANES = 16  # partial results per row in max/min reductions (one AVX-512 register of fp32)
-_ROW_BLOCK = 4  # rows summed per pass along the last axis (see _row_block_sums)
 
 
 def np_type(dtype) -> str:
@@ -54,144 +56,74 @@ def bits16(value: float, dtype) -> int:
     return int(np.array(value, np.float16).view(np.uint16))
 
 
+class _Header(str):
+    """An emitted loop header with the places a renderer still adds lines to once it has moved
+    on: ``before`` (reads hoisted out of the loop) and ``after`` (lines its body starts with)."""
+    before: list[str]
+    after: list[str]
+
+    def __new__(cls, text: str) -> "_Header":
+        line = super().__new__(cls, text)
+        line.before, line.after = [], []
+        return line
+
+
+class _Slot(list):
+    """A place in the output that lines are added to later (a loop's private buffers)."""
+
+
+def _flat(lines: list) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if isinstance(line, _Slot):
+            out += line
+        else:
+            out += [*getattr(line, "before", ()), line, *getattr(line, "after", ())]
+    return out
+
+
 class NumbaRenderer(BlockedDots):
     def __init__(self, fn: Function, options: dict):
-        self.fn = fn
+        self.fn = fn = lower(fn, "numba", options)   # the renderer prints the lowered IR
         self.options = options
         self.name = Namer({"np", "numba", "math", "rt", "prange", "pid", "grid0", "grid1", "grid2"})
-        self.lines: list[str] = []
+        self.lines: list = []   # source lines, loop headers (_Header) and slots (_Slot)
         self.depth = 0
         self.count = uses(fn)
-        self.inline: set[int] = set()
+        self.inline = inlined(fn)   # tiles computed inside their readers (passes/inlining.py)
         self.inner: dict | None = None   # the innermost loop being rendered (see open_inner)
         self.readers: dict[int, list[Op]] = {}   # value id -> the ops that read it
         for op in fn.walk():
             for v in op.operands:
                 self.readers.setdefault(v.id, []).append(op)
-        self.carried = _yielded(fn.body)
-        self.branch_results = _branch_results(fn)   # value an if-branch yields -> the if's results
-        self._plan_inlining(fn.body)
-        self._plan_index_tiles(fn)
-        self.skipped: set[int] = set()   # values a blocked dot reads through (see blocked_dots)
-        self.blocked = self._plan_blocked_dots(fn)   # dot result id -> its BlockedDot plan
-        self.fused_sums = self._plan_fused_sums(fn)   # tile id -> the row sum its loop computes too
-        self.dot_only = _read_only_by_dot(self.readers, self.carried)
+        self.carried = yielded(fn.body)
+        self.branch_results = branch_results(fn)   # value an if-branch yields -> the if's results
+        # what the lowering passes decided (tilec/passes): values a blocked dot reads through,
+        # dot result id -> its BlockedDot, tile id -> the row sum its loop computes too, loads
+        # read in place
+        self.skipped = {op.result.id for op in fn.walk() if op.attrs.get("read_through")}
+        self.blocked = {op.result.id: op.attrs["blocked"] for op in fn.walk() if "blocked" in op.attrs}
+        self.fused_sums = {op.result.id: op.attrs["row_sum"].producer for op in fn.walk() if "row_sum" in op.attrs}
+        self.windows = in_place(fn)
+        self.dot_only = read_only_by_dot(self.readers, self.carried)
+        self.producer = producers(fn)
         self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
-        self.producer = _producers(fn)
-        self.windows = self._plan_windows(fn)
         self.window_offsets: dict[int, list[str]] = {}   # per window: its offset variables
-        self.private: dict[int, list] = {}  # loop-private tile -> [line to allocate it at, indent]
+        self.private: dict[int, tuple] = {}  # loop-private tile -> (its loop's _Slot, indent)
         self.buffers: dict[int, str] = {}   # loop-private tile -> its buffer, once allocated
-        self.loops_open: list[dict] = []    # enclosing for loops, innermost last (see _step_delta)
-        self.prefetch_rows: dict[int, list[str]] = {}  # window -> next step's offsets (_plan_prefetch)
-
-    # -- planning ---------------------------------------------------------------------------
-    def _plan_inlining(self, block: Block) -> None:
-        """Inline single-use elementwise tiles whose only reader is in the same block and can
-        take an expression (another elementwise op, a reduction or a store)."""
-        readers: dict[int, Op] = {}
-        for op in block.ops:
-            for v in op.operands:
-                readers.setdefault(v.id, op)
-            for child in op.blocks:
-                self._plan_inlining(child)
-        for op in block.ops:
-            if op.kind not in ELEMENTWISE and op.kind != "gather" or op.kind == "const" or not op.results \
-                    or op.result.shape == ():
-                continue
-            if op.kind == "cast" and op.attrs["dtype"] in ("float16", "bfloat16"):
-                continue  # rounding to 16 bits works on whole tiles
-            r = op.result
-            reader = readers.get(r.id)
-            if self.count.get(r.id, 0) == 1 and reader is not None and self._dot_reads_once(reader, r):
-                self.inline.add(r.id)  # e.g. weights unpacked right inside a GEMV's loop
-                continue
-            if self.count.get(r.id, 0) == 1 and reader is not None and _reads_as_expression(reader, r) and \
-                    not (reader.kind == "cast" and reader.attrs["dtype"] in ("float16", "bfloat16")) and \
-                    not (reader.kind == "store" and reader.operands[0].dtype.name in ("float16", "bfloat16")):
-                self.inline.add(r.id)
-
-    def _plan_fused_sums(self, fn: Function) -> dict[int, Op]:
-        """Row sums (float32, last axis) of a materialized elementwise tile made in the same block,
-        like softmax's ``sum(p, 1)`` beside the ``dot(p, v)`` that also reads p: the loop that
-        writes p adds it up as it goes, so p is not read a second time. (The sum must be in the
-        same block: there it runs exactly when the tile is made.)"""
-        out: dict[int, Op] = {}
-        for block in [fn.body] + [child for op in fn.walk() for child in op.blocks]:
-            made = {op.result.id: op for op in block.ops if op.results}
-            for op in block.ops:
-                if op.kind != "reduce" or op.attrs["op"] != "sum" or op.result.dtype.name != "float32":
-                    continue
-                x = op.operands[0]
-                if x.id in made and made[x.id].kind in _MATERIALIZED and x.id not in self.inline and \
-                        x.dtype.name == "float32" and op.attrs["axis"] == len(x.shape) - 1:
-                    out.setdefault(x.id, op)
-        return out
-
-    def _plan_index_tiles(self, fn: Function) -> None:
-        """Inline tiles computed from constants and aranges only (e.g. the shift of each code
-        in a packed byte, ``arange(P) * BITS``) into every reader, even inside a loop: the
-        expression is a few integer ops on the loop index, while a tile made outside the loop
-        is a memory load LLVM must assume any store may change, which blocks vectorization."""
-        readers, yielded = self.readers, self.carried
-        index_only: set[int] = set()
-        for op in fn.walk():
-            if op.kind in ELEMENTWISE and op.kind != "const" and op.results and op.result.shape and \
-                    all(v.id in index_only or v.shape == () and v.producer is not None and
-                        v.producer.kind == "const" for v in op.operands):
-                r = op.result
-                index_only.add(r.id)
-                if r.id not in yielded and readers.get(r.id) and all(
-                        _reads_as_expression(o, r) for o in readers[r.id]):
-                    self.inline.add(r.id)
-
-    def _plan_windows(self, fn: Function) -> set[int]:
-        """Loads read only element by element, from tensors the kernel never stores to: when the
-        box lies inside the tensor, their readers index the tensor in place instead of a copy
-        (the copy was a second pass over every byte: int4 GEMV 4096^2 on one thread 1.7-2.5 ->
-        1.1-1.4 ms). Only a box that crosses the tensor's edge is copied, padded."""
-        readers, yielded = self.readers, self.carried
-        out: set[int] = set()
-        for op in fn.walk():
-            if op.kind != "load" or not op.result.shape or self._blas_view(op):
-                continue
-            tensor, r = op.operands[0], op.result
-            if tensor.dtype.name in ("float16", "bfloat16") or tensor.id in self.written or r.id in yielded:
-                continue
-            if readers.get(r.id) and all(self._reads_by_element(o, r) and self._consumed(o) for o in readers[r.id]):
-                out.add(r.id)
-        return out
-
-    def _consumed(self, reader: Op) -> bool:
-        """Does ``reader``, through the expressions inlined into it, end in a reduction, a store or
-        a loop-nest dot, rather than in a new tile? Only then does reading in place save a pass:
-        a tile as large as the load built from it (e.g. int4 codes unpacked for a dot) ran
-        10-15% slower reading the tensor in place than from a copy."""
-        if reader.kind in ("reduce", "store", "dot"):
-            return True
-        r = reader.result if reader.results else None
-        return r is not None and r.id in self.inline and all(self._consumed(o) for o in self.readers.get(r.id, []))
-
-    def _reads_by_element(self, reader: Op, v: Value) -> bool:
-        """Does ``reader`` read tile ``v`` only through ``ref`` (one element at a time)?"""
-        if reader.kind == "cast" and reader.attrs["dtype"] in ("float16", "bfloat16"):
-            return False  # rounds the whole tile
-        if reader.kind == "store" and reader.operands[0].dtype.name in ("float16", "bfloat16"):
-            return False
-        if reader.kind == "dot":  # the loop nest reads its right operand through ref
-            blas = self.options["dot"] == "blas" and reader.result.dtype.name == "float32"
-            return not blas and reader.operands[1] is v and all(o is not v for o in reader.operands[::2])
-        return _reads_as_expression(reader, v)
-
-    def _dot_reads_once(self, reader: Op, v: Value) -> bool:
-        """A loop-nest dot reads each element of its right operand once when the left one has
-        a single row; then computing that operand in place costs nothing extra."""
-        return reader.kind == "dot" and self.options.get("dot") == "loops" and \
-            reader.operands[1] is v and reader.operands[0] is not v and reader.operands[0].shape[0] == 1
+        self.prefetch_rows: dict[int, list[str]] = {}  # window -> next step's offsets (_prefetch_plan)
+        self.row_loops: dict[str, _Header] = {}  # loop variable -> its plain loop's header (emit_loop)
 
     # -- output -----------------------------------------------------------------------------
     def emit(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
+
+    def emit_loop(self, var: str, n, pad: str = "") -> None:
+        """``for var in range(n):``, a plain loop whose body may still get first lines (``after``):
+        where a row prefetch goes (_prefetch_rows)."""
+        line = _Header("    " * self.depth + pad + f"for {var} in range({n}):")
+        self.lines.append(line)
+        self.row_loops[var] = line
 
     def render(self) -> str:
         fn = self.fn
@@ -222,7 +154,7 @@ class NumbaRenderer(BlockedDots):
         if fn.grid_rank > 2:
             self.emit("pid_2 = pid // (grid0 * grid1)")
         self.block(fn.body)
-        return "\n".join(head + self.lines) + "\n"
+        return "\n".join(head + list(_flat(self.lines))) + "\n"
 
     def block(self, block: Block) -> None:
         before = len(self.lines)
@@ -250,8 +182,8 @@ class NumbaRenderer(BlockedDots):
 
     def _row_view(self, name: str, own: list[str]) -> str | None:
         """In an elementwise loop nest (materialize), a tile read along the innermost loop only
-        goes through a row view bound in front of that loop, so LLVM sees 1-D reads: the KIVI
-        decode kernel, whose key dequantization is an (8, 4, 8, 128) nest, ran 1.2x faster so."""
+        goes through a row view bound in front of that loop, so LLVM sees 1-D reads (deep nests
+        vectorize better so)."""
         inner = self.inner
         if inner is None or not inner["rows"] or len(own) < 2 or own[-1] != inner["name"] \
                 or any(inner["var"].search(i) for i in own[:-1]):
@@ -284,8 +216,10 @@ class NumbaRenderer(BlockedDots):
         alias the one being written, so it would reload them every step and may not vectorize.
         With ``rows`` tiles read along ``var`` go through row views too (_row_view)."""
         line = self.lines[-1]
+        if not isinstance(line, _Header):
+            line = self.lines[-1] = _Header(line)
         self.inner = {"var": re.compile(rf"\b{re.escape(var)}\b"), "name": var, "rows": rows,
-                      "at": len(self.lines) - 1, "indent": line[:len(line) - len(line.lstrip())], "seen": {}}
+                      "header": line, "indent": line[:len(line) - len(line.lstrip())], "seen": {}}
 
     def close_inner(self) -> None:
         self.inner = None
@@ -296,8 +230,7 @@ class NumbaRenderer(BlockedDots):
             return read
         if read not in inner["seen"]:
             local = self.name.fresh(prefix)
-            self.lines.insert(inner["at"], f"{inner['indent']}{local} = {read}")
-            inner["at"] += 1
+            inner["header"].before.append(f"{inner['indent']}{local} = {read}")
             inner["seen"][read] = local
         return inner["seen"][read]
 
@@ -365,61 +298,21 @@ class NumbaRenderer(BlockedDots):
         for d, n in enumerate(shape):
             var = self.name.fresh(f"{prefix}{d}")
             idx.append(var)
-            self.emit(f"for {var} in range({n}):")
+            self.emit_loop(var, n)
             self.depth += 1
         return idx
 
     def empty(self, v: Value, dtype: str | None = None) -> str:
-        """An uninitialized tile: a fresh array, or for a loop-private tile (_loop_private) a
+        """An uninitialized tile: a fresh array, or for a loop-private tile (passes/buffers.py) a
         buffer allocated once in front of its loop."""
         if v.id not in self.private or dtype not in (None, np_type(v.dtype)):
             return f"np.empty({v.shape}, {dtype or np_type(v.dtype)})"
         if v.id not in self.buffers:
-            at, indent = self.private[v.id]
+            slot, indent = self.private[v.id]
             self.buffers[v.id] = self.name.fresh(f"{self.name(v)}_buffer")
-            self.lines.insert(at, f"{indent}{self.buffers[v.id]} = np.empty({v.shape}, {np_type(v.dtype)})")
-            for anchor in self.private.values():   # lines after the insertion moved down by one
-                if anchor[0] > at:
-                    anchor[0] += 1
-            if self.inner is not None and self.inner["at"] > at:
-                self.inner["at"] += 1
+            # the latest allocation first, as in front of the loop every buffer was put first
+            slot.insert(0, f"{indent}{self.buffers[v.id]} = np.empty({v.shape}, {np_type(v.dtype)})")
         return self.buffers[v.id]
-
-    def _loop_private(self, body: Block) -> list[Value]:
-        """Tiles made in a loop body whose arrays never outlive the iteration (_used_up). The
-        loop allocates each once, before it starts, instead of every iteration: in the KIVI
-        decode's steps the byte and code tiles were half a dozen allocations a step."""
-        out = []
-        for op in body.ops:
-            if not op.results or op.kind in ("for", "if") or not op.result.shape:
-                continue
-            r = op.result
-            if r.id not in self.inline and r.id not in self.windows and self._used_up(r):
-                out.append(r)
-        return out
-
-    def _used_up(self, v: Value) -> bool:
-        """Is v's array, and any reshaped or transposed view of it, used within the iteration that
-        made it: not carried, read only element by element, stored, or a BLAS operand (never a
-        dot's accumulator, never a loop's value, a branch's only if the branch's result is)?"""
-        if v.id in self.carried:
-            # a branch's value is used up when what the branch makes of it is: attention's raw
-            # scores are its masked scores on every tile but the last (a fresh 512 KB array a
-            # step otherwise, which glibc may hand back and fault in again every time)
-            made = self.branch_results.get(v.id)
-            if made is None or not all(self._used_up(r) for r in made):
-                return False
-        elif not self.readers.get(v.id):
-            return False
-        for o in self.readers.get(v.id, []):
-            if o.kind in ELEMENTWISE or o.kind in ("reduce", "store", "gather"):
-                continue
-            if o.kind == "dot" and all(x is not v for x in o.operands[2:]):
-                continue
-            if o.kind in ("reshape", "trans") and self._used_up(o.result):
-                continue
-            return False
-        return True
 
     def close(self, n: int) -> None:
         self.depth -= n
@@ -448,7 +341,7 @@ class NumbaRenderer(BlockedDots):
 
     def _materialize_summing_rows(self, op: Op, row_sum: Op) -> None:
         """The tile's loops, each row's total kept in a local scalar and written to the sum's
-        array after the row (see _plan_fused_sums)."""
+        array after the row (see passes/row_sums.py)."""
         r = op.result
         name, total = self.name(r), self.name(row_sum.result)
         if row_sum.result.shape:
@@ -457,13 +350,13 @@ class NumbaRenderer(BlockedDots):
         acc = self.name.fresh(f"{total}_acc")
         self.emit(f"{acc} = np.float32(0)")
         inner = self.name.fresh(f"i{len(outer)}")
-        self.emit(f"for {inner} in range({r.shape[-1]}):")
+        self.emit_loop(inner, r.shape[-1])
         self.depth += 1
         idx = outer + [inner]
         self.open_inner(inner, rows=True)
         value = self.expr(op, idx)
         # the element in a local first: summing the row's cells would read back through a
-        # store LLVM must assume aliases (attention ran 1.9x slower so)
+        # store LLVM must assume aliases (much slower)
         element = self.name.fresh("e")
         self.emit(f"{element} = {value}")
         self.emit(f"{self._cell(name, idx)} = {element}")
@@ -543,7 +436,7 @@ class NumbaRenderer(BlockedDots):
             self.emit(f"if {' and '.join(inside)}:")
             self.depth += 1
             if r.id in self.windows:
-                self._plan_prefetch(op)
+                self._prefetch_plan(op)
                 self._load_window(op, target, store_dtype, fill, bounds, conds)
                 return
             if self._blas_view(op):
@@ -571,7 +464,7 @@ class NumbaRenderer(BlockedDots):
             if edge_view:
                 # an edge tile only BLAS reads: the part inside the tensor, in place, and
                 # matmul_into takes what it lacks as the zeros the padding would have been
-                # (no padded copy: the last strip of a GEMV is most of the matrix)
+                # (no padded copy: a last strip of few rows can be most of the tensor)
                 ends = iter(hi for _, hi in bounds)
                 inner = tuple(None if e is None else next(ends) for e in box)
                 starts = [f"{lo} == 0" for lo, _ in bounds]
@@ -592,7 +485,7 @@ class NumbaRenderer(BlockedDots):
                 self.emit(f"{name} = rt.{widen}({target})")
 
     def _load_window(self, op: Op, name: str, store_dtype: str, fill: str, bounds, conds) -> None:
-        """A load its readers index in place (see _plan_windows): inside the tensor the window
+        """A load its readers index in place (``in_place``, passes/windows.py): inside the tensor the window
         is the tensor itself at the load's offsets; across an edge it is a padded copy, shaped
         with the tensor's rank (1 on single-index axes), at offset 0."""
         tensor, offsets, box = op.operands[0], op.operands[1:], op.attrs["box"]
@@ -620,45 +513,20 @@ class NumbaRenderer(BlockedDots):
                            for o, e in zip(offsets, extents))
         return f"{self.name(tensor)}[{window}]"
 
-    def _plan_prefetch(self, op: Op) -> None:
-        """Plan to prefetch the box a window (a tile read in place, see _plan_windows) reads in
-        the next step of its loop, when the box is large (streamed from memory: 16 KB or more)
-        and each step moves it to new rows by a constant. A strip of a matrix is rows a stride
-        apart, and rows the step jumps to are rows the hardware prefetchers do not see coming;
-        a box that moves further along the same rows (the fp32 GEMV's) continues streams they
-        already follow, and prefetching it made that GEMV 17-23% slower. The prefetches go row
-        by row into the loop nest that reads the window (_prefetch_rows), spread over the step.
-        The int4 GEMV at K=N=4096 (strips of 512 of each row's 2048 bytes, 64 KB a step), from
-        DRAM on 2 threads: 1.20-1.40 ms against 1.32-1.72 without, in three paired runs; the
-        whole next box prefetched at the top of the step gained only 4-11%."""
-        tensor, offsets, box = op.operands[0], op.operands[1:], op.attrs["box"]
-        size = tensor.dtype.itemsize * math.prod(e for e in box if e is not None)
-        if not self.loops_open or size < 16384 or sum(e is not None for e in box) != 2:
-            return
-        deltas = [self._step_delta(o) for o in offsets]
-        last = max(ax for ax, e in enumerate(box) if e is not None)
-        if None in deltas or not any(deltas) or deltas[last]:
-            return   # a box moving along its rows continues streams the hardware already follows
-        self.prefetch_rows[op.result.id] = [self.name(o) if d == 0 else f"{self.name(o)} + {d}"
-                                            for o, d in zip(offsets, deltas)]
-
     def _prefetch_rows(self, v: Value, own: list[str]) -> None:
-        """Emit window v's planned prefetch (_plan_prefetch) at the top of the loop over its
+        """Emit window v's planned prefetch (_prefetch_plan) at the top of the loop over its
         first tile axis, ``for own[0]``, if that loop is open and not the innermost: each of its
         iterations prefetches the cache lines of the same row of the next step's box."""
         starts = self.prefetch_rows.get(v.id)
         row = own[0]
-        header = f"for {row} in range("
-        if starts is None or not row.isidentifier() or (self.inner is not None and self.inner["name"] == row):
-            return
-        at = next((i for i in range(len(self.lines) - 1, -1, -1) if self.lines[i].lstrip().startswith(header)), None)
-        if at is None or not re.fullmatch(r"for \w+ in range\(\w+\):", self.lines[at].strip()):
-            return    # not a plain loop over the rows (e.g. several rows a pass)
+        loop = self.row_loops.get(row)
+        if starts is None or loop is None or (self.inner is not None and self.inner["name"] == row):
+            return    # no plain loop over the rows open (e.g. several rows a pass)
         del self.prefetch_rows[v.id]
         tensor, box = v.producer.operands[0], v.producer.attrs["box"]
         t = self.name(tensor)
         first, last = (ax for ax, e in enumerate(box) if e is not None)
-        indent = self.lines[at][:len(self.lines[at]) - len(self.lines[at].lstrip())] + "    "
+        indent = loop[:len(loop) - len(loop.lstrip())] + "    "
         ahead = self.name.fresh("ahead")
         index = list(starts)
         index[first], index[last] = f"{starts[first]} + {row}", ahead
@@ -669,58 +537,26 @@ class NumbaRenderer(BlockedDots):
                  f"{indent}    for {ahead} in range(max({starts[last]}, 0), min({starts[last]} + {box[last]}, "
                  f"{t}.shape[{last}]), {line}):",
                  f"{indent}        rt.prefetch({t}, ({', '.join(f'np.uintp({i})' for i in index)},))"]
-        self._insert_lines(at + 1, lines)
+        loop.after.extend(lines)
 
-    def _insert_lines(self, at: int, lines: list[str]) -> None:
-        """Insert source lines at ``at``, keeping the anchors of later insertions in place."""
-        self.lines[at:at] = lines
-        for anchor in self.private.values():
-            if anchor[0] >= at:
-                anchor[0] += len(lines)
-        if self.inner is not None and self.inner["at"] >= at:
-            self.inner["at"] += len(lines)
+    def _used_up(self, v: Value) -> bool:
+        return used_up(v, self.readers, self.carried, self.branch_results)
 
-    def _step_delta(self, v: Value) -> int | None:
-        """How much scalar ``v`` grows from one step of the innermost enclosing loop to the next:
-        0 when it does not depend on the loop, None when not by a constant (carried values, or
-        anything but adds, subtractions, multiplications and exact divisions by constants)."""
-        loop = self.loops_open[-1]
-        if v.id == loop["iv"]:
-            return loop["step"]
-        if v.id not in loop["made"]:
-            return 0
-        p = v.producer
-        if p is None or v.shape != ():
-            return None
-        if p.kind == "cast" and v.dtype.is_int:
-            return self._step_delta(p.operands[0])
-        if p.kind != "binary":
-            return None
-        a, b = p.operands
-        da, db = self._step_delta(a), self._step_delta(b)
-        if da is None or db is None:
-            return None
-        o = p.attrs["op"]
-        if o in ("add", "sub"):
-            return da + db if o == "add" else da - db
-        ca, cb = const_value(a), const_value(b)
-        if o == "mul":
-            if db == 0 and cb is not None:
-                return da * cb
-            if da == 0 and ca is not None:
-                return db * ca
-            return None
-        if o == "floordiv" and db == 0 and cb and da % cb == 0:
-            return da // cb
-        return None
+    def _prefetch_plan(self, op: Op) -> None:
+        """The offsets of the box a window reads in its loop's next step, where the IR says to
+        prefetch it (``prefetch``: each offset's step, passes/windows.py). The prefetches go row
+        by row into the loop nest that reads the window (_prefetch_rows), spread over the step."""
+        deltas = op.attrs.get("prefetch")
+        if deltas is not None:
+            self.prefetch_rows[op.result.id] = [self.name(o) if d == 0 else f"{self.name(o)} + {d}"
+                                                for o, d in zip(op.operands[1:], deltas)]
 
     def _slab_spans(self, op: Op) -> list[str] | None:
         """A load whose tile is only read (``_used_up``) from a tensor the kernel never writes,
         with its box's single-index axes in front of its sliced ones: the run-time conditions
         under which the box is a slab of whole rows, ``T[i, j, n:n + R]`` (every sliced axis
         past the first starts at 0 and spans the tensor), so that a C-ordered tensor gives a
-        C-ordered view and the copy is skipped. In the KIVI decode (byte codes, scales and zeros
-        of each step) that was 2-5% of the kernel on one thread. None when it never is."""
+        C-ordered view and the copy is skipped. None when it never is."""
         tensor, offsets, box, r = op.operands[0], op.operands[1:], op.attrs["box"], op.result
         sliced = [ax for ax, e in enumerate(box) if e is not None]
         if tensor.dtype.name in ("float16", "bfloat16") or tensor.id in self.written or \
@@ -742,11 +578,7 @@ class NumbaRenderer(BlockedDots):
         return f"{self.name(tensor)}[{', '.join(lead + [f'{o}:{o} + {box[first]}'])}]"
 
     def _blas_view(self, op: Op) -> bool:
-        """A float32 2-D tile that only BLAS dots read (directly or transposed) can stay in the
-        tensor as a view, e.g. a key tile K[b, h, n:n + BN, :] of attention."""
-        tensor, r = op.operands[0], op.result
-        return self.options["dot"] == "blas" and r.id in self.dot_only and tensor.dtype.name == "float32" \
-            and len(r.shape) == 2
+        return blas_reads(op, self.options, self.dot_only)
 
     def _copy_box(self, target: str, tensor: Value, offsets: list[Value], box: tuple,
                   ranges: list[tuple[str, str]]) -> None:
@@ -794,7 +626,8 @@ class NumbaRenderer(BlockedDots):
 
     # -- structure ----------------------------------------------------------------------------
     def op_reduce(self, op: Op) -> None:
-        if self._lookup_sums(op):
+        how = op.attrs.get("lowering")   # passes/reductions.py
+        if how == "table_lookup_sum" and self._lookup_sums(op):
             return
         x, r = op.operands[0], op.result
         axis, kind = op.attrs["axis"], op.attrs["op"]
@@ -807,18 +640,16 @@ class NumbaRenderer(BlockedDots):
         if axis == rank - 1:  # reduce the contiguous axis into a scalar per row
             if r.shape:
                 self.emit(f"{name} = {self.empty(r)}")
-            if kind in ("max", "min") and r.dtype.name == "float32" and rank == 2 and x.shape[-1] >= 16 \
-                    and x.id not in self.inline and x.id not in self.windows:
-                # a tile of its own: 16 lanes at a time (LLVM leaves a max/min loop scalar)
+            if how == "row_simd":
                 self.emit(f"rt.row_{kind}({self.name(x)}, {name + '[:, 0]' if keep else name})")
                 return
-            if kind == "sum" and r.shape and rank >= 2 and x.shape[-2] % _ROW_BLOCK == 0 and self._shared_by_rows(x):
+            if how == "row_blocks":
                 self._row_block_sums(name, x, keep, init)
                 return
-            lanes = kind in ("max", "min") and r.dtype.is_float and x.shape[-1] >= 2 * _LANES
+            lanes = how == "lanes"
             if lanes:
                 part = self.name.fresh(f"{name}_lanes")
-                self.emit(f"{part} = np.empty({_LANES}, {np_type(r.dtype)})")
+                self.emit(f"{part} = np.empty({LANES}, {np_type(r.dtype)})")
             outer = self.loops(x.shape[:-1])
             cell = f"{name}[{', '.join(outer + (['0'] if keep else []))}]"
             # a sum adds into its cell of the result: LLVM vectorizes that loop, but not the
@@ -830,7 +661,7 @@ class NumbaRenderer(BlockedDots):
             start = 0
             if lanes:
                 self._lane_reduce(kind, part, acc, init, x, outer)
-                start = x.shape[-1] - x.shape[-1] % _LANES
+                start = x.shape[-1] - x.shape[-1] % LANES
             if start < x.shape[-1]:
                 self.emit(f"for {inner} in range({start}, {x.shape[-1]}):")
                 self.open_inner(inner)
@@ -854,14 +685,14 @@ class NumbaRenderer(BlockedDots):
         self.close(len(idx))
 
     def _row_block_sums(self, name: str, x: Value, keep: bool, init: str) -> None:
-        """Sums along the last axis, _ROW_BLOCK rows per pass into local scalars: what the rows
-        share (x in a GEMV) is read once per pass, and the independent sums keep the vector
-        units busy. GEMV 256 x 4096 on one thread: 29-31 GFLOP/s against 23-26 one row at a time."""
+        """Sums along the last axis, ROW_BLOCK rows per pass into local scalars (``row_blocks``,
+        passes/reductions.py): what the rows share is read once per pass, and the independent
+        sums keep the vector units busy."""
         outer = self.loops(x.shape[:-2])
         i = self.name.fresh("i")
-        self.emit(f"for {i} in range(0, {x.shape[-2]}, {_ROW_BLOCK}):")
+        self.emit(f"for {i} in range(0, {x.shape[-2]}, {ROW_BLOCK}):")
         self.depth += 1
-        rows = [i] + [f"{i} + {b}" for b in range(1, _ROW_BLOCK)]
+        rows = [i] + [f"{i} + {b}" for b in range(1, ROW_BLOCK)]
         accs = [self.name.fresh(f"{name}_acc") for _ in rows]
         self.emit(f"{' = '.join(accs)} = {init}")
         j = self.name.fresh("j")
@@ -877,33 +708,15 @@ class NumbaRenderer(BlockedDots):
         self.depth -= 1
         self.close(len(outer))
 
-    def _shared_by_rows(self, v: Value) -> bool:
-        """Does the expression inlined into ``v`` read a tile that every row (axis -2) shares,
-        like x broadcast along the rows of A in a GEMV? Only then do blocked row sums save reads
-        (sums of exp over the rows of a 16 x 64 tile ran 15% slower blocked)."""
-        if v.id not in self.inline:
-            return False
-        for w in v.producer.operands:
-            if len(w.shape) == 1 or len(w.shape) >= 2 and w.shape[-2] == 1:
-                return True
-            if self._shared_by_rows(w):
-                return True
-        return False
-
     def _lookup_sums(self, op: Op) -> bool:
-        """A sum over the next-to-last axis of a gather along the last axis from 16-entry fp32
-        tables (LUT-GEMM's hits summed over chunks): one ``rt.lookup_sum`` per outer index,
+        """A table-lookup sum (passes/reductions.py) as one ``rt.lookup_sum`` per outer index,
         which keeps each table in a SIMD register where the CPU has AVX-512. False (render as
-        loops) for any other shape of the pattern."""
+        loops) without AVX-512 or where the tables or hits have no 2-D view."""
         x, r = op.operands[0], op.result
-        if not (rt_support.PERMUTE16 and op.attrs["op"] == "sum" and r.dtype.name == "float32" and
-                x.id in self.inline and x.producer.kind == "gather"):
+        if not rt_support.PERMUTE16:   # AVX-512's 16-lane permute: a target feature
             return False
         src, index = x.producer.operands
         rank = len(x.shape)
-        if x.producer.attrs["axis"] != rank - 1 or op.attrs["axis"] != rank - 2 or src.shape[-1] != 16 or \
-                src.shape[-2] != x.shape[-2] or src.dtype.name != "float32":
-            return False
         outer = [self.name.fresh(f"i{d}") for d in range(rank - 2)]
         tables = self._block(src, outer)
         hits = self._block(index, outer)
@@ -937,20 +750,20 @@ class NumbaRenderer(BlockedDots):
         return f"{self.name(v)}[{', '.join(own)}]" if own else self.name(v)
 
     def _lane_reduce(self, kind: str, part: str, acc: str, init: str, x: Value, outer: list[str]) -> None:
-        """max/min of a row through _LANES partial results, for rows that are an inlined
+        """max/min of a row through LANES partial results, for rows that are an inlined
         expression rather than a tile of their own (those go to rt.row_max / row_min)."""
         j, lane = self.name.fresh("j"), self.name.fresh("lane")
         b = self.name.fresh("b")
         cmp = ">" if kind == "max" else "<"
-        self.emit(f"for {lane} in range({_LANES}):")
+        self.emit(f"for {lane} in range({LANES}):")
         self.emit(f"    {part}[{lane}] = {init}")
-        self.emit(f"for {j} in range(0, {x.shape[-1] - x.shape[-1] % _LANES}, {_LANES}):")
-        self.emit(f"    for {lane} in range({_LANES}):")
+        self.emit(f"for {j} in range(0, {x.shape[-1] - x.shape[-1] % LANES}, {LANES}):")
+        self.emit(f"    for {lane} in range({LANES}):")
         self.depth += 2
         self.emit(f"{b} = {self.ref(x, outer + [f'{j} + {lane}'])}")
         self.emit(f"{part}[{lane}] = {part}[{lane}] if {part}[{lane}] {cmp} {b} else {b}")
         self.depth -= 2
-        self.emit(f"for {lane} in range({_LANES}):")
+        self.emit(f"for {lane} in range({LANES}):")
         self.emit(f"    {acc} = {kind}({acc}, {part}[{lane}])")
 
     def op_dot(self, op: Op) -> None:
@@ -977,8 +790,8 @@ class NumbaRenderer(BlockedDots):
         aik = self.name.fresh("a_ik")
         cast = np_type(r.dtype)
         # k outside i: row kk of b stays in L1 while every row of the result takes its share
-        self.emit(f"for {kk} in range({k}):")
-        self.emit(f"    for {i} in range({m}):")
+        self.emit_loop(kk, k)
+        self.emit_loop(i, m, "    ")
         self.emit(f"        {aik} = {cast}({self.name(a)}[{i}, {kk}])")
         self.emit(f"        for {j} in range({n}):")
         self.depth += 2
@@ -1037,18 +850,17 @@ class NumbaRenderer(BlockedDots):
         inits = op.operands[3:]
         body = op.blocks[0]
         iv, carried = body.args[0], body.args[1:]
-        for v in self._loop_private(body):   # their buffers go here, in front of the loop, when first used
-            self.private[v.id] = [len(self.lines), "    " * self.depth]
+        slot = _Slot()   # the loop's private buffers (passes/buffers.py) go here, when first used
+        self.lines.append(slot)
+        for v in op.attrs.get("private", ()):
+            self.private[v.id] = (slot, "    " * self.depth)
         for arg, init, res in zip(carried, inits, op.results):
             var = self.name(arg)
             self.emit(f"{var} = {self.name(init)}")
             self.name.alias(res, var)
         self.emit(f"for {self.name(iv)} in range({start}, {stop}, {step}):")
         self.depth += 1
-        self.loops_open.append({"iv": iv.id, "step": const_value(op.operands[2]),
-                                "made": {r.id for o in walk(body) for r in o.results} | {a.id for a in carried}})
         self.block(body)
-        self.loops_open.pop()
         moved = [(self.name(a), self.name(y)) for a, y in zip(carried, body.yields) if self.name(a) != self.name(y)]
         if moved:  # (a dot that accumulated in place already left its result in the carried name)
             self.emit(f"{', '.join(a for a, _ in moved)} = {', '.join(y for _, y in moved)}")
@@ -1066,68 +878,10 @@ class NumbaRenderer(BlockedDots):
             self.depth -= 1
 
 
-def _read_only_by_dot(readers: dict[int, list[Op]], yielded: set[int]) -> set[int]:
-    """Ids of values whose every reader is a float32 ``dot`` operand (never a yield or another op)."""
-    direct = {vid for vid, ops in readers.items() if vid not in yielded and
-              all(o.kind == "dot" and o.result.dtype.name == "float32" and
-                  any(x.id == vid for x in o.operands[:2]) and
-                  not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
-    # a tile only transposed for such dots (BLAS takes the transpose as a flag, see op_trans)
-    return direct | {vid for vid, ops in readers.items() if vid not in yielded and
-                     all(o.kind == "trans" and o.result.id in direct for o in ops)}
-
-
-def _reads_as_expression(reader: Op, v: Value) -> bool:
-    """Whether ``reader`` can take ``v`` as an inline expression rather than a named tile: a
-    gather indexes its table by name, so only its index operand may be inlined."""
-    if reader.kind == "gather":
-        return reader.operands[1] is v and reader.operands[0] is not v
-    return reader.kind in ELEMENTWISE or reader.kind in ("reduce", "store")
-
-
 # ops whose result is a new array of its own (loads copy unless BLAS reads them as views or
 # their readers index the tensor in place, and neither is ever a dot's accumulator: see
-# _read_only_by_dot and _plan_windows)
+# passes/analysis.read_only_by_dot and passes/windows.py)
 _FRESH = ELEMENTWISE | {"load", "dot", "reduce", "gather"}
-
-# ops rendered by NumbaRenderer.materialize (an elementwise loop nest into a tile of their own)
-_MATERIALIZED = {"full", "arange", "unary", "binary", "where", "expand_dims", "broadcast"}
-
-
-def _producers(fn: Function) -> dict[int, object]:
-    """Value id -> the op that makes it, or (for op, position) for a loop-carried block argument."""
-    out: dict[int, object] = {}
-    for op in fn.walk():
-        for r in op.results:
-            out[r.id] = op
-        if op.kind == "for":
-            for position, arg in enumerate(op.blocks[0].args[1:]):
-                out[arg.id] = (op, position)
-    return out
-
-
-def _yielded(block: Block) -> set[int]:
-    """Ids of values that a loop or branch yields (they outlive the iteration that made them)."""
-    out = {v.id for v in block.yields}
-    for op in block.ops:
-        for child in op.blocks:
-            out |= _yielded(child)
-    return out
-
-
-def _branch_results(fn: Function) -> dict[int, list[Value]]:
-    """Per value yielded only by if-branches (never by a loop body): the if results it becomes."""
-    out: dict[int, list[Value]] = {}
-    loop_yields = {v.id for v in fn.body.yields}
-    for op in fn.walk():
-        for blk in op.blocks:
-            if op.kind == "if":
-                for v, r in zip(blk.yields, op.results):
-                    out.setdefault(v.id, []).append(r)
-            else:
-                loop_yields |= {v.id for v in blk.yields}
-    return {vid: rs for vid, rs in out.items() if vid not in loop_yields}
-
 
 def _tensor_index(name, offsets: list[Value], box: tuple, idx: list[str]) -> str:
     """The tensor index of tile element ``idx``: offset + loop variable on tiled axes. Cast to

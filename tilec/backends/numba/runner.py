@@ -20,7 +20,7 @@ from threadpoolctl import ThreadpoolController
 
 from ...ir import Function
 from ...runtime.arrays import host_view
-from ...runtime.cache import Manifest, atomic_write, cache_dir
+from ...runtime.cache import Manifest, atomic_write, cache_dir, read_only_twin, seed_from_read_only
 from ..base import Backend, Compiled, Option
 from .renderer import kernel_symbol, render
 
@@ -43,7 +43,7 @@ class NumbaBackend(Backend):
         return render(fn, options)
 
     def space_params(self):
-        from autotune.space import Param
+        from ...space import Param
         return [Param("dot", self.options["dot"].choices, self.options["dot"].doc)]
 
     def compile(self, fn: Function, options: dict) -> Compiled:
@@ -165,6 +165,7 @@ def _cached_module(stem: str, source: str):
     path = folder / f"{name}.py"
     manifest = Manifest(folder / f"{name}.manifest.json")
     with _lock:
+        _seed(path, manifest)
         _ensure_source(path, source, manifest)
         module = _import(name, path)
     recorded = {}
@@ -235,6 +236,15 @@ def _numba_blas() -> list:
 def _numba_files(path: Path) -> list[Path]:
     pycache = path.parent / "__pycache__"
     return sorted(pycache.glob(f"{path.stem}.*.nb[ic]")) if pycache.exists() else []
+
+
+def _seed(path: Path, manifest: Manifest) -> None:
+    """A read-only cache's entry (source, manifest, Numba's files) copied to the private cache
+    this process writes, so a kernel compiled there loads instead of compiling again."""
+    twin = read_only_twin(path)
+    if twin is not None and not path.exists():
+        seed_from_read_only([path, manifest.path,
+                             *(path.parent / "__pycache__" / f.name for f in _numba_files(twin))])
 
 
 def _ensure_source(path: Path, source: str, manifest: Manifest) -> None:

@@ -23,6 +23,7 @@ from ...ir import Function
 from ...runtime.cache import atomic_write
 from . import source as src
 from .interpreter import compiled_library
+from .options import resolve
 from .renderer import SIG_TYPE, kernel_symbol, render, tensor_arg_names
 
 # Opt-in shared memory per block (bytes) and registers per SM, from the CUDA Programming
@@ -182,9 +183,8 @@ def compile_offline(fn: Function, options: dict | None, arch: str | int, *, alig
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
 
-    from .runner import BACKEND
     capability = parse_arch(arch)
-    options = BACKEND.resolve_options(dict(options or {}), fn.name, list(fn.constexprs))
+    options = resolve(fn, dict(options or {}))
     source = render(fn, options)
     sig, consts, attrs = signature(fn, aligned)
     key = hashlib.sha256(json.dumps([source, sig, sorted(consts.items()), aligned, capability, options,

@@ -24,6 +24,7 @@ import numpy as np
 from ... import __version__
 from ...errors import TilecError
 from ...ir import Block, Function, Op, Value, const_value, uses
+from ...passes import lower
 from ..naming import Namer
 
 # IR dtype name -> triton.language type
@@ -89,7 +90,7 @@ def tensor_arg_names(fn: Function) -> list[tuple[Value, str, list[str], list[str
 
 class TritonRenderer:
     def __init__(self, fn: Function, options: dict, interpreter: bool = False):
-        self.fn = fn
+        self.fn = fn = lower(fn, "triton", options)   # the renderer prints the lowered IR
         self.options = options
         self.interpreter = interpreter
         self.name = Namer({"tl", "triton", "range", "float", "INF", "NEG_INF", "NAN"})

@@ -12,26 +12,19 @@ from typing import Any
 
 from ...errors import TilecError
 from ...ir import Function
-from ..base import Backend, Compiled, Option
+from ..base import Backend, Compiled
 from . import source as src
 from .interop import TensorArg, tensor_arg
 from .interpreter import compiled_library, host_interpreter
+from .options import NUM_STAGES, NUM_WARPS, OPTIONS  # noqa: F401 (re-exported)
 from .renderer import kernel_symbol, render
-
-NUM_WARPS = (1, 2, 4, 8, 16)
-NUM_STAGES = (1, 2, 3, 4, 5)
 
 
 class TritonBackend(Backend):
     name = "triton"
     device = "cuda"
     extra = "triton"
-    options = {
-        "num_warps": Option(4, NUM_WARPS, "warps per program (threads = 32 x num_warps)"),
-        "num_stages": Option(3, NUM_STAGES, "software-pipelining depth of loops over loads"),
-        "fp32_dot": Option("ieee", ("ieee", "tf32", "tf32x3"),
-                           "precision of tl.dot on fp32 tiles: exact (ieee) or tensor-core TF32 (faster, ~1e-3)"),
-    }
+    options = OPTIONS
 
     def accepts(self, device: str) -> bool:
         return True  # CUDA arrays on the GPU; host arrays through Triton's CPU interpreter

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from types import ModuleType
 
-from ...runtime.cache import atomic_write, cache_dir
+from ...runtime.cache import atomic_write, cache_dir, seed_from_read_only
 
 _lock = threading.Lock()
 
@@ -36,6 +36,7 @@ def load(symbol: str, source: str) -> tuple[ModuleType, Path]:
     with _lock:
         if module_name in sys.modules:
             return sys.modules[module_name], path
+        seed_from_read_only([path])
         if not path.exists() or path.read_text() != source:
             atomic_write(path, source)
         spec = importlib.util.spec_from_file_location(module_name, path)

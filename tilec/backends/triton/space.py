@@ -3,10 +3,10 @@ keeping tile extents at powers of two (others work, padded, but waste lanes), an
 feasibility constraint that compiles each config offline for the profile's GPU."""
 from __future__ import annotations
 
-from autotune.space import Param
+from ...space import Param
 
 from .renderer import is_pow2
-from .runner import NUM_STAGES, NUM_WARPS
+from .options import NUM_STAGES, NUM_WARPS
 
 
 def space_params(warps: tuple = NUM_WARPS, stages: tuple = NUM_STAGES) -> list[Param]:

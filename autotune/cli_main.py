@@ -1,5 +1,6 @@
-"""``tilec``: the command line. Each subcommand lives in the package that owns it and
-registers itself through ``register(subparsers)``; a package that is missing just leaves
+"""``tilec``: the command line (also ``python -m autotune.cli_main``). It sits above the core, which
+imports nothing of the packages built on it. Each subcommand lives in the package that owns it
+and registers itself through ``register(subparsers)``; a package that is missing just leaves
 its subcommand out."""
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import argparse
 import importlib
 import sys
 
-from .errors import TilecError
+from tilec.errors import TilecError
 
 SUBCOMMANDS = [
-    "tilec.show",            # tilec show OP --backend B --config ...
+    "ops.show",              # tilec show OP --backend B --config ...
     "bench.cli",             # tilec bench OP ...
     "hw_profiles.cli",       # tilec profiles list|show|calibrate
     "autotune.cli",          # tilec tune ...

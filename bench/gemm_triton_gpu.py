@@ -1,6 +1,6 @@
 """GEMM on the GPU: tilec's Triton backend against torch.matmul (cuBLAS), in one run.
 
-    python -m tilec.backends.triton.bench --sizes 1024 2048 4096 --dtype float16 [--json out.json]
+    python -m bench.gemm_triton_gpu --sizes 1024 2048 4096 --dtype float16 [--json out.json]
 
 Each size is checked against torch.matmul before it is timed; times are medians of
 ``triton.testing.do_bench`` (CUDA events, L2 flushed between runs) and include tilec's
@@ -66,7 +66,7 @@ def bench(sizes: list[int], dtype_name: str, configs: list[dict] = CONFIGS) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tilec.backends.triton.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.gemm_triton_gpu", description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--json", help="write the rows to this file")
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from pathlib import Path
 
-        from ...runtime.cache import atomic_write
+        from tilec.runtime.cache import atomic_write
         atomic_write(Path(args.json), json.dumps(rows, indent=1))
     return 0
 

@@ -1,0 +1,243 @@
+"""The Numba lowering passes on IR, before -> after: each annotates what it should (and only
+that), and a mutation check per pass: the pipeline without it leaves the IR unannotated, so
+the structural test of the pass fails."""
+from __future__ import annotations
+
+import pytest
+
+import tilec as tc
+from tilec import dtypes as dt
+from tilec.ir import TensorType
+from tilec.passes import LOWERING, clone
+
+F32_1, F32_2 = TensorType(1, dt.float32), TensorType(2, dt.float32)
+BLAS = {"dot": "blas", "parallel": True}
+
+
+@tc.kernel
+def epilogue(X, Y, Z, B: tc.constexpr):
+    pb = tc.program_id(0)
+    x = tc.load(X, (pb * B,), (B,))
+    tc.store(Y, (pb * B,), tc.maximum(x * 2.0, 0.0))     # x * 2.0: read once, by an expression
+    z = x + 1.0
+    tc.store(Z, (pb * B,), z * z)                           # z: read twice, stays a tile
+
+
+@tc.kernel
+def index_offsets(X, Y, Z, B: tc.constexpr):
+    pb = tc.program_id(0)
+    x = tc.load(X, (pb * B,), (B,))
+    s = tc.cast(tc.arange(B) * 2, tc.float32)               # index arithmetic, read twice
+    tc.store(Y, (pb * B,), x + s)
+    tc.store(Z, (pb * B,), x * s)
+
+
+@tc.kernel
+def exp_and_row_sums(X, P, S, BM: tc.constexpr, BN: tc.constexpr):
+    pm = tc.program_id(0)
+    p = tc.exp(tc.load(X, (pm * BM, 0), (BM, BN)))
+    tc.store(P, (pm * BM, 0), p)
+    tc.store(S, (pm * BM,), tc.sum(p, 1))
+
+
+@tc.kernel
+def strip_column_sums(X, OUT, BK: tc.constexpr, BN: tc.constexpr):
+    pn = tc.program_id(0)
+    acc = tc.zeros((BN,), tc.float32)
+    for k in tc.range(0, X.shape[0], BK):
+        acc = acc + tc.sum(tc.load(X, (k, pn * BN), (BK, BN)), 0)
+    tc.store(OUT, (pn * BN,), acc)
+
+
+@tc.kernel
+def squares_per_step(X, OUT, BK: tc.constexpr, BN: tc.constexpr):
+    acc = tc.zeros((BN,), tc.float32)
+    for k in tc.range(0, X.shape[0], BK):
+        t = tc.load(X, (k, 0), (BK, BN))
+        u = t * t
+        acc = acc + tc.sum(u, 0) + tc.max(u, 0)
+    tc.store(OUT, (0,), acc)
+
+
+@tc.kernel
+def dots_over_unpacked_codes(A, W, PK, PV, S, Z, OT, OW, M: tc.constexpr, R: tc.constexpr, L: tc.constexpr,
+                             NG: tc.constexpr, BITS: tc.constexpr):
+    pb = 8 // BITS
+    a = tc.load(A, (0, 0), (M, L))
+    w = tc.load(W, (0, 0), (M, NG * pb * R))
+    packed = tc.cast(tc.reshape(tc.load(PK, (0, 0), (NG * R, L)), (NG, R, L)), tc.int32)
+    shifts = tc.arange(pb) * BITS
+    codes = tc.cast((packed[:, None, :, :] >> shifts[None, :, None, None]) & ((1 << BITS) - 1), tc.float32)
+    scale, zero = tc.load(S, (0, 0), (NG, L)), tc.load(Z, (0, 0), (NG, L))
+    keys = tc.reshape(codes * scale[:, None, None, :] + zero[:, None, None, :], (NG * pb * R, L))
+    tc.store(OT, (0, 0), tc.dot(a, tc.trans(keys)))
+    packed_values = tc.cast(tc.reshape(tc.load(PV, (0, 0), (NG * R, L)), (NG, R, L)), tc.int32)
+    values = tc.cast((packed_values[:, None, :, :] >> shifts[None, :, None, None]) & ((1 << BITS) - 1), tc.float32)
+    tc.store(OW, (0, 0), tc.dot(w, tc.reshape(values, (NG * pb * R, L)), tc.full((M, L), 1.5, tc.float32)))
+
+
+@tc.kernel
+def three_reductions(X, V, OUT, BM: tc.constexpr, BN: tc.constexpr):
+    t = tc.load(X, (0, 0), (BM, BN)) * 2.0                                # read twice: a tile
+    tc.store(OUT, (0,), tc.max(t, 1) + tc.sum(t, 1))                      # max of a tile: vector rows
+    tc.store(OUT, (BM,), tc.min(tc.exp(tc.load(X, (0, 0), (BM, BN))), 1))  # of a computed row: lanes
+    v = tc.load(V, (0,), (BN,))
+    tc.store(OUT, (2 * BM,), tc.sum(tc.load(X, (0, 0), (BM, BN)) * v[None, :], 1))  # v shared by rows
+
+
+def _ops(fn, kind, **attrs):
+    return [op for op in fn.walk() if op.kind == kind and all(op.attrs.get(k) == v for k, v in attrs.items())]
+
+
+def _epilogue():
+    return epilogue.ir({"X": F32_1, "Y": F32_1, "Z": F32_1}, {"B": 8})
+
+
+def inline_single_use_holds(fn) -> bool:
+    tiles = [op for op in _ops(fn, "binary", op="mul") if op.result.shape]
+    (double,) = [op for op in tiles if op.operands[0] is not op.operands[1]]
+    (square,) = [op for op in tiles if op.operands[0] is op.operands[1]]
+    (biggest,), (z,) = _ops(fn, "binary", op="max"), _ops(fn, "binary", op="add")
+    # read once by an expression or a store: inline; z, read twice: a tile of its own
+    return all(op.attrs.get("inline") for op in (double, square, biggest)) and "inline" not in z.attrs
+
+
+def _index_offsets():
+    return index_offsets.ir({"X": F32_1, "Y": F32_1, "Z": F32_1}, {"B": 8})
+
+
+def index_tiles_hold(fn) -> bool:
+    cast, = _ops(fn, "cast")
+    arange, = _ops(fn, "arange")
+    return bool(cast.attrs.get("inline")) and bool(arange.attrs.get("inline"))
+
+
+def _exp_and_row_sums():
+    return exp_and_row_sums.ir({"X": F32_2, "P": F32_2, "S": F32_1}, {"BM": 4, "BN": 8})
+
+
+def row_sums_hold(fn) -> bool:
+    exp, = _ops(fn, "unary", op="exp")
+    red, = _ops(fn, "reduce")
+    return exp.attrs.get("row_sum") is red.result and red.attrs.get("summed_by_producer") is True
+
+
+def _strips(bk=64):
+    return strip_column_sums.ir({"X": F32_2, "OUT": F32_1}, {"BK": bk, "BN": 256})
+
+
+def in_place_holds(fn) -> bool:
+    load, = _ops(fn, "load")
+    return load.attrs.get("in_place") is True
+
+
+def prefetch_holds(fn) -> bool:
+    load, = _ops(fn, "load")
+    return load.attrs.get("prefetch") == (64, 0)     # the next step: 64 rows on, same columns
+
+
+def _squares():
+    return squares_per_step.ir({"X": F32_2, "OUT": F32_1}, {"BK": 4, "BN": 8})
+
+
+def private_holds(fn) -> bool:
+    loop, = _ops(fn, "for")
+    (mul,) = [op for op in loop.blocks[0].ops if op.kind == "binary" and op.attrs["op"] == "mul"]
+    (load,) = _ops(fn, "load")
+    private = loop.attrs.get("private", [])
+    return mul.result in private and load.result in private and all(v.producer in loop.blocks[0].ops for v in private)
+
+
+def _codes(m=4):
+    f32, u8 = F32_2, TensorType(2, dt.uint8)
+    types = {"A": f32, "W": f32, "PK": u8, "PV": u8, "S": f32, "Z": f32, "OT": f32, "OW": f32}
+    return dots_over_unpacked_codes.ir(types, {"M": m, "R": 8, "L": 64, "NG": 2, "BITS": 2})
+
+
+def blocked_holds(fn) -> bool:
+    dots = _ops(fn, "dot")
+    plans = [d.attrs.get("blocked") for d in dots]
+    if None in plans:
+        return False
+    through = {op.kind for op in fn.walk() if op.attrs.get("read_through")}
+    return sorted(p.transposed for p in plans) == [False, True] and all(p.rows == 4 and p.unroll == 4 for p in plans) \
+        and all(p.operand.producer.attrs.get("inline") for p in plans) and through == {"reshape", "trans"}
+
+
+def _reductions():
+    return three_reductions.ir({"X": F32_2, "V": F32_1, "OUT": F32_1}, {"BM": 8, "BN": 64})
+
+
+def reductions_hold(fn) -> bool:
+    chosen = {(op.attrs["op"], op.attrs.get("lowering")) for op in _ops(fn, "reduce")}
+    return chosen == {("max", "row_simd"), ("min", "lanes"), ("sum", "row_blocks"), ("sum", None)}
+
+
+CASES = {
+    "inline-single-use": (_epilogue, BLAS, inline_single_use_holds),
+    "inline-index-tiles": (_index_offsets, BLAS, index_tiles_hold),
+    "block-computed-dots": (_codes, BLAS, blocked_holds),
+    "fuse-row-sums": (_exp_and_row_sums, BLAS, row_sums_hold),
+    "read-in-place": (_strips, BLAS, in_place_holds),
+    "prefetch-next-rows": (_strips, BLAS, prefetch_holds),
+    "loop-private-buffers": (_squares, BLAS, private_holds),
+    "choose-reductions": (_reductions, BLAS, reductions_hold),
+}
+
+
+def lowered(fn, options, without: str | None = None):
+    out = clone(fn)
+    for p in LOWERING["numba"]:
+        if p.name != without:
+            out = p.run(out, options)
+    return out
+
+
+def test_every_numba_lowering_pass_has_a_structural_test():
+    assert set(CASES) == {p.name for p in LOWERING["numba"]}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_pass_annotates_its_pattern(name):
+    make, options, holds = CASES[name]
+    fn = make()
+    assert not holds(fn)                       # before: the common IR carries no lowering
+    assert holds(lowered(fn, options))        # after
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_mutation_without_the_pass_the_structural_test_fails(name):
+    make, options, holds = CASES[name]
+    assert not holds(lowered(make(), options, without=name))
+
+
+def test_patterns_the_passes_must_leave_alone():
+    # a 16 KB box is the threshold: 8 rows of 256 fp32 (8 KB) stay with the hardware prefetchers
+    assert "prefetch" not in _ops(lowered(_strips(bk=8), BLAS), "load")[0].attrs
+    # loop-nest dots take computed operands inline anyway: no blocking without BLAS dots
+    assert not any("blocked" in op.attrs for op in lowered(_codes(), {"dot": "loops", "parallel": True}).walk())
+    # more rows than a blocked dot takes: BLAS
+    assert not any("blocked" in op.attrs for op in lowered(_codes(m=32), BLAS).walk())
+
+
+@tc.kernel
+def summed_lookups(T, IDX, OUT, R: tc.constexpr, J: tc.constexpr, N: tc.constexpr):
+    tables = tc.load(T, (0, 0, 0), (R, J, 16))
+    idx = tc.load(IDX, (0, 0), (J, N))
+    tc.store(OUT, (0, 0), tc.sum(tc.gather(tables, tc.expand_dims(idx, 0), 2), 1))
+
+
+@pytest.mark.parametrize("entries", [16, 8])
+def test_a_sum_of_hits_in_16_entry_tables_is_a_table_lookup_sum(entries):
+    types = {"T": TensorType(3, dt.float32), "IDX": TensorType(2, dt.uint8), "OUT": F32_2}
+    fn = summed_lookups.ir(types, {"R": 2, "J": 4, "N": 32}) if entries == 16 else None
+    if fn is None:   # 8-entry tables do not fill a vector register: a plain loop nest
+        @tc.kernel
+        def small_tables(T, IDX, OUT, R: tc.constexpr, J: tc.constexpr, N: tc.constexpr):
+            tables = tc.load(T, (0, 0, 0), (R, J, 8))
+            idx = tc.load(IDX, (0, 0), (J, N))
+            tc.store(OUT, (0, 0), tc.sum(tc.gather(tables, tc.expand_dims(idx, 0), 2), 1))
+        fn = small_tables.ir(types, {"R": 2, "J": 4, "N": 32})
+    (red,) = _ops(lowered(fn, BLAS), "reduce")
+    assert red.attrs.get("lowering") == ("table_lookup_sum" if entries == 16 else None)
+    assert "lowering" not in _ops(lowered(fn, BLAS, without="choose-reductions"), "reduce")[0].attrs

@@ -1,0 +1,65 @@
+"""Inlining: which tiles are never stored, their expression computed inside each reader's
+loop nest instead (``inline`` on the op that makes them). For backends that lower tiles to
+loop nests (Numba)."""
+from __future__ import annotations
+
+from ..ir import ELEMENTWISE, Block, Function, Op, Value, uses
+from .analysis import SIXTEEN, reads_as_expression, readers, yielded
+
+
+def inline_single_use(fn: Function, options: dict) -> Function:
+    """Single-use elementwise tiles whose only reader is in the same block and can take an
+    expression (another elementwise op, a reduction or a store): ``relu(acc + bias)`` fuses
+    into the store. 16-bit roundings work on whole tiles and stay. A loop-nest dot reading
+    each element of its right operand once (a one-row left operand) takes it inline too, e.g.
+    codes unpacked right inside the dot's loop."""
+    count = uses(fn)
+    dot_loops = options.get("dot") == "loops"
+    _single_use(fn.body, count, dot_loops)
+    return fn
+
+
+def _single_use(block: Block, count: dict[int, int], dot_loops: bool) -> None:
+    first_reader: dict[int, Op] = {}
+    for op in block.ops:
+        for v in op.operands:
+            first_reader.setdefault(v.id, op)
+        for child in op.blocks:
+            _single_use(child, count, dot_loops)
+    for op in block.ops:
+        if op.kind not in ELEMENTWISE and op.kind != "gather" or op.kind == "const" or not op.results \
+                or op.result.shape == ():
+            continue
+        if op.kind == "cast" and op.attrs["dtype"] in SIXTEEN:
+            continue
+        r = op.result
+        reader = first_reader.get(r.id)
+        if count.get(r.id, 0) != 1 or reader is None:
+            continue
+        if dot_loops and _dot_reads_once(reader, r) or reads_as_expression(reader, r) and \
+                not (reader.kind == "cast" and reader.attrs["dtype"] in SIXTEEN) and \
+                not (reader.kind == "store" and reader.operands[0].dtype.name in SIXTEEN):
+            op.attrs["inline"] = True
+
+
+def _dot_reads_once(reader: Op, v: Value) -> bool:
+    return reader.kind == "dot" and reader.operands[1] is v and reader.operands[0] is not v and \
+        reader.operands[0].shape[0] == 1
+
+
+def inline_index_tiles(fn: Function, options: dict) -> Function:
+    """Tiles computed from constants and aranges only (e.g. the shift of each code in a packed
+    byte, ``arange(P) * BITS``) go inline into every reader, even inside a loop: the expression
+    is a few integer ops on the loop index, while a tile made outside the loop is a memory load
+    a compiler must assume any store may change, which blocks vectorization."""
+    reads, outlive = readers(fn), yielded(fn.body)
+    index_only: set[int] = set()
+    for op in fn.walk():
+        if op.kind in ELEMENTWISE and op.kind != "const" and op.results and op.result.shape and \
+                all(v.id in index_only or v.shape == () and v.producer is not None and
+                    v.producer.kind == "const" for v in op.operands):
+            r = op.result
+            index_only.add(r.id)
+            if r.id not in outlive and reads.get(r.id) and all(reads_as_expression(o, r) for o in reads[r.id]):
+                op.attrs["inline"] = True
+    return fn
