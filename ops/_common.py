@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import numbers
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -18,20 +19,70 @@ from tilec.runtime.arrays import check_same_device, describe, empty_like_library
 from tilec.runtime import launch as runtime_launch
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
-ACTIVATIONS = (None, "relu", "gelu", "silu")
+ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "silu")
+
+
+@tc.func
+def exp_(x):
+    """e**x through exp2, which every backend runs vectorized (Numba's np.exp is a scalar libm
+    call per element)."""
+    return tc.exp2(x * 1.4426950408889634)
+
+
+@tc.func
+def erfc_abs(z):
+    """erfc(|z|), fractional error < 1.2e-7 everywhere (the Chebyshev fit of Numerical Recipes'
+    erfcc): no libm erf, so the loop vectorizes; small and exact-signed where erf(z) is near 1,
+    which keeps GELU of negative inputs accurate (no 1 + erf cancellation)."""
+    a = tc.abs(z)
+    t = 1.0 / (1.0 + 0.5 * a)
+    p = 0.17087277 * t - 0.82215223
+    p = p * t + 1.48851587
+    p = p * t - 1.13520398
+    p = p * t + 0.27886807
+    p = p * t - 0.18628806
+    p = p * t + 0.09678418
+    p = p * t + 0.37409196
+    p = p * t + 1.00002368
+    p = p * t - 1.26551223
+    return t * exp_(p - a * a)
 
 
 @tc.func
 def activation(x, ACT):
-    """The fused epilogue nonlinearity named by the constexpr ACT."""
+    """The fused epilogue nonlinearity named by the constexpr ACT: ``gelu`` is the erf form
+    0.5 x (1 + erf(x / sqrt 2)), ``gelu_tanh`` the tanh form (as x / (1 + e**(-2u)), the same
+    function without tanh), ``silu`` x / (1 + e**-x). Written with exp2 and arithmetic only."""
     y = x
     if ACT == "relu":
         y = tc.maximum(x, 0.0)
     if ACT == "gelu":
-        y = 0.5 * x * (1.0 + tc.erf(x * 0.7071067811865476))
+        c = erfc_abs(x * 0.7071067811865476)          # 1 + erf(x / sqrt 2) is c or 2 - c
+        y = 0.5 * x * tc.where(x < 0.0, c, 2.0 - c)
+    if ACT == "gelu_tanh":
+        u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+        y = x / (1.0 + exp_(-2.0 * u))
     if ACT == "silu":
-        y = x * tc.sigmoid(x)
+        y = x / (1.0 + exp_(-x))
     return y
+
+
+def torch_op(name: str, tensors: tuple, backend: str | None = None, config: dict | None = None):
+    """``torch.ops.tilec.<name>`` when a call on torch tensors must go through the custom op,
+    else None: while ``torch.compile`` traces (Numba cannot compile on fake tensors), and when
+    autograd records (an input requires grad), so ``ops.*`` are differentiable and traceable.
+    Never imports torch: a process that has not imported it gets None."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(tensors[0], torch.Tensor):
+        return None
+    if not (torch.compiler.is_compiling() or
+            (torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in tensors))):
+        return None
+    if backend is not None or config is not None:
+        raise InputError(f"ops.{name}: backend= and config= are not available under torch.compile or autograd "
+                         f"(the custom op torch.ops.tilec.{name} takes the defaults and the tuning database)")
+    import ops.torch  # noqa: F401  (registers torch.ops.tilec.*)
+    return getattr(torch.ops.tilec, name)
 
 
 def check_rank(name: str, x: Any, ndim: int | tuple[int, ...], dtypes=FLOAT_DTYPES):

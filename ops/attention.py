@@ -20,7 +20,8 @@ import tilec as tc
 from tilec.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, check_scalar, choose_config, fits_local_memory, output_like, pick_backend
+from ._common import (backend_space, check_scalar, choose_config, fits_local_memory, output_like, pick_backend,
+                      torch_op)
 from .attn_checks import check_qkv, next_pow2
 from .spec import OpSpec
 
@@ -139,6 +140,9 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, scale: float | No
     the end (query i sees keys j <= i + Lk - Lq) and needs Lq <= Lk so every row sees a key.
     Returns an array like q, and with ``return_lse`` also the (B, H, Lq) fp32 log-sum-exp.
     """
+    traced = torch_op("attention_lse" if return_lse else "attention", (q, k, v), backend, config)
+    if traced is not None:
+        return traced(q, k, v, causal, scale)
     info = check_qkv(q, k, v, causal)
     bsz, heads, lq, d = info["q"].shape
     kv_heads, lk = info["k"].shape[1], info["k"].shape[2]

@@ -23,7 +23,8 @@ import tilec as tc
 from tilec.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, check_rank, check_scalar, choose_config, fits_local_memory, output_like, pick_backend
+from ._common import (backend_space, check_rank, check_scalar, choose_config, fits_local_memory, output_like,
+                      pick_backend, torch_op)
 from .attention import online_softmax
 from .attn_checks import check_head_dim, check_kv_pair, next_pow2
 from .spec import OpSpec
@@ -146,6 +147,9 @@ def decode_attention(q: Any, k_cache: Any, v_cache: Any, lengths: Any, *, scale:
     q: (B, H, T, D); k_cache, v_cache: (B, Hkv, capacity, D); lengths: (B,) int32 with
     T <= lengths[b] <= capacity. Returns (B, H, T, D) like q.
     """
+    traced = torch_op("decode_attention", (q, k_cache, v_cache), backend, config)
+    if traced is not None:
+        return traced(q, k_cache, v_cache, lengths, scale)
     iq = check_rank("q", q, 4)
     bsz, heads, t_new, d = iq.shape
     check_head_dim(d)

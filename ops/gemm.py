@@ -16,7 +16,7 @@ from tilec.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, check_scalar,
-                      choose_config, config_items, fits_local_memory, output_like, pick_backend)
+                      choose_config, config_items, fits_local_memory, output_like, pick_backend, torch_op)
 from .spec import OpSpec
 
 
@@ -79,6 +79,9 @@ _plans = CallPlans()
 def gemm(a: Any, b: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
          backend: str | None = None, config: dict | None = None) -> Any:
     """act(alpha * a @ b + bias) with fp32 accumulation; returns an array like ``a``."""
+    traced = torch_op("gemm", (a, b, bias), backend, config)
+    if traced is not None:
+        return traced(a, b, bias, activation, check_scalar("alpha", alpha))
     key = _plans.key((a, b, bias), activation, backend, config_items(config))
     plan = _plans.get(key) or _plans.put(key, _plan(a, b, bias, activation, backend, config))
     be, launch_config, grid, (m, n), dtype = plan
@@ -118,13 +121,20 @@ def reference(inputs: dict) -> np.ndarray:
 
 
 def apply_activation_reference(x: np.ndarray, act: str | None) -> np.ndarray:
+    """The epilogues in float64, in forms without cancellation (erfc, not 1 + erf), so their
+    relative error stays small where the values are tiny."""
     if act == "relu":
         return np.maximum(x, 0)
     if act == "gelu":
-        from math import erf
-        return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+        from math import erfc
+        return 0.5 * x * np.vectorize(erfc, otypes=[np.float64])(-x / np.sqrt(2))
+    if act == "gelu_tanh":
+        u = np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)
+        with np.errstate(over="ignore"):
+            return x / (1 + np.exp(-2 * u))      # = 0.5 x (1 + tanh u)
     if act == "silu":
-        return x / (1 + np.exp(-x))
+        with np.errstate(over="ignore"):
+            return x / (1 + np.exp(-x))
     return x
 
 

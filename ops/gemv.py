@@ -14,7 +14,7 @@ from tilec.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, check_scalar,
-                      choose_config, config_items, fits_local_memory, output_like, pick_backend)
+                      choose_config, config_items, fits_local_memory, output_like, pick_backend, torch_op)
 from .gemm import apply_activation_reference
 from .spec import OpSpec
 
@@ -79,6 +79,9 @@ _plans = CallPlans()
 def gemv(a: Any, x: Any, *, bias: Any = None, activation: str | None = None, alpha: float = 1.0,
          backend: str | None = None, config: dict | None = None) -> Any:
     """act(alpha * a @ x + bias) with fp32 accumulation; returns a vector like ``a``."""
+    traced = torch_op("gemv", (a, x, bias), backend, config)
+    if traced is not None:
+        return traced(a, x, bias, activation, check_scalar("alpha", alpha))
     key = _plans.key((a, x, bias), activation, backend, config_items(config))
     plan = _plans.get(key) or _plans.put(key, _plan(a, x, bias, activation, backend, config))
     be, cfg, grid, m, dtype = plan

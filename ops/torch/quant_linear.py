@@ -7,9 +7,10 @@ from typing import Optional
 import torch
 
 import ops
-from tilec.errors import TilecError
+from tilec.errors import InputError, TilecError
 
 _LIB = "tilec"
+METHODS = ("int4", "int8", "lut")
 
 
 # -- quantized linear layers --------------------------------------------------------------------
@@ -17,18 +18,33 @@ _LIB = "tilec"
 # y = x @ W^T is x @ Wq with Wq quantized from W^T. The packed arrays live in module buffers
 # (zero-copy views of the NumPy arrays) and reach the kernels through custom ops.
 
-def _host(t: torch.Tensor):
-    return t.detach().contiguous().numpy()
+def _host(t: torch.Tensor, dtype: Optional[torch.dtype] = None):
+    if t.device.type != "cpu":
+        raise TilecError(f"QuantLinear runs on the CPU for now; its tensors are on {t.device}")
+    return t.detach().to(dtype or t.dtype).contiguous().numpy()
+
+
+def _int_weight(qweight, scales, zeros, bits: int, group_size: int):
+    from ops.quant_format import QuantizedWeight, QuantLayout
+    k, n = qweight.shape[0], qweight.shape[1] * (8 // bits)
+    return QuantizedWeight(_host(qweight), _host(scales, torch.float32),
+                           None if zeros is None else _host(zeros), (k, n),
+                           QuantLayout(bits=bits, group_size=group_size, symmetric=zeros is None))
+
+
+def _lut_weight(bits, alpha, beta, group_size: int, in_features: int):
+    from ops.bcq import BCQLayout, BCQWeight
+    q, _, n = bits.shape
+    return BCQWeight(_host(bits), _host(alpha, torch.float32), None if beta is None else _host(beta, torch.float32),
+                     (in_features, n), BCQLayout(bits=q, group_size=group_size, method="stored",
+                                                 has_offset=beta is not None))
 
 
 @torch.library.custom_op(f"{_LIB}::int_linear", mutates_args=())
 def int_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
                bits: int, group_size: int) -> torch.Tensor:
-    from ops.quant_format import QuantizedWeight, QuantLayout
-    k, n = qweight.shape[0], qweight.shape[1] * (8 // bits)
-    qw = QuantizedWeight(_host(qweight), _host(scales), None if zeros is None else _host(zeros), (k, n),
-                         QuantLayout(bits=bits, group_size=group_size, symmetric=zeros is None))
-    return torch.from_numpy(ops.quant_gemm(_host(x.float()), qw))
+    qw = _int_weight(qweight, scales, zeros, bits, group_size)
+    return torch.from_numpy(ops.quant_gemm(_host(x, torch.float32), qw))
 
 
 @int_linear.register_fake
@@ -39,11 +55,8 @@ def _(x, qweight, scales, zeros, bits, group_size):
 @torch.library.custom_op(f"{_LIB}::lut_linear", mutates_args=())
 def lut_linear(x: torch.Tensor, bits: torch.Tensor, alpha: torch.Tensor, beta: Optional[torch.Tensor],
                group_size: int, in_features: int) -> torch.Tensor:
-    from ops.bcq import BCQLayout, BCQWeight
-    q, _, n = bits.shape
-    bw = BCQWeight(_host(bits), _host(alpha), None if beta is None else _host(beta), (in_features, n),
-                   BCQLayout(bits=q, group_size=group_size, method="stored", has_offset=beta is not None))
-    return torch.from_numpy(ops.lut_gemm(_host(x.float()), bw))
+    bw = _lut_weight(bits, alpha, beta, group_size, in_features)
+    return torch.from_numpy(ops.lut_gemm(_host(x, torch.float32), bw))
 
 
 @lut_linear.register_fake
@@ -51,44 +64,103 @@ def _(x, bits, alpha, beta, group_size, in_features):
     return x.new_empty((x.shape[0], bits.shape[2]), dtype=torch.float32)
 
 
+def dequantized_int(qweight, scales, zeros, bits: int, group_size: int) -> torch.Tensor:
+    """The float32 (K, N) = (in, out) matrix int codes stand for."""
+    return torch.from_numpy(_int_weight(qweight, scales, zeros, bits, group_size).dequantize())
+
+
+def dequantized_lut(bits, alpha, beta, group_size: int, in_features: int) -> torch.Tensor:
+    return torch.from_numpy(_lut_weight(bits, alpha, beta, group_size, in_features).dequantize())
+
+
+def _shapes(method: str, k: int, n: int, group_size: int, planes: int, zeros: bool) -> dict:
+    """The buffers a layer of this form holds, as (shape, dtype), or None when absent."""
+    groups = k // group_size
+    if method == "lut":
+        return {"bits": ((planes, groups * -(-group_size // 8), n), torch.uint8),
+                "alpha": ((planes, groups, n), torch.float32),
+                "beta": ((groups, n), torch.float32) if zeros else None}
+    width = int(method[3:])
+    return {"qweight": ((k, n * width // 8), torch.uint8), "scales": ((groups, n), torch.float32),
+            "zeros": ((groups, n), torch.uint8) if zeros else None}
+
+
+def check_eligible(in_features: int, out_features: int, method: str, group_size: int) -> Optional[str]:
+    """Why a layer of this size cannot take this form, or None when it can."""
+    if method not in METHODS:
+        return f"method must be one of {METHODS}, got {method!r}"
+    if not isinstance(group_size, int) or group_size < 1:
+        return f"group_size must be a positive int, got {group_size!r}"
+    if in_features % group_size:
+        return f"in_features={in_features} is not a multiple of group_size={group_size}"
+    if method == "int4" and out_features % 2:
+        return f"int4 packs two columns per byte: out_features={out_features} must be even"
+    return None
+
+
 class QuantLinear(torch.nn.Module):
     """``nn.Linear`` with its weight stored as group-wise int4/int8 codes (``method="int4"``,
-    ``"int8"``) or as binary codes for LUT-GEMM (``method="lut"``, ``bits`` sign planes).
-    Build one with :meth:`from_linear`; the forward pass runs tilec kernels through custom ops,
-    so it works under ``torch.compile``."""
+    ``"int8"``) or as binary codes for LUT-GEMM (``method="lut"``, ``planes`` sign planes).
 
-    def __init__(self, in_features: int, out_features: int, method: str, group_size: int,
-                 tensors: dict[str, Optional[torch.Tensor]], bias: Optional[torch.Tensor]):
+    Build one with :meth:`from_linear` (or ``quantize_linear`` / ``quantize_model``). The
+    constructor alone gives a layer of the right form with zero buffers, ready for
+    ``load_state_dict`` of a saved one (plain tensors, e.g. from safetensors). ``zeros``: the
+    layer keeps zero points (asymmetric int codes) or offsets (LUT ``beta``). The forward pass
+    runs tilec kernels through custom ops, so it works under ``torch.compile``; the input gets
+    a gradient, the quantized weight stays frozen (bias is a frozen buffer too)."""
+
+    def __init__(self, in_features: int, out_features: int, method: str = "int4", group_size: int = 128,
+                 bias: bool = True, planes: int = 3, zeros: bool = False):
         super().__init__()
+        reason = check_eligible(in_features, out_features, method, group_size)
+        if reason:
+            raise InputError(f"QuantLinear: {reason}")
         self.in_features, self.out_features = in_features, out_features
         self.method, self.group_size = method, group_size
-        for name, t in tensors.items():
-            self.register_buffer(name, t)
-        self.register_buffer("bias", bias)
+        for name, spec in _shapes(method, in_features, out_features, group_size, planes, zeros).items():
+            self.register_buffer(name, None if spec is None else torch.zeros(spec[0], dtype=spec[1]))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, method: str = "int4", group_size: int = 128,
-                    bits: int = 3, bcq_method: str = "alternating", symmetric: bool = False,
-                    calibration=None) -> "QuantLinear":
-        """``calibration``: the layer's input activations (..., in_features), for GPTQ codes."""
-        w = linear.weight.detach().float().t().contiguous().numpy()      # (in, out) = (K, N)
-        if isinstance(calibration, torch.Tensor):
-            calibration = _host(calibration.float())
-        if method in ("int4", "int8"):
-            qw = ops.quantize(w, bits=int(method[3:]), group_size=group_size, symmetric=symmetric,
-                              calibration=calibration)
-            tensors = {"qweight": torch.from_numpy(qw.qweight), "scales": torch.from_numpy(qw.scales),
-                       "zeros": None if qw.zeros is None else torch.from_numpy(qw.zeros)}
-        elif method == "lut":
-            bw = ops.bcq_quantize(w, bits=bits, group_size=group_size, method=bcq_method, calibration=calibration)
-            tensors = {"bits": torch.from_numpy(bw.bits), "alpha": torch.from_numpy(bw.alpha),
-                       "beta": None if bw.beta is None else torch.from_numpy(bw.beta)}
+                    bits: int = 3, bcq_method: str = "alternating", **quantize_kwargs) -> "QuantLinear":
+        """``bits`` and ``bcq_method`` are for ``"lut"`` (sign planes, ``ops.bcq_quantize``'s
+        method); ``quantize_kwargs`` go to ``ops.quantize`` (int codes: ``symmetric``, ...) or
+        ``ops.bcq_quantize``; tensors among them (e.g. calibration activations) as NumPy."""
+        reason = check_eligible(linear.in_features, linear.out_features, method, group_size)
+        if reason:
+            raise InputError(f"quantize_linear: {reason}")
+        w = linear.weight.detach().to("cpu", torch.float32).t().contiguous().numpy()   # (in, out) = (K, N)
+        kwargs = {k: _host(v, torch.float32) if isinstance(v, torch.Tensor) else v
+                  for k, v in quantize_kwargs.items()}
+        if method == "lut":
+            bw = ops.bcq_quantize(w, bits=bits, group_size=group_size, method=bcq_method, **kwargs)
+            tensors = {"bits": bw.bits, "alpha": bw.alpha, "beta": bw.beta}
         else:
-            raise TilecError(f"QuantLinear method must be 'int4', 'int8' or 'lut', got {method!r}")
-        bias = None if linear.bias is None else linear.bias.detach().float().clone()
-        return cls(linear.in_features, linear.out_features, method, group_size, tensors, bias)
+            qw = ops.quantize(w, bits=int(method[3:]), group_size=group_size, **kwargs)
+            tensors = {"qweight": qw.qweight, "scales": qw.scales, "zeros": qw.zeros}
+        layer = cls(linear.in_features, linear.out_features, method, group_size, linear.bias is not None,
+                    planes=bits, zeros=tensors.get("beta" if method == "lut" else "zeros") is not None)
+        for name, array in tensors.items():
+            if array is not None:
+                setattr(layer, name, torch.from_numpy(array).contiguous())   # safetensors saves contiguous only
+        if linear.bias is not None:
+            layer.bias = linear.bias.detach().to("cpu", torch.float32).clone()
+        return layer
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized weight, (out_features, in_features) float32 like ``nn.Linear.weight``
+        (a fresh tensor computed on each access; changing it does not change the layer)."""
+        if self.method == "lut":
+            w = dequantized_lut(self.bits, self.alpha, self.beta, self.group_size, self.in_features)
+        else:
+            w = dequantized_int(self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size)
+        return w.t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise InputError(f"QuantLinear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
         flat = x.reshape(-1, self.in_features)
         if self.method == "lut":
             y = torch.ops.tilec.lut_linear(flat, self.bits, self.alpha, self.beta, self.group_size,
@@ -97,15 +169,16 @@ class QuantLinear(torch.nn.Module):
             y = torch.ops.tilec.int_linear(flat, self.qweight, self.scales, self.zeros, int(self.method[3:]),
                                            self.group_size)
         if self.bias is not None:
-            y = y + self.bias
+            y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, method={self.method}, " \
-               f"group_size={self.group_size}"
+        form = f"planes={self.bits.shape[0]}" if self.method == "lut" else \
+            f"{'asymmetric' if self.zeros is not None else 'symmetric'}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " \
+               f"method={self.method}, group_size={self.group_size}, {form}"
 
 
 def quantize_linear(linear: torch.nn.Linear, method: str = "int4", **kwargs) -> QuantLinear:
     """One call from an ``nn.Linear`` to a tilec quantized layer."""
     return QuantLinear.from_linear(linear, method, **kwargs)
-
