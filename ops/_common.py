@@ -68,8 +68,8 @@ def activation(x, ACT):
 
 
 def torch_op(name: str, tensors: tuple, backend: str | None = None, config: dict | None = None):
-    """``torch.ops.tilec.<name>`` when a call on torch tensors must go through the custom op,
-    else None: while ``torch.compile`` traces (Numba cannot compile on fake tensors), and when
+    """``torch.ops.tilec.<name>`` (registered by ``import ops.torch``) when a call on torch
+    tensors must go through the custom op, else None: while ``torch.compile`` traces (Numba cannot compile on fake tensors), and when
     autograd records (an input requires grad), so ``ops.*`` are differentiable and traceable.
     Never imports torch: a process that has not imported it gets None."""
     torch = sys.modules.get("torch")
@@ -81,8 +81,11 @@ def torch_op(name: str, tensors: tuple, backend: str | None = None, config: dict
     if backend is not None or config is not None:
         raise InputError(f"ops.{name}: backend= and config= are not available under torch.compile or autograd "
                          f"(the custom op torch.ops.tilec.{name} takes the defaults and the tuning database)")
-    import ops.torch  # noqa: F401  (registers torch.ops.tilec.*)
-    return getattr(torch.ops.tilec, name)
+    try:          # torch.ops is the registry: ops.torch fills it (ops stays below ops.torch)
+        return getattr(torch.ops.tilec, name)
+    except (AttributeError, RuntimeError):
+        raise InputError(f"ops.{name} on torch tensors under torch.compile or autograd runs as "
+                         f"torch.ops.tilec.{name}: `import ops.torch` first to register it") from None
 
 
 def check_rank(name: str, x: Any, ndim: int | tuple[int, ...], dtypes=FLOAT_DTYPES):
