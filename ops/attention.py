@@ -21,7 +21,7 @@ from autotune.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import backend_space, choose_config, fits_local_memory, output_like, pick_backend
-from .attn_checks import check_qkv, next_pow2
+from .attn_checks import check_qkv, head_tile, next_pow2
 from . import attn_masks
 from .attn_masks import PARTIAL, SKIP, UNBOUNDED
 from .spec import OpSpec
@@ -164,8 +164,8 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         if lq >= 1024 and d <= 64 and not shape.get("causal"):
             bm = 512
         return {"BM": bm, "BN": 256 if shape["Lk"] >= 256 else 128 if shape["Lk"] >= 128 else 64,
-                "BD": d if d in (16, 32, 64, 128, 256) else next_pow2(d), "dot": "blas"}
-    bd = next_pow2(d)
+                "BD": head_tile(d, backend), "dot": "blas"}
+    bd = head_tile(d, backend)
     cfg = {"BM": 64 if bd <= 64 else 32 if bd == 128 else 16, "BN": 64 if bd <= 64 else 32, "BD": bd}
     if backend == "triton":
         cfg.update(num_warps=8, num_stages=3 if bd <= 128 else 2)

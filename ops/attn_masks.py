@@ -27,9 +27,10 @@ UNBOUNDED = 1 << 30         # a window side without a bound
 
 def to_host(x: Any, name: str) -> np.ndarray:
     """A NumPy copy or view of any array tilec takes (Torch, CuPy, NumPy), bools included."""
-    lib = library_of(x) if not isinstance(x, np.ndarray) else "numpy"
+    lib = type(x).__module__.split(".")[0]
     if lib == "torch":
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        return (x.float() if x.dtype.is_floating_point and x.element_size() == 2 else x).numpy()
     if lib == "cupy":
         return x.get()
     try:
@@ -40,7 +41,7 @@ def to_host(x: Any, name: str) -> np.ndarray:
 
 def like(ref: Any, a: np.ndarray) -> Any:
     """``a`` as an array of ``ref``'s library and device."""
-    lib = library_of(ref) if not isinstance(ref, np.ndarray) else "numpy"
+    lib = library_of(ref)
     if lib == "torch":
         import torch
         return torch.from_numpy(np.ascontiguousarray(a)).to(ref.device)
