@@ -32,5 +32,6 @@ REGISTRY: dict[str, OpSpec] = {
 }
 
 __all__ = ["gemm", "gemv", "quant_gemm", "quantize", "QuantizedWeight", "QuantLayout", "lut_gemm",
-           "bcq_quantize", "bcq_from_uniform", "BCQWeight", "BCQLayout", "attention", "attention_varlen", "decode_attention",
-           "quantize_kv", "append_kv", "decode_attention_quantized", "QuantizedKV", "REGISTRY", "OpSpec"]
+           "bcq_quantize", "bcq_from_uniform", "BCQWeight", "BCQLayout", "attention", "attention_varlen",
+           "decode_attention", "quantize_kv", "append_kv", "decode_attention_quantized", "QuantizedKV",
+           "REGISTRY", "OpSpec"]

@@ -41,14 +41,14 @@ def online_softmax(m_i, l_i, s):
 
 
 @tc.func
-def key_bounds(LO, HI, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS):
+def key_bounds(LO, HI, row0, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS):
     """Per query row of the block, the half-open range [lo, hi) of keys it sees: all of them,
-    or (SPANS) the ranges a packed batch gives, cut by the causal mask and the window with
-    positions aligned to the end (row i is at key position i + lk - lq)."""
+    or (SPANS) the packed batch's ranges from row ``row0`` on, cut by the causal mask and the
+    window with positions aligned to the end (row i is at key position i + lk - lq)."""
     pos = m0 + tc.arange(BM) + (lk - lq)
     if SPANS:
-        lo = tc.load(LO, (m0,), (BM,), padding=UNBOUNDED)   # rows past the end see nothing
-        hi = tc.load(HI, (m0,), (BM,))
+        lo = tc.load(LO, (row0,), (BM,))
+        hi = tc.load(HI, (row0,), (BM,))
     else:
         lo = tc.zeros((BM,), tc.int32)
         hi = tc.full((BM,), lk, tc.int32)
@@ -61,31 +61,39 @@ def key_bounds(LO, HI, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS):
 
 
 @tc.kernel
-def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, scale_log2, left, right, BM: tc.constexpr,
+def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, right, BM: tc.constexpr,
                      BN: tc.constexpr, BD: tc.constexpr, GROUP: tc.constexpr = 1, CAUSAL: tc.constexpr = False,
                      HAS_LSE: tc.constexpr = False, WIN: tc.constexpr = False, SPANS: tc.constexpr = False,
                      MASK: tc.constexpr = 0):
     # MASK: 0 = none, else 1 + 2 (one per batch) + 4 (per head) + 8 (per query row); a mask
-    # dimension without its bit has extent 1 and is read at 0
+    # dimension without its bit has extent 1 and is read at 0.
+    # SPANS (packed batches): Q, K, V are one (1, H, total, D) batch; program b serves sequence
+    # b, whose query rows start at CU[b], and writes O and LSE padded, as (sequences, H, rows, D).
     pm, h, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     lq, lk = Q.shape[2], K.shape[2]
     kvh = h // GROUP
     m0 = pm * BM
+    row0, nrows, qb = m0, lq, b
+    if SPANS:
+        row0 = m0 + tc.load(CU, (b,), (None,))
+        nrows = tc.load(CU, (b + 1,), (None,)) - tc.load(CU, (b,), (None,))
+        qb = 0
     # 16-bit inputs keep 16-bit dot operands (q as loaded, the weights p below; fp32
     # accumulation), as FlashAttention does: fp32 operands would cost GPUs their tensor cores.
     # Their scale goes on the fp32 scores (a scaled q rounded to bf16 moved the LSE by 1e-3).
-    q = tc.load(Q, (b, h, m0, 0), (None, None, BM, BD))
+    q = tc.load(Q, (qb, h, row0, 0), (None, None, BM, BD))
     if Q.dtype == tc.float32:
         q = q * scale_log2
     m_i = tc.full((BM,), NEG_BIG, tc.float32)
     l_i = tc.zeros((BM,), tc.float32)
     acc = tc.zeros((BM, BD), tc.float32)
-    lo, hi = key_bounds(LO, HI, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS)
+    lo, hi = key_bounds(LO, HI, row0, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS)
     # visit only the key tiles some row of the block sees; tiles inside every row's range
-    # skip the pass that masks the scores
-    start = (tc.maximum(tc.min(lo, 0), 0) // BN) * BN
-    stop = tc.minimum(tc.max(hi, 0), lk)
-    inner_lo, inner_hi = tc.max(lo, 0), tc.min(hi, 0)
+    # skip the pass that masks the scores (rows past the end constrain neither)
+    valid = m0 + tc.arange(BM) < nrows
+    start = (tc.maximum(tc.min(tc.where(valid, lo, UNBOUNDED), 0), 0) // BN) * BN
+    stop = tc.minimum(tc.max(tc.where(valid, hi, 0), 0), lk)
+    inner_lo, inner_hi = tc.max(tc.where(valid, lo, 0), 0), tc.min(tc.where(valid, hi, UNBOUNDED), 0)
     for n in tc.range(start, stop, BN):
         kind = PARTIAL
         if MASK:
@@ -93,7 +101,7 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, scale_log2, left, right, B
             kind = tc.load(MAP, (b * (MASK // 2 % 2), h * (MASK // 4 % 2), pm * (MASK // 8), n // BN),
                            (None, None, None, None))
         if kind != SKIP:
-            k = tc.load(K, (b, kvh, n, 0), (None, None, BN, BD))
+            k = tc.load(K, (qb, kvh, n, 0), (None, None, BN, BD))
             s = tc.dot(q, tc.trans(k))
             if Q.dtype != tc.float32:
                 s = s * scale_log2
@@ -104,7 +112,7 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, scale_log2, left, right, B
                 if kind == PARTIAL:
                     s = s + mask_tile(M, b * (MASK // 2 % 2), h * (MASK // 4 % 2), m0, n, BM, BN, MASK // 8)
             m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
-            v = tc.load(V, (b, kvh, n, 0), (None, None, BN, BD))
+            v = tc.load(V, (qb, kvh, n, 0), (None, None, BN, BD))
             acc = tc.dot(p.to(V.dtype), v, acc * alpha[:, None])
             m_i = m_new
     # a row that saw no key has l = 0 and acc = 0: its output is 0 and its LSE -inf
@@ -213,17 +221,18 @@ def attention(q: Any, k: Any, v: Any, *, causal: bool = False, mask: Any = None,
 
 def launch(q, k, v, out, lse, scale, add, spans, win, causal, cfg, be, group, grid) -> None:
     """One attention_kernel launch; ``add`` an additive mask from attn_masks, ``spans`` (lo, hi)
-    per query row, ``win`` (left, right) or None. Unused tensor slots get ``out``."""
+    per packed query row and the query offsets, ``win`` (left, right) or None. Unused tensor
+    slots get ``out``."""
     mask_args = {}
-    m = bm = lo = hi = out
+    m = bm = lo = hi = cu = out
     if add is not None:
         m = attn_masks.like(q, add)
         bm = attn_masks.like(q, attn_masks.block_map(add, cfg["BM"], cfg["BN"]))
         mask_args = {"MASK": 1 + 2 * (add.shape[0] > 1) + 4 * (add.shape[1] > 1) + 8 * (add.shape[2] > 1)}
     if spans is not None:
-        lo, hi = (attn_masks.like(q, a) for a in spans)
+        lo, hi, cu = (attn_masks.like(q, a) for a in spans)
     left, right = win or (0, 0)
-    attention_kernel[grid](q, k, v, out, out if lse is None else lse, m, bm, lo, hi, scale * LOG2E, left, right,
+    attention_kernel[grid](q, k, v, out, out if lse is None else lse, m, bm, lo, hi, cu, scale * LOG2E, left, right,
                            backend=be, GROUP=group, CAUSAL=causal, HAS_LSE=lse is not None,
                            WIN=win is not None, SPANS=spans is not None, **mask_args, **cfg)
 
@@ -277,17 +286,24 @@ def run(inputs: dict, config: dict | None = None, backend: str | None = None):
 
 
 def launch_ir(shape: dict, dtype: str, config: dict):
-    """(kernel, IR, grid) for one config, without data: for `tilec show` and the cost models."""
+    """(kernel, IR, grid) for one config, without data: for `tilec show` and the cost models.
+    Optional shape keys: ``mask`` (the kernel's MASK code, e.g. 3 for a (B, 1, 1, Lk) key
+    padding mask), ``window`` and ``spans`` (packed batches) as booleans."""
     from tilec import dtypes
     from tilec.ir import TensorType, TileType
     dd = dtypes.lookup(dtype)
+    mask, spans = int(shape.get("mask") or 0), bool(shape.get("spans"))
     types = {"Q": TensorType(4, dd), "K": TensorType(4, dd), "V": TensorType(4, dd), "O": TensorType(4, dd),
-             "LSE": TensorType(4, dd), "M": TensorType(4, dd), "MAP": TensorType(4, dd), "LO": TensorType(4, dd),
-             "HI": TensorType(4, dd), "scale_log2": TileType((), dtypes.float32),
+             "LSE": TensorType(4, dd), "M": TensorType(4, dtypes.float32 if mask else dd),
+             "MAP": TensorType(4, dtypes.int32 if mask else dd),
+             "LO": TensorType(1, dtypes.int32) if spans else TensorType(4, dd),
+             "HI": TensorType(1, dtypes.int32) if spans else TensorType(4, dd),
+             "CU": TensorType(1, dtypes.int32) if spans else TensorType(4, dd),
+             "scale_log2": TileType((), dtypes.float32),
              "left": TileType((), dtypes.int32), "right": TileType((), dtypes.int32)}
     constexprs, _ = attention_kernel.split_config(config)
     constexprs = {"GROUP": shape["H"] // shape.get("Hkv", shape["H"]), "CAUSAL": bool(shape.get("causal")),
-                  **constexprs}
+                  "MASK": mask, "WIN": bool(shape.get("window")), "SPANS": spans, **constexprs}
     fn = attention_kernel.ir(types, constexprs)
     return attention_kernel, fn, (cdiv_host(shape["Lq"], config["BM"]), shape["H"], shape["B"])
 

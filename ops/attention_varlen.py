@@ -2,15 +2,18 @@
 
 q is (total_q, H, D) and k, v are (total_k, Hkv, D): sequence i owns rows
 cu_seqlens_q[i] .. cu_seqlens_q[i + 1] of q and the matching rows of k and v. The packed
-arrays are read in place as one (1, H, total, D) batch by ``attention_kernel``, each query row
-with the packed key range [lo, hi) of its own sequence (cut by ``causal`` and ``window``,
-aligned to the sequence's end), so no padding is computed: a program covers BM packed rows and
-visits only the key tiles those rows' sequences hold.
+arrays are read in place as one (1, H, total, D) batch by ``attention_kernel``; a program
+serves BM query rows of one sequence, each row with the packed key range [lo, hi) it sees (its
+sequence's keys, cut by ``causal`` and ``window`` aligned to the sequence's end), so only the
+tiles of real tokens are computed. Outputs are written padded to the longest sequence, then
+gathered back packed.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 import tilec as tc
 from tilec.kernel import cdiv_host
@@ -30,13 +33,9 @@ def _heads_view(x: Any) -> Any:
     return x.transpose(1, 0, 2)[None]
 
 
-def varlen_config(shape: dict, backend: str, mean_q: float) -> dict:
-    """attention's default, with query and key tiles no longer than about half the mean
-    sequence: a tile that straddles sequences visits the keys of all of them."""
-    cfg = default_config(shape, backend)
-    tile = max(16, 1 << max(0, int(mean_q) - 1).bit_length() - 1)
-    cfg["BM"], cfg["BN"] = min(cfg["BM"], tile), min(cfg["BN"], max(tile, 32 if backend == "numba" else 16))
-    return cfg
+def varlen_config(shape: dict, backend: str) -> dict:
+    """attention's default for one sequence of the batch's longest lengths."""
+    return default_config(shape, backend)
 
 
 def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int,
@@ -70,33 +69,39 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
                             f"sequences ({lens_q.max()}, {lens_k.max()})")
     win = attn_masks.window_bounds(window)
     be = pick_backend({"q": q, "k": k, "v": v}, backend)
-    shape = {"B": 1, "H": heads, "Hkv": kv_heads, "Lq": total_q, "Lk": total_k, "D": d}
-    mean_q = total_q / max(1, lens_q.size)
+    nseq, rows = lens_q.size, int(lens_q.max(initial=0))
+    shape = {"B": nseq, "H": heads, "Hkv": kv_heads, "Lq": max(1, rows), "Lk": max(1, int(lens_k.max(initial=0))),
+             "D": d}
     cfg = choose_config("attention", shape, iq.dtype.name, be, iq.device, config, space(be),
-                        varlen_config({**shape, "Lq": max(1, int(max_seqlen_q)), "Lk": max(1, int(max_seqlen_k)),
-                                       "causal": bool(causal)}, be, mean_q))
+                        varlen_config({**shape, "causal": bool(causal)}, be))
     if cfg["BD"] < d:
         raise tc.ConfigError(f"attention config BD={cfg['BD']} is smaller than head_dim {d}")
-    out = output_like(q, (total_q, heads, d), iq.dtype)
-    lse = output_like(q, (heads, total_q), tc.float32) if return_lse else None
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    if total_q and heads:
-        if total_k == 0:
-            out[...] = 0
-            if return_lse:
-                lse[...] = -math.inf
-        else:
-            spans = varlen_spans(cu_q, cu_k, bool(causal), win)
-            launch(_heads_view(q), _heads_view(k), _heads_view(v), _heads_view(out),
-                   None if lse is None else lse[None], scale, None, spans, None, False, cfg, be,
-                   heads // kv_heads, (cdiv_host(total_q, cfg["BM"]), heads, 1))
+    if not (total_q and heads):
+        out = output_like(q, (total_q, heads, d), iq.dtype)
+        lse = output_like(q, (heads, total_q), tc.float32)
+    elif total_k == 0:
+        out = output_like(q, (total_q, heads, d), iq.dtype)
+        lse = output_like(q, (heads, total_q), tc.float32)
+        out[...] = 0
+        lse[...] = -math.inf
+    else:
+        # the kernel writes each sequence's rows padded to the longest; a gather packs them
+        padded = output_like(q, (nseq, heads, rows, d), iq.dtype)
+        padded_lse = output_like(q, (nseq, heads, rows), tc.float32) if return_lse else None
+        lo, hi = varlen_spans(cu_q, cu_k, bool(causal), win)
+        launch(_heads_view(q), _heads_view(k), _heads_view(v), padded, padded_lse, scale, None,
+               (lo, hi, cu_q.astype(np.int32)), None, False, cfg, be, heads // kv_heads,
+               (cdiv_host(rows, cfg["BM"]), heads, nseq))
+        seq = np.repeat(np.arange(nseq), lens_q)
+        seq, t = attn_masks.like(q, seq), attn_masks.like(q, np.arange(total_q) - cu_q[:-1][seq])
+        out = padded[seq, :, t]
+        lse = padded_lse[seq, :, t].T if return_lse else None
     return (out, lse) if return_lse else out
 
 
 def reference(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=False, window=None, scale=None, return_lse=False):
     """Float64, one ``ops.attention.reference`` call per sequence."""
-    import numpy as np
-
     from .attention import reference as dense
     q, k, v = (np.asarray(attn_masks.to_host(x, n), np.float64) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     cu_q, cu_k = (attn_masks.to_host(c, "cu").astype(np.int64) for c in (cu_seqlens_q, cu_seqlens_k))

@@ -105,7 +105,7 @@ def window_bounds(window: Any) -> tuple[int, int] | None:
     try:
         left, right = (int(w) if w is not None else -1 for w in window)
     except (TypeError, ValueError):
-        raise InputError(f"window must be (left, right) with ints (or None / -1 for unbounded), got {window!r}") from None
+        raise InputError(f"window must be (left, right) with ints (None or -1: unbounded), got {window!r}") from None
     if left < 0 and right < 0:
         return None
     return (UNBOUNDED if left < 0 else left, UNBOUNDED if right < 0 else right)

@@ -13,5 +13,6 @@ from ops.torch.custom_ops import (attention, attention_lse, attention_varlen, de
                                   decode_attention_quantized, gemm, gemv, kivi_decode_attention)
 from ops.torch.quant_linear import QuantLinear, int_linear, lut_linear, quantize_linear  # noqa: F401
 
-__all__ = ["gemm", "gemv", "attention", "attention_lse", "attention_varlen", "decode_attention", "kivi_decode_attention",
-           "decode_attention_quantized", "int_linear", "lut_linear", "QuantLinear", "quantize_linear"]
+__all__ = ["gemm", "gemv", "attention", "attention_lse", "attention_varlen", "decode_attention",
+           "kivi_decode_attention", "decode_attention_quantized", "int_linear", "lut_linear", "QuantLinear",
+           "quantize_linear"]
