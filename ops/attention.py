@@ -91,7 +91,9 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
     # visit only the key tiles some row of the block sees; tiles inside every row's range
     # skip the pass that masks the scores (rows past the end constrain neither)
     valid = m0 + tc.arange(BM) < nrows
-    start = (tc.maximum(tc.min(tc.where(valid, lo, UNBOUNDED), 0), 0) // BN) * BN
+    start = tc.maximum(tc.min(tc.where(valid, lo, UNBOUNDED), 0), 0)
+    if MASK:
+        start = start // BN * BN        # the block map's tiles
     stop = tc.minimum(tc.max(tc.where(valid, hi, 0), 0), lk)
     inner_lo, inner_hi = tc.max(tc.where(valid, lo, 0), 0), tc.min(tc.where(valid, hi, UNBOUNDED), 0)
     for n in tc.range(start, stop, BN):
