@@ -87,15 +87,18 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
     m_i = tc.full((BM,), NEG_BIG, tc.float32)
     l_i = tc.zeros((BM,), tc.float32)
     acc = tc.zeros((BM, BD), tc.float32)
-    lo, hi = key_bounds(LO, HI, row0, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS)
     # visit only the key tiles some row of the block sees; tiles inside every row's range
-    # skip the pass that masks the scores (rows past the end constrain neither)
-    valid = m0 + tc.arange(BM) < nrows
-    start = tc.maximum(tc.min(tc.where(valid, lo, UNBOUNDED), 0), 0)
-    if MASK:
-        start = start // BN * BN        # the block map's tiles
-    stop = tc.minimum(tc.max(tc.where(valid, hi, 0), 0), lk)
-    inner_lo, inner_hi = tc.max(tc.where(valid, lo, 0), 0), tc.min(tc.where(valid, hi, UNBOUNDED), 0)
+    # skip the pass that masks the scores (rows past the end constrain neither). Without
+    # ranges every row sees all keys: no per-row bounds are held (registers on GPUs).
+    start, stop, inner_lo, inner_hi = 0, lk, 0, lk
+    if SPANS or CAUSAL or WIN:
+        lo, hi = key_bounds(LO, HI, row0, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS)
+        valid = m0 + tc.arange(BM) < nrows
+        start = tc.maximum(tc.min(tc.where(valid, lo, UNBOUNDED), 0), 0)
+        if MASK:
+            start = start // BN * BN        # the block map's tiles
+        stop = tc.minimum(tc.max(tc.where(valid, hi, 0), 0), lk)
+        inner_lo, inner_hi = tc.max(tc.where(valid, lo, 0), 0), tc.min(tc.where(valid, hi, UNBOUNDED), 0)
     for n in tc.range(start, stop, BN):
         kind = PARTIAL
         if MASK:
@@ -109,7 +112,10 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
                 s = s * scale_log2
             if n < inner_lo or n + BN > inner_hi:
                 cols = n + tc.arange(BN)
-                s = tc.where((cols[None, :] >= lo[:, None]) & (cols[None, :] < hi[:, None]), s, -math.inf)
+                if SPANS or CAUSAL or WIN:
+                    s = tc.where((cols[None, :] >= lo[:, None]) & (cols[None, :] < hi[:, None]), s, -math.inf)
+                else:
+                    s = tc.where(cols[None, :] < lk, s, -math.inf)
             if MASK:
                 if kind == PARTIAL:
                     s = s + mask_tile(M, b * (MASK // 2 % 2), h * (MASK // 4 % 2), m0, n, BM, BN, MASK // 8)
