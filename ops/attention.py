@@ -22,7 +22,9 @@ from tilec.kernel import cdiv_host
 
 from ._common import (backend_space, check_scalar, choose_config, fits_local_memory, output_like, pick_backend,
                       torch_op)
-from .attn_checks import check_qkv, next_pow2
+from .attn_checks import check_qkv, head_tile, next_pow2
+from . import attn_masks
+from .attn_masks import PARTIAL, SKIP, UNBOUNDED
 from .spec import OpSpec
 
 LOG2E = 1.4426950408889634
@@ -39,49 +41,104 @@ def online_softmax(m_i, l_i, s):
     return m_new, p, alpha, l_i * alpha + tc.sum(p, 1)
 
 
+@tc.func
+def key_bounds(LO, HI, row0, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS):
+    """Per query row of the block, the half-open range [lo, hi) of keys it sees: all of them,
+    or (SPANS) the packed batch's ranges from row ``row0`` on, cut by the causal mask and the
+    window with positions aligned to the end (row i is at key position i + lk - lq)."""
+    pos = m0 + tc.arange(BM) + (lk - lq)
+    if SPANS:
+        lo = tc.load(LO, (row0,), (BM,))
+        hi = tc.load(HI, (row0,), (BM,))
+    else:
+        lo = tc.zeros((BM,), tc.int32)
+        hi = tc.full((BM,), lk, tc.int32)
+    if CAUSAL:
+        hi = tc.minimum(hi, pos + 1)
+    if WIN:
+        lo = tc.maximum(lo, pos - left)
+        hi = tc.minimum(hi, pos + right + 1)
+    return lo, hi
+
+
 @tc.kernel
-def attention_kernel(Q, K, V, O, LSE, scale_log2, BM: tc.constexpr, BN: tc.constexpr, BD: tc.constexpr,
-                     GROUP: tc.constexpr = 1, CAUSAL: tc.constexpr = False, HAS_LSE: tc.constexpr = False):
+def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, right, BM: tc.constexpr,
+                     BN: tc.constexpr, BD: tc.constexpr, GROUP: tc.constexpr = 1, CAUSAL: tc.constexpr = False,
+                     HAS_LSE: tc.constexpr = False, WIN: tc.constexpr = False, SPANS: tc.constexpr = False,
+                     MASK: tc.constexpr = 0):
+    # MASK: 0 = none, else 1 + 2 (one per batch) + 4 (per head) + 8 (per query row); a mask
+    # dimension without its bit has extent 1 and is read at 0.
+    # SPANS (packed batches): Q, K, V are one (1, H, total, D) batch; program b serves sequence
+    # b, whose query rows start at CU[b], and writes O and LSE padded, as (sequences, H, rows, D).
     pm, h, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     lq, lk = Q.shape[2], K.shape[2]
     kvh = h // GROUP
     m0 = pm * BM
+    row0, nrows, qb = m0, lq, b
+    if SPANS:
+        row0 = m0 + tc.load(CU, (b,), (None,))
+        nrows = tc.load(CU, (b + 1,), (None,)) - tc.load(CU, (b,), (None,))
+        qb = 0
     # 16-bit inputs keep 16-bit dot operands (q as loaded, the weights p below; fp32
     # accumulation), as FlashAttention does: fp32 operands would cost GPUs their tensor cores.
     # Their scale goes on the fp32 scores (a scaled q rounded to bf16 moved the LSE by 1e-3).
-    q = tc.load(Q, (b, h, m0, 0), (None, None, BM, BD))
+    q = tc.load(Q, (qb, h, row0, 0), (None, None, BM, BD))
     if Q.dtype == tc.float32:
         q = q * scale_log2
     m_i = tc.full((BM,), NEG_BIG, tc.float32)
     l_i = tc.zeros((BM,), tc.float32)
     acc = tc.zeros((BM, BD), tc.float32)
-    # the last key row any query of this block sees (causal), as an exclusive bound
-    stop = lk
-    if CAUSAL:
-        stop = tc.minimum(lk, m0 + BM + lk - lq)
-    rows = m0 + tc.arange(BM) + (lk - lq)
-    for n in tc.range(0, stop, BN):
-        k = tc.load(K, (b, kvh, n, 0), (None, None, BN, BD))
-        s = tc.dot(q, tc.trans(k))
-        if Q.dtype != tc.float32:
-            s = s * scale_log2
-        cols = n + tc.arange(BN)
-        # mask only the tiles that need it: past the last key, or (causal) past the first row's
-        # last visible key; the others skip a pass over the scores
-        if CAUSAL:
-            if n + BN > m0 + 1 + lk - lq:
-                s = tc.where((cols[None, :] <= rows[:, None]) & (cols[None, :] < lk), s, -math.inf)
-        else:
-            if n + BN > lk:
-                s = tc.where(cols[None, :] < lk, s, -math.inf)
-        m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
-        v = tc.load(V, (b, kvh, n, 0), (None, None, BN, BD))
-        acc = tc.dot(p.to(V.dtype), v, acc * alpha[:, None])
-        m_i = m_new
-    tc.store(O, (b, h, m0, 0), acc / l_i[:, None], (None, None, BM, BD))
+    # visit only the key tiles some row of the block sees; tiles inside every row's range
+    # skip the pass that masks the scores (rows past the end constrain neither). Without
+    # ranges every row sees all keys: no per-row bounds are held (registers on GPUs).
+    start, stop, inner_lo, inner_hi = 0, lk, 0, lk
+    if SPANS or CAUSAL or WIN:
+        lo, hi = key_bounds(LO, HI, row0, m0, lq, lk, left, right, BM, CAUSAL, WIN, SPANS)
+        valid = m0 + tc.arange(BM) < nrows
+        start = tc.maximum(tc.min(tc.where(valid, lo, UNBOUNDED), 0), 0)
+        if MASK:
+            start = start // BN * BN        # the block map's tiles
+        stop = tc.minimum(tc.max(tc.where(valid, hi, 0), 0), lk)
+        inner_lo, inner_hi = tc.max(tc.where(valid, lo, 0), 0), tc.min(tc.where(valid, hi, UNBOUNDED), 0)
+    for n in tc.range(start, stop, BN):
+        kind = PARTIAL
+        if MASK:
+            # the host's block map: a fully masked tile is skipped, an unmasked one not read
+            kind = tc.load(MAP, (b * (MASK // 2 % 2), h * (MASK // 4 % 2), pm * (MASK // 8), n // BN),
+                           (None, None, None, None))
+        if kind != SKIP:
+            k = tc.load(K, (qb, kvh, n, 0), (None, None, BN, BD))
+            s = tc.dot(q, tc.trans(k))
+            if Q.dtype != tc.float32:
+                s = s * scale_log2
+            if n < inner_lo or n + BN > inner_hi:
+                cols = n + tc.arange(BN)
+                if SPANS or CAUSAL or WIN:
+                    s = tc.where((cols[None, :] >= lo[:, None]) & (cols[None, :] < hi[:, None]), s, -math.inf)
+                else:
+                    s = tc.where(cols[None, :] < lk, s, -math.inf)
+            if MASK:
+                if kind == PARTIAL:
+                    s = s + mask_tile(M, b * (MASK // 2 % 2), h * (MASK // 4 % 2), m0, n, BM, BN, MASK // 8)
+            m_new, p, alpha, l_i = online_softmax(m_i, l_i, s)
+            v = tc.load(V, (qb, kvh, n, 0), (None, None, BN, BD))
+            acc = tc.dot(p.to(V.dtype), v, acc * alpha[:, None])
+            m_i = m_new
+    # a row that saw no key has l = 0 and acc = 0: its output is 0 and its LSE -inf
+    tc.store(O, (b, h, m0, 0), acc / tc.maximum(l_i, 1e-30)[:, None], (None, None, BM, BD))
     if HAS_LSE:
         # natural-log log-sum-exp of the scaled scores, per query row
         tc.store(LSE, (b, h, m0), (m_i + tc.log2(l_i)) / LOG2E, (None, None, BM))
+
+
+@tc.func
+def mask_tile(M, mb, mh, m0, n, BM, BN, ROWS):
+    """The additive mask's (BM, BN) tile (log2 units); a mask shared by all rows is one row."""
+    if ROWS:
+        t = tc.load(M, (mb, mh, m0, n), (None, None, BM, BN))
+    else:
+        t = tc.load(M, (mb, mh, 0, n), (None, None, None, BN))[None, :]
+    return t
 
 
 TILES = [Param("BM", (16, 32, 64, 128, 256, 512)), Param("BN", (16, 32, 64, 128, 256, 512)),
@@ -113,6 +170,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     seq 1024/2048/4096: 0.925/0.933/0.921x; 256 x 256 0.983/0.977/0.970x): each K/V tile BLAS
     packs serves twice the rows. Causal, the coarser diagonal and fewer, unequal programs cost
     more than that (seq 2048: 1.084x, 4096: 0.989x). Measured at d 64 only, so d <= 64 only.
+    A sliding window (shape["window"] true) takes at most 128 x 128.
     GPUs: 64 x 64 up to head size 64,
     smaller tiles above (Triton, fp32, compiled for sm_80: 64 x 64 x 64 at 4 warps used 255
     registers and spilled; at 8 warps, and 32 x 32 x 128 or 16 x 32 x 256 at 8 warps, nothing
@@ -121,69 +179,119 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
         lq = shape["Lq"]
         bm = 256 if lq >= 256 else 128 if lq >= 128 else max(16, next_pow2(lq))
-        if lq >= 1024 and d <= 64 and not shape.get("causal"):
+        if lq >= 1024 and d <= 64 and not shape.get("causal") and not shape.get("window"):
             bm = 512
-        return {"BM": bm, "BN": 256 if shape["Lk"] >= 256 else 128 if shape["Lk"] >= 128 else 64,
-                "BD": d if d in (16, 32, 64, 128, 256) else next_pow2(d), "dot": "blas"}
-    bd = next_pow2(d)
+        bn = 256 if shape["Lk"] >= 256 else 128 if shape["Lk"] >= 128 else 64
+        if shape.get("window"):
+            # a row sees window keys: 128 x 128 tiles waste less at its edges (4096 tokens,
+            # window 512, d 64: 0.86x the time of 256 x 256 and 0.93x that of 64 x 64)
+            bm, bn = min(bm, 128), min(bn, 128)
+        return {"BM": bm, "BN": bn, "BD": head_tile(d, backend), "dot": "blas"}
+    bd = head_tile(d, backend)
     cfg = {"BM": 64 if bd <= 64 else 32 if bd == 128 else 16, "BN": 64 if bd <= 64 else 32, "BD": bd}
     if backend == "triton":
         cfg.update(num_warps=8, num_stages=3 if bd <= 128 else 2)
     return cfg
 
 
-def attention(q: Any, k: Any, v: Any, *, causal: bool = False, scale: float | None = None,
-              return_lse: bool = False, backend: str | None = None, config: dict | None = None) -> Any:
-    """softmax(scale * q @ k^T) @ v per (batch, head), fp32 accumulation.
+def attention(q: Any, k: Any, v: Any, *, causal: bool = False, mask: Any = None, window: Any = None,
+              scale: float | None = None, return_lse: bool = False, backend: str | None = None,
+              config: dict | None = None) -> Any:
+    """softmax(scale * q @ k^T + mask) @ v per (batch, head), fp32 accumulation.
 
-    q: (B, H, Lq, D); k, v: (B, Hkv, Lk, D) with H % Hkv == 0. ``causal`` aligns the mask to
-    the end (query i sees keys j <= i + Lk - Lq) and needs Lq <= Lk so every row sees a key.
+    q: (B, H, Lq, D); k, v: (B, Hkv, Lk, D) with H % Hkv == 0, D in 8..256. ``causal`` aligns
+    the mask to the end (query i sees keys j <= i + Lk - Lq) and needs Lq <= Lk.
+    ``mask``: bool (True = attend) or additive float, broadcastable to (B, H, Lq, Lk), e.g.
+    (B, 1, 1, Lk) key padding or (Lq, Lk); additive values <= -1e30 count as masked. Tiles it
+    masks entirely are skipped. ``window=(left, right)``: query i sees keys i + Lk - Lq - left
+    .. i + Lk - Lq + right (None or -1: unbounded), combinable with ``causal``.
+    A row that sees no key (fully masked, Lk = 0) gives zeros and LSE -inf, as FlashAttention.
     Returns an array like q, and with ``return_lse`` also the (B, H, Lq) fp32 log-sum-exp.
     """
     traced = torch_op("attention_lse" if return_lse else "attention", (q, k, v), backend, config)
     if traced is not None:
-        return traced(q, k, v, causal, scale)
+        return traced(q, k, v, causal, scale, mask, None if window is None else list(window))
     info = check_qkv(q, k, v, causal)
     bsz, heads, lq, d = info["q"].shape
     kv_heads, lk = info["k"].shape[1], info["k"].shape[2]
+    win = attn_masks.window_bounds(window)
+    add = None if mask is None else attn_masks.additive_mask(mask, bsz, heads, lq, lk)
     be = pick_backend({"q": q, "k": k, "v": v}, backend)
     shape = {"B": bsz, "H": heads, "Hkv": kv_heads, "Lq": lq, "Lk": lk, "D": d}
     cfg = choose_config("attention", shape, info["q"].dtype.name, be, info["q"].device, config, space(be),
-                        default_config({**shape, "causal": bool(causal)}, be))
+                        default_config({**shape, "causal": bool(causal), "window": narrow_window(win, lk)}, be))
     if cfg["BD"] < d:
         raise tc.ConfigError(f"attention config BD={cfg['BD']} is smaller than head_dim {d}")
     out = output_like(q, (bsz, heads, lq, d), info["q"].dtype)
-    lse = output_like(q, (bsz, heads, lq), tc.float32) if return_lse else out
+    lse = output_like(q, (bsz, heads, lq), tc.float32) if return_lse else None
     scale = 1.0 / math.sqrt(d) if scale is None else check_scalar("scale", scale)
-    if lq and lk and bsz and heads:
-        grid = (cdiv_host(lq, cfg["BM"]), heads, bsz)
-        attention_kernel[grid](q, k, v, out, lse, scale * LOG2E, backend=be, GROUP=heads // kv_heads,
-                               CAUSAL=bool(causal), HAS_LSE=return_lse, **cfg)
-    else:                       # an empty side: no key to attend to gives 0 with a log-sum-exp of -inf
-        out[...] = 0
-        if return_lse:
-            lse[...] = -math.inf
+    if lq and bsz and heads:
+        if lk == 0:
+            out[...] = 0
+            if return_lse:
+                lse[...] = -math.inf
+        else:
+            launch(q, k, v, out, lse, scale, add, None, win, bool(causal), cfg, be, heads // kv_heads,
+                   (cdiv_host(lq, cfg["BM"]), heads, bsz))
     return (out, lse) if return_lse else out
 
 
+def narrow_window(win: tuple | None, lk: int) -> bool:
+    """Whether a window leaves each row under half of the keys (tile choice)."""
+    return win is not None and win[0] + win[1] < lk // 2
+
+
+def launch(q, k, v, out, lse, scale, add, spans, win, causal, cfg, be, group, grid) -> None:
+    """One attention_kernel launch; ``add`` an additive mask from attn_masks, ``spans`` (lo, hi)
+    per packed query row and the query offsets, ``win`` (left, right) or None. Unused tensor
+    slots get ``out``."""
+    mask_args = {}
+    m = bm = lo = hi = cu = out
+    if add is not None:
+        m = attn_masks.like(q, add)
+        bm = attn_masks.like(q, attn_masks.block_map(add, cfg["BM"], cfg["BN"]))
+        mask_args = {"MASK": 1 + 2 * (add.shape[0] > 1) + 4 * (add.shape[1] > 1) + 8 * (add.shape[2] > 1)}
+    if spans is not None:
+        lo, hi, cu = (attn_masks.like(q, a) for a in spans)
+    left, right = win or (0, 0)
+    attention_kernel[grid](q, k, v, out, out if lse is None else lse, m, bm, lo, hi, cu, scale * LOG2E, left, right,
+                           backend=be, GROUP=group, CAUSAL=causal, HAS_LSE=lse is not None,
+                           WIN=win is not None, SPANS=spans is not None, **mask_args, **cfg)
+
+
 def reference(inputs: dict, return_lse: bool = False):
-    """Materialized softmax in float64 (the scores are Lq x Lk: test sizes only)."""
+    """Materialized softmax in float64 (the scores are Lq x Lk: test sizes only), with the
+    optional ``mask`` (bool or additive, values <= -1e30 masked) and ``window`` applied to the
+    scores; rows that see no key give zeros and LSE -inf."""
     q, k, v = (np.asarray(inputs[n], np.float64) for n in ("q", "k", "v"))
-    group = q.shape[1] // k.shape[1]
+    group = q.shape[1] // max(k.shape[1], 1)
     k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
     d = q.shape[-1]
     scale = inputs.get("scale") or 1.0 / math.sqrt(d)
     s = np.einsum("bhqd,bhkd->bhqk", q, k) * scale
     lq, lk = q.shape[2], k.shape[2]
+    pos, cols = np.arange(lq)[:, None] + (lk - lq), np.arange(lk)[None, :]
+    visible = np.ones((lq, lk), bool)
     if inputs.get("causal"):
-        visible = np.arange(lk)[None, :] <= np.arange(lq)[:, None] + (lk - lq)
-        s = np.where(visible, s, -np.inf)
-    m = s.max(-1, keepdims=True)
-    p = np.exp(s - m)
+        visible &= cols <= pos
+    win = attn_masks.window_bounds(inputs.get("window"))
+    if win is not None:
+        visible &= (cols >= pos - win[0]) & (cols <= pos + win[1])
+    s = np.where(visible, s, -np.inf)
+    mask = inputs.get("mask")
+    if mask is not None:
+        mask = attn_masks.to_host(mask, "mask")
+        if mask.dtype == np.bool_:
+            s = np.where(mask, s, -np.inf)
+        else:
+            s = s + np.where(mask <= attn_masks.MASKED_AT, -np.inf, mask.astype(np.float64))
+    m = s.max(-1, keepdims=True, initial=-np.inf)
+    seen = np.isfinite(m)
+    p = np.exp(s - np.where(seen, m, 0))
     l = p.sum(-1, keepdims=True)
-    out = np.einsum("bhqk,bhkd->bhqd", p / l, v)
+    out = np.einsum("bhqk,bhkd->bhqd", np.where(seen, p / np.where(seen, l, 1), 0), v)
     if return_lse:
-        return out, (m + np.log(l))[..., 0]
+        return out, np.where(seen, m + np.log(np.where(seen, l, 1)), -np.inf)[..., 0]
     return out
 
 
@@ -200,15 +308,24 @@ def run(inputs: dict, config: dict | None = None, backend: str | None = None):
 
 
 def launch_ir(shape: dict, dtype: str, config: dict):
-    """(kernel, IR, grid) for one config, without data: for `tilec show` and the cost models."""
+    """(kernel, IR, grid) for one config, without data: for `tilec show` and the cost models.
+    Optional shape keys: ``mask`` (the kernel's MASK code, e.g. 3 for a (B, 1, 1, Lk) key
+    padding mask), ``window`` and ``spans`` (packed batches) as booleans."""
     from tilec import dtypes
     from tilec.ir import TensorType, TileType
     dd = dtypes.lookup(dtype)
+    mask, spans = int(shape.get("mask") or 0), bool(shape.get("spans"))
     types = {"Q": TensorType(4, dd), "K": TensorType(4, dd), "V": TensorType(4, dd), "O": TensorType(4, dd),
-             "LSE": TensorType(4, dd), "scale_log2": TileType((), dtypes.float32)}
+             "LSE": TensorType(4, dd), "M": TensorType(4, dtypes.float32 if mask else dd),
+             "MAP": TensorType(4, dtypes.int32 if mask else dd),
+             "LO": TensorType(1, dtypes.int32) if spans else TensorType(4, dd),
+             "HI": TensorType(1, dtypes.int32) if spans else TensorType(4, dd),
+             "CU": TensorType(1, dtypes.int32) if spans else TensorType(4, dd),
+             "scale_log2": TileType((), dtypes.float32),
+             "left": TileType((), dtypes.int32), "right": TileType((), dtypes.int32)}
     constexprs, _ = attention_kernel.split_config(config)
     constexprs = {"GROUP": shape["H"] // shape.get("Hkv", shape["H"]), "CAUSAL": bool(shape.get("causal")),
-                  **constexprs}
+                  "MASK": mask, "WIN": bool(shape.get("window")), "SPANS": spans, **constexprs}
     fn = attention_kernel.ir(types, constexprs)
     return attention_kernel, fn, (cdiv_host(shape["Lq"], config["BM"]), shape["H"], shape["B"])
 

@@ -7,11 +7,17 @@ from tilec.errors import InputError
 
 from ._common import check_rank
 
-MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
+MIN_HEAD_DIM, MAX_HEAD_DIM = 8, 256
 
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
+
+
+def head_tile(d: int, backend: str) -> int:
+    """The head-size tile BD for head_dim d: a power of two of at least 16 (GPU dots need
+    K >= 16; the padded lanes load as zeros), d itself on Numba where it is one."""
+    return d if backend == "numba" and d in (16, 32, 64, 128, 256) else max(16, next_pow2(d))
 
 
 def check_head_dim(d: int) -> None:

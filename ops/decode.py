@@ -26,7 +26,7 @@ from tilec.kernel import cdiv_host
 from ._common import (backend_space, check_rank, check_scalar, choose_config, fits_local_memory, output_like,
                       pick_backend, torch_op)
 from .attention import online_softmax
-from .attn_checks import check_head_dim, check_kv_pair, next_pow2
+from .attn_checks import check_head_dim, check_kv_pair, head_tile, next_pow2
 from .spec import OpSpec
 
 LOG2E = 1.4426950408889634
@@ -121,7 +121,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     ns = 1
     while ns < 64 and programs * ns < target_programs(backend) and shape["L"] >= 2 * ns * bn * 2:
         ns *= 2
-    cfg = {"BN": bn, "BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns}
+    cfg = {"BN": bn, "BD": head_tile(d, backend), "NS": ns}
     if backend == "numba":
         cfg["dot"] = "blas"
     elif backend == "triton":

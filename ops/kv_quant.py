@@ -30,7 +30,7 @@ from tilec.space import Param
 
 from ._common import backend_space, check_rank, check_scalar, choose_config, output_like, pick_backend
 from .attention import online_softmax
-from .attn_checks import check_head_dim, check_kv_pair, next_pow2
+from .attn_checks import check_head_dim, check_kv_pair, head_tile
 from .decode import LOG2E, NEG_BIG, finish, launch_decode, target_programs
 from .spec import OpSpec
 
@@ -238,7 +238,7 @@ def quantize_kv(k: Any, v: Any, lengths: Any = None, *, bits: int = 2, group: in
         np.zeros((bsz, kv_heads, cap_q), np.float32)
     groups = int(q_len.max(initial=0)) // group
     if groups and kv_heads:
-        bd = d if be == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d)
+        bd = head_tile(d, be)
         quantize_kernel[(groups, kv_heads, bsz)](k, v, kc, ks, kz, vc, vs, vz, backend=be, G=group, BD=bd,
                                                  BITS=bits)
         for b in np.flatnonzero(q_len < groups * group):    # the launch covered the longest sequence
@@ -343,7 +343,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     ns = 1
     while ns < 64 and programs * ns < target_programs(backend) and shape["L"] >= 4 * ns * g * ng:
         ns *= 2
-    cfg = {"BD": d if backend == "numba" and d in (16, 32, 64, 128, 256) else next_pow2(d), "NS": ns}
+    cfg = {"BD": head_tile(d, backend), "NS": ns}
     if backend == "numba":
         cfg.update({"NG": ng, "dot": "blas"})
     elif backend == "triton":

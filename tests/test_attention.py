@@ -125,7 +125,7 @@ def test_scale_argument():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda z: (z((1, 2, 4, 8)), z((1, 2, 4, 8)), z((1, 2, 4, 8))), "head_dim"),
+    (lambda z: (z((1, 2, 4, 4)), z((1, 2, 4, 4)), z((1, 2, 4, 4))), "head_dim"),
     (lambda z: (z((1, 3, 4, 16)), z((1, 2, 4, 16)), z((1, 2, 4, 16))), "multiple of kv heads"),
     (lambda z: (z((1, 2, 4, 16)), z((1, 2, 5, 16)), z((1, 2, 4, 16))), "one shape"),
     (lambda z: (z((2, 4, 16)), z((1, 2, 4, 16)), z((1, 2, 4, 16))), "4-D"),

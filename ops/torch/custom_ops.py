@@ -35,27 +35,47 @@ def _(a, x, bias=None, activation=None, alpha=1.0):
 
 # -- attention (forward only: no backward is registered) ----------------------------------------
 
+# Masks, windows and packed batches follow ops.attention / ops.attention_varlen: mask bool
+# (True = attend) or additive, window [left, right] (-1: unbounded). New arguments come after
+# the old ones, with defaults, so existing positional calls keep their meaning.
+
 @torch.library.custom_op(f"{_LIB}::attention", mutates_args=())
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-              scale: Optional[float] = None) -> torch.Tensor:
-    return ops.attention(q, k, v, causal=causal, scale=scale)
+              scale: Optional[float] = None, mask: Optional[torch.Tensor] = None,
+              window: Optional[list[int]] = None) -> torch.Tensor:
+    return ops.attention(q, k, v, causal=causal, scale=scale, mask=mask, window=window)
 
 
 @attention.register_fake
-def _(q, k, v, causal=False, scale=None):
+def _(q, k, v, causal=False, scale=None, mask=None, window=None):
     return q.new_empty(q.shape)
 
 
 @torch.library.custom_op(f"{_LIB}::attention_lse", mutates_args=())
 def attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                  scale: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """attention and its (B, H, Lq) fp32 natural-log log-sum-exp."""
-    return ops.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
+                  scale: Optional[float] = None, mask: Optional[torch.Tensor] = None,
+                  window: Optional[list[int]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """attention and its (B, H, Lq) fp32 natural-log log-sum-exp (-inf where a row sees no key)."""
+    return ops.attention(q, k, v, causal=causal, scale=scale, mask=mask, window=window, return_lse=True)
 
 
 @attention_lse.register_fake
-def _(q, k, v, causal=False, scale=None):
+def _(q, k, v, causal=False, scale=None, mask=None, window=None):
     return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_LIB}::attention_varlen", mutates_args=())
+def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                     cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, causal: bool = False,
+                     scale: Optional[float] = None, window: Optional[list[int]] = None) -> torch.Tensor:
+    """ops.attention_varlen on packed (total, H, D) tensors, as flash_attn_varlen_func."""
+    return ops.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
+                                scale=scale, window=window)
+
+
+@attention_varlen.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=False, scale=None, window=None):
+    return q.new_empty(q.shape)
 
 
 @torch.library.custom_op(f"{_LIB}::decode_attention", mutates_args=())
