@@ -7,7 +7,9 @@ Three kernels, none of which holds an Lq x Lk matrix:
   weights P^T = exp(scale * K Q^T - LSE) from the forward's log-sum-exp, and accumulates
   dV += P^T dO and dK += dS^T Q with dS^T = P^T * (V dO^T - D);
 - ``attention_bwd_dq``: one program owns BM query rows and streams the key rows, so dQ =
-  dS K is a private accumulator: no atomics, no second pass over a shared buffer.
+  dS K is a private accumulator: no atomics, no second pass over a shared buffer;
+- ``attention_bwd_per_head`` (fp32 on a CPU, where a few programs per core suffice): one
+  program per query head does both, its dQ updated in place, the scores computed once.
 Causal masks are aligned to the end as in the forward (query i sees key j <= i + Lk - Lq);
 a causal program visits only the tiles on or below its diagonal. 16-bit inputs keep 16-bit
 dot operands (the weights rounded to the inputs' type) with fp32 accumulation.
@@ -112,14 +114,58 @@ def attention_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, scale_log2, scale, BM: tc.cons
     tc.store(DQ, (b, h, m0, 0), dq * scale, (None, None, BM, BD))
 
 
+@tc.kernel
+def attention_bwd_per_head(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, scale_log2, scale, BM: tc.constexpr,
+                           BN: tc.constexpr, BD: tc.constexpr, GROUP: tc.constexpr = 1, CAUSAL: tc.constexpr = False):
+    """The CPU form: one program owns a whole query head, so dQ (fp32, zeroed by the caller)
+    takes each step's dS K in place and the scores are computed once, not twice: five products
+    per tile instead of seven. dK and dV are this head's (the caller sums a GQA group)."""
+    h, b = tc.program_id(1), tc.program_id(2)
+    lq, lk = Q.shape[2], K.shape[2]
+    kvh = h // GROUP
+    for n0 in tc.range(0, lk, BN):
+        k = tc.load(K, (b, kvh, n0, 0), (None, None, BN, BD))
+        v = tc.load(V, (b, kvh, n0, 0), (None, None, BN, BD))
+        dk = tc.zeros((BN, BD), tc.float32)
+        dv = tc.zeros((BN, BD), tc.float32)
+        start = 0
+        if CAUSAL:
+            start = (tc.maximum(n0 - (lk - lq), 0) // BM) * BM
+        keys = n0 + tc.arange(BN)
+        for m in tc.range(start, lq, BM):
+            q = tc.load(Q, (b, h, m, 0), (None, None, BM, BD))
+            do = tc.load(DO, (b, h, m, 0), (None, None, BM, BD))
+            lse2 = tc.load(LSE, (b, h, m), (None, None, BM)) * LOG2E
+            delta = tc.load(DELTA, (b, h, m), (None, None, BM))
+            st = tc.dot(k, tc.trans(q)) * scale_log2 - lse2[None, :]
+            # padded keys must go here too: their dS rows reach dQ
+            if CAUSAL:
+                if n0 + BN > m + 1 + lk - lq:
+                    rows = m + tc.arange(BM) + (lk - lq)
+                    st = tc.where((keys[:, None] <= rows[None, :]) & (keys[:, None] < lk), st, -math.inf)
+            else:
+                if n0 + BN > lk:
+                    st = tc.where(keys[:, None] < lk, st, -math.inf)
+            pt = tc.exp2(st)
+            dv = tc.dot(pt, do, dv)
+            dst = pt * (tc.dot(v, tc.trans(do)) - delta[None, :])
+            dk = tc.dot(dst, q, dk)
+            dq = tc.load(DQ, (b, h, m, 0), (None, None, BM, BD))
+            tc.store(DQ, (b, h, m, 0), tc.dot(tc.trans(dst), k) * scale + dq, (None, None, BM, BD))
+        tc.store(DK, (b, h, n0, 0), dk * scale, (None, None, BN, BD))
+        tc.store(DV, (b, h, n0, 0), dv, (None, None, BN, BD))
+
+
 TILES = [Param("BM", (16, 32, 64, 128, 256)), Param("BN", (16, 32, 64, 128, 256)),
-         Param("BD", (16, 32, 64, 128, 256))]
+         Param("BD", (16, 32, 64, 128, 256)),
+         Param("DQ", ("per_head", "split"), "fp32 on a CPU: one program per query head (five products per "
+               "tile) or the key-block and query-block kernels (seven; more programs)")]
 
 # a step holds Q, dO (BM x BD), K, V (BN x BD), two accumulators and two score-sized tiles (fp32)
 _fits = fits_local_memory(lambda cfg: 4 * (4 * cfg["BM"] * cfg["BD"] + 4 * cfg["BN"] * cfg["BD"]
                                            + 2 * cfg["BM"] * cfg["BN"]), ("BM", "BN", "BD"))
 
-GPU_TILES = [Param("BM", (16, 32, 64, 128)), Param("BN", (16, 32, 64, 128)), TILES[2]]
+GPU_TILES = [Param("BM", (16, 32, 64, 128)), Param("BN", (16, 32, 64, 128)), TILES[2]]   # split only
 
 
 def space(backend: str = "numba"):
@@ -129,18 +175,19 @@ def space(backend: str = "numba"):
 def default_config(shape: dict, backend: str = "numba") -> dict:
     """One config serves the three kernels (BM query rows, BN key rows per step).
     Numba: 128 x 128 tiles (BLAS products on tiles that stay in L2), fewer when short.
-    GPUs: the backward keeps twice the forward's tiles live (Q, dO, K, V, dK, dV), so
-    FlashAttention-2's 64 x 64 at head size <= 64 and 32 x 32 / 16 x 32 above."""
+    GPUs: the backward keeps twice the forward's tiles live (Q, dO, K, V, dK, dV): fp16 at
+    head size 64 for sm_80 (Triton), 64 x 64 spilled 9.5 KB in the causal dK/dV kernel at 4 or
+    8 warps; 64 x 32 at 8 warps takes 102 / 176 registers (dK/dV, dQ), no spills."""
     d = shape["D"]
     bd = next_pow2(d)
     if backend == "numba":
         def tile(n):
             return 128 if n >= 128 else max(16, next_pow2(n))
         return {"BM": tile(shape["Lq"]), "BN": tile(shape["Lk"]), "BD": d if d in (16, 32, 64, 128, 256) else bd,
-                "dot": "blas"}
-    cfg = {"BM": 64 if bd <= 64 else 32 if bd == 128 else 16, "BN": 64 if bd <= 64 else 32, "BD": bd}
+                "DQ": "per_head", "dot": "blas"}
+    cfg = {"BM": 64 if bd <= 64 else 32 if bd == 128 else 16, "BN": 32 if bd <= 128 else 16, "BD": bd}
     if backend == "triton":
-        cfg.update(num_warps=8 if bd <= 64 else 4, num_stages=2)
+        cfg.update(num_warps=8 if bd <= 128 else 4, num_stages=2)
     return cfg
 
 
@@ -153,13 +200,15 @@ def _check_like(name: str, x: Any, shape: tuple, dtype) -> None:
 
 
 def attention_backward(q: Any, k: Any, v: Any, o: Any, lse: Any, do: Any, *, causal: bool = False,
-                       scale: float | None = None, backend: str | None = None,
+                       scale: float | None = None, dlse: Any = None, backend: str | None = None,
                        config: dict | None = None) -> tuple[Any, Any, Any]:
     """Gradients (dq, dk, dv) of ``attention(q, k, v, causal=, scale=)`` given its output ``o``,
     its log-sum-exp ``lse`` (``return_lse=True``) and the output's gradient ``do``.
 
     Shapes as the forward's: q, o, do (B, H, Lq, D); k, v (B, Hkv, Lk, D); lse (B, H, Lq) fp32.
     dq, dk, dv come back like q, k, v (dk, dv summed over the query heads of each KV group).
+    ``dlse`` (B, H, Lq) fp32, optional, is the gradient of ``lse``: since dLSE/dS = P it joins
+    as dS = P * (dP - (D - dlse)), one subtraction on the per-row D.
     """
     info = check_qkv(q, k, v, causal)
     bsz, heads, lq, d = info["q"].shape
@@ -168,6 +217,8 @@ def attention_backward(q: Any, k: Any, v: Any, o: Any, lse: Any, do: Any, *, cau
     _check_like("o", o, (bsz, heads, lq, d), dtype)
     _check_like("do", do, (bsz, heads, lq, d), dtype)
     _check_like("lse", lse, (bsz, heads, lq), tc.float32)
+    if dlse is not None:
+        _check_like("dlse", dlse, (bsz, heads, lq), tc.float32)
     be = pick_backend({"q": q, "k": k, "v": v, "o": o, "lse": lse, "do": do}, backend)
     shape = {"B": bsz, "H": heads, "Hkv": kv_heads, "Lq": lq, "Lk": lk, "D": d}
     cfg = choose_config("attention_backward", shape, dtype.name, be, info["q"].device, config, space(be),
@@ -185,14 +236,28 @@ def attention_backward(q: Any, k: Any, v: Any, o: Any, lse: Any, do: Any, *, cau
         _zero(dk), _zero(dv)
         return dq, dk, dv
     delta = output_like(q, (bsz, heads, lq), tc.float32)
-    options = {n: cfg[n] for n in cfg if n not in ("BM", "BN", "BD")}
+    launch = {n: cfg[n] for n in cfg if n != "DQ"}
+    options = {n: cfg[n] for n in launch if n not in ("BM", "BN", "BD")}
     group, causal = heads // kv_heads, bool(causal)
     attention_bwd_preprocess[(cdiv_host(lq, cfg["BM"]), heads, bsz)](o, do, delta, backend=be, BM=cfg["BM"],
                                                                       BD=cfg["BD"], **options)
+    if dlse is not None:
+        delta -= dlse
+    args = (scale * LOG2E, scale)
+    if cfg.get("DQ") == "per_head" and dtype == tc.float32:
+        _zero(dq)
+        # dK and dV per query head, summed over each KV group after
+        dkh, dvh = (dk, dv) if group == 1 else (output_like(q, (bsz, heads, lk, d), dtype) for _ in range(2))
+        attention_bwd_per_head[(1, heads, bsz)](q, k, v, do, lse, delta, dq, dkh, dvh, *args, backend=be,
+                                                GROUP=group, CAUSAL=causal, **launch)
+        if group > 1:
+            dk[...] = dkh.reshape(bsz, kv_heads, group, lk, d).sum(2)
+            dv[...] = dvh.reshape(bsz, kv_heads, group, lk, d).sum(2)
+        return dq, dk, dv
     attention_bwd_dkdv[(cdiv_host(lk, cfg["BN"]), kv_heads, bsz)](
-        q, k, v, do, lse, delta, dk, dv, scale * LOG2E, scale, backend=be, GROUP=group, CAUSAL=causal, **cfg)
+        q, k, v, do, lse, delta, dk, dv, *args, backend=be, GROUP=group, CAUSAL=causal, **launch)
     attention_bwd_dq[(cdiv_host(lq, cfg["BM"]), heads, bsz)](
-        q, k, v, do, lse, delta, dq, scale * LOG2E, scale, backend=be, GROUP=group, CAUSAL=causal, **cfg)
+        q, k, v, do, lse, delta, dq, *args, backend=be, GROUP=group, CAUSAL=causal, **launch)
     return dq, dk, dv
 
 
@@ -243,7 +308,7 @@ def launch_ir(shape: dict, dtype: str, config: dict):
     t4, t3 = TensorType(4, dd), TensorType(3, dtypes.float32)
     types = {"Q": t4, "K": t4, "V": t4, "DO": t4, "LSE": t3, "DELTA": t3, "DK": t4, "DV": t4,
              "scale_log2": TileType((), dtypes.float32), "scale": TileType((), dtypes.float32)}
-    constexprs, _ = attention_bwd_dkdv.split_config(config)
+    constexprs, _ = attention_bwd_dkdv.split_config({n: config[n] for n in config if n != "DQ"})
     constexprs = {"GROUP": shape["H"] // shape.get("Hkv", shape["H"]), "CAUSAL": bool(shape.get("causal")),
                   **constexprs}
     fn = attention_bwd_dkdv.ir(types, constexprs)
@@ -258,7 +323,8 @@ def _flops(s: dict) -> float:
 
 SPEC = OpSpec(
     name="attention_backward", doc=__doc__.strip().splitlines()[0],
-    kernels={"preprocess": attention_bwd_preprocess, "dkdv": attention_bwd_dkdv, "dq": attention_bwd_dq},
+    kernels={"preprocess": attention_bwd_preprocess, "dkdv": attention_bwd_dkdv, "dq": attention_bwd_dq,
+             "per_head": attention_bwd_per_head},
     shape_names=("B", "H", "Hkv", "Lq", "Lk", "D"), space=space, default_config=default_config,
     make_inputs=make_inputs, run=run, reference=reference, flops=_flops,
     bytes=lambda s, dtype: float(4 if dtype == "float32" else 2)

@@ -11,7 +11,9 @@ It lives above the compiler (``tilec`` imports nothing from ``ops``); importing 
 """
 from ops.torch.custom_ops import (attention, attention_lse, decode_attention,  # noqa: F401
                                   decode_attention_quantized, gemm, gemv, kivi_decode_attention)
+from ops.torch import attention_autograd  # noqa: F401  (autograd of attention, attention_lse)
 from ops.torch.quant_linear import QuantLinear, int_linear, lut_linear, quantize_linear  # noqa: F401
 
 __all__ = ["gemm", "gemv", "attention", "attention_lse", "decode_attention", "kivi_decode_attention",
-           "decode_attention_quantized", "int_linear", "lut_linear", "QuantLinear", "quantize_linear"]
+           "decode_attention_quantized", "attention_autograd", "int_linear", "lut_linear", "QuantLinear",
+           "quantize_linear"]
