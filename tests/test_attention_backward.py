@@ -55,14 +55,16 @@ def _inputs(rng, b, h, hkv, lq, lk, d, dtype="float32"):
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(b=st.integers(1, 2), hkv=st.integers(1, 2), group=st.sampled_from([1, 2]),
        lq=st.sampled_from([1, 2, 13, 16, 37]), lk=st.sampled_from([1, 7, 16, 41]),
-       d=st.sampled_from([16, 24, 32]), causal=st.booleans(), seed=st.integers(0, 2**16))
-def test_gradients_match_float64_autograd(backend, b, hkv, group, lq, lk, d, causal, seed):
+       d=st.sampled_from([16, 24, 32]), causal=st.booleans(), split=st.booleans(), seed=st.integers(0, 2**16))
+def test_gradients_match_float64_autograd(backend, b, hkv, group, lq, lk, d, causal, split, seed):
+    """On numba both forms: the per-head kernel (its default in fp32) and the split kernels."""
     if causal and lq > lk:
         lq = lk
     rng = np.random.default_rng(seed)
     q, k, v, do = _inputs(rng, b, hkv * group, hkv, lq, lk, d)
     o, lse = attention(q, k, v, causal=causal, return_lse=True, backend=backend, config=CFG)
-    dq, dk, dv = attention_backward(q, k, v, o, lse, do, causal=causal, backend=backend, config=CFG)
+    cfg = {**CFG, "DQ": "split" if split else "per_head"} if backend == "numba" else CFG
+    dq, dk, dv = attention_backward(q, k, v, o, lse, do, causal=causal, backend=backend, config=cfg)
     _, _, *want = torch_reference(q, k, v, do, causal)
     for got, ref, x in zip((dq, dk, dv), want, (q, k, v)):
         assert got.shape == x.shape and got.dtype == x.dtype
@@ -96,8 +98,9 @@ def test_huge_logits_stay_finite(causal):
     q, k, v, do = _inputs(rng, 1, 2, 1, 21, 37, 16)
     q, k = q * 1e3, k * 1e3
     o, lse = attention(q, k, v, causal=causal, return_lse=True, config=CFG)
-    grads = attention_backward(q, k, v, o, lse, do, causal=causal, config=CFG)
-    assert all(np.isfinite(g).all() for g in grads)
+    for mode in ("per_head", "split"):
+        grads = attention_backward(q, k, v, o, lse, do, causal=causal, config={**CFG, "DQ": mode})
+        assert all(np.isfinite(g).all() for g in grads), mode
 
 
 def test_autograd_through_both_ops_and_the_lse_gradient():
@@ -190,11 +193,12 @@ def test_16bit_default_compiles_for_sm80_without_spills(dtype, d):
     q, kv = np.zeros((1, 4, 64, d), dtype), np.zeros((1, 2, 64, d), dtype)
     lse = np.zeros((1, 4, 64), np.float32)
     for causal in (False, True):
-        for kernel, args in ((ab.attention_bwd_dkdv, [q, kv, kv, q, lse, lse, kv, kv, 1.0, 1.0]),
-                             (ab.attention_bwd_dq, [q, kv, kv, q, lse, lse, q, 1.0, 1.0])):
+        for kernel, args, products in ((ab.attention_bwd_dkdv, [q, kv, kv, q, lse, lse, kv, kv, 1.0, 1.0], 4),
+                                       (ab.attention_bwd_dq, [q, kv, kv, q, lse, lse, q, 1.0, 1.0], 3)):
             fn = kernel.ir(kernel.arg_types(args), dict(tiles, GROUP=2, CAUSAL=causal))
-            dots = [op for op in fn.walk() if op.kind == "dot"]
-            assert len(dots) == 3 and all(op.operands[0].dtype.name == dtype for op in dots)
+            dots = [op for op in fn.walk() if op.kind == "dot"]   # 16-bit operands, fp32 accumulation
+            assert len(dots) == products
+            assert all(op.operands[0].dtype.name == dtype and op.result.dtype.name == "float32" for op in dots)
             report = compile_offline(fn, options, "sm_80")
             assert report.spills_bytes == 0 and report.feasible, (kernel, causal, report.ptxas_log)
 
