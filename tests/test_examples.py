@@ -14,6 +14,7 @@ CASES = {
     "quantized_mlp.py": (["--hidden", "256", "--tokens", "2"], "ms/token"),
     "attention_block.py": (["--prompt", "70", "--heads", "4", "--kv-heads", "2", "--dim", "32"], "relative difference"),
     "tune_for_profile.py": (["--trials", "8"], "bound by"),
+    "train_attention.py": (["--steps", "30"], "loss curves match"),
 }
 
 

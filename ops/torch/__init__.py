@@ -12,6 +12,7 @@ It lives above the compiler (``tilec`` imports nothing from ``ops``); importing 
 """
 from ops.torch.custom_ops import (attention, attention_lse, attention_varlen, decode_attention,  # noqa: F401
                                   decode_attention_quantized, gemm, gemv, kivi_decode_attention)
+from ops.torch import attention_autograd  # noqa: F401  (autograd of attention, attention_lse)
 from ops.torch.quant_linear import QuantLinear, int_linear, lut_linear, quantize_linear  # noqa: F401
 from ops.torch.linear import Linear  # noqa: F401
 from ops.torch.convert import linear_model, quantize_model  # noqa: F401

@@ -4,8 +4,8 @@ gemm / gemv: gradients for every tensor input (a, b, bias; a, x, bias), the fuse
 differentiated on its pre-activation (recomputed by one more GEMM for GELU and SiLU; ReLU reads
 the output). Quantized linears: the input's gradient through the dequantized weight; the
 quantized weight stays frozen (QLoRA-style fine-tuning trains adapters beside it). The
-attention ops get a placeholder that raises a clear error until their backward is registered
-(a later ``register_autograd`` replaces it)."""
+forward-only ops (decoding, packed batches) get a backward that raises a clear error;
+attention's own is in attention_autograd.py."""
 from __future__ import annotations
 
 import math
@@ -112,17 +112,14 @@ int_linear.register_autograd(_int_backward, setup_context=_int_setup)
 lut_linear.register_autograd(_lut_backward, setup_context=_lut_setup)
 
 
-# -- attention: no backward yet -----------------------------------------------------------------
+# -- forward-only ops: a clear error instead of torch's "no autograd formula" -------------------
 
 def _no_backward(name):
     def backward(ctx, *grads):
-        raise TilecError(f"torch.ops.tilec.{name} has no backward yet (forward only; the attention backward "
-                         f"is its own piece of work). Run it under torch.no_grad(), or use "
-                         f"torch.nn.functional.scaled_dot_product_attention where gradients are needed")
+        raise TilecError(f"torch.ops.tilec.{name} is forward only (no backward is registered for it). Run it "
+                         f"under torch.no_grad(), or use torch.ops.tilec.attention, which has one")
     return backward
 
 
-for _op in (custom_ops.attention, custom_ops.attention_lse, custom_ops.decode_attention,
-            custom_ops.kivi_decode_attention):
-    if getattr(_op, "_backward_fn", None) is None:       # a real formula registered first stays
-        _op.register_autograd(_no_backward(_op._name if hasattr(_op, "_name") else "attention"))
+for _op in (custom_ops.decode_attention, custom_ops.kivi_decode_attention, custom_ops.attention_varlen):
+    _op.register_autograd(_no_backward(_op._name))
