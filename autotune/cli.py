@@ -114,7 +114,7 @@ def main(args) -> int:
                       f"at {_shape_text(shape)}.")
     console.print(table(result.study, args.objective))
     for line in summary(result, key, shape, args):
-        console.print(line)
+        console.print(line, soft_wrap=True)   # a path is never broken across lines
     if args.json:
         write_json(args.json, study_record(result.study, {"best_config": result.best_config,
                                                            "best_value": result.best_value,

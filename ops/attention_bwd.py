@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import tilec as tc
-from autotune.space import Param
+from tilec.space import Param
 from tilec.kernel import cdiv_host
 
 from ._common import backend_space, choose_config, fits_local_memory, output_like, pick_backend

@@ -255,8 +255,9 @@ def test_cpu_loop_vector_body():
 def test_cpu_gemm_small_tiles_pay_per_call_and_per_step():
     """GEMM 512^3 on this host: 16-wide BLAS tiles make 32768 calls where 128-wide ones make
     64, and are predicted slower by more than the calls' fixed costs alone; the loop-nest
-    product with a 32-wide row (below a vector body) is slower than the 128-wide one."""
-    from autotune.cost.analytical import CPU_CALL_CYCLES
+    product with a row narrower than the host's vector body (32 with AVX-512, 16 with AVX2) is
+    slower than the 128-wide one."""
+    from autotune.cost.analytical import CPU_CALL_CYCLES, CPU_INTERLEAVE, simd_lanes
     p = hw_profiles.load("host")
     shape = {"M": 512, "N": 512, "K": 512}
     t = lambda **c: predict(workload_for("gemm", shape, "float32", c), p)
@@ -265,7 +266,8 @@ def test_cpu_gemm_small_tiles_pay_per_call_and_per_step():
     assert w.library_calls == 32 ** 3 and workload_for("gemm", shape, "float32", {"BM": 128, "BN": 128, "BK": 128}).library_calls == 64
     fixed = w.library_calls * CPU_CALL_CYCLES / p.clock_hz / p.compute_units
     assert small.runtime_s > big.runtime_s + fixed
-    assert t(BM=64, BN=32, BK=64, dot="loops").runtime_s > 2 * t(BM=64, BN=128, BK=64, dot="loops").runtime_s
+    narrow = CPU_INTERLEAVE * simd_lanes(p) // 2
+    assert t(BM=64, BN=narrow, BK=64, dot="loops").runtime_s > 2 * t(BM=64, BN=128, BK=64, dot="loops").runtime_s
     assert t(BM=64, BN=128, BK=64, dot="loops").runtime_s > t(BM=64, BN=128, BK=64).runtime_s
     # one thread (parallel=False) takes longer than the pool, by at most the thread count
     one, pool = t(BM=64, BN=64, BK=64, parallel=False), t(BM=64, BN=64, BK=64)

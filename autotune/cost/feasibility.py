@@ -18,7 +18,8 @@ def feasible(w: Workload, p) -> list[str]:
         note = p.notes.get("fpu")
         reasons.append(f"{p.name} cannot compute {w.peak_key} (no peak_flops entry"
                        + (f"; fpu: {note})" if note else ")"))
-    if w.tile_bytes_local > p.local_memory_bytes:
+    # a CPU's L2 is a cache: a larger tile spills to L3 (priced by the model), not infeasible
+    if p.kind != "cpu" and w.tile_bytes_local > p.local_memory_bytes:
         reasons.append(f"a program needs {w.tile_bytes_local} bytes of on-chip memory but {p.name} allows "
                        f"{p.local_memory_bytes} per program")
     levels = {m.name.upper(): m for m in p.memory}
