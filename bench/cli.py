@@ -8,7 +8,9 @@ import sys
 BENCHMARKS = {"gemm": "bench.gemm", "startup": "bench.startup", "quant": "bench.quant",
               "attention": "bench.attention", "gpu": "bench.gpu", "overhead": "bench.overhead",
               "threads": "bench.threads", "replay_strategies": "bench.replay_strategies",
-              "cost_models": "bench.cost_models", "torch_models": "bench.torch_models"}
+              "cost_models": "bench.cost_models", "torch_models": "bench.torch_models",
+              "quant_peers": "bench.quant_peers", "attention_masked": "bench.attention_masked",
+              "attention_backward": "bench.attention_backward"}
 
 
 def run(name: str, argv: list[str]) -> None:
