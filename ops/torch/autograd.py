@@ -46,7 +46,9 @@ def _epilogue_grad(grad, out, pre, activation):
 
 # -- gemm: c = act(alpha * a @ b + bias) ---------------------------------------------------------
 
-def _gemm_setup(ctx, inputs, output):
+def _epilogue_setup(ctx, inputs, output):
+    """gemm's and gemv's context alike: (a, b or x, bias) saved, and the output where the
+    activation's derivative reads it (ReLU)."""
     a, b, bias, activation, alpha = inputs
     ctx.activation, ctx.alpha = activation, alpha
     ctx.save_for_backward(a, b, bias, output if activation == "relu" else None)
@@ -63,12 +65,6 @@ def _gemm_backward(ctx, grad):
 
 
 # -- gemv: y = act(alpha * a @ x + bias) --------------------------------------------------------
-
-def _gemv_setup(ctx, inputs, output):
-    a, x, bias, activation, alpha = inputs
-    ctx.activation, ctx.alpha = activation, alpha
-    ctx.save_for_backward(a, x, bias, output if activation == "relu" else None)
-
 
 def _gemv_backward(ctx, grad):
     a, x, bias, out = ctx.saved_tensors
@@ -106,8 +102,8 @@ def _lut_backward(ctx, grad):
     return gx, None, None, None, None, None
 
 
-custom_ops.gemm.register_autograd(_gemm_backward, setup_context=_gemm_setup)
-custom_ops.gemv.register_autograd(_gemv_backward, setup_context=_gemv_setup)
+custom_ops.gemm.register_autograd(_gemm_backward, setup_context=_epilogue_setup)
+custom_ops.gemv.register_autograd(_gemv_backward, setup_context=_epilogue_setup)
 int_linear.register_autograd(_int_backward, setup_context=_int_setup)
 lut_linear.register_autograd(_lut_backward, setup_context=_lut_setup)
 
