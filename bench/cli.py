@@ -10,7 +10,7 @@ BENCHMARKS = {"gemm": "bench.gemm", "startup": "bench.startup", "quant": "bench.
               "threads": "bench.threads", "replay_strategies": "bench.replay_strategies",
               "cost_models": "bench.cost_models", "torch_models": "bench.torch_models",
               "quant_peers": "bench.quant_peers", "attention_masked": "bench.attention_masked",
-              "attention_backward": "bench.attention_backward"}
+              "attention_backward": "bench.attention_backward", "ab": "bench.ab"}
 
 
 def run(name: str, argv: list[str]) -> None:
