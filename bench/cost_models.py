@@ -2,10 +2,11 @@
 and the project's host records):
 
 - bounded power on the PowerSensor3 RTX 4000 Ada GEMM, held out by config and by clock;
-- the analytical model's Spearman on the UCI SGEMM (GTX 680) data, without training;
+- the analytical model's Spearman on the UCI SGEMM (GTX 680) data, without training
+  (``before``: the figure of the model this replaced, on the same rows);
 - kernel selection for unseen shapes on the host records (model, fixed kernel, choose()).
 
-    python -m bench cost_models [--datasets DIR] [--json FILE]
+    python -m bench cost_models [--datasets DIR] [--json FILE] [--uci-rows N|0] [--plot DIR]
 """
 from __future__ import annotations
 
@@ -20,40 +21,66 @@ from .timing import write_json
 
 GEMM = "powersensor3_tc_complex_gemm_rtx4000ada/AD4000_wmma_complex_gemm_opt_16bit_1x4096x4096x4096.json.gz"
 UCI = "uci_sgemm_gtx680/sgemm_product.csv"
-HOST = Path(__file__).resolve().parents[1] / "autotune" / "cost" / "data" / "host_numba_records.jsonl"
+DATA = Path(__file__).resolve().parents[1] / "autotune" / "cost" / "data"
+# the 44 shapes measured on an AVX-512 host, then more shapes measured on an AVX2 host (each
+# file's sidecar holds the figures of the machine that measured it)
+HOST = [DATA / "host_numba_records.jsonl", DATA / "host_numba_records_avx2.jsonl"]
+# the model before kernel descriptions, spills and the CLTune access counts (commit 4873244),
+# on the 5,000 rows (seed 0) this bench samples
+UCI_BEFORE = {"rows": 5000, "spearman_all": 0.02082066822645093, "spearman_feasible": 0.5455019478239915,
+              "called_infeasible": 0.4256}
 
 
-def power_figures(root: Path) -> dict:
+def power_figures(root: Path, plot: Path | None = None) -> dict:
     import hw_profiles
     from autotune.cost import power, records
     recs = records.load_kernel_tuner(root / GEMM)
     prof = hw_profiles.load("rtx4000_ada")
     by_config = [json.dumps({k: v for k, v in r.config.items() if k != "nvml_gr_clock"}, sort_keys=True) for r in recs]
     by_clock = [r.config["nvml_gr_clock"] for r in recs]
+    held = {"held_out_config": power.holdout(recs, by_config, prof.idle_power_w, prof.tdp_w, folds=5, points=True),
+            "held_out_clock": power.holdout(recs, by_clock, prof.idle_power_w, prof.tdp_w, folds=10, points=True)}
+    if plot is not None:
+        power.plot_power(held, prof.idle_power_w, prof.tdp_w, str(plot / "cost_models_power.png"))
+    for h in held.values():
+        del h["measured_w"], h["predicted_w"]
     return {"profile": prof.name, "idle_w": prof.idle_power_w, "tdp_w": prof.tdp_w,
-            "energy": "predicted power x measured runtime",
-            "held_out_config": power.holdout(recs, by_config, prof.idle_power_w, prof.tdp_w, folds=5),
-            "held_out_clock": power.holdout(recs, by_clock, prof.idle_power_w, prof.tdp_w, folds=10)}
+            "energy": "predicted power x measured runtime", **held}
 
 
 def uci_figures(root: Path, n: int = 5000) -> dict:
+    """Spearman over every sampled row (``n`` = 0: all 241,600), the rows the feasibility
+    check flags (register spills) included, and the bound the model names."""
+    from collections import Counter
+
     from autotune.cost import records
     from autotune.cost.evaluate import spearman
     from autotune.cost.features import analyse
-    recs = records.load_uci_sgemm(root / UCI, limit=n, seed=0)
+    recs = records.load_uci_sgemm(root / UCI, limit=n or None, seed=0)
     preds = [analyse(r)[1] for r in recs]
     y = np.array([r.runtime_s for r in recs])
     p = np.array([q.runtime_s for q in preds])
     feasible = np.array([q.feasible for q in preds])
-    return {"rows": n, "spearman_all": spearman(y, p), "spearman_feasible": spearman(y[feasible], p[feasible]),
-            "called_infeasible": float(1 - feasible.mean())}
+    return {"rows": len(recs), "spearman_all": spearman(y, p), "spearman_feasible": spearman(y[feasible], p[feasible]),
+            "spearman_flagged": spearman(y[~feasible], p[~feasible]), "called_infeasible": float(1 - feasible.mean()),
+            "all_finite": bool(np.isfinite(p).all()), "median_predicted_over_measured": float(np.median(p / y)),
+            "bounds": dict(Counter(q.bound for q in preds)), "before": UCI_BEFORE,
+            "constants": "sourced/estimated GPU figures only (hw_profiles/gtx680.toml, analytical.py [E]/[V] "
+                         "constants, cltune.REGISTER_OVERHEAD); none fitted to the UCI runtimes"}
 
 
-def selection_figures() -> dict:
+def selection_figures(plot: Path | None = None) -> dict:
     from autotune.cost import records
     from autotune.cost.learned import LearnedModel
-    from autotune.cost.select import select_eval
-    return select_eval(records.load_any(HOST), lambda rs: LearnedModel.fit(rs, rounds=150), folds=5)
+    from autotune.cost.select import plot_regret, select_eval
+    recs = [r for path in HOST if path.is_file() for r in records.load_any(path)]
+    res = select_eval(recs, lambda rs: LearnedModel.fit(rs, rounds=150), folds=5)
+    if plot is not None:
+        plot_regret(res, str(plot / "cost_models_regret.png"))
+    res["files"] = [p.name for p in HOST if p.is_file()]
+    res["ops"] = sorted({r.op for r in recs})
+    res["worst"] = {k: max(v) for k, v in res.pop("slowdowns").items()}
+    return res
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,11 +89,15 @@ def main(argv: list[str] | None = None) -> dict:
                                      Path("/work/shared/datasets")) if d.is_dir()), None)
     p.add_argument("--datasets", type=Path, default=default_root)
     p.add_argument("--json", default=str(Path(__file__).with_name("results") / "cost_models.json"))
+    p.add_argument("--uci-rows", type=int, default=5000, help="UCI rows sampled (seed 0); 0: all 241,600")
+    p.add_argument("--plot", type=Path, help="write cost_models_power.png and cost_models_regret.png here "
+                                             "(needs matplotlib)")
     args = p.parse_args(argv)
     if args.datasets is None or not args.datasets.is_dir():
         raise SystemExit("the development datasets (../shared/datasets) are not present; pass --datasets DIR")
-    out = {"loadavg": os.getloadavg(), "power": power_figures(args.datasets), "uci_sgemm": uci_figures(args.datasets),
-           "selection_host_records": selection_figures()}
+    out = {"loadavg": os.getloadavg(), "power": power_figures(args.datasets, args.plot),
+           "uci_sgemm": uci_figures(args.datasets, args.uci_rows),
+           "selection_host_records": selection_figures(args.plot)}
     print(json.dumps(out, indent=1, default=str))
     write_json(args.json, json.loads(json.dumps(out, default=str)))
     return out

@@ -82,3 +82,19 @@ def test_cli_select_eval_on_the_host_records(tmp_path):
     res = json.loads((tmp_path / "s.json").read_text())
     assert res["choose"]["problems"] == 44
     assert res["choose"]["geomean_slowdown"] <= res["fixed"]["geomean_slowdown"]
+
+
+def test_regret_and_power_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    from autotune.cost.power import plot_power
+    from autotune.cost.select import plot_regret
+    res = select_eval(records(24), lambda rs: Model(1.0), folds=4)
+    assert sorted(res["slowdowns"]) == ["choose", "fixed", "model"]
+    assert len(res["slowdowns"]["model"]) == res["model"]["problems"]
+    assert max(res["slowdowns"]["fixed"]) == pytest.approx(res["fixed"]["worst_slowdown"])
+    assert plot_regret(res, str(tmp_path / "r.png"))
+    held = {"by config": {"measured_w": [40.0, 60.0, 90.0], "predicted_w": [45.0, 58.0, 80.0],
+                          "power_r2": 0.9, "energy_mape": 0.05}}
+    assert plot_power(held, 10.0, 130.0, str(tmp_path / "p.png"))
+    for name in ("r.png", "p.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

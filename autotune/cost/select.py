@@ -149,4 +149,31 @@ def select_eval(records: list[Record], fit, folds: int = 5, seed: int = 0) -> di
         out["model"] += res["model"]
         out["fixed"] += res["fixed"]
         out["choose"] += res[margin]
-    return {"folds": len(parts), "margins": margins, **{k: summary(v) for k, v in out.items()}}
+    res = {"folds": len(parts), "margins": margins, **{k: summary(v) for k, v in out.items()}}
+    res["slowdowns"] = {k: [float(x) for x in v] for k, v in out.items()}    # per held-out problem
+    return res
+
+
+def plot_regret(res: dict, path: str) -> bool:
+    """The share of held-out problems within each slowdown of the fastest kernel, per picker
+    (a PNG at ``path``); False when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, v in res["slowdowns"].items():
+        s = np.sort(np.array(v))
+        ax.step(s, np.arange(1, len(s) + 1) / len(s), where="post", label=f"{name} (worst {s.max():.2f}x)")
+    ax.axvline(1.05, color="grey", lw=0.5, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("measured slowdown of the chosen kernel vs the fastest")
+    ax.set_ylabel("share of held-out problems")
+    ax.set_title(f"selection regret, shapes held out ({res['model']['problems']} problems)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
