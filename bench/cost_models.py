@@ -45,7 +45,30 @@ def power_figures(root: Path, plot: Path | None = None) -> dict:
     for h in held.values():
         del h["measured_w"], h["predicted_w"]
     return {"profile": prof.name, "idle_w": prof.idle_power_w, "tdp_w": prof.tdp_w,
-            "energy": "predicted power x measured runtime", **held}
+            "energy": "predicted power x measured runtime", **held,
+            "small_caches_analytical": small_cache_figures(root)}
+
+
+SMALL = "kerneltuner_small_power_caches"
+
+
+def small_cache_figures(root: Path) -> dict:
+    """The analytical bounded power (no training: utilisation x clock^3 between the profile's
+    idle and TDP) on each small Kernel Tuner power cache; too few rows (10-15) to train on."""
+    from autotune.cost import power, records
+    from autotune.cost.evaluate import mape, r2
+    from autotune.cost.features import analyse, profile_of
+    out = {}
+    for path in sorted((root / SMALL).glob("*.json")):
+        recs = [r for r in records.load_kernel_tuner(path) if r.power_w and r.energy_j]
+        prof = profile_of(recs[0])
+        y = np.array([r.power_w for r in recs])
+        p = np.array([power.analytical_power(analyse(r)[0], prof, r.runtime_s, r.clock_hz) for r in recs])
+        e, t = np.array([r.energy_j for r in recs]), np.array([r.runtime_s for r in recs])
+        out[path.name] = {"profile": prof.name, "rows": len(recs), "idle_w": prof.idle_power_w, "tdp_w": prof.tdp_w,
+                          "power_r2": r2(y, p), "energy_mape": mape(e, p * t),
+                          "measured_w": [float(y.min()), float(y.max())], "predicted_w": [float(p.min()), float(p.max())]}
+    return out
 
 
 def uci_figures(root: Path, n: int = 5000) -> dict:

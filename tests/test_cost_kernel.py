@@ -51,6 +51,18 @@ def test_split_k_helps_skinny_outputs_and_costs_on_large_ones():
     assert ws.programs == 8 * w.programs and ws.bytes == w.bytes + 2 * 8 * 128 * 128 * 4
 
 
+def test_stream_k_removes_the_partial_last_wave():
+    """1536 x 1536 in 128 x 128 tiles: 144 programs on 108 SMs (one each) run as a full wave
+    and a third-full one; stream-K spreads the same work evenly."""
+    cfg = {"BM": 128, "BN": 128, "BK": 32, "num_warps": 8, "num_stages": 3}
+    w, plain = gemm((1536, 1536, 8192), cfg)
+    _, sk = gemm((1536, 1536, 8192), cfg, stream_k=True)
+    assert plain.feasible and plain.features["programs_per_cu"] == 1
+    assert plain.features["wave_efficiency"] == pytest.approx(144 / 216) and sk.features["wave_efficiency"] == 1.0
+    assert sk.features["t_compute"] == pytest.approx(plain.features["t_compute"] * 144 / 216)
+    assert sk.runtime_s < plain.runtime_s
+
+
 def test_warp_layout_changes_the_shared_memory_reads():
     """BM=128, BN=32, 8 warps: 8x1 warps read 16 rows of A + all 32 columns of B each,
     1x8 read all 128 rows of A + 4 columns of B each: 132/48 = 2.75x the shared-memory bytes."""

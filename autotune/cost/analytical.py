@@ -276,6 +276,8 @@ def predict(w: Workload, p, kernel: KernelDesc | None = None) -> Prediction:
     programs = max(1, w.programs)
     waves = math.ceil(programs / slots)
     wave_eff = programs / (waves * slots)
+    if p.kind == "gpu" and kernel.stream_k and programs > slots:
+        wave_eff = 1.0                  # stream-K hands out K shares evenly: no partial last wave
     active_units = min(p.compute_units, programs)
 
     peak = p.peak(w.peak_key)

@@ -8,9 +8,9 @@ model's older behaviour):
   each warp reads its own BM/warps_m x BK slice of A and BK x BN/warps_n slice of B from
   shared memory, so 4x2 and 2x4 move different bytes when BM != BN; warps along K reduce
   their partial tiles through shared memory at the end.
-- ``split_k``: programs along K (split-K; ``stream_k`` the same count of K shares handed out
-  as a stream). More programs (more waves or fuller ones), fewer loop steps each, and a
-  reduction that writes and reads ``split_k`` fp32 partial tiles.
+- ``split_k``: programs along K. More programs (more waves or fuller ones), fewer loop steps
+  each, and a reduction that writes and reads ``split_k`` fp32 partial tiles. ``stream_k``:
+  the K shares are handed out evenly to persistent programs, so no last wave runs part-full.
 - ``a_dtype``, ``b_dtype``, ``out_dtype``: operand and output dtypes when they differ from the
   record's dtype (f16 inputs, f32 output: the epilogue writes 4 bytes per element).
 - ``layout_a``, ``layout_b``: "row" or "col"; an operand whose contiguous run along a tile is
