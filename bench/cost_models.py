@@ -22,9 +22,9 @@ from .timing import write_json
 GEMM = "powersensor3_tc_complex_gemm_rtx4000ada/AD4000_wmma_complex_gemm_opt_16bit_1x4096x4096x4096.json.gz"
 UCI = "uci_sgemm_gtx680/sgemm_product.csv"
 DATA = Path(__file__).resolve().parents[1] / "autotune" / "cost" / "data"
-# the 44 shapes measured on an AVX-512 host, then more shapes measured on an AVX2 host (each
-# file's sidecar holds the figures of the machine that measured it)
-HOST = [DATA / "host_numba_records.jsonl", DATA / "host_numba_records_avx2.jsonl"]
+# the 44 shapes of hostbench's PLAN, then the 58 of its EXTRA_SHAPES (measured on another day
+# and VM; each file's sidecar holds the figures of the machine that measured it)
+HOST = [DATA / "host_numba_records.jsonl", DATA / "host_numba_records_more.jsonl"]
 # the model before kernel descriptions, spills and the CLTune access counts (commit 4873244),
 # on the 5,000 rows (seed 0) this bench samples
 UCI_BEFORE = {"rows": 5000, "spearman_all": 0.02082066822645093, "spearman_feasible": 0.5455019478239915,

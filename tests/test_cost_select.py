@@ -58,6 +58,13 @@ def test_a_good_model_is_followed_and_a_misleading_one_is_overruled():
     bad = choose(problem, CONFIGS, Model(-1.0), fixed, margin=margin)
     assert bad.source == "fixed" and bad.config == {"B": prior}
     assert choose(problem, CONFIGS, Model(-1.0)).config == {"B": 16}    # no prior: the model alone
+    # a race times the model's two favourites and the prior: the misleading model's picks
+    # (16, 32) lose to the prior, measured; a good model's (256, 128) win
+    timed = []
+    raced = choose(problem, CONFIGS, Model(-1.0), fixed, margin=margin,
+                   measure=lambda c: timed.append(c["B"]) or truth(problem.shape, c))
+    assert sorted(timed) == sorted({16, 32, prior}) and raced.config == {"B": prior} and raced.source == "race"
+    assert choose(problem, CONFIGS, Model(), fixed, measure=lambda c: truth(problem.shape, c)).config == {"B": 256}
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
@@ -65,6 +72,8 @@ def test_held_out_selection_is_never_worse_than_the_fixed_kernel(sign):
     res = select_eval(records(24), lambda rs: Model(sign), folds=4)
     assert res["choose"]["geomean_slowdown"] <= res["fixed"]["geomean_slowdown"] + 1e-12
     assert res["choose"]["worst_slowdown"] <= res["fixed"]["worst_slowdown"] + 1e-12
+    # the race includes the prior: never worse than the fixed kernel on any problem
+    assert all(r <= f for r, f in zip(res["slowdowns"]["race"], res["slowdowns"]["fixed"]))
     if sign > 0:
         assert res["choose"]["within_5pct"] == 1.0
     else:
@@ -89,7 +98,7 @@ def test_regret_and_power_plots(tmp_path):
     from autotune.cost.power import plot_power
     from autotune.cost.select import plot_regret
     res = select_eval(records(24), lambda rs: Model(1.0), folds=4)
-    assert sorted(res["slowdowns"]) == ["choose", "fixed", "model"]
+    assert sorted(res["slowdowns"]) == ["choose", "fixed", "model", "race"]
     assert len(res["slowdowns"]["model"]) == res["model"]["problems"]
     assert max(res["slowdowns"]["fixed"]) == pytest.approx(res["fixed"]["worst_slowdown"])
     assert plot_regret(res, str(tmp_path / "r.png"))

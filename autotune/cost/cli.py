@@ -156,7 +156,7 @@ def run_select_eval(args) -> int:
                       folds=args.folds, seed=args.seed)
     print(f"selection held out by {args.holdout}: {res['folds']} folds, margins {res['margins']}")
     print(f"{'picker':8s} {'problems':>8s} {'within 5%':>9s} {'within 10%':>10s} {'geomean':>8s} {'worst':>7s}")
-    for name in ("model", "fixed", "choose"):
+    for name in ("model", "fixed", "choose", "race"):
         m = res[name]
         print(f"{name:8s} {m['problems']:8d} {m['within_5pct']:9.1%} {m['within_10pct']:10.1%} "
               f"{m['geomean_slowdown']:8.3f} {m['worst_slowdown']:7.3f}")
