@@ -6,7 +6,7 @@ and the project's host records):
   (``before``: the figure of the model this replaced, on the same rows);
 - kernel selection for unseen shapes on the host records (model, fixed kernel, choose()).
 
-    python -m bench cost_models [--datasets DIR] [--json FILE] [--uci-rows N|0] [--plot DIR]
+    python -m bench cost_models [--datasets DIR] [--json FILE] [--uci-rows N|0] [--uci-all] [--plot DIR]
 """
 from __future__ import annotations
 
@@ -113,14 +113,28 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--datasets", type=Path, default=default_root)
     p.add_argument("--json", default=str(Path(__file__).with_name("results") / "cost_models.json"))
     p.add_argument("--uci-rows", type=int, default=5000, help="UCI rows sampled (seed 0); 0: all 241,600")
+    p.add_argument("--uci-all", action="store_true", help="also every UCI row (minutes)")
     p.add_argument("--plot", type=Path, help="write cost_models_power.png and cost_models_regret.png here "
                                              "(needs matplotlib)")
     args = p.parse_args(argv)
     if args.datasets is None or not args.datasets.is_dir():
         raise SystemExit("the development datasets (../shared/datasets) are not present; pass --datasets DIR")
-    out = {"loadavg": os.getloadavg(), "power": power_figures(args.datasets, args.plot),
-           "uci_sgemm": uci_figures(args.datasets, args.uci_rows),
-           "selection_host_records": selection_figures(args.plot)}
+    power = power_figures(args.datasets, args.plot)
+    uci = uci_figures(args.datasets, args.uci_rows)
+    uci_all = uci_figures(args.datasets, 0) if args.uci_all and args.uci_rows else None
+    sel = selection_figures(args.plot)
+    summary = {"uci_spearman": uci["spearman_all"], "uci_rows": uci["rows"],
+               **({"uci_spearman_all_rows": uci_all["spearman_all"]} if uci_all else {}),
+               "uci_spearman_before": UCI_BEFORE["spearman_all"],
+               "power_r2_unseen_config": power["held_out_config"]["power_r2"],
+               "energy_mape_unseen_config": power["held_out_config"]["energy_mape"],
+               "power_r2_unseen_clock": power["held_out_clock"]["power_r2"],
+               "energy_mape_unseen_clock": power["held_out_clock"]["energy_mape"],
+               "select_problems": sel["choose"]["problems"],
+               **{f"select_{k}_within_5pct": sel[k]["within_5pct"] for k in ("choose", "race", "fixed")},
+               **{f"select_{k}_worst": sel[k]["worst_slowdown"] for k in ("choose", "race", "fixed")}}
+    out = {"summary": summary, "loadavg": os.getloadavg(), "power": power, "uci_sgemm": uci,
+           **({"uci_sgemm_all_rows": uci_all} if uci_all else {}), "selection_host_records": sel}
     print(json.dumps(out, indent=1, default=str))
     write_json(args.json, json.loads(json.dumps(out, default=str)))
     return out

@@ -107,3 +107,21 @@ def test_regret_and_power_plots(tmp_path):
     assert plot_power(held, 10.0, 130.0, str(tmp_path / "p.png"))
     for name in ("r.png", "p.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_host_records_hold_100_shapes_of_every_family_and_selection_holds():
+    """The two host record files: over 100 shapes, every op family; selection held out by
+    shape is never worse than the fixed kernel (mean and worst), and the race of the model's
+    top two with the prior lands within 5% of the fastest on at least 90%."""
+    from autotune.cost.learned import LearnedModel
+    from autotune.cost.records import load_any
+    data = REPO / "autotune" / "cost" / "data"
+    recs = load_any(data / "host_numba_records.jsonl") + load_any(data / "host_numba_records_more.jsonl")
+    problems = by_problem(recs)
+    assert len(problems) >= 100
+    assert {k.split("|")[1] for k in problems} == {"gemm", "gemv", "quant_gemv", "attention", "quant_gemm", "lut_gemm"}
+    res = select_eval(recs, lambda rs: LearnedModel.fit(rs, rounds=150), folds=5)
+    assert res["choose"]["problems"] == len(problems)
+    assert res["choose"]["geomean_slowdown"] <= res["fixed"]["geomean_slowdown"]
+    assert res["choose"]["worst_slowdown"] <= res["fixed"]["worst_slowdown"]
+    assert res["race"]["within_5pct"] >= 0.9
