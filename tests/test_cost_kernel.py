@@ -3,7 +3,6 @@ tiles) and the analytical GPU model's use of them; the CLTune SGEMM counted from
 index arithmetic and ranked on the UCI data without training."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +132,9 @@ def test_cltune_access_counts_by_hand():
 
 
 def test_cltune_spills_are_priced_not_excluded():
-    """Register tiles 4x4 (32 accumulators... fits 63), 8x8 (spills), 16x16 (spills more): all
-    finite, each slower than the last, the spilling ones flagged."""
+    """Register tiles 4x4 (16 + 8 operands + 16 = 40 registers, within Kepler's 63), 8x8 (96:
+    spills) and 16x16 (304: spills more): all finite, each slower than the last, the
+    spilling ones flagged."""
     gtx = hw_profiles.load("gtx680")
     out = []
     for mwg, mdimc in ((64, 16), (64, 8), (128, 8)):
@@ -157,4 +157,3 @@ def test_uci_sgemm_ranked_without_training():
     p = np.array([q.runtime_s for q in preds])
     assert np.isfinite(p).all()
     assert spearman(y, p) >= 0.8
-    assert replace(recs[0]).op == "gemm_cltune"
