@@ -38,7 +38,7 @@ def test_runtime_and_energy_respect_physical_bounds(M, N, K, BM, BN, BK, warps, 
     assert r.energy_j >= p.flop_energy(dtype) * w.flops * (1 - 1e-9)
     assert r.power_w <= p.tdp_w * (1 + 1e-9)                                  # power capped at TDP
     assert math.isfinite(r.runtime_s) and math.isfinite(r.energy_j)
-    assert r.bound in {"compute", "launch", *(m.name for m in p.memory)}
+    assert r.bound in {"compute", "launch", "latency", *(m.name for m in p.memory)}
     assert r.feasible == (not r.reasons) and r.reasons == feasible(w, p)
 
 

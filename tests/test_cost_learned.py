@@ -250,7 +250,7 @@ def test_host_figures_written_here_reproduce_this_host(tmp_path, monkeypatch):
     hostdetect.calibrate()
     fake = {"op": "gemv", "shape": {"M": 512, "K": 512}, "dtype": "float32", "config": {"BM": 16, "BK": 64},
             "runtime_s": 1e-4, "device": "host"}
-    monkeypatch.setattr(hostbench, "collect", lambda ops, f, skip=(), progress=None: f.write(json.dumps(fake) + "\n"))
+    monkeypatch.setattr(hostbench, "collect", lambda ops, f, skip=(), progress=None, **plan: f.write(json.dumps(fake) + "\n"))
     out = tmp_path / "pass.jsonl"
     assert hostbench.main([str(out)]) == 0
     side = json.loads((tmp_path / "pass.host.json").read_text())

@@ -58,6 +58,13 @@ def test_a_good_model_is_followed_and_a_misleading_one_is_overruled():
     bad = choose(problem, CONFIGS, Model(-1.0), fixed, margin=margin)
     assert bad.source == "fixed" and bad.config == {"B": prior}
     assert choose(problem, CONFIGS, Model(-1.0)).config == {"B": 16}    # no prior: the model alone
+    # a race times the model's two favourites and the prior: the misleading model's picks
+    # (16, 32) lose to the prior, measured; a good model's (256, 128) win
+    timed = []
+    raced = choose(problem, CONFIGS, Model(-1.0), fixed, margin=margin,
+                   measure=lambda c: timed.append(c["B"]) or truth(problem.shape, c))
+    assert sorted(timed) == sorted({16, 32, prior}) and raced.config == {"B": prior} and raced.source == "race"
+    assert choose(problem, CONFIGS, Model(), fixed, measure=lambda c: truth(problem.shape, c)).config == {"B": 256}
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
@@ -65,6 +72,8 @@ def test_held_out_selection_is_never_worse_than_the_fixed_kernel(sign):
     res = select_eval(records(24), lambda rs: Model(sign), folds=4)
     assert res["choose"]["geomean_slowdown"] <= res["fixed"]["geomean_slowdown"] + 1e-12
     assert res["choose"]["worst_slowdown"] <= res["fixed"]["worst_slowdown"] + 1e-12
+    # the race includes the prior: never worse than the fixed kernel on any problem
+    assert all(r <= f for r, f in zip(res["slowdowns"]["race"], res["slowdowns"]["fixed"]))
     if sign > 0:
         assert res["choose"]["within_5pct"] == 1.0
     else:
@@ -82,3 +91,37 @@ def test_cli_select_eval_on_the_host_records(tmp_path):
     res = json.loads((tmp_path / "s.json").read_text())
     assert res["choose"]["problems"] == 44
     assert res["choose"]["geomean_slowdown"] <= res["fixed"]["geomean_slowdown"]
+
+
+def test_regret_and_power_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    from autotune.cost.power import plot_power
+    from autotune.cost.select import plot_regret
+    res = select_eval(records(24), lambda rs: Model(1.0), folds=4)
+    assert sorted(res["slowdowns"]) == ["choose", "fixed", "model", "race"]
+    assert len(res["slowdowns"]["model"]) == res["model"]["problems"]
+    assert max(res["slowdowns"]["fixed"]) == pytest.approx(res["fixed"]["worst_slowdown"])
+    assert plot_regret(res, str(tmp_path / "r.png"))
+    held = {"by config": {"measured_w": [40.0, 60.0, 90.0], "predicted_w": [45.0, 58.0, 80.0],
+                          "power_r2": 0.9, "energy_mape": 0.05}}
+    assert plot_power(held, 10.0, 130.0, str(tmp_path / "p.png"))
+    for name in ("r.png", "p.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_host_records_hold_100_shapes_of_every_family_and_selection_holds():
+    """The two host record files: over 100 shapes, every op family; selection held out by
+    shape is never worse than the fixed kernel (mean and worst), and the race of the model's
+    top two with the prior lands within 5% of the fastest on at least 90%."""
+    from autotune.cost.learned import LearnedModel
+    from autotune.cost.records import load_any
+    data = REPO / "autotune" / "cost" / "data"
+    recs = load_any(data / "host_numba_records.jsonl") + load_any(data / "host_numba_records_more.jsonl")
+    problems = by_problem(recs)
+    assert len(problems) >= 100
+    assert {k.split("|")[1] for k in problems} == {"gemm", "gemv", "quant_gemv", "attention", "quant_gemm", "lut_gemm"}
+    res = select_eval(recs, lambda rs: LearnedModel.fit(rs, rounds=150), folds=5)
+    assert res["choose"]["problems"] == len(problems)
+    assert res["choose"]["geomean_slowdown"] <= res["fixed"]["geomean_slowdown"]
+    assert res["choose"]["worst_slowdown"] <= res["fixed"]["worst_slowdown"]
+    assert res["race"]["within_5pct"] >= 0.9

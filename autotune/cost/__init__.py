@@ -2,7 +2,10 @@
 
 - ``Workload`` (workload.py): what a launch does, independent of the IR; ``workload_for`` builds
   one for a known op family from (shape, dtype, config).
-- ``analytical.predict(workload, profile)`` / ``feasibility.feasible(workload, profile)``.
+- ``kernel.KernelDesc`` (kernel.py): what a GPU kernel does inside a program (warp layout,
+  split-K, dtypes, layouts, MMA shape, register tile), from a record's config or extra;
+  ``cltune.py`` describes CLTune's SGEMM (the UCI data) from its index arithmetic.
+- ``analytical.predict(workload, profile[, kernel])`` / ``feasibility.feasible(workload, profile)``.
 - ``learned.LearnedModel``: gradient-boosted trees on analytical features + raw config.
 - ``records``: training rows from tuning records, CSV files and Kernel Tuner caches.
 """

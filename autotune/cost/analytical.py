@@ -15,6 +15,18 @@ Runtime
     otherwise part of the smaller terms is exposed;
   - pipelining (GPU/NPU): each main-loop step pays a fixed overhead and the memory latency
     that the stages in flight and the other resident programs do not cover.
+GPU kernel descriptions (kernel.py: warp layout, split-K, dtypes, layouts, instruction shape,
+per-thread register tiles) reshape the workload first; then
+  - register spills: registers needed beyond the per-thread limit live in local memory;
+    occupancy counts the limit, and every update of a spilled value is a load and a store
+    that hit L1 while the spilled working set of the resident threads fits, else L2, else
+    DRAM (a spill penalty, never "infinitely slow");
+  - Little's law: traffic beyond the SM moves at most (resident warps x loads each has in
+    flight x 128 B) per latency, so few warps with few independent loads cannot fill the
+    bandwidth;
+  - SIMT kernels with a register tile per thread: compute time is the issued instructions
+    (multiply-adds, operand loads, loop overhead) over the schedulers' issue rate, or the
+    multiply-adds over the FP32 lanes, whichever is slower.
 CPU (the Numba backend: programs run as loop nests on the cores, tile products as BLAS calls)
   - fixed costs measured on the development host (a 2-vCPU AVX-512 VM, single-thread CPU time):
     a launch (Python dispatch and argument checks, ~20 us; with a thread pool ~15 us more),
@@ -39,9 +51,11 @@ Energy
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .feasibility import feasible
+from .kernel import KernelDesc, describe
+from .kernel import apply as apply_kernel
 from .occupancy import DEFAULT_REGISTERS, DEFAULT_THREADS, occupancy  # noqa: F401 (re-exported)
 from .workload import Workload
 
@@ -52,6 +66,12 @@ PARTIAL_OVERLAP = 0.5              # share of the smaller terms hidden without p
 # whatever memory latency the tiles in flight do not cover
 STEP_OVERHEAD_CYCLES = 40          # [E]
 MEMORY_LATENCY_CYCLES = {"gpu": 600, "npu": 600}    # [E] DRAM/L2 load-to-use latency
+L2_LATENCY_CYCLES = 250            # [E] an L2 hit (Kepler..Ampere: ~200-300 cycles)
+MAX_LOADS_IN_FLIGHT = 8            # [E] independent loads one warp keeps outstanding
+LINE_BYTES = 128                   # [V] one warp's coalesced 32 x 4-byte access
+ISSUE_PER_CLOCK = 4                # [V] warp schedulers per SM (Kepler through Hopper), one instruction each
+LOOP_INSTRUCTIONS = 4              # [E] per loop trip: counter, compare, branch, address step
+SPILL_L1_BYTES = 16384             # [E] L1 left beside 48 KB of shared memory, when a profile has no L1 level
 # CPU loop nests (Numba backend); [M] figures from microbenchmarks of ops.plain.gemm on the
 # development host (thread CPU time, 1x1x1 and 4..128-wide tiles), not from the cost-model records
 CPU_LAUNCH_S = 20e-6               # [M] one launch, one thread (17.8-26 us)
@@ -75,7 +95,7 @@ CPU_EDGE_CYCLES_PER_ELEMENT = 1.0  # [E] masked copy of an edge tile, element by
 class Prediction:
     runtime_s: float
     energy_j: float
-    bound: str                       # "compute", a memory level name, or "launch"
+    bound: str                       # "compute", a memory level name, "latency" (GPU: too little in flight) or "launch"
     feasible: bool
     reasons: list[str]
     features: dict = field(default_factory=dict)
@@ -113,7 +133,7 @@ def _level_traffic(w: Workload, p, slots: int) -> dict[str, float]:
         if m.scope == "dram":
             out[m.name] = float(w.bytes) if w.bytes <= last_cache else max(float(w.bytes), reread / dram_reuse(w, p, slots))
         elif m.scope == "shared":
-            out[m.name] = reread
+            out[m.name] = float(w.traffic.get(m.name, reread))     # a builder may count it exactly
         elif m.scope == "cu" and "local" in w.traffic and m.name.upper() in ("SMEM", "L1", "UB"):
             out[m.name] = float(w.traffic["local"])
     return out
@@ -206,18 +226,58 @@ def cpu_time(w: Workload, p) -> dict:
             "t_core": work / (used * balance), "t_launch": parts["launch"]}
 
 
-def predict(w: Workload, p) -> Prediction:
-    """Runtime, energy, bound and feasibility of ``w`` on profile ``p`` (a Profile or a name)."""
+def spill_traffic(w: Workload, p, k: KernelDesc, spilled: int, resident_threads: int) -> dict[str, float]:
+    """Bytes the spilled registers move through L1, L2 and DRAM: each update of a spilled value
+    (an accumulator, once per multiply-add sweep over the register tile) loads and stores it;
+    what the resident threads' spilled working set does not fit in a level goes one further."""
+    if not spilled or not w.flops:
+        return {}
+    tile = (k.thread_tile[0] * k.thread_tile[1]) if k.thread_tile else max(1, w.registers_per_thread or 1)
+    threads = max(1, w.programs) * (w.threads_per_program or DEFAULT_THREADS)
+    sweeps = w.flops / (2.0 * threads * tile)
+    total = 2.0 * 4 * spilled * sweeps * threads
+    l1 = max((m.capacity_bytes for m in p.memory if m.scope == "cu" and m.name.upper() == "L1"), default=SPILL_L1_BYTES)
+    l2 = max((m.capacity_bytes for m in p.memory if m.scope == "shared"), default=0)
+    per_cu = 4.0 * spilled * max(1, resident_threads)
+    beyond_l1 = total * (1.0 - min(1.0, l1 / per_cu))
+    to_dram = beyond_l1 * (1.0 - min(1.0, l2 / (per_cu * p.compute_units)))
+    return {"l1": total - beyond_l1, "l2": beyond_l1, "dram": to_dram}
+
+
+def simt_compute_time(w: Workload, p, k: KernelDesc) -> float:
+    """Issue-bound time of a kernel with a per-thread register tile (all units busy)."""
+    tm, tn = k.thread_tile
+    warp = p.warp_size or 32
+    threads = max(1, w.programs) * (w.threads_per_program or DEFAULT_THREADS)
+    steps = w.flops / max(w.work_efficiency, 1e-9) / (2.0 * threads * tm * tn)
+    lanes = (p.peak("float32") or min(p.peak_flops.values())) / (2.0 * p.compute_units * p.clock_hz)
+    fma = tm * tn * warp / lanes
+    issue = (tm * tn + k.loads_per_step + LOOP_INSTRUCTIONS / max(1, k.unroll)) / ISSUE_PER_CLOCK
+    return threads / warp * steps * max(fma, issue) / (p.compute_units * p.clock_hz)
+
+
+def predict(w: Workload, p, kernel: KernelDesc | None = None) -> Prediction:
+    """Runtime, energy, bound and feasibility of ``w`` on profile ``p`` (a Profile or a name).
+    ``kernel``: the kernel's description (default: from the workload's op and config)."""
     if isinstance(p, str):
         import hw_profiles
         p = hw_profiles.load(p)
+    if kernel is None:
+        kernel = describe(w.op, w.shape, w.dtype, w.config)
+    if p.kind == "gpu":
+        w = apply_kernel(w, kernel)
     reasons = feasible(w, p)
-    occ = occupancy(w, p)
+    spilled = 0
+    if p.kind == "gpu" and w.registers_per_thread and p.registers_per_thread:
+        spilled = max(0, w.registers_per_thread - p.registers_per_thread)
+    occ = occupancy(replace(w, registers_per_thread=p.registers_per_thread) if spilled else w, p)
     ppc = max(1, occ["programs_per_cu"])
     slots = p.compute_units * ppc
     programs = max(1, w.programs)
     waves = math.ceil(programs / slots)
     wave_eff = programs / (waves * slots)
+    if p.kind == "gpu" and kernel.stream_k and programs > slots:
+        wave_eff = 1.0                  # stream-K hands out K shares evenly: no partial last wave
     active_units = min(p.compute_units, programs)
 
     peak = p.peak(w.peak_key)
@@ -229,8 +289,20 @@ def predict(w: Workload, p) -> Prediction:
         issue = 1.0
     padded_flops = w.flops / max(w.work_efficiency, 1e-9)
     t_compute = padded_flops / (peak * issue * wave_eff) if w.flops else 0.0
+    simt = p.kind == "gpu" and kernel.thread_tile is not None and w.flops > 0
+    if simt:
+        t_compute = simt_compute_time(w, p, kernel) / wave_eff
+        issue = 1.0
 
     traffic = _level_traffic(w, p, slots)
+    spill = spill_traffic(w, p, kernel, spilled, ppc * occ["threads"]) if p.kind == "gpu" else {}
+    if spill:
+        cu_levels = [m for m in p.memory if m.scope == "cu"]
+        for m, part in ((next((m for m in cu_levels if m.name.upper() == "L1"), cu_levels[0] if cu_levels else None), "l1"),
+                        (next((m for m in p.memory if m.scope == "shared"), None), "l2"),
+                        (p.dram, "dram")):
+            if m is not None:
+                traffic[m.name] = traffic.get(m.name, 0.0) + spill[part]
     terms = {"compute": t_compute}
     for m in p.memory:
         if m.name not in traffic:
@@ -239,11 +311,23 @@ def predict(w: Workload, p) -> Prediction:
         if m.scope == "cu":
             bw *= active_units / p.compute_units
         terms[m.name] = traffic[m.name] / bw
+    if p.kind == "gpu" and (spill or kernel.loads_in_flight):
+        # Little's law: what the resident warps keep in flight bounds the off-SM traffic
+        def rate(loads, latency):
+            return (occ["warps_per_cu"] * min(loads, MAX_LOADS_IN_FLIGHT) * LINE_BYTES
+                    * p.compute_units * p.clock_hz / latency)
+        t_lat = 0.0
+        if spill:
+            t_lat += spill["l2"] / rate(spilled, MEMORY_LATENCY_CYCLES.get(p.kind, 600))
+        shared = next((m.name for m in p.memory if m.scope == "shared"), None)
+        if kernel.loads_in_flight and shared in traffic:
+            t_lat += (traffic[shared] - spill.get("l2", 0.0)) / rate(kernel.loads_in_flight, L2_LATENCY_CYCLES)
+        terms["latency"] = t_lat
     bound = max(terms, key=terms.get)
     t_max = terms[bound]
     hidden = 1.0 if (w.pipeline_stages >= 2 or ppc >= 2) else PARTIAL_OVERLAP
     t_body = t_max + (1.0 - hidden) * (sum(terms.values()) - t_max)
-    t_steps = pipeline_time(w, p, ppc, waves, peak * issue)
+    t_steps = pipeline_time(w, p, ppc, waves, padded_flops / max(t_compute * wave_eff, 1e-30) if simt else peak * issue)
     t_body += t_steps
     launch = LAUNCH_OVERHEAD_S.get(p.kind, 1e-5)
     cpu = None

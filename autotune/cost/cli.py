@@ -156,10 +156,13 @@ def run_select_eval(args) -> int:
                       folds=args.folds, seed=args.seed)
     print(f"selection held out by {args.holdout}: {res['folds']} folds, margins {res['margins']}")
     print(f"{'picker':8s} {'problems':>8s} {'within 5%':>9s} {'within 10%':>10s} {'geomean':>8s} {'worst':>7s}")
-    for name in ("model", "fixed", "choose"):
+    for name in ("model", "fixed", "choose", "race"):
         m = res[name]
         print(f"{name:8s} {m['problems']:8d} {m['within_5pct']:9.1%} {m['within_10pct']:10.1%} "
               f"{m['geomean_slowdown']:8.3f} {m['worst_slowdown']:7.3f}")
+    if args.plot:
+        from .select import plot_regret
+        print(f"wrote {args.plot}" if plot_regret(res, args.plot) else "no plot: matplotlib is not installed")
     if args.json:
         from pathlib import Path
 
@@ -199,6 +202,7 @@ def register(subparsers) -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--rounds", type=int, default=150, help="boosting rounds of the learned model")
     p.add_argument("--json", help="write the table as JSON")
+    p.add_argument("--plot", help="write the slowdown (regret) distribution per picker to this PNG")
     p.set_defaults(run=run_select_eval)
 
     p = sub.add_parser("predict", help="predict one launch on a profile")

@@ -44,8 +44,9 @@ def profile_of(rec: Record):
 def analyse(rec: Record) -> tuple[Workload, Prediction]:
     prof = profile_of(rec)
     from .resources import apply
+    from .kernel import describe
     w = apply(workload_for(rec.op, rec.shape, rec.dtype, rec.config), rec.extra)   # measured beats estimated
-    return w, predict(w, prof)
+    return w, predict(w, prof, describe(rec.op, rec.shape, rec.dtype, rec.config, rec.extra))
 
 
 def row(rec: Record, w: Workload, pred: Prediction) -> dict:

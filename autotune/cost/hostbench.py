@@ -201,25 +201,66 @@ PLAN = {
 }
 
 
+# More shapes of every family, none in PLAN, with PLAN's configs: grows the records to over
+# 100 shapes for selection held out by shape. Measured with fewer repeats (--repeats 8).
+EXTRA_SHAPES = {
+    "gemm": [{"M": m, "N": n, "K": k} for m, n, k in
+             [(192, 192, 192), (288, 160, 224), (96, 512, 256), (400, 200, 160), (224, 352, 288),
+              (512, 64, 512), (136, 264, 328), (352, 96, 192), (176, 176, 640), (300, 200, 100)]],
+    "gemv": [{"M": m, "K": k} for m, k in
+             [(640, 640), (2500, 400), (256, 3072), (1800, 1100), (900, 900), (3500, 150), (1100, 2100),
+              (700, 1300), (2048, 2048), (333, 777)]],
+    "quant_gemv": [{"M": m, "K": k, "wbits": 8} for m, k in
+                   [(640, 640), (2500, 400), (256, 3072), (1800, 1100), (900, 900), (1100, 2100),
+                    (2048, 2048), (333, 777), (4000, 256), (1536, 768)]],
+    "attention": [{"H": h, "N": n, "D": 64} for h, n in
+                  [(1, 192), (1, 288), (2, 96), (1, 160), (4, 64), (1, 352), (2, 224), (1, 128), (3, 128),
+                   (1, 416)]],
+    "quant_gemm": [{"M": m, "N": n, "K": k, "bits": 4, "group_size": 128} for m, n, k in
+                   [(1, 1024, 1024), (2, 2048, 1024), (1, 3072, 2048), (6, 1024, 1024), (1, 2048, 512),
+                    (4, 1024, 3072), (2, 1536, 1536), (1, 512, 4096), (5, 2048, 1024)]],
+    "lut_gemm": [{"M": m, "N": n, "K": k, "bits": 3, "group_size": 128} for m, n, k in
+                 [(1, 1024, 1024), (2, 2048, 1024), (1, 3072, 2048), (6, 1024, 1024), (1, 2048, 512),
+                  (4, 1024, 3072), (2, 1536, 1536), (1, 512, 4096), (5, 2048, 1024)]],
+}
+
+
+# per op, PLAN's configs (by index) with the least geometric-mean slowdown over PLAN's shapes
+# in host_numba_records.jsonl, best first: the contenders a selection must tell apart
+EXTRA_CONFIGS = {"gemm": [2, 3, 4, 5, 6], "gemv": [8, 6, 4, 3, 5], "quant_gemv": [5, 4, 2, 7, 3],
+                 "attention": [5, 7, 3, 8, 6], "quant_gemm": [1, 4, 0, 9, 3], "lut_gemm": [0, 4, 2, 1, 6]}
+
+
+def plan(name: str = "base") -> dict:
+    """``base``: PLAN; ``extra``: EXTRA_SHAPES with EXTRA_CONFIGS of PLAN's configs."""
+    if name == "base":
+        return PLAN
+    if name == "extra":
+        return {op: (EXTRA_SHAPES[op], [configs[i] for i in EXTRA_CONFIGS[op]]) for op, (_, configs) in PLAN.items()}
+    raise ValueError(f"plan must be 'base' or 'extra', got {name!r}")
+
+
 def _key(op: str, shape: dict, config: dict) -> str:
     return json.dumps([op, shape, config], sort_keys=True)
 
 
-def collect(ops=None, out=sys.stdout, progress=None, skip: set[str] = frozenset()) -> list[dict]:
+def collect(ops=None, out=sys.stdout, progress=None, skip: set[str] = frozenset(), which: str = "base",
+            repeats: int = 30, budget_s: float = 1.0) -> list[dict]:
     records = []
-    for op, (shapes, configs) in PLAN.items():
-        if ops and op not in ops:
+    # the i-th config of every op before the (i+1)-th: a run cut short still covers every op
+    chosen = {op: v for op, v in plan(which).items() if not ops or op in ops}
+    rounds = max((len(configs) for _, configs in chosen.values()), default=0)
+    order = [(op, shape, configs[i]) for i in range(rounds) for op, (shapes, configs) in chosen.items()
+             if i < len(configs) for shape in shapes]
+    for op, shape, cfg in order:
+        if _key(op, shape, cfg) in skip:
             continue
-        for cfg in configs:
-            for shape in shapes:
-                if _key(op, shape, cfg) in skip:
-                    continue
-                rec = measure(op, shape, cfg)
-                records.append(rec)
-                out.write(json.dumps(rec) + "\n")
-                out.flush()
-                if progress:
-                    progress(rec)
+        rec = measure(op, shape, cfg, repeats=repeats, budget_s=budget_s)
+        records.append(rec)
+        out.write(json.dumps(rec) + "\n")
+        out.flush()
+        if progress:
+            progress(rec)
     return records
 
 
@@ -244,6 +285,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", help="JSON-lines file to write")
     ap.add_argument("--ops", nargs="*", help=f"subset of {list(PLAN)}")
+    ap.add_argument("--plan", choices=("base", "extra"), default="base", help="PLAN's shapes or EXTRA_SHAPES")
+    ap.add_argument("--repeats", type=int, default=30, help="launches timed per record (at least)")
+    ap.add_argument("--budget", type=float, default=1.0, help="seconds per record beyond the first repeats")
     ap.add_argument("--skip", nargs="+", default=[], metavar="DONE.jsonl",
                     help="leave out what these files already measured")
     ap.add_argument("--merge", nargs="+", metavar="PASS.jsonl",
@@ -268,7 +312,7 @@ def main(argv=None) -> int:
     R.write_host_figures(args.out, host)
     with open(args.out, "w") as f:
         skip = {_key(r["op"], r["shape"], r["config"]) for p in args.skip for r in map(json.loads, open(p)) if r}
-        collect(args.ops, f, skip=skip, progress=lambda r: print(r["op"], r["shape"], r["config"], f"{r['runtime_s'] * 1e3:.3f} ms",
+        collect(args.ops, f, skip=skip, which=args.plan, repeats=args.repeats, budget_s=args.budget, progress=lambda r: print(r["op"], r["shape"], r["config"], f"{r['runtime_s'] * 1e3:.3f} ms",
                                             file=sys.stderr, flush=True))
     return 0
 

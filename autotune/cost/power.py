@@ -111,9 +111,10 @@ class PowerModel:
 
 
 def holdout(records: list[Record], groups: list, idle_w: float, tdp_w: float, folds: int = 5,
-            seed: int = 0) -> dict:
+            seed: int = 0, points: bool = False) -> dict:
     """Power R^2 and energy MAPE (energy = predicted power x the run's runtime) with whole
-    groups (configs, clocks) held out: ``folds`` folds, or one per group when fewer."""
+    groups (configs, clocks) held out: ``folds`` folds, or one per group when fewer.
+    ``points``: also the measured and predicted power of every row (for plots)."""
     from .evaluate import mape, r2
     keep = [i for i, r in enumerate(records) if r.power_w and r.energy_j]
     uniq = sorted({groups[i] for i in keep}, key=repr)
@@ -129,5 +130,34 @@ def holdout(records: list[Record], groups: list, idle_w: float, tdp_w: float, fo
     p = pred[keep]
     e = np.array([records[i].energy_j for i in keep])
     t = np.array([records[i].runtime_s for i in keep])
-    return {"rows": len(keep), "folds": len(parts), "power_r2": r2(y, p), "energy_mape": mape(e, p * t),
-            "power_min_w": float(p.min()), "power_max_w": float(p.max())}
+    out = {"rows": len(keep), "folds": len(parts), "power_r2": r2(y, p), "energy_mape": mape(e, p * t),
+           "power_min_w": float(p.min()), "power_max_w": float(p.max())}
+    if points:
+        out["measured_w"], out["predicted_w"] = y.tolist(), p.tolist()
+    return out
+
+
+def plot_power(results: dict[str, dict], idle_w: float, tdp_w: float, path: str) -> bool:
+    """Predicted against measured power, one panel per hold-out (``holdout(..., points=True)``
+    results by name), with the [idle, TDP] bounds; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.8), squeeze=False)
+    for ax, (name, res) in zip(axes[0], results.items()):
+        y, p = np.array(res["measured_w"]), np.array(res["predicted_w"])
+        ax.scatter(y, p, s=3, alpha=0.4)
+        lo, hi = min(y.min(), p.min(), idle_w), max(y.max(), p.max())
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.6)
+        for b in (idle_w, tdp_w):
+            ax.axhline(b, color="grey", lw=0.5, ls="--")
+        ax.set_xlabel("measured power (W)")
+        ax.set_ylabel("predicted power (W)")
+        ax.set_title(f"{name}: R²={res['power_r2']:.3f}  energy MAPE={res['energy_mape'] * 100:.1f}%", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

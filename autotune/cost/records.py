@@ -26,6 +26,7 @@ from typing import Iterable
 
 from tilec.errors import TilecError
 
+from . import cltune, kernel
 from . import workload as wl
 
 
@@ -385,26 +386,6 @@ def load_any(path: str | Path) -> list[Record]:
 
 
 # -- workloads for the external kernels these files describe ----------------------------------
-def _gemm_cltune(shape: dict, dtype: str, c: dict) -> wl.Workload:
-    """CLTune gemm_fast: work-group tile MWG x NWG (KWG deep), MDIMC x NDIMC threads, optional
-    local-memory caching of A (SA) and B (SB)."""
-    M, N, K = shape["M"], shape["N"], shape["K"]
-    e = 4
-    gm, gn = wl.cdiv(M, c["MWG"]), wl.cdiv(N, c["NWG"])
-    threads = c["MDIMC"] * c["NDIMC"]
-    local = (c["SA"] * c["KWG"] * c["MWG"] + c["SB"] * c["KWG"] * c["NWG"]) * e
-    per_thread = (c["MWG"] // c["MDIMC"]) * (c["NWG"] // c["NDIMC"])
-    regs = per_thread + (c["MWG"] // c["MDIMC"]) + (c["NWG"] // c["NDIMC"]) + 16
-    # without local-memory caching every thread reads its own operands from the caches
-    reread_a = 1 if c["SA"] else c["NDIMC"]
-    reread_b = 1 if c["SB"] else c["MDIMC"]
-    return wl.Workload("gemm_cltune", dict(shape), dtype, dict(c), flops=2.0 * M * N * K, bytes=3.0 * M * N * e,
-                       grid=(gm, gn), tile_bytes_local=local, threads_per_program=threads, registers_per_thread=regs,
-                       traffic={"dram": (M * K * gn + K * N * gm) * e + M * N * e,
-                                "local": gm * gn * wl.cdiv(K, c["KWG"]) * (c["MWG"] * reread_a + c["NWG"] * reread_b) * c["KWG"] * e},
-                       inner_iterations=wl.cdiv(K, c["KWG"]), dot_shape=None)
-
-
 def _vector_add(shape: dict, dtype: str, c: dict) -> wl.Workload:
     n = shape["n0"]
     b = int(c.get("block_size_x", 256))
@@ -443,6 +424,7 @@ def _convolution(shape: dict, dtype: str, c: dict) -> wl.Workload:
                        work_efficiency=(W * H) / (gx * ox * gy * oy))
 
 
-for _name, _builder in (("gemm_cltune", _gemm_cltune), ("vector_add", _vector_add), ("fp32_kernel", _fp32_kernel),
+for _name, _builder in (("gemm_cltune", cltune.workload), ("vector_add", _vector_add), ("fp32_kernel", _fp32_kernel),
                         ("convolution_kernel", _convolution)):
     wl.register(_name, _builder)
+kernel.register("gemm_cltune", cltune.describe)

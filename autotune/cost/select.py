@@ -7,6 +7,9 @@ pick only when the model predicts it faster by more than ``margin``, a margin se
 training shapes (held out from a model fitted on the rest) as the smallest that is never
 worse than the fixed kernel there, on average or in the worst case. An infinite margin is
 the fixed kernel itself, so the training shapes never see a worse choice than the prior.
+Where the target is at hand, ``choose(..., measure=...)`` races instead: it times the
+model's ``RACE`` fastest candidates and the prior and keeps the fastest measured
+(``select_eval`` reports this as "race", replayed from the records' timings).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 from .records import Record
 
 MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, math.inf)
+RACE = 2                 # candidates the model ranks first that a race times (where a device exists)
 
 
 def _cid(cfg: dict) -> str:
@@ -57,20 +61,26 @@ def fixed_ranking(records: list[Record]) -> dict[str, list[str]]:
 @dataclass
 class Choice:
     config: dict
-    source: str                  # "model" or "fixed"
+    source: str                  # "model", "fixed" or "race"
     predicted_gain: float        # predicted runtime of the fixed kernel / of the model's pick
 
 
 def choose(problem: Record, candidates: list[dict], model, fixed: list[str] | None = None,
-           margin: float = 0.0) -> Choice:
+           margin: float = 0.0, measure=None) -> Choice:
     """The candidate to run for ``problem`` (a record whose op, shape, dtype and device are
     read). ``fixed``: the prior's ranking of config ids (``fixed_ranking``); without it,
-    the model's pick."""
+    the model's pick. ``measure``: config -> seconds on the target; given, the model's
+    ``RACE`` fastest candidates and the prior are timed and the fastest is kept."""
     runs = [replace(problem, config=dict(c), runtime_s=1.0, energy_j=None, power_w=None) for c in candidates]
     predicted, _ = model.predict(runs)
     pick = int(np.argmin(predicted))
     ids = [_cid(c) for c in candidates]
     prior = next((ids.index(c) for c in (fixed or []) if c in ids), None)
+    if measure is not None:
+        racers = sorted(set(np.argsort(predicted, kind="stable")[:RACE].tolist()) | ({prior} - {None}))
+        timed = {i: float(measure(dict(candidates[i]))) for i in racers}
+        won = min(timed, key=timed.get)
+        return Choice(dict(candidates[won]), "race", float(predicted[prior] / predicted[won]) if prior is not None else math.inf)
     if prior is None:
         return Choice(dict(candidates[pick]), "model", math.inf)
     gain = float(predicted[prior] / predicted[pick])
@@ -94,6 +104,9 @@ def _slowdowns(problems: dict[str, dict[str, Record]], model, fixed: dict[str, l
         gain = predicted[prior] / predicted[pick]
         out["model"].append(cands[pick].runtime_s / best)
         out["fixed"].append(cands[prior].runtime_s / best)
+        # a short race: time the model's RACE fastest candidates (and the prior) on the target
+        racers = set(np.argsort(predicted, kind="stable")[:RACE].tolist()) | {prior}
+        out["race"].append(min(cands[i].runtime_s for i in racers) / best)
         for m in margins:
             out[m].append((cands[pick] if gain > 1 + m else cands[prior]).runtime_s / best)
     return out
@@ -139,7 +152,7 @@ def select_eval(records: list[Record], fit, folds: int = 5, seed: int = 0) -> di
     keys = sorted(problems)
     np.random.default_rng(seed).shuffle(keys)
     parts = [keys[i::folds] for i in range(min(folds, len(keys)))]
-    out: dict = {"model": [], "fixed": [], "choose": []}
+    out: dict = {"model": [], "fixed": [], "choose": [], "race": []}
     margins = []
     for part in parts:
         train = [r for k in keys if k not in set(part) for r in problems[k].values()]
@@ -149,4 +162,35 @@ def select_eval(records: list[Record], fit, folds: int = 5, seed: int = 0) -> di
         out["model"] += res["model"]
         out["fixed"] += res["fixed"]
         out["choose"] += res[margin]
-    return {"folds": len(parts), "margins": margins, **{k: summary(v) for k, v in out.items()}}
+        out["race"] += res["race"]
+    res = {"folds": len(parts), "margins": margins, **{k: summary(v) for k, v in out.items()}}
+    res["slowdowns"] = {k: [float(x) for x in v] for k, v in out.items()}    # per held-out problem
+    return res
+
+
+def plot_regret(res: dict, path: str) -> bool:
+    """The share of held-out problems within each slowdown of the fastest kernel, per picker
+    (a PNG at ``path``); False when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    styles = {"model": dict(ls="--", lw=2.2), "fixed": dict(ls="-", lw=1.2), "choose": dict(ls="-", lw=1.2),
+              "race": dict(ls=":", lw=1.6)}
+    for name, v in res["slowdowns"].items():
+        s = np.sort(np.array(v))
+        ax.step(s, np.arange(1, len(s) + 1) / len(s), where="post", label=f"{name} (worst {s.max():.2f}x)",
+                **styles.get(name, {}))
+    ax.axvline(1.05, color="grey", lw=0.5, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("measured slowdown of the chosen kernel vs the fastest")
+    ax.set_ylabel("share of held-out problems")
+    ax.set_title(f"selection regret, shapes held out ({res['model']['problems']} problems)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
