@@ -46,7 +46,7 @@ def power_figures(root: Path, plot: Path | None = None) -> dict:
         del h["measured_w"], h["predicted_w"]
     return {"profile": prof.name, "idle_w": prof.idle_power_w, "tdp_w": prof.tdp_w,
             "energy": "predicted power x measured runtime", **held,
-            "small_caches_analytical": small_cache_figures(root)}
+            "small_power_caches": small_cache_figures(root)}
 
 
 SMALL = "kerneltuner_small_power_caches"
@@ -54,7 +54,8 @@ SMALL = "kerneltuner_small_power_caches"
 
 def small_cache_figures(root: Path) -> dict:
     """The analytical bounded power (no training: utilisation x clock^3 between the profile's
-    idle and TDP) on each small Kernel Tuner power cache; too few rows (10-15) to train on."""
+    idle and TDP) on each small Kernel Tuner power cache, and the calibrated DVFS law (three
+    constants; too few rows, 10-15, to train trees on) with each clock or config held out."""
     from autotune.cost import power, records
     from autotune.cost.evaluate import mape, r2
     from autotune.cost.features import analyse, profile_of
@@ -65,9 +66,20 @@ def small_cache_figures(root: Path) -> dict:
         y = np.array([r.power_w for r in recs])
         p = np.array([power.analytical_power(analyse(r)[0], prof, r.runtime_s, r.clock_hz) for r in recs])
         e, t = np.array([r.energy_j for r in recs]), np.array([r.runtime_s for r in recs])
+        # calibrated: the DVFS law's three constants fitted with each clock (or config, where the
+        # clock is locked) held out in turn
+        clocks = [r.clock_hz for r in recs]
+        groups = clocks if len(set(clocks)) > 1 else [repr(sorted(r.config.items())) for r in recs]
+        cal = power.holdout(recs, groups, prof.idle_power_w, prof.tdp_w, folds=len(recs),
+                            fit=lambda train: power.DVFSPower.fit(train, prof))
+        whole = power.DVFSPower.fit(recs, prof)
         out[path.name] = {"profile": prof.name, "rows": len(recs), "idle_w": prof.idle_power_w, "tdp_w": prof.tdp_w,
                           "power_r2": r2(y, p), "energy_mape": mape(e, p * t),
-                          "measured_w": [float(y.min()), float(y.max())], "predicted_w": [float(p.min()), float(p.max())]}
+                          "measured_w": [float(y.min()), float(y.max())], "predicted_w": [float(p.min()), float(p.max())],
+                          "calibrated_held_out": {"held_out": "clock" if len(set(clocks)) > 1 else "config",
+                                                  "power_r2": cal["power_r2"], "energy_mape": cal["energy_mape"],
+                                                  "activity": whole.activity, "v_floor": whole.v_floor,
+                                                  "active_floor": whole.base}}
     return out
 
 

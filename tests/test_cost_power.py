@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import hw_profiles
 from autotune.cost import power, records as R
-from autotune.cost.features import analyse
+from autotune.cost.features import analyse, profile_of
 from autotune.cost.workload import workload_for
 from tilec.errors import TilecError
 
@@ -103,3 +103,56 @@ def test_bounded_power_on_powersensor3_held_out(shared_dir, held_out):
     assert m["rows"] == 4690
     assert m["power_r2"] >= 0.7 and m["energy_mape"] <= 0.15, m
     assert prof.idle_power_w <= m["power_min_w"] <= m["power_max_w"] <= prof.tdp_w
+
+
+def _fp32_sweep(tmp_path, watts_of=None):
+    """A Kernel Tuner cache shaped like the A100 clock sweep; power from ``watts_of(clock_mhz, ms)``."""
+    clocks = [1410, 1275, 1140, 1005, 870, 735, 600, 465, 330, 210]
+    cache = {}
+    for c in clocks:
+        ms = 196.24 * 1410 / c
+        cache[f"1024,64,1024,{c}"] = {"block_size_x": 1024, "nr_outer": 64, "nr_inner": 1024, "nvml_gr_clock": c,
+                                      "core_freq": float(c), "time": ms,
+                                      "nvml_power": watts_of(c, ms) if watts_of else 100.0}
+    doc = {"device_name": "NVIDIA A100-PCIE-40GB", "kernel_name": "fp32_kernel", "problem_size": [108, 64],
+           "tune_params_keys": ["block_size_x", "nr_outer", "nr_inner", "nvml_gr_clock"], "cache": cache}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(doc))
+    return R.load_kernel_tuner(path)
+
+
+def test_calibrated_dvfs_power_recovers_the_law_it_was_made_from(tmp_path):
+    prof = hw_profiles.load("a100_pcie_40gb")
+    recs = _fp32_sweep(tmp_path)
+    util, ratio = power.DVFSPower(prof)._parts(recs)
+    base, activity, v_floor = 0.04, 0.55, 0.8               # a made-up device obeying the law exactly
+    frac = base + activity * util * ratio * np.maximum(v_floor, ratio) ** 2
+    truth = prof.idle_power_w + (prof.tdp_w - prof.idle_power_w) * frac
+    recs = _fp32_sweep(tmp_path, lambda c, ms: float(truth[[1410, 1275, 1140, 1005, 870, 735, 600, 465, 330, 210].index(c)]))
+    model = power.DVFSPower.fit(recs, prof)
+    assert model.v_floor == pytest.approx(v_floor, abs=0.011)
+    assert model.activity == pytest.approx(activity, rel=0.05) and model.base == pytest.approx(base, abs=0.01)
+    np.testing.assert_allclose(model.power(recs), truth, rtol=2e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(0, 3), st.floats(0, 1), st.floats(0, 2), st.lists(st.floats(1e-4, 1e3), min_size=1, max_size=5))
+def test_calibrated_dvfs_power_stays_within_idle_and_tdp(activity, v_floor, base, runtimes):
+    prof = hw_profiles.load("a100_pcie_40gb")
+    recs = [R.Record("fp32_kernel", {"n0": 108, "n1": 64}, "float32", {"block_size_x": 1024, "nr_outer": 64,
+                     "nr_inner": 1024}, 0.2, clock_hz=c * 1e6) for c in (210, 900, 1410, 2000)]
+    watts = power.DVFSPower(prof, activity, v_floor, base).power(recs * len(runtimes), [t for t in runtimes for _ in recs])
+    assert ((prof.idle_power_w <= watts) & (watts <= prof.tdp_w)).all()
+
+
+@pytest.mark.parametrize("name", ["kernel_tuner_synthetic_fp32_cache_NVIDIA_RTX_A4000.json",
+                                  "kernel_tuner_tutorial_synthetic_fp32_cache_NVIDIA_A100-PCIE-40GB.json"])
+def test_calibrated_dvfs_power_on_the_small_caches_held_out_by_clock(shared_dir, name):
+    path = shared_dir / "datasets" / "kerneltuner_small_power_caches" / name
+    if not path.exists():
+        pytest.skip(f"{path} is not present")
+    recs = R.load_kernel_tuner(path)
+    prof = profile_of(recs[0])
+    m = power.holdout(recs, [r.clock_hz for r in recs], prof.idle_power_w, prof.tdp_w, folds=len(recs),
+                      fit=lambda train: power.DVFSPower.fit(train, prof))
+    assert m["power_r2"] >= 0.7 and m["energy_mape"] <= 0.15, m

@@ -3,8 +3,13 @@ profile's headroom (TDP - idle), so every prediction lies in [idle, TDP] by cons
 and energy = power x runtime.
 
 - Analytical: the fraction is the bounding resource's utilisation (the roofline time over
-  the runtime) times (clock / nominal clock)^3 (switching power goes with f V^2, and under
-  DVFS the voltage follows the clock), clamped to [0, 1].
+  the runtime) times r max(v_floor, r)^2, r = clock / nominal clock (switching power goes
+  with f V^2; under DVFS the voltage follows the clock down to a floor), clamped to [0, 1].
+  Uncalibrated, the floor is 0 (a cube law) and a fully used resource draws the whole headroom.
+- Calibrated (``DVFSPower``): the same law with three constants fitted to a device's measured
+  runs: the voltage floor, the activity (the headroom share a fully used resource draws) and
+  the active floor (what a busy GPU draws above idle at any clock: leakage at load, memory,
+  uncore); few enough to calibrate from a ten-clock sweep.
 - Learned (``PowerModel``): gradient-boosted trees predict logit((P - idle) / (TDP - idle))
   from the config, the clock and the run's runtime (measured, or a runtime model's); the
   sigmoid maps any output back into the bounds. Power rises with the clock (a monotone
@@ -21,7 +26,6 @@ from tilec.errors import TilecError
 
 from .records import Record
 
-DVFS_POWER_EXPONENT = 3.0
 EDGE = 1e-3                              # fractions are kept inside (EDGE, 1 - EDGE) before the logit
 
 
@@ -32,11 +36,22 @@ def bounded(idle_w: float, tdp_w: float, fraction) -> np.ndarray:
     return idle_w + (tdp_w - idle_w) * np.clip(np.nan_to_num(np.asarray(fraction, float), nan=0.0), 0.0, 1.0)
 
 
+def utilisation(t_bound_s: float, runtime_s: float) -> float:
+    """The bounding resource's busy share: its roofline time over the runtime, in [0, 1]."""
+    return min(max(t_bound_s / runtime_s, 0.0), 1.0) if runtime_s > 0 else 0.0
+
+
+def dvfs_scale(clock_hz: float | None, nominal_hz: float, v_floor: float = 0.0) -> float:
+    """f V^2 relative to the nominal clock, the voltage following the clock down to ``v_floor``."""
+    if not clock_hz or not nominal_hz:
+        return 1.0
+    r = clock_hz / nominal_hz
+    return r * max(v_floor, r) ** 2
+
+
 def analytical_fraction(t_bound_s: float, runtime_s: float, clock_hz: float | None, nominal_hz: float) -> float:
-    """Utilisation of the bounding resource, scaled by the clock's cube."""
-    util = min(max(t_bound_s / runtime_s, 0.0), 1.0) if runtime_s > 0 else 0.0
-    scale = (clock_hz / nominal_hz) ** DVFS_POWER_EXPONENT if clock_hz and nominal_hz else 1.0
-    return min(util * scale, 1.0)
+    """Utilisation of the bounding resource, scaled by the clock's cube (no voltage floor)."""
+    return min(utilisation(t_bound_s, runtime_s) * dvfs_scale(clock_hz, nominal_hz), 1.0)
 
 
 def analytical_power(w, p, runtime_s: float, clock_hz: float | None = None) -> float:
@@ -110,11 +125,72 @@ class PowerModel:
             raise TilecError(f"not a tilec power model: {e}") from None
 
 
+class DVFSPower:
+    """Calibrated physical power for one device: fraction = base + activity x utilisation x
+    r max(v_floor, r)^2, the three constants fitted by least squares to measured runs."""
+
+    V_FLOORS = np.linspace(0.0, 1.0, 101)
+
+    def __init__(self, profile, activity: float = 1.0, v_floor: float = 0.0, base: float = 0.0):
+        bounded(profile.idle_power_w, profile.tdp_w, 0.0)   # checks the bounds
+        self.profile, self.activity, self.v_floor, self.base = profile, activity, v_floor, base
+
+    def _parts(self, records: list[Record], runtimes=None) -> tuple[np.ndarray, np.ndarray]:
+        """Each run's utilisation and its clock ratio r."""
+        from .features import analyse
+        from .analytical import predict
+        runtimes = [r.runtime_s for r in records] if runtimes is None else list(runtimes)
+        p = self.profile
+        util = np.array([utilisation(predict(analyse(r)[0], p).features.get("t_roofline", 0.0), t)
+                         for r, t in zip(records, runtimes)])
+        ratio = np.array([(r.clock_hz or p.clock_hz) / p.clock_hz for r in records])
+        return util, ratio
+
+    @classmethod
+    def fit(cls, records: list[Record], profile) -> DVFSPower:
+        rows = [r for r in records if r.power_w]
+        if len(rows) < 2:
+            raise TilecError(f"calibrating power needs at least 2 runs with measured power, got {len(rows)}")
+        model = cls(profile)
+        util, ratio = model._parts(rows)
+        y = (np.array([r.power_w for r in rows]) - profile.idle_power_w) / (profile.tdp_w - profile.idle_power_w)
+        best = (np.inf, 1.0, 0.0, 0.0)
+        for v in cls.V_FLOORS:
+            x = util * ratio * np.maximum(v, ratio) ** 2
+            for base, k in _nonnegative_line(x, y):
+                sse = float(((base + k * x - y) ** 2).sum())
+                if sse < best[0] - 1e-12:
+                    best = (sse, k, float(v), base)
+        model.activity, model.v_floor, model.base = best[1:]
+        return model
+
+    def power(self, records: list[Record], runtimes=None) -> np.ndarray:
+        """Watts, always within [idle, TDP]."""
+        if not records:
+            return np.zeros(0)
+        util, ratio = self._parts(records, runtimes)
+        frac = self.base + self.activity * util * ratio * np.maximum(self.v_floor, ratio) ** 2
+        return bounded(self.profile.idle_power_w, self.profile.tdp_w, frac)
+
+
+def _nonnegative_line(x: np.ndarray, y: np.ndarray) -> list[tuple[float, float]]:
+    """Candidates (base, slope) >= 0 for y ~ base + slope x: the free least-squares line where
+    both come out non-negative, else the best line through the origin and the best constant."""
+    out = [(0.0, max(float(x @ y / (x @ x)), 0.0) if x @ x > 0 else 0.0), (max(float(y.mean()), 0.0), 0.0)]
+    if len(x) > 1 and np.ptp(x) > 0:
+        k, b = np.polyfit(x, y, 1)
+        if k >= 0 and b >= 0:
+            out.append((float(b), float(k)))
+    return out
+
+
 def holdout(records: list[Record], groups: list, idle_w: float, tdp_w: float, folds: int = 5,
-            seed: int = 0, points: bool = False) -> dict:
+            seed: int = 0, points: bool = False, fit=None) -> dict:
     """Power R^2 and energy MAPE (energy = predicted power x the run's runtime) with whole
     groups (configs, clocks) held out: ``folds`` folds, or one per group when fewer.
-    ``points``: also the measured and predicted power of every row (for plots)."""
+    ``points``: also the measured and predicted power of every row (for plots). ``fit``: the
+    model to train on each fold's rows (default the learned ``PowerModel``)."""
+    fit = fit or (lambda train: PowerModel.fit(train, idle_w, tdp_w, seed))
     from .evaluate import mape, r2
     keep = [i for i, r in enumerate(records) if r.power_w and r.energy_j]
     uniq = sorted({groups[i] for i in keep}, key=repr)
@@ -125,7 +201,7 @@ def holdout(records: list[Record], groups: list, idle_w: float, tdp_w: float, fo
         held = set(part)
         train = [records[i] for i in keep if groups[i] not in held]
         test = [i for i in keep if groups[i] in held]
-        pred[test] = PowerModel.fit(train, idle_w, tdp_w, seed).power([records[i] for i in test])
+        pred[test] = fit(train).power([records[i] for i in test])
     y = np.array([records[i].power_w for i in keep])
     p = pred[keep]
     e = np.array([records[i].energy_j for i in keep])
