@@ -123,7 +123,7 @@ def test_feasibility_reasons():
 
 
 def test_unknown_op_is_a_clear_error():
-    with pytest.raises(TilecError, match="no workload builder for op 'conv9d'"):
+    with pytest.raises(TilecError, match="no IR launch known for op 'conv9d'"):
         workload_for("conv9d", {}, "float32", {})
     with pytest.raises(TilecError, match=r"needs \['K'\]"):
         workload_for("gemm", {"M": 1, "N": 1}, "float32", {"BM": 16, "BN": 16, "BK": 16})
@@ -230,12 +230,9 @@ def test_space_constraint_prunes_configs_that_do_not_fit():
 
 # -- the CPU model (Numba loop nests) ------------------------------------------------------------
 def test_tile_edges_hand_counted():
-    from autotune.cost.workload import edges
-    assert edges([(10, 4), (8, 4)]) == (6, 2)          # 3 x 2 tiles, the third row of them partial
-    assert edges([(8, 4), (8, 8)]) == (2, 0)
-    assert edges([(5, 8)]) == (1, 1)
+    """K=999 in two 500-steps: every program's second step reads a partial A and x tile."""
     w = workload_for("gemv", {"M": 1000, "K": 999}, "float32", {"BM": 100, "BK": 500})
-    assert w.programs == 10 and w.inner_iterations == 2 and w.edge_steps == 10
+    assert w.programs == 10 and w.inner_iterations == 2 and w.edge_steps == 20
     assert w.edge_elements == 10 * (100 * 500 + 500)
 
 
@@ -283,21 +280,6 @@ def test_cpu_edge_tiles_cost_time():
     full = predict(workload_for("gemv", {"M": 1024, "K": 1024}, "float32", cfg), p)
     short = predict(workload_for("gemv", {"M": 1024, "K": 1023}, "float32", cfg), p)
     assert short.runtime_s > full.runtime_s and short.features["edge_fraction"] == 0.5
-
-
-@pytest.mark.parametrize("name, shape", [("quant_gemm", {"M": 4, "N": 1024, "K": 2048, "bits": 4, "group_size": 128}),
-                                         ("lut_gemm", {"M": 3, "N": 768, "K": 1024, "bits": 3, "group_size": 128})])
-def test_quantized_workloads_match_the_ops_formulas(name, shape):
-    """The cost model's quant_gemm / lut_gemm workloads count the flops and bytes the op
-    library itself declares."""
-    ops = pytest.importorskip("ops")
-    spec = ops.REGISTRY[name]
-    cfg = {"quant_gemm": {"BM": 2, "BNB": 64, "UNPACK": "tile"}, "lut_gemm": {"BM": 2, "BN": 128, "MU": 4}}[name]
-    w = workload_for(name, shape, "float32", cfg)
-    assert w.flops == spec.flops(shape)
-    assert w.bytes == pytest.approx(spec.bytes(shape, "float32"), rel=1e-12)
-    r = predict(w, hw_profiles.load("host"))
-    assert r.runtime_s > 0 and math.isfinite(r.runtime_s)
 
 
 def test_cpu_gemm_seeds_amortize_per_call_costs():
@@ -370,25 +352,6 @@ ATTENTION_FAMILY = [("attention", {"B": 2, "H": 8, "Hkv": 2, "Lq": 300, "Lk": 10
                     ("decode_attention", {"B": 3, "H": 32, "Hkv": 8, "T": 2, "L": 5000, "D": 128}),
                     ("decode_attention_quantized", {"B": 1, "H": 32, "Hkv": 8, "T": 1, "L": 16384, "D": 128,
                                                     "G": 32, "bits": 2})]
-
-
-@pytest.mark.parametrize("name, shape", ATTENTION_FAMILY, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ATTENTION_FAMILY)])
-@pytest.mark.parametrize("target", ["host", "a100_sxm4_80gb", "h100_sxm"])
-def test_attention_family_workloads_count_what_the_ops_declare(name, shape, target):
-    """The cost models take the attention ops' own shapes (before: attention needed the host
-    records' N, the decode ops had no workload, so tuning them on a profile failed every
-    trial), count the flops and bytes the ops declare, and find the defaults feasible."""
-    ops = pytest.importorskip("ops")
-    spec, p = ops.REGISTRY[name], hw_profiles.load(target)
-    backend = "numba" if target == "host" else "triton"
-    for dtype in ("float32", "float16"):
-        w = workload_for(name, shape, dtype, spec.default_config(shape, backend))
-        assert w.flops == pytest.approx(spec.flops(shape), rel=1e-12)
-        assert w.bytes == pytest.approx(spec.bytes(shape, dtype), rel=1e-12)
-        assert feasible(w, p) == []
-        r = predict(w, p)
-        assert r.runtime_s >= w.flops / p.peak(w.peak_key) * (1 - 1e-9)
-        assert r.runtime_s >= w.bytes / p.dram.bandwidth_bytes_per_s * (1 - 1e-9)
 
 
 def test_attention_workload_reads_the_op_and_the_record_names_alike():

@@ -199,7 +199,7 @@ def estimated_registers(fn, threads: int, dot_dtype: str | None) -> int | None:
     from tilec.backends.cuda.resources import estimate_resources
     try:
         mma = "wmma" if dot_dtype in ("float16", "bfloat16") else "simt"
-        return int(estimate_resources(fn, {"threads": threads, "mma": mma})["registers"])
+        return int(estimate_resources(fn, {"threads": threads, "mma": mma})["registers_wanted"])
     except Exception:       # noqa: BLE001 - an estimate is optional; the model has its own
         return None
 
