@@ -30,7 +30,8 @@ _PY = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b:
        "lt": lambda a, b: a < b, "le": lambda a, b: a <= b, "gt": lambda a, b: a > b,
        "ge": lambda a, b: a >= b, "eq": lambda a, b: a == b, "ne": lambda a, b: a != b}
 _ADD = ("flops", "useful_flops", "dot_flops", "int_ops", "special", "bytes_loaded", "bytes_stored",
-        "valid_bytes", "loop_trips", "lookups", "lookup_rows", "edge_accesses", "edge_elements")
+        "valid_bytes", "loop_trips", "lookups", "lookup_rows", "edge_accesses", "edge_elements", "edge_steps",
+        "edge_in_loops")
 _COUNTERS = ("dots", "dot_dtypes", "tensor_bytes", "tensor_valid_bytes", "elementwise")
 
 
@@ -51,14 +52,17 @@ class Workload:
     tensor_bytes: Counter = field(default_factory=Counter)  # tensor name -> bytes loaded + stored (boxes)
     tensor_valid_bytes: Counter = field(default_factory=Counter)   # ... inside the tensor
     # element ops (float and integer, conversions and fills included; dots excluded) by the
-    # contiguous extent they run along (a whole fresh tile; a reduction's last axis): what a
-    # CPU loop vectorizes over
+    # contiguous extent they run along (a whole fresh tile; the last axis of a loaded tile or
+    # of a reduction's operand): what a CPU loop vectorizes over
     elementwise: Counter = field(default_factory=Counter)
     lookups: float = 0.0            # elements gathered from a table (tc.gather)
     lookup_rows: float = 0.0        # gathers times their leading (non-row) extents
     table_entries: int = 0          # the largest gathered table's extent along its axis
     edge_accesses: float = 0.0      # loads and stores whose box reaches outside the tensor
     edge_elements: float = 0.0      # the elements of those boxes
+    edge_steps: float = 0.0         # (program, loop trip) pairs with such an access in the trip's
+                                    # own body; a program without loop trips counts as one step
+    edge_in_loops: float = 0.0      # the edge accesses made inside loops
     tensor_extents: dict = field(default_factory=dict)      # tensor name -> (shape, itemsize)
     approximate: bool = False       # a loop bound or branch could not be evaluated
 
@@ -111,16 +115,18 @@ def count(fn: Function, grid: tuple, shapes: dict[str, tuple], scalars: dict[str
             for i2, w2 in per_axis[2]:
                 w = Workload()
                 _block(fn.body, dict(env0), {}, (i0, i1, i2), grid, w)
+                if w.edge_accesses > w.edge_in_loops and not w.loop_trips:
+                    w.edge_steps += 1
                 total.add(w, w0 * w1 * w2)
     return total
 
 
 def tile_bytes(fn: Function) -> int:
-    """On-chip bytes one program keeps live at a step: every tile it loads (in its type) and
-    every tile a loop carries (accumulators, running statistics)."""
+    """On-chip bytes one program keeps live at a step: every tile it loads (in its type), every
+    tile product it makes and every tile a loop carries (accumulators, running statistics)."""
     n = 0
     for op in fn.walk():
-        if op.kind == "load" and op.result.shape:
+        if op.kind in ("load", "dot") and op.result.shape:
             n += op.result.type.nbytes
         elif op.kind == "for":
             n += sum(r.type.nbytes for r in op.results if r.shape)
@@ -213,6 +219,14 @@ def _access(op: Op, env: dict, w: Workload) -> tuple:
     return tuple(vdims)
 
 
+def _from_load(v: Value) -> bool:
+    """Is ``v`` a loaded tile, or a view of one (unit axes added, broadcast)?"""
+    p = v.producer
+    while p is not None and p.kind in ("expand_dims", "broadcast") and p.operands:
+        p = p.operands[0].producer
+    return p is not None and p.kind == "load"
+
+
 def _last(shape: tuple) -> int:
     return shape[-1] if shape else 1
 
@@ -277,8 +291,11 @@ def _op(op: Op, env: dict, valid: dict, ids: tuple, grid: tuple, w: Workload) ->
             vs = _elementwise([(_vshape(valid, v), v.shape) for v in op.operands if v.shape], r.shape)
             valid[r.id] = vs
             useful = math.prod(vs)
-        # an elementwise op makes a fresh, contiguous tile: one loop over all of it
-        w.elementwise[_last(src.shape) if k == "reduce" else n] += n
+        # over fresh, contiguous tiles an elementwise op is one loop over all of them; a tile
+        # read in place from a tensor (a load) is contiguous only along its last axis
+        whole = k != "reduce" and not any(_from_load(v) for v in op.operands if v.shape)
+        length = n if whole else _last(src.shape)
+        w.elementwise[length] += n
         if k == "unary" and op.attrs["op"] in SPECIAL:
             w.special += n
         if k == "full" or k == "cast":
@@ -326,6 +343,7 @@ def _loop(op: Op, env: dict, valid: dict, ids: tuple, grid: tuple, w: Workload) 
             for a in carried:        # carried values are not evaluated: taken as full tiles
                 e[a.id] = None
             _block(body, e, {**valid, **{a.id: a.shape for a in carried}}, ids, grid, one)
+            _edge_trip(one)
             w.add(one, times)
         w.loop_trips += n
         for r in op.results:
@@ -333,12 +351,23 @@ def _loop(op: Op, env: dict, valid: dict, ids: tuple, grid: tuple, w: Workload) 
         return
     for i in trips:
         env[iv.id] = i
-        _block(body, env, valid, ids, grid, w)
+        one = Workload()
+        _block(body, env, valid, ids, grid, one)
+        _edge_trip(one)
+        w.add(one)
         for arg, y in zip(carried, body.yields):
             env[arg.id] = _value(env, y)
         w.loop_trips += 1
     for r, arg in zip(op.results, carried):
         env[r.id] = env.get(arg.id)
+
+
+def _edge_trip(one: Workload) -> None:
+    """One loop trip counted into ``one``: an edge step if its own body (not a nested loop)
+    accessed a partial tile; all its accesses are then inside a loop."""
+    if one.edge_accesses > one.edge_in_loops:
+        one.edge_steps += 1
+    one.edge_in_loops = one.edge_accesses
 
 
 def _varies(body: Block, roots: set[int]) -> bool:

@@ -181,7 +181,7 @@ CPU_SPECIAL_OPS = 10               # [E] a vectorized exp/log costs about this m
 def _loop_ops(w: Workload, p, vec: float) -> float:
     """Loop operations weighted by how well each vectorizes: by the extent it runs along when
     the workload says (``loop_lengths``), else all at ``vector_length``; special functions
-    count CPU_SPECIAL_OPS each."""
+    count CPU_SPECIAL_OPS each, spread over the loops in proportion."""
     extra = (CPU_SPECIAL_OPS - 1) * w.special
     if w.loop_lengths:
         share = extra / max(1.0, w.loop_ops)
@@ -314,7 +314,7 @@ def predict(w: Workload, p) -> Prediction:
         features.update({
             "cpu_threads": cpu["threads"], "cpu_balance": cpu["balance"],
             "log_library_calls": math.log10(1.0 + w.library_calls), "log_call_flops": math.log10(1.0 + w.call_flops),
-            "log_loop_ops": math.log10(1.0 + w.loop_ops), "vector_length": w.vector_length,
+            "log_loop_ops": math.log10(1.0 + w.loop_ops), "log_vector_length": math.log2(max(1, w.vector_length)),
             "edge_fraction": w.edge_steps / max(1.0, programs * max(1, w.inner_iterations)),
             "log_steps_per_program": math.log10(max(1, w.inner_iterations)),
         })

@@ -27,8 +27,9 @@ does not have (datasets of other tuners) carry their own description instead: a 
   call; ``loop_ops``, element operations in the kernel's own loops (fills, conversions, dots
   without BLAS as multiply-adds), by the contiguous extent each runs along in
   ``loop_lengths`` ({extent: ops}; ``vector_length`` the extent with the most);
-  ``special``, special-function evaluations among them; ``edge_steps``, tile accesses that
-  reach outside a tensor (read through a masked copy), and ``edge_elements``, their elements;
+  ``special``, special-function evaluations among them; ``edge_steps``, the (program, loop
+  step) pairs that access a tile reaching outside a tensor (read through a masked copy), and
+  ``edge_elements``, the elements of those tiles;
   ``lookups`` from a table of ``table_entries``, in ``lookup_rows`` rows.
 """
 from __future__ import annotations
@@ -190,7 +191,7 @@ def from_ir(op: str, shape: dict, dtype: str, config: dict, launch, backend: str
         call_bytes=sum(4.0 * a * t for a, _, t in ops_in_calls) / calls if lib else 0.0,
         call_out_bytes=sum(8.0 * o * t for _, o, t in ops_in_calls) / calls if lib else 0.0,
         loop_ops=loop_ops, vector_length=max(lengths, key=lengths.get) if lengths else 0,
-        edge_steps=c.edge_accesses, edge_elements=c.edge_elements, lookups=c.lookups,
+        edge_steps=c.edge_steps, edge_elements=c.edge_elements, lookups=c.lookups,
         table_entries=c.table_entries, lookup_rows=c.lookup_rows, loop_lengths=lengths, special=c.special)
 
 
