@@ -86,10 +86,12 @@ class Workload:
                          if self.tensor_bytes.get(name)))
 
 
-def count(fn: Function, grid: tuple, shapes: dict[str, tuple], scalars: dict[str, Any] | None = None) -> Workload:
+def count(fn: Function, grid: tuple, shapes: dict[str, tuple], scalars: dict[str, Any] | None = None,
+          values: dict[str, Any] | None = None) -> Workload:
     """The workload of launching ``fn`` over ``grid``; ``shapes`` gives each tensor parameter's
     extents by its name, ``scalars`` scalar parameters' values (unknown ones leave the counts
-    approximate only where a bound depends on them)."""
+    approximate only where a bound depends on them), ``values`` the contents of small tensors
+    that the kernel reads single elements of for its bounds (e.g. sequence lengths)."""
     grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
     total = Workload(programs=math.prod(grid))
     env0: dict[int, Any] = {}
@@ -98,7 +100,7 @@ def count(fn: Function, grid: tuple, shapes: dict[str, tuple], scalars: dict[str
             if p.hint not in shapes:
                 raise KeyError(f"count({fn.name}): no extents for tensor parameter {p.hint!r}")
             shape = tuple(int(s) for s in shapes[p.hint])
-            env0[p.id] = ("tensor", p.hint, shape)
+            env0[p.id] = ("tensor", p.hint, shape, (values or {}).get(p.hint))
             total.tensor_extents[p.hint] = (shape, p.dtype.itemsize)
         else:
             env0[p.id] = (scalars or {}).get(p.hint)
@@ -227,6 +229,19 @@ def _from_load(v: Value) -> bool:
     return p is not None and p.kind == "load"
 
 
+def _element(op: Op, env: dict):
+    """A single element read from a tensor whose contents ``count`` was given, else None."""
+    t = env.get(op.operands[0].id)
+    offs = [env.get(v.id) for v in op.operands[1:1 + len(op.attrs["box"])]]
+    if not t or t[3] is None or None in offs:
+        return None
+    try:
+        import numpy as np
+        return np.asarray(t[3])[tuple(offs)].item()
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
 def _last(shape: tuple) -> int:
     return shape[-1] if shape else 1
 
@@ -253,6 +268,8 @@ def _op(op: Op, env: dict, valid: dict, ids: tuple, grid: tuple, w: Workload) ->
         env[op.result.id] = _tile(op, env)
     if k == "load":
         valid[op.result.id] = _access(op, env, w)
+        if not op.result.shape:
+            env[op.result.id] = _element(op, env)
     elif k == "store":
         _access(op, env, w)
     elif k == "dot":

@@ -9,7 +9,7 @@ Ops whose launches this module cannot describe raise ``TilecError``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tilec.errors import TilecError
@@ -23,6 +23,8 @@ class Launch:
     grid: tuple[int, ...]
     extents: dict[str, tuple[int, ...]]     # tensor parameter -> extents
     scalars: dict[str, Any]
+    values: dict[str, Any] = field(default_factory=dict)   # contents of small tensors read for bounds
+    then: tuple["Launch", ...] = ()         # launches that follow (a split's combine kernel)
 
 
 def _need(op: str, shape: dict, config: dict, shape_keys, config_keys) -> None:
@@ -116,9 +118,63 @@ def _quant_gemv(shape, dtype, config):
     return Launch(fn, (cdiv_host(M, config["BM"]),), {"W": (M, K), "s": (M,), "x": (K,), "y": (M,)}, {})
 
 
+def _split(shape: dict, config: dict, step: int) -> tuple[int, int]:
+    """(splits, chunk) as ops.decode.launch_decode cuts the L cached tokens: whole steps."""
+    L = int(shape["L"])
+    ns = max(1, min(int(config.get("NS", 1)), cdiv_host(L, step)))
+    return ns, cdiv_host(cdiv_host(max(L, 1), ns), step) * step
+
+
+def _decode_outputs(shape: dict, config: dict, ns: int, dtype: str, main: Function, grid: tuple, extents: dict,
+                    scalars: dict, values: dict) -> Launch:
+    """The decode kernel's outputs and, with several splits, the combine kernel that merges them."""
+    from ops.decode import combine_kernel
+    from tilec import dtypes
+    from tilec.ir import TensorType
+    B, H, T, D = (int(shape[k]) for k in ("B", "H", "T", "D"))
+    out = (B, H, T, D)
+    if ns == 1:
+        return Launch(main, grid, {**extents, "O": out, "OP": out, "LP": out}, scalars, values)
+    part, lse = (B, H, ns, T, D), (B, H, ns, T)
+    f32 = dtypes.float32
+    types = {"OP": TensorType(5, f32), "LP": TensorType(4, f32), "O": TensorType(4, dtypes.lookup(dtype))}
+    consts, _ = combine_kernel.split_config({"NS": ns, "BT": T, "BD": config["BD"]})
+    combine = Launch(combine_kernel.ir(types, consts), (H, B), {"OP": part, "LP": lse, "O": out}, {})
+    return Launch(main, grid, {**extents, "O": out, "OP": part, "LP": lse}, scalars, values, (combine,))
+
+
+def _decode(shape, dtype, config):
+    """ops.decode_attention, every sequence at the cache's full length L."""
+    _need("decode_attention", shape, config, ("B", "H", "Hkv", "T", "L", "D"), ("BN", "BD"))
+    B, Hkv, L, D = (int(shape[k]) for k in ("B", "Hkv", "L", "D"))
+    ns, chunk = _split(shape, config, int(config["BN"]))
+    _, fn, _ = _registry("decode_attention").launch_ir(shape, dtype, {**config, "NS": ns})
+    cache = (B, Hkv, L, D)
+    return _decode_outputs(shape, config, ns, dtype, fn, (ns, Hkv, B),
+                           {"Q": (B, int(shape["H"]), int(shape["T"]), D), "K": cache, "V": cache, "Lens": (B,)},
+                           {"scale_log2": 1.0, "chunk": chunk}, {"Lens": [L] * B})
+
+
+def _decode_quantized(shape, dtype, config):
+    """ops.decode_attention_quantized over a full KIVI cache of L tokens (no residual tokens)."""
+    _need("decode_attention_quantized", shape, config, ("B", "H", "Hkv", "T", "L", "D"), ("BD",))
+    B, Hkv, L, D = (int(shape[k]) for k in ("B", "Hkv", "L", "D"))
+    G, bits = int(shape.get("G", 32)), int(shape.get("bits", 2))
+    ns, chunk = _split(shape, config, G * int(config.get("NG", 1)))
+    _, fn, _ = _registry("decode_attention_quantized").launch_ir(shape, dtype, {**config, "NS": ns})
+    codes, per_group = (B, Hkv, L * bits // 8, D), (B, Hkv, cdiv_host(L, G), D)
+    res = (B, Hkv, G, D)
+    return _decode_outputs(shape, config, ns, dtype, fn, (ns, Hkv, B),
+                           {"Q": (B, int(shape["H"]), int(shape["T"]), D), "KC": codes, "KS": per_group,
+                            "KZ": per_group, "VC": codes, "VS": (B, Hkv, L), "VZ": (B, Hkv, L), "KR": res, "VR": res,
+                            "QLen": (B,), "RLen": (B,)},
+                           {"scale_log2": 1.0, "chunk": chunk}, {"QLen": [L] * B, "RLen": [0] * B})
+
+
 LAUNCHES: dict[str, Callable[[dict, str, dict], Launch]] = {
     "gemm": _gemm, "gemv": _gemv, "quant_gemm": _quant_gemm, "lut_gemm": _lut_gemm,
-    "attention": _attention, "quant_gemv": _quant_gemv}
+    "attention": _attention, "quant_gemv": _quant_gemv, "decode_attention": _decode,
+    "decode_attention_quantized": _decode_quantized}
 
 
 def launch(op: str, shape: dict, dtype: str, config: dict) -> Launch:

@@ -15,8 +15,9 @@ does not have (datasets of other tuners) carry their own description instead: a 
   pipeline stage); ``level_bytes``: per-level needs (e.g. {"L0A": ..., "L0C": ...} on an NPU),
   from the largest dot's operand and accumulator tiles.
 - ``threads_per_program`` / ``registers_per_thread``: GPU launch resources: threads from the
-  config, registers estimated from the IR (``tilec.backends.cuda.resources``) or an offline
-  compile's figure (``compiled_resources``), or measured (``resources.apply``).
+  config, registers estimated from the IR (``triton_registers``; for the CUDA backend
+  ``tilec.backends.cuda.resources``) or an offline compile's figure (``compiled_resources``),
+  or measured (``resources.apply``).
 - ``compute_dtype``: the key into the profile's ``peak_flops``: the dots' operand type.
 - ``pipeline_stages``: tiles in flight per program (software pipelining / double buffering).
 - ``inner_iterations``: loop trips per program; ``work_efficiency``: useful over computed work
@@ -153,14 +154,21 @@ def workload_for(op: str, shape: dict, dtype: str, config: dict, backend: str | 
 def from_ir(op: str, shape: dict, dtype: str, config: dict, launch, backend: str) -> Workload:
     """Map a ``tilec.workload.count`` of ``launch`` to the cost models' fields."""
     from tilec import workload as counted
-    c = counted.count(launch.fn, launch.grid, launch.extents, launch.scalars)
+    c = counted.count(launch.fn, launch.grid, launch.extents, launch.scalars, launch.values)
+    for follow in launch.then:      # e.g. a split's combine kernel: its work and traffic add up
+        more = counted.count(follow.fn, follow.grid, follow.extents, follow.scalars, follow.values)
+        c.add(more)
+        c.tensor_extents.update(more.tensor_extents)
     programs = max(1, c.programs)
     gpu = backend in ("triton", "cuda")
     warps = config.get("num_warps")
     threads = int(warps) * 32 if warps else (int(config["threads"]) if "threads" in config else None)
     stages = int(config.get("num_stages", 1))
-    dot_shape = max(c.dots, key=lambda s: c.dots[s] * s[0] * s[1] * s[2]) if c.dots else None
+    dots = _triton_dots(c.dots, threads or 128) if backend == "triton" else dict(c.dots)
+    dot_shape = max(dots, key=lambda s: dots[s] * s[0] * s[1] * s[2]) if dots else None
     dot_dtype = max(c.dot_dtypes, key=c.dot_dtypes.get) if c.dot_dtypes else None
+    if c.dots and not dots:         # every product a broadcast on the CUDA cores, in fp32
+        dot_dtype = "float32"
     calls = float(sum(c.dots.values()))
     lib = backend == "numba" and blas(config) and calls > 0
     lengths = {int(k): float(v) for k, v in c.elementwise.items()}
@@ -176,7 +184,8 @@ def from_ir(op: str, shape: dict, dtype: str, config: dict, launch, backend: str
         level = {"L0A": m * k * e, "L0B": k * n * e, "L0C": m * n * 4}
     regs = None
     if gpu and threads:
-        regs = estimated_registers(launch.fn, threads, dot_dtype)
+        regs = triton_registers(launch.fn, threads) if backend == "triton" else \
+            estimated_registers(launch.fn, threads, dot_dtype)
         tile = counted.loop_tile_bytes(launch.fn) * max(1, stages)
     else:
         tile = counted.tile_bytes(launch.fn)
@@ -193,6 +202,37 @@ def from_ir(op: str, shape: dict, dtype: str, config: dict, launch, backend: str
         loop_ops=loop_ops, vector_length=max(lengths, key=lengths.get) if lengths else 0,
         edge_steps=c.edge_steps, edge_elements=c.edge_elements, lookups=c.lookups,
         table_entries=c.table_entries, lookup_rows=c.lookup_rows, loop_lengths=lengths, special=c.special)
+
+
+def _triton_dots(dots: dict, threads: int) -> dict:
+    """The tile products the Triton renderer issues for the IR's dots: extents rounded up to
+    powers of two; below tl.dot's least extent a broadcast product on the CUDA cores (no
+    tile product) while it is small per thread, else the short extents padded to it."""
+    from tilec.backends.triton.renderer import BROADCAST_PER_THREAD, DOT_MIN
+    out: dict = {}
+    for (m, n, k), times in dots.items():
+        m, n, k = (1 << max(0, int(e) - 1).bit_length() for e in (m, n, k))
+        if min(m, n, k) < DOT_MIN:
+            if m * n * k <= BROADCAST_PER_THREAD * threads:
+                continue
+            m, n, k = (max(e, DOT_MIN) for e in (m, n, k))
+        out[(m, n, k)] = out.get((m, n, k), 0) + times
+    return out
+
+
+TRITON_ACC_WORDS = 1.5      # registers per loop-carried element (the epilogue converts it while live)
+TRITON_BASE_REGISTERS = 40  # indices, pointers, loop state
+
+
+def triton_registers(fn, threads: int) -> int:
+    """Registers per thread of a Triton program, from its IR: 1.5 per element of the tiles its
+    loops carry (accumulators, running statistics), one per byte of the tiles it loads per
+    loop step (operands in flight and their addresses), spread over the threads, plus 40.
+    Checked against ptxas (sm_80) in tests/test_cost_analytical.py; it errs towards
+    predicting a spill."""
+    from tilec import workload as counted
+    carried = sum(r.type.numel for op in fn.walk() if op.kind == "for" for r in op.results if r.shape)
+    return int((TRITON_ACC_WORDS * carried + counted.loop_tile_bytes(fn)) / threads + TRITON_BASE_REGISTERS)
 
 
 def estimated_registers(fn, threads: int, dot_dtype: str | None) -> int | None:
