@@ -173,16 +173,14 @@ HOST_OPS = {"gemm", "gemv", "quant_gemv", "attention", "quant_gemm", "lut_gemm"}
 
 def test_host_numba_records_held_out_by_shape():
     """This machine's own Numba records (GEMM, GEMV, int8 GEMV, attention, and the op library's
-    int4 GEMM and 3-bit LUT-GEMM; single-threaded, CPU-timed, fastest of three passes):
-    trained without a shape, predicted for it. Every op family keeps its config order within
-    every shape (Spearman >= 0.9 in each of the 44 held-out shapes), and the runtimes across
-    all of them.
+    int4 GEMM and 3-bit LUT-GEMM; single-threaded, CPU-timed, fastest of three passes), with
+    workloads counted from the IR of the kernels they time: trained without a shape, predicted
+    for it. Every op family keeps its config order within every shape (Spearman >= 0.9 in each
+    of the 44 held-out shapes), and the runtimes across all of them.
 
-    The tightest shapes are the smallest attention ones (N=96 with 3 heads, N=200), whose
-    configs lie within 2-5 % of each other, about their measurements' pass spread: 0.903 here,
-    0.88-0.92 under split seeds 1-3. LUT-GEMM keeps >= 0.98 in every shape under seeds 0-3
-    (0.88-0.98 before the CPU model built its tables along their 2**MU entries, once per
-    program: a 32-wide strip then ranked last at M=1, K=3072, N=1536, where it is sixth)."""
+    The tightest shapes are the smallest attention ones (N=96 with 3 heads), whose configs lie
+    within a few per cent of each other, about their measurements' pass spread: under other
+    split seeds they fall below 0.9 (figures in the commit that counted workloads from the IR)."""
     recs = R.load_jsonl(HOST_RECORDS)
     assert {r.op for r in recs} == HOST_OPS
     split = ev.group_split(recs, "shape", max_folds=5)

@@ -165,3 +165,23 @@ def test_launch_extents_name_every_tensor_with_its_rank(op, shape, cfg):
     assert set(tensors) <= set(L.extents)
     assert all(len(L.extents[n]) == r for n, r in tensors.items())
     assert not count(L.fn, L.grid, L.extents, L.scalars).approximate
+
+
+def test_an_offline_compile_replaces_the_register_estimate():
+    """Where Triton compiles offline here, its registers and shared memory replace the IR's
+    estimates; elsewhere the workload stays as estimated."""
+    pytest.importorskip("triton")
+    from autotune.cost.workload import compiled_resources, workload_for
+    from tilec.backends.triton import compile_offline
+    from tilec.errors import TilecError
+    shape, cfg = {"M": 256, "N": 256, "K": 256}, {"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2}
+    w = workload_for("gemm", shape, "float16", cfg)
+    try:
+        from autotune.cost.launches import launch
+        rep = compile_offline(launch("gemm", shape, "float16", cfg).fn, {"num_warps": 4, "num_stages": 2}, "sm_80")
+    except TilecError:
+        assert compiled_resources(w, "sm_80") == w
+        return
+    got = compiled_resources(w, "sm_80")
+    assert (got.registers_per_thread, got.tile_bytes_local) == (rep.registers, rep.shared_bytes)
+    assert got.flops == w.flops
