@@ -84,10 +84,6 @@ class Workload:
         return self.compute_dtype or self.dtype
 
 
-def cdiv(a: int, b: int) -> int:
-    return -(-int(a) // int(b))
-
-
 def itemsize(dtype: str) -> float:
     sizes = {"float64": 8, "float32": 4, "tf32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "int8": 1,
              "uint8": 1, "int4": 0.5, "int32": 4}
