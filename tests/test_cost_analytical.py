@@ -106,7 +106,9 @@ def test_feasibility_reasons():
     assert feasible(ok, h100) == [] and feasible(ok, l4) == []
     tiny = workload_for("gemm", {"M": 64, "N": 64, "K": 64}, "float16",
                         {"BM": 8, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2})
-    assert any("tensor cores" in r for r in feasible(tiny, h100))
+    assert tiny.dot_shape == (16, 64, 32)          # Triton pads the 8 rows to tl.dot's 16
+    short = Workload("x", {}, "float16", {}, 1.0, 1.0, (1,), 0, threads_per_program=128, dot_shape=(8, 64, 32))
+    assert any("tensor cores" in r for r in feasible(short, h100))
     many = Workload("x", {}, "float32", {}, 1.0, 1.0, (1,), 0, threads_per_program=2048)
     assert any("threads per program" in r for r in feasible(many, h100))
     gap8 = hw_profiles.load("gap8")
