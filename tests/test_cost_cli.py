@@ -56,7 +56,7 @@ def test_predict_reports_infeasible_and_errors(capsys, tmp_path, monkeypatch):
                  "--config", "BM=64,BN=64,BK=64", "--profile", "gap8"]) == 0
     assert "infeasible: gap8 cannot compute float32" in capsys.readouterr().out
     assert main(["cost-model", "predict", "--op", "nosuchop", "--shape", "M=1", "--profile", "l4"]) == 2
-    assert "no workload builder" in capsys.readouterr().err
+    assert "no IR launch known for op 'nosuchop'" in capsys.readouterr().err
     assert main(["cost-model", "eval", str(tmp_path / "none.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
 

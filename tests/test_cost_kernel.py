@@ -15,7 +15,7 @@ from autotune.cost.analytical import predict
 from autotune.cost.features import analyse
 from autotune.cost.kernel import describe
 from autotune.cost.kernel import apply as apply_kernel
-from autotune.cost.workload import workload_for
+from autotune.cost.workload import from_description, workload_for
 from tilec.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,7 +139,8 @@ def test_cltune_spills_are_priced_not_excluded():
     out = []
     for mwg, mdimc in ((64, 16), (64, 8), (128, 8)):
         cfg = {**BASE, "MWG": mwg, "NWG": mwg, "MDIMC": mdimc, "NDIMC": mdimc, "MDIMA": mdimc, "NDIMB": mdimc}
-        w = cltune.workload({"M": 2048, "N": 2048, "K": 2048}, "float32", cfg)
+        shape = {"M": 2048, "N": 2048, "K": 2048}
+        w = from_description("gemm_cltune", shape, "float32", cfg, cltune.description(shape, cfg))
         out.append(predict(w, gtx, describe("gemm_cltune", w.shape, "float32", cfg)))
     assert all(np.isfinite(p.runtime_s) for p in out)
     assert out[0].feasible and not out[1].feasible and not out[2].feasible

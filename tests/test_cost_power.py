@@ -139,8 +139,8 @@ def test_calibrated_dvfs_power_recovers_the_law_it_was_made_from(tmp_path):
 @given(st.floats(0, 3), st.floats(0, 1), st.floats(0, 2), st.lists(st.floats(1e-4, 1e3), min_size=1, max_size=5))
 def test_calibrated_dvfs_power_stays_within_idle_and_tdp(activity, v_floor, base, runtimes):
     prof = hw_profiles.load("a100_pcie_40gb")
-    recs = [R.Record("fp32_kernel", {"n0": 108, "n1": 64}, "float32", {"block_size_x": 1024, "nr_outer": 64,
-                     "nr_inner": 1024}, 0.2, clock_hz=c * 1e6) for c in (210, 900, 1410, 2000)]
+    recs = [R.describe(R.Record("fp32_kernel", {"n0": 108, "n1": 64}, "float32", {"block_size_x": 1024, "nr_outer": 64,
+                                "nr_inner": 1024}, 0.2, clock_hz=c * 1e6)) for c in (210, 900, 1410, 2000)]
     watts = power.DVFSPower(prof, activity, v_floor, base).power(recs * len(runtimes), [t for t in runtimes for _ in recs])
     assert ((prof.idle_power_w <= watts) & (watts <= prof.tdp_w)).all()
 

@@ -195,6 +195,20 @@ def lookup_time(w: Workload, p) -> float:
     return cycles / p.clock_hz
 
 
+CPU_SPECIAL_OPS = 10               # [E] a vectorized exp/log costs about this many multiply-adds
+
+
+def _loop_ops(w: Workload, p, vec: float) -> float:
+    """Loop operations weighted by how well each vectorizes: by the extent it runs along when
+    the workload says (``loop_lengths``), else all at ``vector_length``; special functions
+    count CPU_SPECIAL_OPS each, spread over the loops in proportion."""
+    extra = (CPU_SPECIAL_OPS - 1) * w.special
+    if w.loop_lengths:
+        share = extra / max(1.0, w.loop_ops)
+        return sum(n * (1 + share) / vector_efficiency(int(length), p) for length, n in w.loop_lengths.items())
+    return (w.loop_ops + extra) / vec
+
+
 def cpu_time(w: Workload, p) -> dict:
     """The CPU loop-nest costs of one launch (seconds, all threads together)."""
     threads = 1 if w.config.get("parallel", True) is False else max(1, p.compute_units)
@@ -215,7 +229,7 @@ def cpu_time(w: Workload, p) -> dict:
                                     + w.call_out_bytes / private_bandwidth(p)),
         "blas": blas_flops / (core_peak * CPU_BLAS_EFFICIENCY),
         # a loop-nest operation is one multiply-add: 2 flops at the peak rate
-        "loops": 2.0 * w.loop_ops / (core_peak * CPU_LOOP_EFFICIENCY * vec),
+        "loops": 2.0 * _loop_ops(w, p, vec) / (core_peak * CPU_LOOP_EFFICIENCY),
         # lookup tables are built in loops over their entries, whatever the strip width
         "tables": 2.0 * w.table_ops / (core_peak * CPU_LOOP_EFFICIENCY * vector_efficiency(w.table_entries, p)),
         "edges": w.edge_elements * CPU_EDGE_CYCLES_PER_ELEMENT / hz,
@@ -384,7 +398,7 @@ def predict(w: Workload, p, kernel: KernelDesc | None = None) -> Prediction:
         features.update({
             "cpu_threads": cpu["threads"], "cpu_balance": cpu["balance"],
             "log_library_calls": math.log10(1.0 + w.library_calls), "log_call_flops": math.log10(1.0 + w.call_flops),
-            "log_loop_ops": math.log10(1.0 + w.loop_ops), "vector_length": w.vector_length,
+            "log_loop_ops": math.log10(1.0 + w.loop_ops), "log_vector_length": math.log2(max(1, w.vector_length)),
             "edge_fraction": w.edge_steps / max(1.0, programs * max(1, w.inner_iterations)),
             "log_steps_per_program": math.log10(max(1, w.inner_iterations)),
         })

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 
-from . import workload as wl
-
 WARP = 32
 BANKS = 32
 SECTOR_WORDS = 8                   # 32-byte sectors of 4-byte words
@@ -91,9 +89,9 @@ def _parts(shape: dict, c: dict) -> dict:
     mwi, nwi = mwg // mdimc, nwg // ndimc
     na, wfa, seca = _private(mdimc, ndimc, mwi, vwm, int(c["STRM"]), True)
     nb, wfb, secb = _private(mdimc, ndimc, nwi, vwn, int(c["STRN"]), False)
-    gm, gn = wl.cdiv(M, mwg), wl.cdiv(N, nwg)
+    gm, gn = cdiv(M, mwg), cdiv(N, nwg)
     warp_steps = gm * gn * max(1, threads // WARP) * K          # (warp, k) pairs of the launch
-    tiles = gm * gn * wl.cdiv(K, kwg)                           # (work-group, k tile) pairs
+    tiles = gm * gn * cdiv(K, kwg)                           # (work-group, k tile) pairs
     wavefronts = warp_steps * (wfa * sa + wfb * sb)
     sectors = warp_steps * (seca * (1 - sa) + secb * (1 - sb))
     in_flight = (na * (1 - sa) + nb * (1 - sb)) * int(c["KWI"])
@@ -112,22 +110,22 @@ def _parts(shape: dict, c: dict) -> dict:
             "local": (sa * kwg * mwg + sb * kwg * nwg) * 4}
 
 
-def workload(shape: dict, dtype: str, c: dict) -> wl.Workload:
-    """CLTune gemm_fast: the launch's flops, its bytes at each level as the warps' accesses
-    move them (shared-memory wavefronts, global sectors, the panels re-read from DRAM), the
-    work-group's threads, local memory and registers (the MWI x NWI accumulators, the MWI + NWI
-    operands and the overhead; more than the limit spills, which the model prices)."""
+def description(shape: dict, c: dict) -> dict:
+    """CLTune gemm_fast as a workload description (a record's ``workload`` field): the
+    launch's flops, its bytes at each level as the warps' accesses move them (shared-memory
+    wavefronts, global sectors, the panels re-read from DRAM), the work-group's threads, local
+    memory and registers (the MWI x NWI accumulators, the MWI + NWI operands and the overhead;
+    more than the limit spills, which the model prices)."""
     q = _parts(shape, c)
     M, N, K, gm, gn = q["M"], q["N"], q["K"], q["gm"], q["gn"]
     e = 4
     regs = q["mwi"] * q["nwi"] + q["mwi"] + q["nwi"] + REGISTER_OVERHEAD
-    return wl.Workload("gemm_cltune", dict(shape), dtype, dict(c), flops=2.0 * M * N * K, bytes=3.0 * M * N * e,
-                       grid=(gm, gn), tile_bytes_local=q["local"], threads_per_program=q["threads"],
-                       registers_per_thread=regs,
-                       traffic={"dram": (M * K * gn + K * N * gm) * e + M * N * e,
-                                "L2": q["sectors"] * SECTOR_WORDS * 4.0 + M * N * e,
-                                "local": q["wavefronts"] * float(WAVEFRONT_BYTES)},
-                       inner_iterations=wl.cdiv(K, int(c["KWG"])) if (c["SA"] or c["SB"]) else 1, dot_shape=None)
+    return dict(flops=2.0 * M * N * K, bytes=3.0 * M * N * e, grid=(gm, gn), tile_bytes_local=q["local"],
+                threads_per_program=q["threads"], registers_per_thread=regs,
+                traffic={"dram": (M * K * gn + K * N * gm) * e + M * N * e,
+                         "L2": q["sectors"] * SECTOR_WORDS * 4.0 + M * N * e,
+                         "local": q["wavefronts"] * float(WAVEFRONT_BYTES)},
+                inner_iterations=cdiv(K, int(c["KWG"])) if (c["SA"] or c["SB"]) else 1, dot_shape=None)
 
 
 def describe(shape: dict, dtype: str, c: dict) -> dict:
@@ -135,3 +133,7 @@ def describe(shape: dict, dtype: str, c: dict) -> dict:
     q = _parts(shape, c)
     return {"thread_tile": (q["mwi"], q["nwi"]), "loads_per_step": float(q["loads"]),
             "unroll": int(c["KWI"]), "loads_in_flight": float(q["in_flight"])}
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-int(a) // int(b))

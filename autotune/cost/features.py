@@ -11,7 +11,7 @@ from tilec.errors import TilecError
 
 from .analytical import Prediction, predict
 from .records import Record
-from .workload import Workload, workload_for
+from .workload import Workload, from_description, workload_for
 
 
 def profile_for(device: str):
@@ -45,7 +45,9 @@ def analyse(rec: Record) -> tuple[Workload, Prediction]:
     prof = profile_of(rec)
     from .resources import apply
     from .kernel import describe
-    w = apply(workload_for(rec.op, rec.shape, rec.dtype, rec.config), rec.extra)   # measured beats estimated
+    w = from_description(rec.op, rec.shape, rec.dtype, rec.config, rec.workload) if rec.workload is not None \
+        else workload_for(rec.op, rec.shape, rec.dtype, rec.config, rec.extra.get("backend"))
+    w = apply(w, rec.extra)   # measured beats estimated
     return w, predict(w, prof, describe(rec.op, rec.shape, rec.dtype, rec.config, rec.extra))
 
 

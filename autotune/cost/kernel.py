@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields, replace
 
 from tilec.errors import InputError, TilecError
 
+from . import cltune
 from .workload import Workload, cdiv, itemsize
 
 LAYOUTS = ("row", "col")
@@ -64,11 +65,12 @@ class KernelDesc:
 
 _INT = ("warps_m", "warps_n", "warps_k", "split_k", "mma_m", "mma_n", "mma_k", "unroll")
 _DTYPE = ("a_dtype", "b_dtype", "out_dtype")
-DESCRIBERS: dict = {}
+# op -> ``fn(shape, dtype, config) -> dict`` of KernelDesc fields, for external kernels
+DESCRIBERS: dict = {"gemm_cltune": cltune.describe}
 
 
 def register(op: str, fn) -> None:
-    """``fn(shape, dtype, config) -> dict`` of KernelDesc fields for an external kernel."""
+    """Describe ``op``'s launches with ``fn(shape, dtype, config)``."""
     DESCRIBERS[op] = fn
 
 

@@ -26,8 +26,7 @@ from typing import Iterable
 
 from tilec.errors import TilecError
 
-from . import cltune, kernel
-from . import workload as wl
+from . import cltune
 
 
 @dataclass
@@ -46,6 +45,8 @@ class Record:
     # device "host" only: the figures of the machine that measured it (a host sidecar's
     # "calibration" and "machine"); None: this machine's host profile
     host: dict | None = field(default=None, repr=False)
+    # a launch of a kernel tilec has no IR of, described as data (workload.from_description)
+    workload: dict | None = None
 
     def group_key(self, by: str) -> str:
         """The hold-out group this record belongs to: "shape", "device" or a config parameter."""
@@ -82,7 +83,8 @@ def measured_rows(measurements: Iterable[dict], device: str = "host", source: st
                                  config=dict(m["config"]), runtime_s=float(m["runtime_s"]),
                                  device=str(m.get("device", device)), energy_j=m.get("energy_j"),
                                  power_w=m.get("power_w"), clock_hz=m.get("clock_hz"),
-                                 source=str(m.get("source", source))), f"measurement {i}"))
+                                 source=str(m.get("source", source)), workload=m.get("workload")),
+                          f"measurement {i}"))
         if host is not None and out[-1].device == "host":
             out[-1].host = host
     return out
@@ -226,6 +228,8 @@ def save_jsonl(records: Iterable[Record], path: str | Path) -> None:
     for r in records:
         row = asdict(r)
         del row["host"]
+        if row["workload"] is None:
+            del row["workload"]
         rows.append(json.dumps(row, sort_keys=True) + "\n")
     atomic_write(Path(path), "".join(rows))
     write_host_figures(path, hosts[0] if hosts else None)
@@ -273,8 +277,8 @@ def load_uci_sgemm(path: str | Path, limit: int | None = None, seed: int = 0) ->
     for row in rows:
         cfg = {k: int(v) for k, v in zip(UCI_PARAMS, row[:14])}
         runs = [float(x) for x in row[14:18]]
-        out.append(Record("gemm_cltune", {"M": 2048, "N": 2048, "K": 2048}, "float32", cfg,
-                          sum(runs) / len(runs) / 1e3, device="gtx680", source=path.name))
+        out.append(describe(Record("gemm_cltune", {"M": 2048, "N": 2048, "K": 2048}, "float32", cfg,
+                                   sum(runs) / len(runs) / 1e3, device="gtx680", source=path.name)))
     return out
 
 
@@ -326,9 +330,9 @@ def load_kernel_tuner(path: str | Path) -> list[Record]:
         clock = entry.get("core_freq") or entry.get("nvml_gr_clock")
         from .resources import FIELDS
         extra = {n: entry[n] for names in FIELDS.values() for n in names if isinstance(entry.get(n), (int, float))}
-        out.append(Record(op, shape, "float32", cfg, runtime, device=device, energy_j=energy, power_w=power,
-                          clock_hz=float(clock) * 1e6 if isinstance(clock, (int, float)) else None, source=path.name,
-                          extra=extra))
+        out.append(describe(Record(op, shape, "float32", cfg, runtime, device=device, energy_j=energy,
+                                   power_w=power, clock_hz=float(clock) * 1e6 if isinstance(clock, (int, float)) else None,
+                                   source=path.name, extra=extra)))
     return out
 
 
@@ -385,46 +389,58 @@ def load_any(path: str | Path) -> list[Record]:
     raise TilecError(f"{path}: unknown record format (use .jsonl, .csv or a Kernel Tuner .json[.gz])")
 
 
-# -- workloads for the external kernels these files describe ----------------------------------
-def _vector_add(shape: dict, dtype: str, c: dict) -> wl.Workload:
+# -- workload descriptions of the external kernels these files describe -------------------------
+# tilec has no IR of these kernels: their loaders describe each launch as data, the record's
+# ``workload`` field (autotune.cost.workload.from_description)
+def _cdiv(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
+
+
+def _vector_add(shape: dict, c: dict) -> dict:
     n = shape["n0"]
     b = int(c.get("block_size_x", 256))
-    return wl.Workload("vector_add", dict(shape), dtype, dict(c), flops=float(n), bytes=12.0 * n,
-                       grid=(wl.cdiv(n, b),), tile_bytes_local=0, threads_per_program=b, registers_per_thread=16)
+    return dict(flops=float(n), bytes=12.0 * n, grid=(_cdiv(n, b),), tile_bytes_local=0, threads_per_program=b,
+                registers_per_thread=16)
 
 
-def _fp32_kernel(shape: dict, dtype: str, c: dict) -> wl.Workload:
+def _fp32_kernel(shape: dict, c: dict) -> dict:
     """Kernel Tuner's synthetic FMA kernel: grid = problem_size blocks of block_size_x threads,
     each thread nr_outer x nr_inner x 4 FMAs (nominal count from its source)."""
     blocks = shape["n0"] * shape.get("n1", 1)
     b = int(c.get("block_size_x", 1024))
     flops = 8.0 * blocks * b * int(c.get("nr_outer", 1)) * int(c.get("nr_inner", 1))
-    return wl.Workload("fp32_kernel", dict(shape), dtype, dict(c), flops=flops, bytes=4.0 * blocks * b,
-                       grid=(shape["n0"], shape.get("n1", 1)), tile_bytes_local=0, threads_per_program=b,
-                       registers_per_thread=16)
+    return dict(flops=flops, bytes=4.0 * blocks * b, grid=(shape["n0"], shape.get("n1", 1)), tile_bytes_local=0,
+                threads_per_program=b, registers_per_thread=16)
 
 
-def _convolution(shape: dict, dtype: str, c: dict) -> wl.Workload:
+def _convolution(shape: dict, c: dict) -> dict:
     """Kernel Tuner's 2-D convolution (image n0 x n1, filter fh x fw): a block of
     block_size_x x block_size_y threads computes a tile_size_x x tile_size_y patch per thread,
     staging its input window (output tile + filter halo) in shared memory."""
     W, H = shape["n0"], shape.get("n1", shape["n0"])
     fw, fh = int(c.get("filter_width", 15)), int(c.get("filter_height", 15))
     ox, oy = c["block_size_x"] * c.get("tile_size_x", 1), c["block_size_y"] * c.get("tile_size_y", 1)
-    gx, gy = wl.cdiv(W, ox), wl.cdiv(H, oy)
+    gx, gy = _cdiv(W, ox), _cdiv(H, oy)
     window = (ox + fw - 1) * (oy + fh - 1) * 4
     threads = c["block_size_x"] * c["block_size_y"]
     per_thread = c.get("tile_size_x", 1) * c.get("tile_size_y", 1)
-    return wl.Workload("convolution_kernel", dict(shape), dtype, dict(c), flops=2.0 * W * H * fw * fh,
-                       bytes=4.0 * ((W + fw - 1) * (H + fh - 1) + W * H + fw * fh), grid=(gx, gy),
-                       tile_bytes_local=window, threads_per_program=threads,
-                       registers_per_thread=int(per_thread * 2 + 24),
-                       traffic={"dram": gx * gy * window + 4.0 * W * H,
-                                "local": gx * gy * ox * oy * fw * fh * 4.0},
-                       work_efficiency=(W * H) / (gx * ox * gy * oy))
+    return dict(flops=2.0 * W * H * fw * fh, bytes=4.0 * ((W + fw - 1) * (H + fh - 1) + W * H + fw * fh),
+                grid=(gx, gy), tile_bytes_local=window, threads_per_program=threads,
+                registers_per_thread=int(per_thread * 2 + 24),
+                traffic={"dram": gx * gy * window + 4.0 * W * H, "local": gx * gy * ox * oy * fw * fh * 4.0},
+                work_efficiency=(W * H) / (gx * ox * gy * oy))
 
 
-for _name, _builder in (("gemm_cltune", cltune.workload), ("vector_add", _vector_add), ("fp32_kernel", _fp32_kernel),
-                        ("convolution_kernel", _convolution)):
-    wl.register(_name, _builder)
-kernel.register("gemm_cltune", cltune.describe)
+DESCRIBE = {"gemm_cltune": cltune.description, "vector_add": _vector_add, "fp32_kernel": _fp32_kernel,
+            "convolution_kernel": _convolution}
+
+
+def describe(rec: Record) -> Record:
+    """Give a record of an external kernel its workload description (a known kernel name)."""
+    if rec.workload is None and rec.op in DESCRIBE:
+        try:
+            rec.workload = DESCRIBE[rec.op](rec.shape, rec.config)
+        except KeyError as e:
+            raise TilecError(f"{rec.op} record lacks {e} to describe its workload (config {rec.config})") from None
+    return rec
+

@@ -83,6 +83,7 @@ def estimate_resources(fn: Function, options: dict) -> dict:
             "dynamic_shared": plan.arena_bytes > STATIC_SMEM_PER_BLOCK,
             "registers": min(cap, wanted),
             "register_cap": cap,
+            "registers_wanted": wanted,     # before the cap: what the cost models compare with a device's
             "may_spill": wanted >= SPILL_MARGIN * cap,
             "register_tiles_words": peak_live,
             "barriers": 1 if plan.smem else 0,
