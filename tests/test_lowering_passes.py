@@ -241,3 +241,50 @@ def test_a_sum_of_hits_in_16_entry_tables_is_a_table_lookup_sum(entries):
     (red,) = _ops(lowered(fn, BLAS), "reduce")
     assert red.attrs.get("lowering") == ("table_lookup_sum" if entries == 16 else None)
     assert "lowering" not in _ops(lowered(fn, BLAS, without="choose-reductions"), "reduce")[0].attrs
+
+
+# -- the cuda lowering ---------------------------------------------------------------------------
+CUDA = {"threads": 128, "mma": "simt", "min_blocks": 1}
+
+
+@tc.kernel
+def transposed_epilogue(X, Y, S, B: tc.constexpr):
+    x = tc.load(X, (0, 0), (B, B))
+    e = tc.exp(x)
+    tc.store(Y, (0, 0), tc.trans(e) + 1.0)                 # e: read across threads, by trans
+    tc.store(S, (0,), tc.sum(x * 2.0, 1))                  # x * 2.0: read by a reduction
+
+
+def _transposed():
+    return transposed_epilogue.ir({"X": F32_2, "Y": F32_2, "S": F32_1}, {"B": 16})
+
+
+def cuda_lowered(fn, without: str | None = None):
+    out = clone(fn)
+    for p in LOWERING["cuda"]:
+        if p.name != without:
+            out = p.run(out, CUDA)
+    return out
+
+
+pointwise_holds = inline_single_use_holds     # the same epilogue, the same tiles inline
+
+
+def test_cuda_inline_pointwise_on_ir():
+    fn = _epilogue()
+    assert not pointwise_holds(fn)
+    assert pointwise_holds(cuda_lowered(fn))
+    assert not pointwise_holds(cuda_lowered(fn, without="inline-pointwise"))   # mutation check
+    # a tile read at another thread's element (by trans) or by a reduction stays a tile; the
+    # trans and the add, each read at its own element, go into the store
+    fn = cuda_lowered(_transposed())
+    (e,), (t,), (plus,) = _ops(fn, "unary", op="exp"), _ops(fn, "trans"), _ops(fn, "binary", op="add")
+    (double,) = _ops(fn, "binary", op="mul")
+    assert "inline" not in e.attrs and "inline" not in double.attrs and plus.attrs.get("inline")
+    assert t.attrs.get("inline")
+
+
+def test_cuda_plan_inlines_what_the_ir_says():
+    from tilec.backends.cuda.plan import make_plan
+    fn = cuda_lowered(_epilogue())
+    assert make_plan(fn, 128, "simt").inline == {op.result.id for op in fn.walk() if op.attrs.get("inline")}

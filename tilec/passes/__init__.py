@@ -16,7 +16,7 @@ from .blocked_dots import block_computed_dots
 from .buffers import loop_private_buffers
 from .clone import clone
 from .hoist import hoist
-from .inlining import inline_index_tiles, inline_single_use
+from .inlining import inline_index_tiles, inline_pointwise, inline_single_use
 from .reductions import choose_reductions
 from .row_sums import fuse_row_sums
 from .simplify import simplify
@@ -56,7 +56,9 @@ LOWERING: dict[str, list[Pass]] = {
         Pass("choose-reductions", choose_reductions, "lookup sums, vector rows, row blocks, lanes: fewer reads"),
     ],
     "triton": [],
-    "cuda": [],
+    "cuda": [
+        Pass("inline-pointwise", inline_pointwise, "a tile read once at the element a thread owns is never stored"),
+    ],
 }
 
 def pipeline(backend: str | None = None) -> list[Pass]:

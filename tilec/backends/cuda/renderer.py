@@ -20,7 +20,8 @@ from ...passes import lower
 from ..naming import Namer
 from . import cnames as C
 from .limits import STATIC_SMEM_PER_BLOCK
-from .plan import WARP, Plan, make_plan, operand_identity
+from ...passes.analysis import operand_identity
+from .plan import WARP, Plan, make_plan
 
 _SYM = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "and": "&", "or": "|", "xor": "^", "shl": "<<",
         "shr": ">>", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
