@@ -85,6 +85,23 @@ def three_reductions(X, V, OUT, BM: tc.constexpr, BN: tc.constexpr):
     tc.store(OUT, (2 * BM,), tc.sum(tc.load(X, (0, 0), (BM, BN)) * v[None, :], 1))  # v shared by rows
 
 
+@tc.kernel
+def views_and_accumulators(A, B, OUT, BM: tc.constexpr, BK: tc.constexpr, BN: tc.constexpr):
+    a = tc.load(A, (0, 0), (BM, BK))
+    b = tc.load(B, (0, 0), (BN, BK))
+    acc = tc.load(OUT, (0, 0), (BM, BN))          # from a tensor the kernel writes: a copy
+    for k in tc.range(0, 4, 1):
+        acc = tc.dot(a, tc.trans(b), acc)
+    tc.store(OUT, (0, 0), acc)
+
+
+@tc.kernel
+def shared_accumulator(A, B, OUT, BM: tc.constexpr, BK: tc.constexpr, BN: tc.constexpr):
+    start = tc.load(OUT, (0, 0), (BM, BN))
+    acc = tc.dot(tc.load(A, (0, 0), (BM, BK)), tc.trans(tc.load(B, (0, 0), (BN, BK))), start)
+    tc.store(OUT, (0, 0), acc + start)            # start read again: the dot must not overwrite it
+
+
 def _ops(fn, kind, **attrs):
     return [op for op in fn.walk() if op.kind == kind and all(op.attrs.get(k) == v for k, v in attrs.items())]
 
@@ -173,6 +190,25 @@ def reductions_hold(fn) -> bool:
     return chosen == {("max", "row_simd"), ("min", "lanes"), ("sum", "row_blocks"), ("sum", None)}
 
 
+def _views():
+    return views_and_accumulators.ir({"A": F32_2, "B": F32_2, "OUT": F32_2}, {"BM": 4, "BK": 8, "BN": 4})
+
+
+def _lowering_of_loads(fn) -> list:
+    return [op.attrs.get("lowering") for op in _ops(fn, "load")]
+
+
+def views_hold(fn) -> bool:
+    (t,) = _ops(fn, "trans")
+    # a and b only BLAS dots read (b transposed): views; the accumulator's start: a copy
+    return _lowering_of_loads(fn) == ["view", "view", "copy"] and t.attrs.get("view") is True
+
+
+def accumulate_holds(fn) -> bool:
+    (dot,) = _ops(fn, "dot")
+    return dot.attrs.get("in_place_acc") is True
+
+
 CASES = {
     "inline-single-use": (_epilogue, BLAS, inline_single_use_holds),
     "inline-index-tiles": (_index_offsets, BLAS, index_tiles_hold),
@@ -182,6 +218,8 @@ CASES = {
     "prefetch-next-rows": (_strips, BLAS, prefetch_holds),
     "loop-private-buffers": (_squares, BLAS, private_holds),
     "choose-reductions": (_reductions, BLAS, reductions_hold),
+    "choose-views": (_views, BLAS, views_hold),
+    "accumulate-in-place": (_views, BLAS, accumulate_holds),
 }
 
 
@@ -209,6 +247,15 @@ def test_the_pass_annotates_its_pattern(name):
 def test_mutation_without_the_pass_the_structural_test_fails(name):
     make, options, holds = CASES[name]
     assert not holds(lowered(make(), options, without=name))
+
+
+def test_views_without_blas_are_slabs_and_a_shared_accumulator_is_copied():
+    fn = lowered(_views(), {"dot": "loops", "parallel": True})
+    # read only, by a loop-nest dot, from tensors nobody writes: slabs of whole rows; no BLAS
+    # to take a transposed view
+    assert _lowering_of_loads(fn) == ["slab", "slab", "copy"] and "view" not in _ops(fn, "trans")[0].attrs
+    fn = shared_accumulator.ir({"A": F32_2, "B": F32_2, "OUT": F32_2}, {"BM": 4, "BK": 8, "BN": 4})
+    assert not accumulate_holds(lowered(fn, BLAS))
 
 
 def test_patterns_the_passes_must_leave_alone():
