@@ -10,7 +10,6 @@ of lanes that combine with warp shuffles. The same text compiles with NVRTC/nvcc
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ...errors import TilecError
@@ -18,6 +17,7 @@ from ...ir import COMPARE_OPS, Function, Op, Value
 from ...passes.analysis import operand_identity
 from .. import render as base
 from . import cnames as C
+from .index_uses import axes, expr_reads, flat_reads, value_reads
 from .limits import STATIC_SMEM_PER_BLOCK
 from .plan import WARP, Plan, make_plan
 
@@ -79,7 +79,8 @@ class CudaRenderer(base.Renderer):
         self.threads = int(self.options["threads"])
         self.plan: Plan = make_plan(fn, self.threads, self.options["mma"])
         self.depth = 1
-        self.tns: set[int] = set()
+        self.tx: set[int] = set()   # thread grid widths whose tx / ty something reads
+        self.ty: set[int] = set()
         self.synced = False
         self.slot = "0"
         self.values = {p.id: p for p in fn.params}
@@ -154,13 +155,14 @@ class CudaRenderer(base.Renderer):
             out.append(f"  {C.storage(v.dtype)}* const {self.smem_name(v)} = "
                        f"reinterpret_cast<{C.storage(v.dtype)}*>(tc_smem + {buf.offset});"
                        f"  // {v.type}, live at ops {buf.start}..{buf.end}")
-        for tn in sorted(self.tns):
-            # one line each: an unused one is dropped alone (decode's one-column layouts read only ty1)
-            out.append(f"  const int tx{tn} = threadIdx.x % {tn};")
-            out.append(f"  const int ty{tn} = threadIdx.x / {tn};")
+        for tn in sorted(self.tx | self.ty):
+            if tn in self.tx:
+                out.append(f"  const int tx{tn} = threadIdx.x % {tn};")
+            if tn in self.ty:
+                out.append(f"  const int ty{tn} = threadIdx.x / {tn};")
         out.extend(body)
         out.append("}")
-        return "\n".join(_drop_unused_constants(out)) + "\n"
+        return "\n".join(out) + "\n"
 
     def smem_name(self, v: Value) -> str:
         """The arena pointer of a tile's home (scalar reduction results get a one-slot buffer)."""
@@ -181,12 +183,15 @@ class CudaRenderer(base.Renderer):
         return getattr(self, "op_" + op.kind, self.op_expression)
 
     # -- the elements a thread owns ------------------------------------------------------------------
-    def owned(self, shape: tuple[int, ...]) -> tuple[list[str], int]:
+    def owned(self, shape: tuple[int, ...], reads: frozenset) -> tuple[list[str], int]:
         """Open loops over this thread's slots of a ``shape`` tile; returns the tile index (one C
-        expression per axis) and how many braces to close. Sets ``self.slot``."""
+        expression per axis) and how many braces to close. Sets ``self.slot``. Only the index
+        helpers of the axes in ``reads`` (index_uses.py) and those a bounds test reads are bound."""
         lay = self.plan.layout(shape)
         tn, tm = lay.tn, lay.tm
-        self.tns.add(tn)
+        last = len(shape) - 1
+        need_row = lay.guarded or any(d in reads for d in range(last))
+        need_col = lay.guarded or last in reads
         opened = 0
         i = j = None
         if lay.rm > 1:
@@ -201,8 +206,12 @@ class CudaRenderer(base.Renderer):
             opened += 1
         row = self.name.fresh("row")
         col = self.name.fresh("col")
-        self.emit(f"const int {row} = ty{tn}" + (f" + {i} * {tm};" if i else ";"))
-        self.emit(f"const int {col} = tx{tn}" + (f" + {j} * {tn};" if j else ";"))
+        if need_row:
+            self.ty.add(tn)
+            self.emit(f"const int {row} = ty{tn}" + (f" + {i} * {tm};" if i else ";"))
+        if need_col:
+            self.tx.add(tn)
+            self.emit(f"const int {col} = tx{tn}" + (f" + {j} * {tn};" if j else ";"))
         self.slot = " + ".join(x for x in ([f"{i} * {lay.rn}" if lay.rn > 1 else i] if i else []) + ([j] if j else [])) \
             or "0"
         if lay.guarded:
@@ -219,12 +228,15 @@ class CudaRenderer(base.Renderer):
             e = row if stride == 1 else f"{row} / {stride}"
             if d > 0:
                 e = f"({e}) % {lead[d]}"
-            idx.append(e if len(lead) == 1 else self._bind(e, "ix"))
+            idx.append(e if len(lead) == 1 else self._bind(e, "ix", needed=d in reads))
         return idx + [col], opened
 
-    def _bind(self, expr: str, hint: str, ctype: str = "int") -> str:
+    def _bind(self, expr: str, hint: str, ctype: str = "int", needed: bool = True) -> str:
+        """A named constant for ``expr`` (named even when not ``needed``, so that the names
+        after it do not depend on what is read)."""
         var = self.name.fresh(hint)
-        self.emit(f"const {ctype} {var} = {expr};")
+        if needed:
+            self.emit(f"const {ctype} {var} = {expr};")
         return var
 
     @staticmethod
@@ -347,21 +359,24 @@ class CudaRenderer(base.Renderer):
         elif not self.plan.in_smem(v):
             self.emit(f"{C.work(v.dtype)} {self.name(v)}[{self.plan.layout(v.shape).elems}];")
 
+    def assign_reads(self, v: Value) -> frozenset:
+        return flat_reads(axes(len(v.shape)), v.shape) if self.plan.in_smem(v) else frozenset()
+
     def assign(self, v: Value, idx: list[str], expr: str) -> None:
         if self.plan.in_smem(v):
             self.emit(f"{self.smem_name(v)}[{self.flat(idx, v.shape)}] = {C.to_storage(expr, v.dtype)};")
         else:
             self.emit(f"{self.name(v)}[{self.slot}] = {expr};")
 
-    def produce(self, v: Value, compute) -> None:
+    def produce(self, v: Value, compute, reads: frozenset) -> None:
         """Compute a tile over the owned elements: ``compute(idx)`` gives the C expression
-        (and may emit statements first)."""
+        (and may emit statements first) and reads the axes ``reads``."""
         smem = self.plan.in_smem(v)
         if smem:
             self.sync()  # earlier readers of these bytes are done
         else:
             self.declare(v)
-        idx, opened = self.owned(v.shape)
+        idx, opened = self.owned(v.shape, reads | self.assign_reads(v))
         self.assign(v, idx, compute(idx))
         self.close(opened)
         if smem:
@@ -381,7 +396,9 @@ class CudaRenderer(base.Renderer):
             smem = any(self.plan.in_smem(d) for d, _ in group)
             if smem:
                 self.sync()
-            idx, opened = self.owned(shape)
+            at = axes(len(shape))
+            reads = frozenset().union(*(value_reads(self.plan, s, at, True) | self.assign_reads(d) for d, s in group))
+            idx, opened = self.owned(shape, reads)
             vals = [self.ref(s, idx, True) for _, s in group]
             if len(group) > 1:
                 vals = [self._bind(x, "next", C.work(d.dtype)) for (d, _), x in zip(group, vals)]
@@ -397,7 +414,7 @@ class CudaRenderer(base.Renderer):
         if r.shape == ():
             self.emit(f"const {C.work(r.dtype)} {self.name(r)} = {self.expr(op, [], True)};")
             return
-        self.produce(r, lambda idx: self.expr(op, idx, True))
+        self.produce(r, lambda idx: self.expr(op, idx, True), expr_reads(self.plan, op, axes(len(r.shape)), True))
 
     def op_const(self, op: Op) -> None:
         self.name.alias(op.result, C.literal(op.attrs["value"], op.result.dtype))
@@ -438,7 +455,7 @@ class CudaRenderer(base.Renderer):
         if r.shape == ():
             self.emit(f"const {C.work(r.dtype)} {self.name(r)} = {element([])};")
         else:
-            self.produce(r, element)
+            self.produce(r, element, frozenset(range(len(r.shape))))   # the address reads every axis
 
     def op_store(self, op: Op) -> None:
         tensor, offsets, value = op.operands[0], op.operands[1:-1], op.operands[-1]
@@ -449,7 +466,7 @@ class CudaRenderer(base.Renderer):
             self.emit(f"if ({ok}) {tname}[{at}] = {C.to_storage(self.ref(value, [], True), tensor.dtype)};")
             self.close()
             return
-        idx, opened = self.owned(value.shape)
+        idx, opened = self.owned(value.shape, frozenset(range(len(value.shape))))
         ok, at = self._address(tensor, offsets, op.attrs["box"], idx)
         self.emit(f"if ({ok}) {tname}[{at}] = {C.to_storage(self.ref(value, idx, True), tensor.dtype)};")
         self.close(opened)
@@ -520,13 +537,14 @@ class CudaRenderer(base.Renderer):
         r = op.result
         (m, k), n = a.shape, b.shape[1]
         lay = self.plan.layout((m, n))
-        self.tns.add(lay.tn)
+        self.tx.add(lay.tn)
+        self.ty.add(lay.tn)
         t = C.work(r.dtype)
         smem_out = self.plan.in_smem(r)
         regs = self.name.fresh(self.name(r) + "_regs") if smem_out else self.name(r)
         self.emit(f"// dot {a.type} @ {b.type}: SIMT, {lay.rm}x{lay.rn} outputs per thread")
         self.emit(f"{t} {regs}[{lay.elems}];")
-        idx, opened = self.owned((m, n))
+        idx, opened = self.owned((m, n), value_reads(self.plan, acc, axes(2), True) if acc is not None else frozenset())
         self.emit(f"{regs}[{self.slot}] = {self.ref(acc, idx, True) if acc is not None else C.literal(0, r.dtype)};")
         self.close(opened)
         kk, i, j, av, bv = (self.name.fresh(s) for s in ("kk", "i", "j", "a_col", "b_row"))
@@ -551,7 +569,7 @@ class CudaRenderer(base.Renderer):
         self.emit(f"for (int {j} = 0; {j} < {lay.rn}; ++{j}) {regs}[{i} * {lay.rn} + {j}] += {av}[{i}] * {bv}[{j}];")
         self.close(2)
         if smem_out:
-            self.produce(r, lambda _idx: f"{regs}[{self.slot}]")
+            self.produce(r, lambda _idx: f"{regs}[{self.slot}]", frozenset())
 
     def _dot_wmma(self, op: Op) -> None:
         a, b = op.operands[:2]
@@ -619,23 +637,6 @@ class CudaRenderer(base.Renderer):
         self.block(op.blocks[1])
         self.copy(list(zip(op.results, op.blocks[1].yields)))
         self.close()
-
-
-_CONST = re.compile(r"^\s*const (?:int|long long) (\w+) = [^;]*;$")
-
-
-def _drop_unused_constants(lines: list[str]) -> list[str]:
-    """Remove ``const int x = ...;`` lines nothing reads (index helpers an op did not need),
-    so the generated source stays readable."""
-    while True:
-        text = "\n".join(lines)
-        counts: dict[str, int] = {}
-        for word in re.findall(r"\b\w+\b", text):
-            counts[word] = counts.get(word, 0) + 1
-        kept = [ln for ln in lines if not ((m := _CONST.match(ln)) and counts.get(m.group(1), 0) == 1)]
-        if len(kept) == len(lines):
-            return lines
-        lines = kept
 
 
 def render(fn: Function, options: dict) -> str:
