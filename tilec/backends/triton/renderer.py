@@ -402,10 +402,10 @@ class TritonRenderer(Renderer):
     def padded_dot(self, a: Value, b: Value, acc: Value | None, r: Value, mkn: tuple[int, int, int],
                    out: str) -> None:
         """A float dot with an extent below 16 whose broadcast product would not fit registers
-        (a decode step's (4, 128) @ (128, 64) is 256 products per thread at 4 warps, and ptxas
-        spilled): zero-pad the short extents to 16, tl.dot, keep the real rows/columns.
-        16-bit operands stay 16-bit (tensor cores, fp32 accumulation): widened to fp32, a
-        16-bit decode step's dot spilled where the fp32 one did not."""
+        (a (4, 128) @ (128, 64) product is 256 products per thread at 4 warps, which spills):
+        zero-pad the short extents to 16, tl.dot, keep the real rows/columns. 16-bit operands
+        stay 16-bit (tensor cores, fp32 accumulation): widened to fp32 such a dot spills where
+        the fp32 one does not."""
         (m, k, n), full = mkn, [max(e, DOT_MIN) for e in mkn]
         operand = self.dot_operand_type(a) if a.dtype.is_float and a.dtype.bits == 16 else out
         wa, wb = (self.as_type(v, operand) for v in (a, b))
