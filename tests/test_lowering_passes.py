@@ -290,6 +290,22 @@ def test_a_sum_of_hits_in_16_entry_tables_is_a_table_lookup_sum(entries):
     assert "lowering" not in _ops(lowered(fn, BLAS, without="choose-reductions"), "reduce")[0].attrs
 
 
+@tc.kernel
+def summed_computed_lookups(T, IDX, OUT, R: tc.constexpr, J: tc.constexpr, N: tc.constexpr):
+    tables = tc.load(T, (0, 0, 0), (R, J, 16))
+    idx = tc.load(IDX, (0, 0), (J, N))
+    tc.store(OUT, (0, 0), tc.sum(tc.gather(tables, tc.expand_dims(idx + 1, 0), 2), 1))
+
+
+def test_hits_without_a_matrix_view_are_summed_by_loops():
+    # the hits are an expression computed inside the sum: no matrix to hand a lookup routine
+    types = {"T": TensorType(3, dt.float32), "IDX": TensorType(2, dt.int32), "OUT": F32_2}
+    fn = lowered(summed_computed_lookups.ir(types, {"R": 2, "J": 4, "N": 32}), BLAS)
+    (plus,) = [op for op in _ops(fn, "binary", op="add") if op.result.shape]
+    assert plus.attrs.get("inline")
+    assert _ops(fn, "reduce")[0].attrs.get("lowering") is None
+
+
 # -- the cuda lowering ---------------------------------------------------------------------------
 CUDA = {"threads": 128, "mma": "simt", "min_blocks": 1}
 

@@ -97,17 +97,14 @@ class Reductions:
     def _lookup_sums(self, op: Op) -> bool:
         """A table-lookup sum (passes/reductions.py) as one ``rt.lookup_sum`` per outer index,
         which keeps each table in a SIMD register where the CPU has AVX-512. False (render as
-        loops) without AVX-512 or where the tables or hits have no 2-D view."""
+        loops) without AVX-512."""
         x, r = op.operands[0], op.result
         if not rt_support.PERMUTE16:   # AVX-512's 16-lane permute: a target feature
             return False
         src, index = x.producer.operands
         rank = len(x.shape)
         outer = [self.name.fresh(f"i{d}") for d in range(rank - 2)]
-        tables = self._block(src, outer)
-        hits = self._block(index, outer)
-        if tables is None or hits is None or index.shape[-2] == 1 or index.shape[-1] == 1:
-            return False
+        tables, hits = self._block(src, outer), self._block(index, outer)
         name = self.name(r)
         self.emit(f"{name} = np.zeros({r.shape}, np.float32)")
         for var, n in zip(outer, x.shape[:-2]):
@@ -119,20 +116,18 @@ class Reductions:
         self.depth -= len(outer)
         return True
 
-    def _block(self, v: Value, outer: list[str]) -> str | None:
-        """A 2-D view of ``v``'s last two axes at the consumer's outer index (trailing
-        alignment, as in ``ref``), through inlined expand_dims; None if v has no such view."""
+    def _block(self, v: Value, outer: list[str]) -> str:
+        """The 2-D view of ``v``'s last two axes at the consumer's outer index (trailing
+        alignment, as in ``ref``), through inlined expand_dims (passes/reductions.py made sure
+        there is one)."""
         inner = len(v.shape) - 2
         own = ['0' if n == 1 else i for n, i in zip(v.shape[:inner], outer[len(outer) - inner:] if inner else [])]
         if v.id in self.windows:  # where it lies (see op_load): tensor[..., o:o + m, p:p + n]
             return self._window_read(v, own, sliced=2)
-        if v.id in self.inline:
-            p = v.producer
-            if p.kind == "expand_dims" and p.attrs["axis"] < inner:
-                ax = p.attrs["axis"]
-                mine = outer[len(outer) - inner:] if inner else []
-                return self._block(p.operands[0], mine[:ax] + mine[ax + 1:])
-            return None
+        if v.id in self.inline:   # an expand_dims in front of the last two axes
+            ax = v.producer.attrs["axis"]
+            mine = outer[len(outer) - inner:] if inner else []
+            return self._block(v.producer.operands[0], mine[:ax] + mine[ax + 1:])
         return f"{self.name(v)}[{', '.join(own)}]" if own else self.name(v)
 
     def _lane_reduce(self, kind: str, part: str, acc: str, init: str, x: Value, outer: list[str]) -> None:
