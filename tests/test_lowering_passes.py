@@ -85,6 +85,23 @@ def three_reductions(X, V, OUT, BM: tc.constexpr, BN: tc.constexpr):
     tc.store(OUT, (2 * BM,), tc.sum(tc.load(X, (0, 0), (BM, BN)) * v[None, :], 1))  # v shared by rows
 
 
+@tc.kernel
+def views_and_accumulators(A, B, OUT, BM: tc.constexpr, BK: tc.constexpr, BN: tc.constexpr):
+    a = tc.load(A, (0, 0), (BM, BK))
+    b = tc.load(B, (0, 0), (BN, BK))
+    acc = tc.load(OUT, (0, 0), (BM, BN))          # from a tensor the kernel writes: a copy
+    for k in tc.range(0, 4, 1):
+        acc = tc.dot(a, tc.trans(b), acc)
+    tc.store(OUT, (0, 0), acc)
+
+
+@tc.kernel
+def shared_accumulator(A, B, OUT, BM: tc.constexpr, BK: tc.constexpr, BN: tc.constexpr):
+    start = tc.load(OUT, (0, 0), (BM, BN))
+    acc = tc.dot(tc.load(A, (0, 0), (BM, BK)), tc.trans(tc.load(B, (0, 0), (BN, BK))), start)
+    tc.store(OUT, (0, 0), acc + start)            # start read again: the dot must not overwrite it
+
+
 def _ops(fn, kind, **attrs):
     return [op for op in fn.walk() if op.kind == kind and all(op.attrs.get(k) == v for k, v in attrs.items())]
 
@@ -173,6 +190,25 @@ def reductions_hold(fn) -> bool:
     return chosen == {("max", "row_simd"), ("min", "lanes"), ("sum", "row_blocks"), ("sum", None)}
 
 
+def _views():
+    return views_and_accumulators.ir({"A": F32_2, "B": F32_2, "OUT": F32_2}, {"BM": 4, "BK": 8, "BN": 4})
+
+
+def _lowering_of_loads(fn) -> list:
+    return [op.attrs.get("lowering") for op in _ops(fn, "load")]
+
+
+def views_hold(fn) -> bool:
+    (t,) = _ops(fn, "trans")
+    # a and b only BLAS dots read (b transposed): views; the accumulator's start: a copy
+    return _lowering_of_loads(fn) == ["view", "view", "copy"] and t.attrs.get("view") is True
+
+
+def accumulate_holds(fn) -> bool:
+    (dot,) = _ops(fn, "dot")
+    return dot.attrs.get("in_place_acc") is True
+
+
 CASES = {
     "inline-single-use": (_epilogue, BLAS, inline_single_use_holds),
     "inline-index-tiles": (_index_offsets, BLAS, index_tiles_hold),
@@ -182,6 +218,8 @@ CASES = {
     "prefetch-next-rows": (_strips, BLAS, prefetch_holds),
     "loop-private-buffers": (_squares, BLAS, private_holds),
     "choose-reductions": (_reductions, BLAS, reductions_hold),
+    "choose-views": (_views, BLAS, views_hold),
+    "accumulate-in-place": (_views, BLAS, accumulate_holds),
 }
 
 
@@ -209,6 +247,15 @@ def test_the_pass_annotates_its_pattern(name):
 def test_mutation_without_the_pass_the_structural_test_fails(name):
     make, options, holds = CASES[name]
     assert not holds(lowered(make(), options, without=name))
+
+
+def test_views_without_blas_are_slabs_and_a_shared_accumulator_is_copied():
+    fn = lowered(_views(), {"dot": "loops", "parallel": True})
+    # read only, by a loop-nest dot, from tensors nobody writes: slabs of whole rows; no BLAS
+    # to take a transposed view
+    assert _lowering_of_loads(fn) == ["slab", "slab", "copy"] and "view" not in _ops(fn, "trans")[0].attrs
+    fn = shared_accumulator.ir({"A": F32_2, "B": F32_2, "OUT": F32_2}, {"BM": 4, "BK": 8, "BN": 4})
+    assert not accumulate_holds(lowered(fn, BLAS))
 
 
 def test_patterns_the_passes_must_leave_alone():
@@ -241,3 +288,66 @@ def test_a_sum_of_hits_in_16_entry_tables_is_a_table_lookup_sum(entries):
     (red,) = _ops(lowered(fn, BLAS), "reduce")
     assert red.attrs.get("lowering") == ("table_lookup_sum" if entries == 16 else None)
     assert "lowering" not in _ops(lowered(fn, BLAS, without="choose-reductions"), "reduce")[0].attrs
+
+
+@tc.kernel
+def summed_computed_lookups(T, IDX, OUT, R: tc.constexpr, J: tc.constexpr, N: tc.constexpr):
+    tables = tc.load(T, (0, 0, 0), (R, J, 16))
+    idx = tc.load(IDX, (0, 0), (J, N))
+    tc.store(OUT, (0, 0), tc.sum(tc.gather(tables, tc.expand_dims(idx + 1, 0), 2), 1))
+
+
+def test_hits_without_a_matrix_view_are_summed_by_loops():
+    # the hits are an expression computed inside the sum: no matrix to hand a lookup routine
+    types = {"T": TensorType(3, dt.float32), "IDX": TensorType(2, dt.int32), "OUT": F32_2}
+    fn = lowered(summed_computed_lookups.ir(types, {"R": 2, "J": 4, "N": 32}), BLAS)
+    (plus,) = [op for op in _ops(fn, "binary", op="add") if op.result.shape]
+    assert plus.attrs.get("inline")
+    assert _ops(fn, "reduce")[0].attrs.get("lowering") is None
+
+
+# -- the cuda lowering ---------------------------------------------------------------------------
+CUDA = {"threads": 128, "mma": "simt", "min_blocks": 1}
+
+
+@tc.kernel
+def transposed_epilogue(X, Y, S, B: tc.constexpr):
+    x = tc.load(X, (0, 0), (B, B))
+    e = tc.exp(x)
+    tc.store(Y, (0, 0), tc.trans(e) + 1.0)                 # e: read across threads, by trans
+    tc.store(S, (0,), tc.sum(x * 2.0, 1))                  # x * 2.0: read by a reduction
+
+
+def _transposed():
+    return transposed_epilogue.ir({"X": F32_2, "Y": F32_2, "S": F32_1}, {"B": 16})
+
+
+def cuda_lowered(fn, without: str | None = None):
+    out = clone(fn)
+    for p in LOWERING["cuda"]:
+        if p.name != without:
+            out = p.run(out, CUDA)
+    return out
+
+
+pointwise_holds = inline_single_use_holds     # the same epilogue, the same tiles inline
+
+
+def test_cuda_inline_pointwise_on_ir():
+    fn = _epilogue()
+    assert not pointwise_holds(fn)
+    assert pointwise_holds(cuda_lowered(fn))
+    assert not pointwise_holds(cuda_lowered(fn, without="inline-pointwise"))   # mutation check
+    # a tile read at another thread's element (by trans) or by a reduction stays a tile; the
+    # trans and the add, each read at its own element, go into the store
+    fn = cuda_lowered(_transposed())
+    (e,), (t,), (plus,) = _ops(fn, "unary", op="exp"), _ops(fn, "trans"), _ops(fn, "binary", op="add")
+    (double,) = _ops(fn, "binary", op="mul")
+    assert "inline" not in e.attrs and "inline" not in double.attrs and plus.attrs.get("inline")
+    assert t.attrs.get("inline")
+
+
+def test_cuda_plan_inlines_what_the_ir_says():
+    from tilec.backends.cuda.plan import make_plan
+    fn = cuda_lowered(_epilogue())
+    assert make_plan(fn, 128, "simt").inline == {op.result.id for op in fn.walk() if op.attrs.get("inline")}

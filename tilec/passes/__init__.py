@@ -16,11 +16,12 @@ from .blocked_dots import block_computed_dots
 from .buffers import loop_private_buffers
 from .clone import clone
 from .hoist import hoist
-from .inlining import inline_index_tiles, inline_single_use
+from .inlining import inline_index_tiles, inline_pointwise, inline_single_use
 from .reductions import choose_reductions
 from .row_sums import fuse_row_sums
 from .simplify import simplify
 from .verify import verify
+from .views import accumulate_in_place, choose_views
 from .windows import prefetch_next_rows, read_in_place
 
 
@@ -54,9 +55,13 @@ LOWERING: dict[str, list[Pass]] = {
         Pass("prefetch-next-rows", prefetch_next_rows, "rows a step jumps to are fetched a step ahead"),
         Pass("loop-private-buffers", loop_private_buffers, "a tile dead by the step's end is allocated once"),
         Pass("choose-reductions", choose_reductions, "lookup sums, vector rows, row blocks, lanes: fewer reads"),
+        Pass("choose-views", choose_views, "a tile that is only read is a view of what it reads: no copy"),
+        Pass("accumulate-in-place", accumulate_in_place, "a dot adds into an accumulator nothing else reads"),
     ],
     "triton": [],
-    "cuda": [],
+    "cuda": [
+        Pass("inline-pointwise", inline_pointwise, "a tile read once at the element a thread owns is never stored"),
+    ],
 }
 
 def pipeline(backend: str | None = None) -> list[Pass]:

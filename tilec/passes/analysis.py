@@ -6,6 +6,23 @@ from __future__ import annotations
 from ..ir import ELEMENTWISE, Block, Function, Op, Value
 
 SIXTEEN = ("float16", "bfloat16")
+# Ops computed elementwise over their result tile (each operand read at a derived index).
+EXPRESSION = ELEMENTWISE | {"trans", "reshape", "gather"}
+# Expression ops that only re-index or build constants: inlining them never adds reads.
+INDEX_ONLY = {"const", "full", "arange", "expand_dims", "broadcast"}
+
+
+def operand_identity(op: Op, k: int, ident: bool) -> bool:
+    """Whether operand ``k`` of expression op ``op`` is read at the same element of its tile as
+    ``op``'s result, given that ``op`` itself is read at the element it is made at (``ident``)."""
+    v = op.operands[k]
+    if not ident or v.shape != op.result.shape:
+        return False
+    if op.kind in ("trans", "reshape", "expand_dims", "broadcast"):
+        return False
+    if op.kind == "gather":
+        return k == 1
+    return True
 
 
 def readers(fn: Function) -> dict[int, list[Op]]:

@@ -1,10 +1,31 @@
-"""Inlining: which tiles are never stored, their expression computed inside each reader's
-loop nest instead (``inline`` on the op that makes them). For backends that lower tiles to
-loop nests (Numba)."""
+"""Inlining: which tiles are never stored, their expression computed inside each reader
+instead (``inline`` on the op that makes them). The rules differ for backends that lower tiles
+to loop nests (Numba) and that spread them over threads (CUDA); both start from one use
+analysis, ``single_use``."""
 from __future__ import annotations
 
+from typing import Iterator
+
 from ..ir import ELEMENTWISE, Block, Function, Op, Value, uses
-from .analysis import SIXTEEN, reads_as_expression, readers, yielded
+from .analysis import (EXPRESSION, INDEX_ONLY, SIXTEEN, operand_identity, reads_as_expression, readers,
+                       yielded)
+
+
+def single_use(block: Block, count: dict[int, int]) -> Iterator[tuple[Op, Op]]:
+    """(op, reader) for every op making a non-scalar tile (not a constant) that exactly one op
+    reads, that reader in the same block: the use analysis every inlining rule starts from."""
+    first_reader: dict[int, Op] = {}
+    for op in block.ops:
+        for v in op.operands:
+            first_reader.setdefault(v.id, op)
+        for child in op.blocks:
+            yield from single_use(child, count)
+    for op in block.ops:
+        if op.kind == "const" or not op.results or op.result.shape == ():
+            continue
+        reader = first_reader.get(op.result.id)
+        if count.get(op.result.id, 0) == 1 and reader is not None:
+            yield op, reader
 
 
 def inline_single_use(fn: Function, options: dict) -> Function:
@@ -13,33 +34,42 @@ def inline_single_use(fn: Function, options: dict) -> Function:
     into the store. 16-bit roundings work on whole tiles and stay. A loop-nest dot reading
     each element of its right operand once (a one-row left operand) takes it inline too, e.g.
     codes unpacked right inside the dot's loop."""
-    count = uses(fn)
     dot_loops = options.get("dot") == "loops"
-    _single_use(fn.body, count, dot_loops)
-    return fn
-
-
-def _single_use(block: Block, count: dict[int, int], dot_loops: bool) -> None:
-    first_reader: dict[int, Op] = {}
-    for op in block.ops:
-        for v in op.operands:
-            first_reader.setdefault(v.id, op)
-        for child in op.blocks:
-            _single_use(child, count, dot_loops)
-    for op in block.ops:
-        if op.kind not in ELEMENTWISE and op.kind != "gather" or op.kind == "const" or not op.results \
-                or op.result.shape == ():
+    for op, reader in list(single_use(fn.body, uses(fn))):
+        if op.kind not in ELEMENTWISE and op.kind != "gather":
             continue
         if op.kind == "cast" and op.attrs["dtype"] in SIXTEEN:
             continue
         r = op.result
-        reader = first_reader.get(r.id)
-        if count.get(r.id, 0) != 1 or reader is None:
-            continue
         if dot_loops and _dot_reads_once(reader, r) or reads_as_expression(reader, r) and \
                 not (reader.kind == "cast" and reader.attrs["dtype"] in SIXTEEN) and \
                 not (reader.kind == "store" and reader.operands[0].dtype.name in SIXTEEN):
             op.attrs["inline"] = True
+    return fn
+
+
+def inline_pointwise(fn: Function, options: dict) -> Function:
+    """For backends that spread a tile over threads (CUDA): a single-use expression tile whose
+    reader reads it at the element the reading thread owns (a store, or an expression reading
+    it at the same index) is computed inside that reader; tiles that only re-index or build
+    constants go inline into any expression reader, as they add no reads of their own. A
+    constant tile that only starts a loop-carried value stays."""
+    for op, reader in list(single_use(fn.body, uses(fn))):
+        if op.kind not in EXPRESSION:
+            continue
+        r = op.result
+        if reader.kind == "for" and op.kind in INDEX_ONLY and r in reader.operands[3:]:
+            pointwise = False
+        elif reader.kind == "store":
+            pointwise = True
+        elif reader.kind in EXPRESSION:
+            k = [v.id for v in reader.operands].index(r.id)
+            pointwise = operand_identity(reader, k, True)
+        else:
+            continue
+        if pointwise or op.kind in INDEX_ONLY:
+            op.attrs["inline"] = True
+    return fn
 
 
 def _dot_reads_once(reader: Op, v: Value) -> bool:

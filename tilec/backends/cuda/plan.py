@@ -10,8 +10,8 @@ generated source declares is, by construction, the number the estimate reports.
 * Storage: a tile stays in registers (``reg``) when every reader reads it at the element the
   reading thread owns; any other reader (a broadcast, ``dot`` operands, reductions, ``trans``,
   ``reshape``, ``gather`` sources, WMMA accumulators) needs it in shared memory (``smem``).
-* Inlining: a single-use elementwise tile is not stored at all; its expression is evaluated
-  inside its reader's loop (``relu(acc + bias)`` fuses into the store).
+* Inlining: the ``inline`` annotations of the cuda lowering (``inline-pointwise``): such a
+  tile is not stored at all; its expression is evaluated inside its reader's loop.
 * Shared memory is one arena (declared static up to 48 KiB, dynamic above); buffers whose live
   ranges do not overlap share bytes.
 """
@@ -20,12 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...errors import ConfigError
-from ...ir import ELEMENTWISE, Block, Function, Op, Value, uses
+from ...ir import Block, Function, Op, Value, uses
+from ...passes.analysis import EXPRESSION, inlined, operand_identity
 
-# Ops computed elementwise over their result tile (each operand read at a derived index).
-EXPRESSION = ELEMENTWISE | {"trans", "reshape", "gather"}
-# Expression ops that only re-index or build constants: inlining them never adds smem reads.
-INDEX_ONLY = {"const", "full", "arange", "expand_dims", "broadcast"}
 ARENA_ALIGN = 32          # bytes; WMMA fragment pointers need 256-bit alignment
 WARP = 32
 
@@ -119,19 +116,6 @@ def wmma_applies(op: Op, mma: str) -> bool:
         and k % 16 == 0
 
 
-def operand_identity(op: Op, k: int, ident: bool) -> bool:
-    """Whether operand ``k`` of expression op ``op`` is read at the element the thread owns,
-    given that ``op`` itself is read that way (``ident``)."""
-    v = op.operands[k]
-    if not ident or v.shape != op.result.shape:
-        return False
-    if op.kind in ("trans", "reshape", "expand_dims", "broadcast"):
-        return False
-    if op.kind == "gather":
-        return k == 1
-    return True
-
-
 class _Planner:
     def __init__(self, fn: Function, threads: int, mma: str):
         self.fn = fn
@@ -162,33 +146,6 @@ class _Planner:
             if op.kind == "for":
                 self.loops.append((self.pos[id(op)], self.counter))
             self.counter += 1 if op.blocks else 0
-
-    # -- inlining ---------------------------------------------------------------------------------
-    def plan_inlining(self, block: Block) -> None:
-        readers: dict[int, Op] = {}
-        for op in block.ops:
-            for v in op.operands:
-                readers.setdefault(v.id, op)
-            for child in op.blocks:
-                self.plan_inlining(child)
-        for op in block.ops:
-            if op.kind not in EXPRESSION or op.kind == "const" or not op.results or op.result.shape == ():
-                continue
-            r = op.result
-            reader = readers.get(r.id)
-            if self.count.get(r.id, 0) != 1 or reader is None:
-                continue
-            if reader.kind == "for" and op.kind in INDEX_ONLY and r in reader.operands[3:]:
-                pointwise = False  # a constant tile that only initializes a carried value
-            elif reader.kind == "store":
-                pointwise = True
-            elif reader.kind in EXPRESSION:
-                k = [v.id for v in reader.operands].index(r.id)
-                pointwise = operand_identity(reader, k, True)
-            else:
-                continue
-            if pointwise or op.kind in INDEX_ONLY:
-                self.plan.inline.add(r.id)
 
     # -- storage homes ------------------------------------------------------------------------------
     def plan_homes(self, block: Block) -> None:
@@ -286,7 +243,7 @@ class _Planner:
         self.plan.blocked = {op.result.shape for op in self.fn.walk() if op.kind == "dot"}
         self.number(self.fn.body)
         self.plan_homes(self.fn.body)
-        self.plan_inlining(self.fn.body)
+        self.plan.inline = inlined(self.fn)   # the inline-pointwise pass (tilec/passes/inlining.py)
         self.collect(self.fn.body)
         homes: dict[int, Value] = {}
         for op in self.fn.walk():

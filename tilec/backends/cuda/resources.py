@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from ...ir import Function, Op, uses
+from ...passes import lower
 from .limits import STATIC_SMEM_PER_BLOCK
 from .plan import Plan, make_plan
 
@@ -60,6 +61,7 @@ def _working_set(op: Op, plan: Plan) -> int:
 
 
 def estimate_resources(fn: Function, options: dict) -> dict:
+    fn = lower(fn, "cuda", options)   # the IR the renderer prints
     plan = make_plan(fn, int(options.get("threads", 128)), options.get("mma", "simt"))
     skip = _copy_only(fn)
     live_at: dict[int, int] = {}

@@ -23,7 +23,7 @@ class BlockedDots:
             self.emit(f"{self.name(r)} = {self.empty(r)}")
             if not plan.transposed:
                 self.emit(f"{self.name(r)}[:] = 0")
-        elif self._owns(acc, op):
+        elif op.attrs.get("in_place_acc"):
             self.name.alias(r, self.name(acc))   # accumulates in place
         else:
             self.emit(f"{self.name(r)} = {self.name(acc)}.copy()")
