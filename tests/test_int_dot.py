@@ -229,3 +229,14 @@ def test_the_bound_is_tight_enough_to_mean_something():
     bound = Q.act_quant_bound(x, qw)
     ratio = np.abs(y - exact) / bound
     assert ratio.max() <= 1.0 and ratio.max() > 0.02
+
+
+@pytest.mark.parametrize("unpack", [False, True])
+def test_byte_dot_compiles_to_dp4a_without_spills(unpack):
+    from tilec.backends import get
+    from tilec.backends.cuda import offline
+    if offline.available() is not None:
+        pytest.skip(offline.available())
+    fn = run_pipeline(clone(byte_dot.ir(BYTE_TYPES, {"BM": 16, "BN": 16, "BK": 32, "UNPACK": unpack})))
+    rep = get("cuda").compile_offline(fn, {"threads": 128}, "sm_80")
+    assert "dp4a.s32.u32" in rep.ptx and rep.spills_bytes == 0
