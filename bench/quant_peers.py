@@ -1,5 +1,7 @@
 """Quantized layers against the kernels a CPU user would pick, timed interleaved in one run with
-caches flushed between calls (medians): tilec int4 / int8 / 3-bit LUT-GEMM against torch's
+caches flushed between calls (medians): tilec int4 / int8 (exact fp32 activations, and
+``act_quant="int8"``: integer dot products on int8-quantized activations, the ``_q8`` rows) /
+3-bit LUT-GEMM against torch's
 ``_weight_int4pack_mm_for_cpu`` (bf16 activations, its fast path) and ``_weight_int8pack_mm``,
 the weight-stream time (4-bit bytes / this machine's measured read bandwidth), and at large M
 tilec's own fp32 GEMM on the dequantized weight.
@@ -51,20 +53,34 @@ def decode_case(k: int, m: int, repeats: int, bandwidth: float, rng) -> dict:
     bw = ops.bcq_quantize(w, 3, 128, "greedy")
     t4, t8 = torch_int4(w, 128), torch_int8(w)
     fns = {"tilec_int4": lambda: ops.quant_gemm(x, q4), "tilec_int8": lambda: ops.quant_gemm(x, q8),
+           "tilec_int4_q8": lambda: ops.quant_gemm(x, q4, act_quant="int8"),
+           "tilec_int8_q8": lambda: ops.quant_gemm(x, q8, act_quant="int8"),
            "tilec_lut3": lambda: ops.lut_gemm(x, bw), "torch_int4_bf16": lambda: t4(xb),
            "torch_int8_fp32": lambda: t8(xf), "numpy_fp32": lambda: x @ w}
-    for name, qw in (("tilec_int4", q4), ("tilec_int8", q8), ("tilec_lut3", bw)):   # right before fast
+    from ops.quant_q8 import act_quant_bound
+    for name, qw in (("tilec_int4", q4), ("tilec_int8", q8), ("tilec_lut3", bw), ("tilec_int4_q8", q4),
+                     ("tilec_int8_q8", q8)):   # right before fast
         ref = x.astype(np.float64) @ qw.dequantize()
-        err = np.abs(fns[name]() - ref).max() / max(np.abs(ref).max(), 1e-30)
+        diff = np.abs(fns[name]() - ref)
+        if name.endswith("_q8"):     # held to the documented activation-rounding bound instead
+            bad = (diff > act_quant_bound(x, qw) * (1 + 1e-4) + 1e-5 * np.abs(ref).max()).any()
+            err = diff.max() / max(np.abs(ref).max(), 1e-30) if bad else 0.0
+        else:
+            err = diff.max() / max(np.abs(ref).max(), 1e-30)
         if err > 1e-3:
             raise SystemExit(f"{name} K=N={k} M={m}: relative error {err:.2e}")
     med = {n: float(np.median(v)) for n, v in interleaved_samples(fns, repeats, flush=True).items()}
     stream = k * k / 2 / bandwidth
-    return {"K": k, "N": k, "M": m, "median_s": med, "int4_weight_stream_s": stream,
+    return {"K": k, "N": k, "M": m,
+            "int4_q8_vs_torch_int4": med["torch_int4_bf16"] / med["tilec_int4_q8"],
+            "int4_q8_vs_stream": med["tilec_int4_q8"] / stream,
+            "int8_q8_vs_torch_int8": med["torch_int8_fp32"] / med["tilec_int8_q8"],
+            "lut3_vs_tilec_int4_q8": med["tilec_int4_q8"] / med["tilec_lut3"],
+            "int4_weight_stream_s": stream,
             "int4_vs_stream": med["tilec_int4"] / stream,
             "int4_vs_torch_int4": med["torch_int4_bf16"] / med["tilec_int4"],
             "int8_vs_torch_int8": med["torch_int8_fp32"] / med["tilec_int8"],
-            "lut3_vs_tilec_int4": med["tilec_int4"] / med["tilec_lut3"]}
+            "lut3_vs_tilec_int4": med["tilec_int4"] / med["tilec_lut3"], "median_s": med}
 
 
 def large_case(m: int, k: int, repeats: int, rng) -> dict:
@@ -104,6 +120,9 @@ def main(argv=None) -> int:
                   f"{t['torch_int4_bf16'] * 1e3:.2f}); int8 {t['tilec_int8'] * 1e3:.2f} ms "
                   f"({c['int8_vs_torch_int8']:.2f}x torch {t['torch_int8_fp32'] * 1e3:.2f}); lut3 "
                   f"{t['tilec_lut3'] * 1e3:.2f} ms ({c['lut3_vs_tilec_int4']:.2f}x int4)", flush=True)
+            print(f"  int8 activations: int4 {t['tilec_int4_q8'] * 1e3:.2f} ms ({c['int4_q8_vs_stream']:.1f}x stream, "
+                  f"{c['int4_q8_vs_torch_int4']:.2f}x torch int4); int8 {t['tilec_int8_q8'] * 1e3:.2f} ms "
+                  f"({c['int8_q8_vs_torch_int8']:.2f}x torch int8)", flush=True)
     for m in args.large:
         c = large_case(m, 4096, max(3, args.repeats // 2), rng)
         large.append(c)

@@ -127,12 +127,25 @@ def _check(x, qw) -> tuple[Any, int, int, int]:
     return ix, m, k, n
 
 
-def quant_gemm(x: Any, qw: QuantizedWeight, *, backend: str | None = None, config: dict | None = None) -> Any:
-    """x @ W for a quantized W, fp32 accumulation; x (M, K) or (K,) gives (M, N) or (N,) float32."""
+ACT_QUANT = (None, "int8")
+
+
+def quant_gemm(x: Any, qw: QuantizedWeight, *, backend: str | None = None, config: dict | None = None,
+               act_quant: str | None = None) -> Any:
+    """x @ W for a quantized W, fp32 accumulation; x (M, K) or (K,) gives (M, N) or (N,) float32.
+    ``act_quant="int8"``: x is quantized to int8 per row and weight group and the products are
+    integer dot products (the decode form, ``ops.quant_q8``, whose error bound is documented
+    there); None (the default) keeps x exact in fp32."""
+    if act_quant not in ACT_QUANT:
+        raise tc.InputError(f"act_quant must be one of {ACT_QUANT}, got {act_quant!r}")
     ix, m, k, n = _check(x, qw)
     c = qw.config
     per = c.per_byte
     x2 = x.reshape(m, k) if ix.ndim == 1 else x
+    if act_quant == "int8":
+        from .quant_q8 import quant_gemm_q8
+        y = quant_gemm_q8(x2, qw, backend, config)
+        return y.reshape(n) if ix.ndim == 1 else y
     scales3, zeros3 = qw.by_byte_lane()
     be = pick_backend({"x": x, "qweight": qw.qweight}, backend)
     shape = {"M": m, "N": n, "K": k}

@@ -218,7 +218,8 @@ class Builder:
         (m, k), (k2, n) = a.shape, b.shape
         if k != k2:
             raise TilecError(f"tc.dot shape mismatch: {a.type} @ {b.type} (inner extents {k} != {k2})")
-        if a.dtype != b.dtype:
+        mixed_bytes = a.dtype.is_int and b.dtype.is_int and a.dtype.bits == b.dtype.bits == 8
+        if a.dtype != b.dtype and not mixed_bytes:   # int8 x uint8 stays: int32 sums, exact
             common = dt.promote(a.dtype, b.dtype)
             a, b = self.cast(a, common), self.cast(b, common)
         out = dt.int32 if a.dtype.is_int else dt.float32

@@ -17,6 +17,7 @@ from .buffers import loop_private_buffers
 from .clone import clone
 from .hoist import hoist
 from .inlining import inline_index_tiles, inline_pointwise, inline_single_use
+from .int_dots import int_dot_rows
 from .reductions import choose_reductions
 from .row_sums import fuse_row_sums
 from .simplify import simplify
@@ -47,6 +48,7 @@ COMMON: list[Pass] = [
 # backend -> its lowering passes, in order, after COMMON
 LOWERING: dict[str, list[Pass]] = {
     "numba": [
+        Pass("int-dot-rows", int_dot_rows, "a byte dot reads its transposed operand by rows: dot-product instructions"),
         Pass("inline-single-use", inline_single_use, "a tile read once as an expression is never stored"),
         Pass("inline-index-tiles", inline_index_tiles, "index arithmetic recomputed beats a tile read in a loop"),
         Pass("block-computed-dots", block_computed_dots, "a computed operand with few rows is never stored"),

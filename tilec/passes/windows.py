@@ -31,6 +31,8 @@ def read_in_place(fn: Function, options: dict) -> Function:
             return False  # rounds the whole tile
         if reader.kind == "store" and reader.operands[0].dtype.name in SIXTEEN:
             return False
+        if reader.kind == "dot" and reader.attrs.get("rows_of_transpose"):
+            return reader.operands[2:] == [] or reader.operands[2] is not v  # rows of the window, as a view
         if reader.kind == "dot":  # a loop-nest dot reads its right operand element by element
             on_blas = blas and reader.result.dtype.name == "float32"
             return not on_blas and reader.operands[1] is v and all(o is not v for o in reader.operands[::2])

@@ -554,6 +554,46 @@ class CudaRenderer(base.Renderer):
             row = f"min({row}, {m - 1})"
         if lay.cols % lay.tn:
             col = f"min({col}, {n - 1})"
+        if a.dtype.is_int and b.dtype.is_int and a.dtype.bits == b.dtype.bits == 8 and k % 4 == 0:
+            self._dot_bytes(a, b, regs, lay, row, col, (k, n), (i, j, kk))
+        else:
+            self._dot_simt_loop(a, b, regs, lay, row, col, (k, n), (i, j, kk, av, bv), t)
+        if smem_out:
+            self.produce(r, lambda _idx: f"{regs}[{self.slot}]", frozenset())
+
+    def _dot_bytes(self, a: Value, b: Value, regs: str, lay, row: str, col: str, kn, names) -> None:
+        """A dot of 8-bit ints: four products per dp4a (PTX dp4a.{s,u}32.{s,u}32, int32 sums;
+        the emulation's C++ sums the same four products)."""
+        (k, n), (i, j, kk) = kn, names
+        a4, b4, q = (self.name.fresh(s) for s in ("a4", "b4", "q"))
+        sa, sb = ("s32" if v.dtype.kind == "int" else "u32" for v in (a, b))
+        ca, cb = ("signed char" if v.dtype.kind == "int" else "unsigned char" for v in (a, b))
+
+        def packed(elem) -> str:   # four bytes, the lowest k first
+            return " | ".join(f"((unsigned int)(unsigned char){elem(d)} << {8 * d})" for d in range(4))
+        self.emit("#pragma unroll 2")
+        self.open(f"for (int {kk} = 0; {kk} < {k}; {kk} += 4) {{")
+        self.emit(f"unsigned int {a4}[{lay.rm}], {b4}[{lay.rn}];")
+        self.emit("#pragma unroll")
+        self.emit(f"for (int {i} = 0; {i} < {lay.rm}; ++{i}) {a4}[{i}] = "
+                  f"{packed(lambda d: f'{self.smem_name(a)}[({row}) * {k} + {kk} + {d}]')};")
+        self.emit("#pragma unroll")
+        self.emit(f"for (int {j} = 0; {j} < {lay.rn}; ++{j}) {b4}[{j}] = "
+                  f"{packed(lambda d: f'{self.smem_name(b)}[({kk} + {d}) * {n} + {col}]')};")
+        self.emit("#pragma unroll")
+        self.open(f"for (int {i} = 0; {i} < {lay.rm}; ++{i}) {{")
+        self.emit("#pragma unroll")
+        self.open(f"for (int {j} = 0; {j} < {lay.rn}; ++{j}) {{")
+        self.emit("#if defined(__CUDA_ARCH__)")
+        self.emit(f'asm("dp4a.{sa}.{sb} %0, %1, %2, %0;" : "+r"({regs}[{i} * {lay.rn} + {j}]) : "r"({a4}[{i}]), "r"({b4}[{j}]));')
+        self.emit("#else")
+        self.emit(f"for (int {q} = 0; {q} < 4; ++{q}) {regs}[{i} * {lay.rn} + {j}] += "
+                  f"(int)({ca})({a4}[{i}] >> (8 * {q})) * (int)({cb})({b4}[{j}] >> (8 * {q}));")
+        self.emit("#endif")
+        self.close(3)
+
+    def _dot_simt_loop(self, a: Value, b: Value, regs: str, lay, row: str, col: str, kn, names, t: str) -> None:
+        (k, n), (i, j, kk, av, bv) = kn, names
         self.emit("#pragma unroll 4")
         self.open(f"for (int {kk} = 0; {kk} < {k}; ++{kk}) {{")
         self.emit(f"{t} {av}[{lay.rm}], {bv}[{lay.rn}];")
@@ -568,8 +608,6 @@ class CudaRenderer(base.Renderer):
         self.emit("#pragma unroll")
         self.emit(f"for (int {j} = 0; {j} < {lay.rn}; ++{j}) {regs}[{i} * {lay.rn} + {j}] += {av}[{i}] * {bv}[{j}];")
         self.close(2)
-        if smem_out:
-            self.produce(r, lambda _idx: f"{regs}[{self.slot}]", frozenset())
 
     def _dot_wmma(self, op: Op) -> None:
         a, b = op.operands[:2]

@@ -342,6 +342,9 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
         if r.id in self.blocked:
             self._blocked_dot(op, self.blocked[r.id])
             return
+        if op.attrs.get("rows_of_transpose"):
+            self._int_dot_rows(op)
+            return
         if self.options["dot"] == "blas" and r.dtype.name == "float32":
             if acc is None:
                 self.emit(f"{name} = {self.empty(r)}")
@@ -366,6 +369,30 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
         self.emit(f"    {name}[{i}, {j}] += {aik} * {self.ref(b, [kk, j])}")
         self.close_inner()
         self.depth -= 2
+
+    def _int_dot_rows(self, op: Op) -> None:
+        """A byte dot reading b by rows (passes/int_dots.py): one call of the vector helper."""
+        a, b = op.operands[:2]
+        acc = op.operands[2] if len(op.operands) > 2 else None
+        r = op.result
+        if acc is None:
+            self.emit(f"{self.name(r)} = {self.empty(r)}")
+        elif op.attrs.get("in_place_acc"):   # passes/views.py
+            self.name.alias(r, self.name(acc))
+        else:
+            self.emit(f"{self.name(r)} = {self.name(acc)}.copy()")
+        views = [self._window_read(v, [], len(v.shape)) if v.id in self.windows else self.name(v) for v in (a, b)]
+        starts = self.prefetch_rows.pop(b.id, None)
+        if starts is not None:   # the next step's rows of b, fetched while this step's are multiplied
+            t, box = self.name(b.producer.operands[0]), b.producer.attrs["box"]
+            row, ahead = self.name.fresh("row"), self.name.fresh("ahead")
+            line = max(1, 64 // b.dtype.itemsize)
+            self.emit(f"for {row} in range(max({starts[0]}, 0), min({starts[0]} + {box[0]}, {t}.shape[0])):")
+            self.emit(f"    for {ahead} in range(max({starts[1]}, 0), min({starts[1]} + {box[1]}, {t}.shape[1]), {line}):")
+            self.emit(f"        rt.prefetch({t}, (np.uintp({row}), np.uintp({ahead})))")
+        shift, mask = op.attrs.get("b_unpack", (0, 255))
+        self.emit(f"rt.int_dot({views[0]}, {views[1]}, {self.name(r)}, {op.attrs['b_max']}, {acc is not None}, "
+                  f"{shift}, {mask})")
 
     def op_trans(self, op: Op) -> None:
         src = self.name(op.operands[0])

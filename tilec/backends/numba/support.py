@@ -511,3 +511,6 @@ def prefetch(typingctx, array, index):
         return context.get_dummy_value()
 
     return types.none(array, index), codegen
+
+
+from .intdot import int_dot  # noqa: E402,F401  (tc.dot on bytes: see intdot.py)

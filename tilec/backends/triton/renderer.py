@@ -364,7 +364,7 @@ class TritonRenderer(Renderer):
                 self.emit(f"{clean} = {self.masked(self.name(v), v.shape, [axis], '0')}")
                 self.name.alias(v, clean)
         m, n, k = pow2(m), pow2(n), pow2(k)   # the lanes tl.dot sees
-        native_ok = a.dtype.name != "uint8" and k >= (DOT_MIN_K8 if a.dtype.bits == 8 else DOT_MIN)
+        native_ok = a.dtype.name != "uint8" and a.dtype == b.dtype and k >= (DOT_MIN_K8 if a.dtype.bits == 8 else DOT_MIN)
         if min(m, n) >= DOT_MIN and native_ok:
             native = self.dot_operand_type(a)
             args = [self.as_type(a, native), self.as_type(b, native)]

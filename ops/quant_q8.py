@@ -1,0 +1,200 @@
+"""Quantized GEMM on int8-quantized activations (``quant_gemm(..., act_quant="int8")``): the
+decode form for few rows, after llama.cpp's Q8 blocks.
+
+Two kernels. ``quantize_rows_kernel`` quantizes each row of x per weight group of G columns,
+symmetric int8: ``s = max|x| / 127``, ``q = round(x / s)`` (half up) in [-127, 127], and the
+sum of the group's codes. ``quant_gemm_q8_kernel`` then forms, per group, the integer dot of the
+activation codes with the weight codes (``tc.dot`` of int8 by uint8, int32 sums: exact) and
+applies both scales and the zero point once per group in fp32:
+
+    y[m, n] = sum_g xs[m, g] * ws[g, n] * (dot_g(xq[m], code[:, n]) - zero[g, n] * sum_g(xq[m]))
+
+Numerics: the integer part is exact, so the result equals the float64 value of this sum to
+fp32 rounding. Against the exact fp32 path (the default, ``act_quant=None``) the only extra
+error is the activation rounding, |x - s q| <= s / 2 per element, hence per output
+
+    |y_q8[m, n] - y[m, n]| <= sum_g (max_g |x[m]| / 254) * sum_{k in g} |W[k, n]|
+
+with W the dequantized weight (``act_quant_bound`` computes it; tests hold the kernels to it).
+
+Weights are read in a per-column layout made once per weight (``column_codes``): column n's
+codes of group g are one contiguous run, so each output is a dot of two contiguous byte runs,
+the shape of the CPU's byte dot-product instructions. For 4-bit codes byte i of a group holds
+code i in its low bits and code i + G/2 in its high bits, so one AND and one shift unpack two
+runs of G/2 codes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import tilec as tc
+from tilec.errors import InputError
+from tilec.kernel import cdiv_host
+from tilec.space import Param
+
+from ._common import backend_space, choose_config, output_like, pick_backend
+from .quant_format import QuantizedWeight
+
+
+@tc.kernel
+def quantize_rows_kernel(X, XQ, XS, XSUM, BM: tc.constexpr, G: tc.constexpr):
+    # X (M, K) float; XQ (M, K) int8 codes; XS (M, K/G) float32 scales; XSUM (M, K/G) int32 code sums
+    pm, pg = tc.program_id(0), tc.program_id(1)
+    x = tc.cast(tc.load(X, (pm * BM, pg * G), (BM, G)), tc.float32)
+    amax = tc.max(tc.abs(x), axis=1)
+    inv = 127.0 / tc.maximum(amax, 1e-30)          # an all-zero group gets codes 0
+    q = tc.floor(x * inv[:, None] + 0.5)
+    q = tc.cast(tc.minimum(tc.maximum(q, -127.0), 127.0), tc.int8)
+    tc.store(XQ, (pm * BM, pg * G), q)
+    tc.store(XS, (pm * BM, pg), amax * (1.0 / 127.0), (BM, None))
+    tc.store(XSUM, (pm * BM, pg), tc.sum(q, axis=1), (BM, None))
+
+
+@tc.kernel
+def quant_gemm_q8_kernel(XQ, XS, XSUM, QT, S, Z, Y, BM: tc.constexpr, BN: tc.constexpr, G: tc.constexpr,
+                         BITS: tc.constexpr, SYMMETRIC: tc.constexpr):
+    # XQ, XS, XSUM from quantize_rows_kernel; QT (K/G * N, G * BITS / 8) codes by group and column; S, Z (K/G, N); Y (M, N)
+    pm, pn = tc.program_id(0), tc.program_id(1)
+    acc = tc.zeros((BM, BN), tc.float32)
+    for k in tc.range(0, XQ.shape[1], G):
+        g = k // G
+        row = g * S.shape[1] + pn * BN                            # group g of column pn * BN
+        if BITS == 4:   # low nibbles: codes 0..G/2-1 of the group, high nibbles: the rest
+            q = tc.load(QT, (row, 0), (BN, G // 2))
+            d = tc.dot(tc.load(XQ, (pm * BM, k), (BM, G // 2)), tc.trans(q & 15))
+            d = tc.dot(tc.load(XQ, (pm * BM, k + G // 2), (BM, G // 2)), tc.trans(q >> 4), d)
+        else:
+            d = tc.dot(tc.load(XQ, (pm * BM, k), (BM, G)), tc.trans(tc.load(QT, (row, 0), (BN, G))))
+        d = tc.cast(d, tc.float32)                                # int32 sums, exact in fp32
+        xs = tc.load(XS, (pm * BM, g), (BM, None))
+        xsum = tc.cast(tc.load(XSUM, (pm * BM, g), (BM, None)), tc.float32)
+        s = tc.load(S, (g, pn * BN), (None, BN))
+        if SYMMETRIC:
+            zx = xsum[:, None] * float(1 << (BITS - 1))
+        else:
+            zx = xsum[:, None] * tc.cast(tc.load(Z, (g, pn * BN), (None, BN)), tc.float32)[None, :]
+        acc = acc + (xs[:, None] * s[None, :]) * (d - zx)
+    tc.store(Y, (pm * BM, pn * BN), acc)
+
+
+TILES = [Param("BM", (1, 2, 4, 8, 16)), Param("BN", (16, 32, 64, 128, 256, 512))]
+QUANTIZE_TILES = [Param("BM", (1, 2, 4, 8, 16))]
+GPU_TILES = [Param("BM", (1, 2, 4, 8, 16)), Param("BN", (16, 32, 64))]
+
+
+def space(backend: str = "numba"):
+    return backend_space(TILES if backend == "numba" else GPU_TILES, [], backend)
+
+
+def default_config(shape: dict, backend: str = "numba") -> dict:
+    """All rows (up to 16) in one program, so each weight byte is read once and used by every
+    row; on CPUs 16 KB of codes per step (prefetched a step ahead, passes/windows.py), on GPUs
+    32 columns."""
+    m = shape.get("M", 1)
+    bm = min(16, 1 << (m - 1).bit_length())
+    per_column = shape.get("bits", 4) * shape.get("group_size", 128) // 8
+    return {"BM": bm, "BN": min(512, max(16, 16384 // per_column)) if backend == "numba" else 32}
+
+
+def column_codes(qw: QuantizedWeight) -> np.ndarray:
+    """The code layout (K/G * N, G * bits // 8) uint8 described above, made once per weight and
+    kept on it: row g * N + n holds column n's codes of group g, so a program's columns of one
+    group are one contiguous block."""
+    cached = qw.__dict__.get("_column_codes")
+    if cached is not None:
+        return cached
+    c = qw.config
+    k, n = qw.shape
+    groups = k // c.group_size
+    codes = qw.codes().reshape(groups, c.group_size, n).transpose(0, 2, 1)      # (groups, N, G)
+    if c.bits == 4:
+        half = c.group_size // 2
+        out = codes[:, :, :half] | (codes[:, :, half:] << 4)
+    else:
+        out = codes
+    out = out.reshape(groups * n, -1)
+    out = np.ascontiguousarray(out, np.uint8)
+    object.__setattr__(qw, "_column_codes", out)
+    return out
+
+
+def quantize_rows(x2: Any, group: int, backend: str) -> tuple[Any, Any, Any]:
+    """(codes int8 (M, K), scales float32 (M, K/G), code sums int32 (M, K/G)) of x2 (M, K)."""
+    m, k = x2.shape
+    xq = output_like(x2, (m, k), tc.int8)
+    xs = output_like(x2, (m, k // group), tc.float32)
+    xsum = output_like(x2, (m, k // group), tc.int32)
+    bm = min(16, 1 << (m - 1).bit_length())
+    quantize_rows_kernel[(cdiv_host(m, bm), k // group)](x2, xq, xs, xsum, backend=backend, BM=bm, G=group)
+    return xq, xs, xsum
+
+
+def quant_gemm_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, config: dict | None = None) -> Any:
+    """y (M, N) float32 = x2 (M, K) @ W, activations quantized to int8 per row and group."""
+    c = qw.config
+    k, n = qw.shape
+    m = x2.shape[0]
+    if c.bits == 4 and c.group_size % 2:
+        raise InputError(f"act_quant='int8' splits each group of 4-bit codes in halves: qw's group size "
+                         f"{c.group_size} must be even")
+    be = pick_backend({"x": x2, "qweight": qw.qweight}, backend)
+    shape = {"M": m, "N": n, "K": k, "bits": c.bits, "group_size": c.group_size}
+    cfg = choose_config("quant_gemm_q8", shape, f"int{c.bits}", be, getattr(x2, "device", "cpu"), config,
+                        space(be), default_config(shape, be))
+    qt = _on_device(column_codes(qw), x2)
+    scales = _on_device(qw.scales, x2)
+    zeros = scales if qw.zeros is None else _on_device(qw.zeros, x2)
+    xq, xs, xsum = quantize_rows(x2, c.group_size, be)
+    y = output_like(x2, (m, n), tc.float32)
+    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"]))
+    quant_gemm_q8_kernel[grid](xq, xs, xsum, qt, scales, zeros, y, backend=be, G=c.group_size, BITS=c.bits,
+                               SYMMETRIC=c.symmetric, **cfg)
+    return y
+
+
+def _on_device(a: np.ndarray, like: Any) -> Any:
+    """A host array moved next to ``like`` (the weight's own arrays live where qweight does)."""
+    if isinstance(a, np.ndarray) and not isinstance(like, np.ndarray):
+        mod = type(like).__module__.split(".")[0]
+        if mod == "torch":
+            import torch
+            return torch.from_numpy(a).to(like.device)
+        if mod == "cupy":
+            import cupy
+            return cupy.asarray(a)
+    return a
+
+
+def quantize_activations(x: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of ``quantize_rows_kernel`` in float64: (codes, scales)."""
+    x = np.asarray(x, np.float64)
+    m, k = x.shape
+    g = x.reshape(m, k // group, group)
+    amax = np.abs(g).max(-1)
+    q = np.clip(np.floor(g * (127.0 / np.maximum(amax, 1e-30))[..., None] + 0.5), -127, 127)
+    return q.reshape(m, k).astype(np.int8), amax / 127.0
+
+
+def reference_q8(xq: np.ndarray, xs: np.ndarray, qw: QuantizedWeight) -> np.ndarray:
+    """float64 value of the kernel's sum for given activation codes and scales."""
+    c = qw.config
+    k, n = qw.shape
+    groups = k // c.group_size
+    codes = qw.codes().astype(np.float64).reshape(groups, c.group_size, n)
+    zero = np.float64(c.implicit_zero) if qw.zeros is None else qw.zeros.astype(np.float64)[:, None, :]
+    xg = np.asarray(xq, np.float64).reshape(xq.shape[0], groups, c.group_size)
+    d = np.einsum("mgk,gkn->mgn", xg, codes - zero)            # exact integers
+    return np.einsum("mg,gn,mgn->mn", np.asarray(xs, np.float64), qw.scales.astype(np.float64), d)
+
+
+def act_quant_bound(x: np.ndarray, qw: QuantizedWeight) -> np.ndarray:
+    """The bound above on |y_q8 - y| per output (M, N), from x and the dequantized weight."""
+    c = qw.config
+    k, n = qw.shape
+    groups = k // c.group_size
+    x = np.asarray(x, np.float64)
+    amax = np.abs(x.reshape(x.shape[0], groups, c.group_size)).max(-1)             # (M, groups)
+    wabs = np.abs(qw.dequantize().astype(np.float64)).reshape(groups, c.group_size, n).sum(1)   # (groups, N)
+    return amax / 254.0 @ wabs
