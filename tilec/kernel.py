@@ -24,12 +24,27 @@ class Kernel:
         self.fn = fn
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
-        node, self.source_file, self.line = parse_function(fn)
-        self.param_names = [a.arg for a in node.args.args]
-        self.constexpr_names = [a.arg for a in node.args.args if is_constexpr_annotation(a.annotation)]
-        self.constexpr_defaults = {k: v for k, v in literal_defaults(node).items() if k in self.constexpr_names}
-        self.runtime_names = [n for n in self.param_names if n not in self.constexpr_names]
+        self._signature: tuple | None = None
         self._ir: dict[tuple, Function] = {}
+
+    def _parse(self) -> tuple:
+        """What the kernel's source says of its parameters, read on first use: parsing every
+        kernel of the op library when it is imported was most of ``import ops``."""
+        if self._signature is None:
+            node, source_file, line = parse_function(self.fn)
+            params = [a.arg for a in node.args.args]
+            constexprs = [a.arg for a in node.args.args if is_constexpr_annotation(a.annotation)]
+            defaults = {k: v for k, v in literal_defaults(node).items() if k in constexprs}
+            runtime = [n for n in params if n not in constexprs]
+            self._signature = (source_file, line, params, constexprs, defaults, runtime)
+        return self._signature
+
+    source_file = property(lambda self: self._parse()[0])
+    line = property(lambda self: self._parse()[1])
+    param_names = property(lambda self: self._parse()[2])
+    constexpr_names = property(lambda self: self._parse()[3])
+    constexpr_defaults = property(lambda self: self._parse()[4])
+    runtime_names = property(lambda self: self._parse()[5])
 
     def __repr__(self) -> str:
         return f"<tilec kernel {self.name} ({self.source_file}:{self.line})>"

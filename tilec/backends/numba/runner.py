@@ -147,9 +147,11 @@ class _Spec:
             dispatcher, record = _over_threads()
             # its *args, as the one star-argument tuple an explicit signature names them by
             sig = (numba.types.intp,) * 7 + (numba.types.StarArgTuple.from_types(self.signature[5:]),)
-            with _notice_on_compile(self.what):
-                dispatcher.compile(sig)
-            record(dispatcher)
+            loaded = _load_cached(dispatcher, sig)
+            if not loaded:
+                with _notice_on_compile(self.what):
+                    dispatcher.compile(sig)
+            record(dispatcher, compiled=not loaded)
             self._over = dispatcher.overloads[sig].entry_point
         return self._over
 
@@ -169,11 +171,47 @@ def _specialization(kernel, args: list[Any], stored: dict[int, str], what: str, 
                 raise InputError(f"{name} is read-only, but {what} writes into it")
         signature = (numba.types.intp,) * 5 + tuple(_numba_type(a) for a in args)
         if signature not in kernel.overloads:
-            with _notice_on_compile(what):
-                kernel.compile(signature)
-            record_overloads(kernel)
+            loaded = _load_cached(kernel, signature)
+            if not loaded:
+                with _notice_on_compile(what):
+                    kernel.compile(signature)
+            record_overloads(kernel, compiled=not loaded)
         spec = _specs[key] = _Spec(kernel, signature, what)
     return spec
+
+
+def _load_cached(dispatcher, signature: tuple) -> bool:
+    """Add the specialization for ``signature`` from Numba's disk cache, if it holds it; False
+    when it does not (the caller compiles). Numba's own ``Dispatcher.compile`` refreshes its
+    target context before looking in the cache: it imports and installs every lowering
+    registry (NumPy, typed containers, random, ...), which only a compile needs and which was
+    the largest part of a warm process's first call. Running cached machine code needs the
+    symbols it links against: Numba's runtime (``rtsys.initialize``), the C helpers and
+    exception types (installed with the target context) and the hash secret (installed when
+    ``numba.cpython.hashing`` is imported); the parallel runtime's are installed by the
+    cached library's own init functions."""
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is None or type(cache).__name__ == "NullCache":
+        return False
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.runtime import rtsys
+    import numba.cpython.hashing  # noqa: F401  (its symbols)
+    with global_compiler_lock:
+        if signature in dispatcher.overloads:
+            return True
+        ctx = dispatcher.targetctx
+        rtsys.initialize(ctx)
+        try:
+            with cache._guard_against_spurious_io_errors():
+                cres = cache._load_overload(signature, ctx)
+        except Exception:          # an unreadable entry: Numba's own path decides (and rebuilds)
+            return False
+        if cres is None or cres.objectmode:
+            return False
+        dispatcher._cache_hits[signature] += 1
+        ctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+        dispatcher.add_overload(cres)
+    return True
 
 
 def _numba_kind(a: Any) -> Any:
@@ -278,14 +316,17 @@ def _cached_module(stem: str, source: str):
     manifest = Manifest(folder / f"{name}.manifest.json")
     with _lock:
         _seed(path, manifest)
-        _ensure_source(path, source, manifest)
+        stale = [not _ensure_source(path, source, manifest)]
         module = _import(name, path)
     recorded = {}
 
-    def record_overloads(dispatcher) -> None:
-        if len(dispatcher.overloads) != recorded.get(dispatcher):
+    def record_overloads(dispatcher, compiled: bool = True) -> None:
+        """``compiled``: a specialization was compiled (Numba's index changed); a load from
+        Numba's cache changed nothing, so it rewrites only a missing or broken manifest."""
+        if stale[0] or compiled and len(dispatcher.overloads) != recorded.get(dispatcher):
             manifest.write([path, *_numba_files(path)])
             recorded[dispatcher] = len(dispatcher.overloads)
+            stale[0] = False
 
     return module, path, record_overloads
 
@@ -380,10 +421,12 @@ def _seed(path: Path, manifest: Manifest) -> None:
                              *(path.parent / "__pycache__" / f.name for f in _numba_files(twin))])
 
 
-def _ensure_source(path: Path, source: str, manifest: Manifest) -> None:
+def _ensure_source(path: Path, source: str, manifest: Manifest) -> bool:
     """Write the source unless an identical copy is there; drop Numba artefacts that do not
-    match the manifest (a damaged or tampered cache entry) so Numba rebuilds them."""
-    damaged = manifest.damaged([path, *_numba_files(path)])
+    match the manifest (a damaged or tampered cache entry) so Numba rebuilds them. True when
+    the entry was intact: its manifest present and matching every file."""
+    recorded = manifest.read()
+    damaged = manifest.damaged([path, *_numba_files(path)], recorded) if recorded is not None else []
     current = path.read_text() if path.exists() else None
     if current != source:
         if current is not None:
@@ -397,6 +440,7 @@ def _ensure_source(path: Path, source: str, manifest: Manifest) -> None:
             p.unlink(missing_ok=True)
     if damaged:
         manifest.path.unlink(missing_ok=True)
+    return recorded is not None and not damaged and current == source
 
 
 def _import(module_name: str, path: Path):
