@@ -252,3 +252,53 @@ print(at_import, kernel.runtime_names, kernel.constexpr_defaults.get("ACT", "-")
     assert at_import == "0"
     assert rest.strip().endswith("['gemm_kernel']"), rest
     assert "['A', 'B', 'C', 'bias', 'alpha']" in rest
+
+
+_KERNEL_MODULE = '''
+import tilec as tc
+SCALE = {scale}
+
+
+@tc.kernel
+def scale_kernel(X, Y, B: tc.constexpr):
+    p = tc.program_id(0)
+    tc.store(Y, (p * B,), tc.load(X, (p * B,), (B,)) * SCALE)
+'''
+
+_INDEX_PROBE = """
+import json, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from tilec.backends.numba import runner
+renders = []
+real = runner.render
+runner.render = lambda fn, options: renders.append(fn.name) or real(fn, options)
+import scaled
+y = np.zeros(6, np.float32)
+scaled.scale_kernel[(2,)](np.arange(6, dtype=np.float32), y, B=3)
+print(json.dumps({"y5": float(y[5]), "renders": len(renders), "front_end_runs": len(scaled.scale_kernel._ir)}))
+"""
+
+
+def test_a_warm_process_skips_front_end_and_renderer_until_the_kernel_changes(tmp_path):
+    """The index from a kernel's fingerprint and specialization to its generated module: a
+    second process runs neither the front end nor the renderer; an edit of the kernel's
+    module (here a constant it reads) or a broken index entry takes the full path again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "scaled.py").write_text(_KERNEL_MODULE.format(scale=2.0))
+    env = dict(TILEC_CACHE_DIR=str(tmp_path / "cache"), TILEC_QUIET="1")
+
+    def run() -> dict:
+        out = subprocess.run([sys.executable, "-c", _INDEX_PROBE, str(src)], capture_output=True, text=True,
+                             timeout=600, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **env))
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert run() == {"y5": 10.0, "renders": 1, "front_end_runs": 1}
+    assert run() == {"y5": 10.0, "renders": 0, "front_end_runs": 0}
+    (src / "scaled.py").write_text(_KERNEL_MODULE.format(scale=3.0))
+    assert run() == {"y5": 15.0, "renders": 1, "front_end_runs": 1}
+    assert run() == {"y5": 15.0, "renders": 0, "front_end_runs": 0}
+    for entry in (tmp_path / "cache" / "numba" / "index").glob("*.json"):
+        entry.write_text('{"key": "x"')
+    assert run() == {"y5": 15.0, "renders": 1, "front_end_runs": 1}

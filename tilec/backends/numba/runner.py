@@ -6,6 +6,7 @@ import functools
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 import threading
@@ -22,7 +23,7 @@ from threadpoolctl import ThreadpoolController
 from ...errors import InputError
 from ...ir import Function, TensorType, TileType
 from ...runtime.arrays import host_view
-from ...runtime.cache import Manifest, atomic_write, cache_dir, read_only_twin, seed_from_read_only
+from ...runtime.cache import Manifest, atomic_write, cache_dir, read_only_twin, readable, seed_from_read_only
 from ...runtime.notice import CompileNotice
 from ..base import Backend, Compiled, Option
 from .renderer import kernel_symbol, render
@@ -50,16 +51,56 @@ class NumbaBackend(Backend):
         return [Param("dot", self.options["dot"].choices, self.options["dot"].doc)]
 
     def compile(self, fn: Function, options: dict) -> Compiled:
-        source = self.render(fn, options)
-        module, path, record_overloads = _cached_module(kernel_symbol(fn), source)
-        kernel = getattr(module, kernel_symbol(fn))
+        meta = {"symbol": kernel_symbol(fn),
+                "uses_blas": options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk()),
+                "stored": _stored_params(fn), "what": _describe(fn),
+                # The IR types fix each argument's dtype and rank: what else picks a
+                # specialization is read from the arrays' flags (see _numba_type).
+                "arrays": [i for i, p in enumerate(fn.params) if isinstance(p.type, TensorType)]}
+        return self._launchable(self.render(fn, options), meta, options)
+
+    # -- the index: (kernel fingerprint, specialization) -> generated module ------------------
+    # A later process finds its kernel's module here without running the front end, passes and
+    # renderer (most of a warm process's own work on a first call). The module is used only if
+    # its manifest vouches for its content; anything amiss takes the full path, which rewrites.
+
+    def index_key(self, kernel, arg_types: dict, constexprs: dict, options: dict) -> str | None:
+        fingerprint = kernel.fingerprint()
+        if fingerprint is None:
+            return None
+        text = repr((fingerprint, kernel.name, [(k, str(v)) for k, v in arg_types.items()],
+                     sorted((k, repr(v)) for k, v in constexprs.items()), sorted(options.items()),
+                     numba.__version__, _SUPPORT_DIGEST, sys.version))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def from_index(self, key: str, options: dict) -> Compiled | None:
+        try:
+            entry = json.loads(readable(_index_path(key)).read_text())
+            if entry["key"] != key or Path(entry["file"]).name != entry["file"]:
+                return None
+            meta = dict(entry["meta"], stored={int(i): n for i, n in entry["meta"]["stored"].items()})
+            path = readable(Path("numba") / entry["file"])
+            source = path.read_text()
+            recorded = Manifest(path.with_name(path.stem + ".manifest.json")).read()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not recorded or recorded.get(path.name) != hashlib.sha256(source.encode()).hexdigest():
+            return None
+        return self._launchable(source, meta, options)
+
+    def add_to_index(self, key: str, compiled: Compiled) -> None:
+        meta = dict(compiled.info["meta"], stored={str(i): n for i, n in compiled.info["meta"]["stored"].items()})
+        try:
+            atomic_write(cache_dir() / _index_path(key),
+                         json.dumps({"key": key, "file": Path(compiled.info["path"]).name, "meta": meta}))
+        except OSError:
+            pass                   # only a shortcut: the next process renders again
+
+    def _launchable(self, source: str, meta: dict, options: dict) -> Compiled:
+        module, path, record_overloads = _cached_module(meta["symbol"], source)
+        kernel = getattr(module, meta["symbol"])
         parallel = options["parallel"]
-        uses_blas = options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk())
-        stored = _stored_params(fn)
-        what = _describe(fn)
-        # The IR types fix each argument's dtype and rank: what else picks a specialization is
-        # read from the arrays' flags (see _numba_type).
-        arrays = [i for i, p in enumerate(fn.params) if isinstance(p.type, TensorType)]
+        uses_blas, stored, what, arrays = meta["uses_blas"], meta["stored"], meta["what"], meta["arrays"]
         specs: dict[tuple, _Spec] = {}
 
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
@@ -80,7 +121,7 @@ class NumbaBackend(Backend):
             else:
                 _run_programs(spec, parallel, grid, args)
 
-        return Compiled(source, run, {"path": str(path), "module": module.__name__})
+        return Compiled(source, run, {"path": str(path), "module": module.__name__, "meta": meta})
 
     def prepare_scalar(self, value: Any, dtype) -> Any:
         return dtype.numpy.type(value)  # typed, so a Python float is fp32 in the kernel, not fp64
@@ -178,6 +219,10 @@ def _specialization(kernel, args: list[Any], stored: dict[int, str], what: str, 
             record_overloads(kernel, compiled=not loaded)
         spec = _specs[key] = _Spec(kernel, signature, what)
     return spec
+
+
+def _index_path(key: str) -> Path:
+    return Path("numba") / "index" / f"{key[:40]}.json"
 
 
 def _load_cached(dispatcher, signature: tuple) -> bool:
