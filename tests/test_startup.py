@@ -302,3 +302,35 @@ def test_a_warm_process_skips_front_end_and_renderer_until_the_kernel_changes(tm
     for entry in (tmp_path / "cache" / "numba" / "index").glob("*.json"):
         entry.write_text('{"key": "x"')
     assert run() == {"y5": 15.0, "renders": 1, "front_end_runs": 1}
+
+
+def test_fingerprints_tell_apart_kernels_of_one_name_and_refuse_what_they_cannot_vouch_for(tmp_path, monkeypatch):
+    (tmp_path / "twice.py").write_text('''
+import tilec as tc
+
+
+@tc.kernel
+def k(X, B: tc.constexpr):
+    tc.store(X, (0,), tc.load(X, (0,), (B,)) + 1)
+
+
+first = k
+
+
+@tc.kernel
+def k(X, B: tc.constexpr):
+    tc.store(X, (0,), tc.load(X, (0,), (B,)) + 2)
+
+
+def made(table):
+    @tc.kernel
+    def inner(X, B: tc.constexpr):
+        tc.store(X, (0,), tc.load(X, (0,), (B,)) * table[0])
+    return inner
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import twice
+    assert twice.first.fingerprint() and twice.k.fingerprint()
+    assert twice.first.fingerprint() != twice.k.fingerprint()
+    assert twice.made((2.0,)).fingerprint() != twice.made((3.0,)).fingerprint()   # closures over values
+    assert twice.made([2.0]).fingerprint() is None                                   # over a mutable list

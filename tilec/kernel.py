@@ -156,7 +156,9 @@ def _fingerprint(fn: Callable) -> str | None:
                 continue
             seen.add(id(f))
             code = f.__code__
-            h.update(f"{f.__module__}.{f.__qualname__}@{_file_digest(code.co_filename)}".encode())
+            # the first line tells apart two definitions of one name in one file
+            h.update(f"{f.__module__}.{f.__qualname__}:{code.co_firstlineno}@{_file_digest(code.co_filename)}"
+                     .encode())
             for name, cell in zip(code.co_freevars, f.__closure__ or ()):
                 if not _plain(cell.cell_contents):
                     return None
