@@ -61,8 +61,8 @@ class NumbaBackend(Backend):
 
     # -- the index: (kernel fingerprint, specialization) -> generated module ------------------
     # A later process finds its kernel's module here without running the front end, passes and
-    # renderer (most of a warm process's own work on a first call). The module is used only if
-    # its manifest vouches for its content; anything amiss takes the full path, which rewrites.
+    # renderer, which would otherwise run again for every kernel a process calls. The module is
+    # used only if its manifest vouches for its content; anything amiss takes the full path.
 
     def index_key(self, kernel, arg_types: dict, constexprs: dict, options: dict) -> str | None:
         fingerprint = kernel.fingerprint()
@@ -229,8 +229,8 @@ def _load_cached(dispatcher, signature: tuple) -> bool:
     """Add the specialization for ``signature`` from Numba's disk cache, if it holds it; False
     when it does not (the caller compiles). Numba's own ``Dispatcher.compile`` refreshes its
     target context before looking in the cache: it imports and installs every lowering
-    registry (NumPy, typed containers, random, ...), which only a compile needs and which was
-    the largest part of a warm process's first call. Running cached machine code needs the
+    registry (NumPy, typed containers, random, ...), which only a compile needs: a large part
+    of a warm process's first call. Running cached machine code needs the
     symbols it links against: Numba's runtime (``rtsys.initialize``), the C helpers and
     exception types (installed with the target context) and the hash secret (installed when
     ``numba.cpython.hashing`` is imported); the parallel runtime's are installed by the
