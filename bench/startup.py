@@ -4,6 +4,11 @@ first ``ops.gemm``, the first call of each op, an F-order and a read-only input 
 one); then the per-call overhead of a small GEMM (bench/overhead.py) and, with ``--threads``,
 torch and tilec ops interleaved (bench/threads.py).
 
+Each measure is taken as wall time and as the process's CPU time (``cpu``: on a loaded machine
+the wall time is mostly waiting for a core). The probes write Python bytecode to a directory
+of their own (``PYTHONPYCACHEPREFIX``) even where ``PYTHONDONTWRITEBYTECODE`` is set, as an
+installed package has its bytecode: the cold process compiles it, the warm ones load it.
+
     python -m bench startup [--threads] [--json FILE]
 """
 from __future__ import annotations
@@ -25,19 +30,23 @@ OPS = ("gemm", "gemv", "quantize", "quant_gemm", "bcq_quantize", "lut_gemm", "at
 
 _PROBE = r"""
 import json, sys, time
-T = time.perf_counter
-t = T()
+T, P = time.perf_counter, time.process_time
+cpu = {{"first_call_s": {{}}, "after_c_order_s": {{}}}}
+t, c = T(), P()
 import ops
 imports = T() - t
+cpu["import_ops_s"] = P() - c
 import numpy as np
 first = {{}}
 
 
 def timed(name, fn):
     def call(*args, **kwargs):
-        t = T()
+        t, c = T(), P()
         out = fn(*args, **kwargs)
-        first.setdefault(name, T() - t)
+        if name not in first:
+            first[name] = T() - t
+            cpu["first_call_s"][name] = P() - c
         return out
     return call
 
@@ -46,19 +55,21 @@ OPS = {ops}
 for name in OPS:
     setattr(ops, name, timed(name, getattr(ops, name)))
 a = np.ones((64, 64), np.float32)
-t = T(); ops.gemm(a, a); first_gemm = T() - t
+t, c = T(), P(); ops.gemm(a, a); first_gemm = T() - t; cpu["first_gemm_64_s"] = P() - c
 namespace = {{}}
-t = T(); exec(compile({snippet!r}, "README", "exec"), namespace); snippet = T() - t
+t, c = T(), P(); exec(compile({snippet!r}, "README", "exec"), namespace); snippet = T() - t; cpu["snippet_s"] = P() - c
 q = namespace["q"]
-ops.decode_attention(q[:, :, :1], namespace["kv"], namespace["kv"], np.array([400], np.int32))
+ops.decode_attention(q[:, :, :1], namespace["kv"], namespace["kv"], namespace["lengths"])
 a, b = namespace["a"], namespace["b"]
-after = {{}}
+after = {{}}   # the README's own gemm call (gelu) again: only the layout or the flags differ
 for name, x in (("F-order", np.asfortranarray(a)), ("read-only", a.copy())):
     if name == "read-only":
         x.flags.writeable = False
-    t = T(); ops.gemm(x, b, bias=np.zeros(300, np.float32), activation="relu", alpha=0.5); after[name] = T() - t
+    t, c = T(), P(); ops.gemm(x, b, bias=np.zeros(300, np.float32), activation="gelu", alpha=0.5)
+    after[name] = T() - t
+    cpu["after_c_order_s"][name] = P() - c
 print(json.dumps({{"import_ops_s": imports, "first_gemm_64_s": first_gemm, "snippet_s": snippet,
-                  "first_call_s": first, "after_c_order_s": after}}))
+                  "first_call_s": first, "after_c_order_s": after, "cpu": cpu}}))
 """
 
 
@@ -69,7 +80,9 @@ def readme_snippet() -> str:
 
 
 def _probe(cache: str) -> dict:
-    env = dict(os.environ, TILEC_CACHE_DIR=cache, PYTHONPATH=str(ROOT), TILEC_QUIET="1")
+    env = dict(os.environ, TILEC_CACHE_DIR=cache, PYTHONPATH=str(ROOT), TILEC_QUIET="1",
+               PYTHONPYCACHEPREFIX=os.path.join(cache, "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     script = _PROBE.format(ops=OPS, snippet=readme_snippet())
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                          check=False, timeout=3600)
@@ -113,6 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"ops.gemm {warm['first_gemm_64_s']:.2f} s, README snippet {warm['snippet_s']:.2f} s; first calls: "
           + ", ".join(f"{k} {v:.2f}" for k, v in warm["first_call_s"].items()))
     print("after a C-order input: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in warm["after_c_order_s"].items()))
+    print(f"CPU time, cold: README snippet {cold['cpu']['snippet_s']:.1f} s; warm: import ops "
+          f"{warm['cpu']['import_ops_s']:.2f} s, first ops.gemm {warm['cpu']['first_gemm_64_s']:.2f} s, first calls: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in warm["cpu"]["first_call_s"].items()))
     o = result["overhead"]
     print(f"ops.gemm 64^3: overhead {o['overhead_us']:.1f} us over its kernel's {o['kernel_us']:.1f} us "
           f"(NumPy {o['numpy_us']:.1f} us), thread CPU time")

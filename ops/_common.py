@@ -190,6 +190,8 @@ def _same_kind(value: Any, choice: Any) -> bool:
 
 def check_scalar(name: str, value: Any) -> float:
     """A real-number option (alpha, scale) as a float."""
+    if type(value) is float:          # the common case, without the slower ABC check below
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise InputError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     return float(value)

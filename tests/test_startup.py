@@ -200,3 +200,137 @@ print(json.dumps({"hits": sum(d.stats.cache_hits.values()), "misses": sum(d.stat
     assert json.loads(again.stdout.strip().splitlines()[-1]) == {"hits": 1, "misses": 0}
     bad = _python("from autotune.cli_main import main; raise SystemExit(main(['warmup', 'nope']))", **env)
     assert bad.returncode == 2 and "op(s) ['nope'] unknown" in bad.stderr
+
+
+_WARM_PROBE = """
+import json, os, sys, numpy as np
+import tests.test_startup as t
+from pathlib import Path
+from tilec.runtime import launch
+manifests = {p: p.stat().st_mtime_ns for p in Path(os.environ["TILEC_CACHE_DIR"]).rglob("*.manifest.json")}
+y = np.zeros(6, np.float32); t._add_one[(2,)](np.arange(6, dtype=np.float32), y, B=3)
+module = sys.modules[next(iter(launch._compiled.values())).info["module"]]
+d = [v for k, v in vars(module).items() if k.startswith("_add_one")][0]
+print(json.dumps({"ok": bool(y[5] == 6), "hits": sum(d.stats.cache_hits.values()),
+                  "misses": sum(d.stats.cache_misses.values()),
+                  "registries": sorted(m for m in ("numba.np.npyimpl", "numba.np.arraymath", "numba.typed.typeddict")
+                                       if m in sys.modules),
+                  "manifests_rewritten": sum(p.stat().st_mtime_ns != m for p, m in manifests.items())}))
+"""
+
+
+def test_a_warm_process_loads_machine_code_without_numbas_compile_machinery(tmp_path):
+    """A cache hit runs no Numba compile step: its target context is not refreshed (that
+    imports every lowering registry: NumPy's, typed containers', ...), and an intact
+    manifest is not rewritten."""
+    env = dict(TILEC_CACHE_DIR=str(tmp_path), TILEC_QUIET="1")
+    cold = _python(_WARM_PROBE, **env)
+    assert cold.returncode == 0, cold.stderr
+    first = json.loads(cold.stdout.strip().splitlines()[-1])
+    assert first["ok"] and first["misses"] == 1 and first["registries"], first   # a compile loads them all
+    warm = _python(_WARM_PROBE, **env)
+    assert warm.returncode == 0, warm.stderr
+    assert json.loads(warm.stdout.strip().splitlines()[-1]) == {
+        "ok": True, "hits": 1, "misses": 0, "registries": [], "manifests_rewritten": 0}
+
+
+def test_kernels_read_their_source_on_first_use_not_at_import():
+    script = """
+import sys, tilec
+k = sys.modules["tilec.kernel"]
+calls = []
+real = k.parse_function
+k.parse_function = lambda fn: calls.append(fn.__name__) or real(fn)
+import ops, sys
+at_import = len(calls)
+kernel = sys.modules["ops.gemm"].gemm_kernel
+print(at_import, kernel.runtime_names, kernel.constexpr_defaults.get("ACT", "-"), calls)
+"""
+    out = _python(script)
+    assert out.returncode == 0, out.stderr
+    at_import, rest = out.stdout.split(" ", 1)
+    assert at_import == "0"
+    assert rest.strip().endswith("['gemm_kernel']"), rest
+    assert "['A', 'B', 'C', 'bias', 'alpha']" in rest
+
+
+_KERNEL_MODULE = '''
+import tilec as tc
+SCALE = {scale}
+
+
+@tc.kernel
+def scale_kernel(X, Y, B: tc.constexpr):
+    p = tc.program_id(0)
+    tc.store(Y, (p * B,), tc.load(X, (p * B,), (B,)) * SCALE)
+'''
+
+_INDEX_PROBE = """
+import json, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from tilec.backends.numba import runner
+renders = []
+real = runner.render
+runner.render = lambda fn, options: renders.append(fn.name) or real(fn, options)
+import scaled
+y = np.zeros(6, np.float32)
+scaled.scale_kernel[(2,)](np.arange(6, dtype=np.float32), y, B=3)
+print(json.dumps({"y5": float(y[5]), "renders": len(renders), "front_end_runs": len(scaled.scale_kernel._ir)}))
+"""
+
+
+def test_a_warm_process_skips_front_end_and_renderer_until_the_kernel_changes(tmp_path):
+    """The index from a kernel's fingerprint and specialization to its generated module: a
+    second process runs neither the front end nor the renderer; an edit of the kernel's
+    module (here a constant it reads) or a broken index entry takes the full path again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "scaled.py").write_text(_KERNEL_MODULE.format(scale=2.0))
+    env = dict(TILEC_CACHE_DIR=str(tmp_path / "cache"), TILEC_QUIET="1")
+
+    def run() -> dict:
+        out = subprocess.run([sys.executable, "-c", _INDEX_PROBE, str(src)], capture_output=True, text=True,
+                             timeout=600, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **env))
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert run() == {"y5": 10.0, "renders": 1, "front_end_runs": 1}
+    assert run() == {"y5": 10.0, "renders": 0, "front_end_runs": 0}
+    (src / "scaled.py").write_text(_KERNEL_MODULE.format(scale=3.0))
+    assert run() == {"y5": 15.0, "renders": 1, "front_end_runs": 1}
+    assert run() == {"y5": 15.0, "renders": 0, "front_end_runs": 0}
+    for entry in (tmp_path / "cache" / "numba" / "index").glob("*.json"):
+        entry.write_text('{"key": "x"')
+    assert run() == {"y5": 15.0, "renders": 1, "front_end_runs": 1}
+
+
+def test_fingerprints_tell_apart_kernels_of_one_name_and_refuse_what_they_cannot_vouch_for(tmp_path, monkeypatch):
+    (tmp_path / "twice.py").write_text('''
+import tilec as tc
+
+
+@tc.kernel
+def k(X, B: tc.constexpr):
+    tc.store(X, (0,), tc.load(X, (0,), (B,)) + 1)
+
+
+first = k
+
+
+@tc.kernel
+def k(X, B: tc.constexpr):
+    tc.store(X, (0,), tc.load(X, (0,), (B,)) + 2)
+
+
+def made(table):
+    @tc.kernel
+    def inner(X, B: tc.constexpr):
+        tc.store(X, (0,), tc.load(X, (0,), (B,)) * table[0])
+    return inner
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import twice
+    assert twice.first.fingerprint() and twice.k.fingerprint()
+    assert twice.first.fingerprint() != twice.k.fingerprint()
+    assert twice.made((2.0,)).fingerprint() != twice.made((3.0,)).fingerprint()   # closures over values
+    assert twice.made([2.0]).fingerprint() is None                                   # over a mutable list

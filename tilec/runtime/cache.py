@@ -145,9 +145,10 @@ class Manifest:
         atomic_write(self.path, json.dumps({"files": {p.name: sha256_file(p) for p in files if p.exists()}},
                                            indent=1, sort_keys=True))
 
-    def damaged(self, files: list[Path]) -> list[Path]:
-        """Files whose content differs from what the manifest recorded."""
-        recorded = self.read()
+    def damaged(self, files: list[Path], recorded: dict[str, str] | None = None) -> list[Path]:
+        """Files whose content differs from what the manifest recorded (``recorded``: its
+        content, when the caller has read it already)."""
+        recorded = self.read() if recorded is None else recorded
         if recorded is None:
             return []
         bad = []

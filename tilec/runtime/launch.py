@@ -36,9 +36,22 @@ def compile_kernel(kernel, args: Sequence[Any], config: dict, backend: str | Non
     key = (kernel, be.name, tuple(arg_types.values()),
            tuple(sorted((k, repr(v)) for k, v in constexprs.items())), tuple(sorted(options.items())))
     if key not in _compiled:
-        fn = kernel.ir(arg_types, constexprs)
-        _compiled[key] = be.compile(fn, options)
+        _compiled[key] = _compile(kernel, be, arg_types, constexprs, options)
     return be, _compiled[key]
+
+
+def _compile(kernel, be, arg_types: dict, constexprs: dict, options: dict):
+    """Through the backend's index of earlier processes' kernels where it keeps one (no front
+    end, passes or renderer), else from the IR."""
+    token = be.index_key(kernel, arg_types, constexprs, options) if hasattr(be, "index_key") else None
+    if token is not None:
+        compiled = be.from_index(token, options)
+        if compiled is not None:
+            return compiled
+    compiled = be.compile(kernel.ir(arg_types, constexprs), options)
+    if token is not None:
+        be.add_to_index(token, compiled)
+    return compiled
 
 
 def _host_signature(args: Sequence[Any]) -> tuple | None:

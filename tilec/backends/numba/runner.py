@@ -6,6 +6,7 @@ import functools
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 import threading
@@ -22,7 +23,7 @@ from threadpoolctl import ThreadpoolController
 from ...errors import InputError
 from ...ir import Function, TensorType, TileType
 from ...runtime.arrays import host_view
-from ...runtime.cache import Manifest, atomic_write, cache_dir, read_only_twin, seed_from_read_only
+from ...runtime.cache import Manifest, atomic_write, cache_dir, read_only_twin, readable, seed_from_read_only
 from ...runtime.notice import CompileNotice
 from ..base import Backend, Compiled, Option
 from .renderer import kernel_symbol, render
@@ -50,16 +51,56 @@ class NumbaBackend(Backend):
         return [Param("dot", self.options["dot"].choices, self.options["dot"].doc)]
 
     def compile(self, fn: Function, options: dict) -> Compiled:
-        source = self.render(fn, options)
-        module, path, record_overloads = _cached_module(kernel_symbol(fn), source)
-        kernel = getattr(module, kernel_symbol(fn))
+        meta = {"symbol": kernel_symbol(fn),
+                "uses_blas": options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk()),
+                "stored": _stored_params(fn), "what": _describe(fn),
+                # The IR types fix each argument's dtype and rank: what else picks a
+                # specialization is read from the arrays' flags (see _numba_type).
+                "arrays": [i for i, p in enumerate(fn.params) if isinstance(p.type, TensorType)]}
+        return self._launchable(self.render(fn, options), meta, options)
+
+    # -- the index: (kernel fingerprint, specialization) -> generated module ------------------
+    # A later process finds its kernel's module here without running the front end, passes and
+    # renderer, which would otherwise run again for every kernel a process calls. The module is
+    # used only if its manifest vouches for its content; anything amiss takes the full path.
+
+    def index_key(self, kernel, arg_types: dict, constexprs: dict, options: dict) -> str | None:
+        fingerprint = kernel.fingerprint()
+        if fingerprint is None:
+            return None
+        text = repr((fingerprint, kernel.name, [(k, str(v)) for k, v in arg_types.items()],
+                     sorted((k, repr(v)) for k, v in constexprs.items()), sorted(options.items()),
+                     numba.__version__, _SUPPORT_DIGEST, sys.version))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def from_index(self, key: str, options: dict) -> Compiled | None:
+        try:
+            entry = json.loads(readable(_index_path(key)).read_text())
+            if entry["key"] != key or Path(entry["file"]).name != entry["file"]:
+                return None
+            meta = dict(entry["meta"], stored={int(i): n for i, n in entry["meta"]["stored"].items()})
+            path = readable(Path("numba") / entry["file"])
+            source = path.read_text()
+            recorded = Manifest(path.with_name(path.stem + ".manifest.json")).read()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not recorded or recorded.get(path.name) != hashlib.sha256(source.encode()).hexdigest():
+            return None
+        return self._launchable(source, meta, options)
+
+    def add_to_index(self, key: str, compiled: Compiled) -> None:
+        meta = dict(compiled.info["meta"], stored={str(i): n for i, n in compiled.info["meta"]["stored"].items()})
+        try:
+            atomic_write(cache_dir() / _index_path(key),
+                         json.dumps({"key": key, "file": Path(compiled.info["path"]).name, "meta": meta}))
+        except OSError:
+            pass                   # only a shortcut: the next process renders again
+
+    def _launchable(self, source: str, meta: dict, options: dict) -> Compiled:
+        module, path, record_overloads = _cached_module(meta["symbol"], source)
+        kernel = getattr(module, meta["symbol"])
         parallel = options["parallel"]
-        uses_blas = options["dot"] == "blas" and any(op.kind == "dot" for op in fn.walk())
-        stored = _stored_params(fn)
-        what = _describe(fn)
-        # The IR types fix each argument's dtype and rank: what else picks a specialization is
-        # read from the arrays' flags (see _numba_type).
-        arrays = [i for i, p in enumerate(fn.params) if isinstance(p.type, TensorType)]
+        uses_blas, stored, what, arrays = meta["uses_blas"], meta["stored"], meta["what"], meta["arrays"]
         specs: dict[tuple, _Spec] = {}
 
         def run(grid: tuple[int, int, int], args: list[Any]) -> None:
@@ -80,7 +121,7 @@ class NumbaBackend(Backend):
             else:
                 _run_programs(spec, parallel, grid, args)
 
-        return Compiled(source, run, {"path": str(path), "module": module.__name__})
+        return Compiled(source, run, {"path": str(path), "module": module.__name__, "meta": meta})
 
     def prepare_scalar(self, value: Any, dtype) -> Any:
         return dtype.numpy.type(value)  # typed, so a Python float is fp32 in the kernel, not fp64
@@ -147,9 +188,11 @@ class _Spec:
             dispatcher, record = _over_threads()
             # its *args, as the one star-argument tuple an explicit signature names them by
             sig = (numba.types.intp,) * 7 + (numba.types.StarArgTuple.from_types(self.signature[5:]),)
-            with _notice_on_compile(self.what):
-                dispatcher.compile(sig)
-            record(dispatcher)
+            loaded = _load_cached(dispatcher, sig)
+            if not loaded:
+                with _notice_on_compile(self.what):
+                    dispatcher.compile(sig)
+            record(dispatcher, compiled=not loaded)
             self._over = dispatcher.overloads[sig].entry_point
         return self._over
 
@@ -169,11 +212,51 @@ def _specialization(kernel, args: list[Any], stored: dict[int, str], what: str, 
                 raise InputError(f"{name} is read-only, but {what} writes into it")
         signature = (numba.types.intp,) * 5 + tuple(_numba_type(a) for a in args)
         if signature not in kernel.overloads:
-            with _notice_on_compile(what):
-                kernel.compile(signature)
-            record_overloads(kernel)
+            loaded = _load_cached(kernel, signature)
+            if not loaded:
+                with _notice_on_compile(what):
+                    kernel.compile(signature)
+            record_overloads(kernel, compiled=not loaded)
         spec = _specs[key] = _Spec(kernel, signature, what)
     return spec
+
+
+def _index_path(key: str) -> Path:
+    return Path("numba") / "index" / f"{key[:40]}.json"
+
+
+def _load_cached(dispatcher, signature: tuple) -> bool:
+    """Add the specialization for ``signature`` from Numba's disk cache, if it holds it; False
+    when it does not (the caller compiles). Numba's own ``Dispatcher.compile`` refreshes its
+    target context before looking in the cache: it imports and installs every lowering
+    registry (NumPy, typed containers, random, ...), which only a compile needs: a large part
+    of a warm process's first call. Running cached machine code needs the
+    symbols it links against: Numba's runtime (``rtsys.initialize``), the C helpers and
+    exception types (installed with the target context) and the hash secret (installed when
+    ``numba.cpython.hashing`` is imported); the parallel runtime's are installed by the
+    cached library's own init functions."""
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is None or type(cache).__name__ == "NullCache":
+        return False
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.runtime import rtsys
+    import numba.cpython.hashing  # noqa: F401  (its symbols)
+    with global_compiler_lock:
+        if signature in dispatcher.overloads:
+            return True
+        ctx = dispatcher.targetctx
+        rtsys.initialize(ctx)
+        try:
+            with cache._guard_against_spurious_io_errors():
+                cres = cache._load_overload(signature, ctx)
+        except Exception:          # an unreadable entry: Numba's own path decides (and rebuilds)
+            return False
+        if cres is None or cres.objectmode:
+            return False
+        dispatcher._cache_hits[signature] += 1
+        ctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+        dispatcher.add_overload(cres)
+    return True
 
 
 def _numba_kind(a: Any) -> Any:
@@ -278,14 +361,17 @@ def _cached_module(stem: str, source: str):
     manifest = Manifest(folder / f"{name}.manifest.json")
     with _lock:
         _seed(path, manifest)
-        _ensure_source(path, source, manifest)
+        stale = [not _ensure_source(path, source, manifest)]
         module = _import(name, path)
     recorded = {}
 
-    def record_overloads(dispatcher) -> None:
-        if len(dispatcher.overloads) != recorded.get(dispatcher):
+    def record_overloads(dispatcher, compiled: bool = True) -> None:
+        """``compiled``: a specialization was compiled (Numba's index changed); a load from
+        Numba's cache changed nothing, so it rewrites only a missing or broken manifest."""
+        if stale[0] or compiled and len(dispatcher.overloads) != recorded.get(dispatcher):
             manifest.write([path, *_numba_files(path)])
             recorded[dispatcher] = len(dispatcher.overloads)
+            stale[0] = False
 
     return module, path, record_overloads
 
@@ -380,10 +466,12 @@ def _seed(path: Path, manifest: Manifest) -> None:
                              *(path.parent / "__pycache__" / f.name for f in _numba_files(twin))])
 
 
-def _ensure_source(path: Path, source: str, manifest: Manifest) -> None:
+def _ensure_source(path: Path, source: str, manifest: Manifest) -> bool:
     """Write the source unless an identical copy is there; drop Numba artefacts that do not
-    match the manifest (a damaged or tampered cache entry) so Numba rebuilds them."""
-    damaged = manifest.damaged([path, *_numba_files(path)])
+    match the manifest (a damaged or tampered cache entry) so Numba rebuilds them. True when
+    the entry was intact: its manifest present and matching every file."""
+    recorded = manifest.read()
+    damaged = manifest.damaged([path, *_numba_files(path)], recorded) if recorded is not None else []
     current = path.read_text() if path.exists() else None
     if current != source:
         if current is not None:
@@ -397,6 +485,7 @@ def _ensure_source(path: Path, source: str, manifest: Manifest) -> None:
             p.unlink(missing_ok=True)
     if damaged:
         manifest.path.unlink(missing_ok=True)
+    return recorded is not None and not damaged and current == source
 
 
 def _import(module_name: str, path: Path):
