@@ -194,6 +194,24 @@ def _views():
     return views_and_accumulators.ir({"A": F32_2, "B": F32_2, "OUT": F32_2}, {"BM": 4, "BK": 8, "BN": 4})
 
 
+@tc.kernel
+def byte_dot_of_codes(A, B, C, BK: tc.constexpr):
+    b = (tc.load(B, (0, 0), (8, BK)) >> 4) & 7
+    tc.store(C, (0, 0), tc.dot(tc.load(A, (0, 0), (4, BK)), tc.trans(b)))
+
+
+def _byte_dot():
+    return byte_dot_of_codes.ir({"A": TensorType(2, dt.int8), "B": TensorType(2, dt.uint8),
+                                 "C": TensorType(2, dt.int32)}, {"BK": 32})
+
+
+def int_dot_holds(fn) -> bool:
+    (dot,) = _ops(fn, "dot")
+    # b read by rows, its codes unpacked in registers (shift 4, mask 7), so at most 7
+    return dot.attrs.get("rows_of_transpose") is True and dot.attrs.get("b_unpack") == (4, 7) \
+        and dot.attrs.get("b_max") == 7
+
+
 def _lowering_of_loads(fn) -> list:
     return [op.attrs.get("lowering") for op in _ops(fn, "load")]
 
@@ -220,6 +238,7 @@ CASES = {
     "choose-reductions": (_reductions, BLAS, reductions_hold),
     "choose-views": (_views, BLAS, views_hold),
     "accumulate-in-place": (_views, BLAS, accumulate_holds),
+    "int-dot-rows": (_byte_dot, BLAS, int_dot_holds),
 }
 
 
