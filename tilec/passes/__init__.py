@@ -16,7 +16,7 @@ from .blocked_dots import block_computed_dots
 from .buffers import loop_private_buffers
 from .clone import clone
 from .hoist import hoist
-from .inlining import inline_index_tiles, inline_single_use
+from .inlining import inline_index_tiles, inline_into_one_loop, inline_single_use
 from .reductions import choose_reductions
 from .row_sums import fuse_row_sums
 from .simplify import simplify
@@ -47,6 +47,7 @@ COMMON: list[Pass] = [
 LOWERING: dict[str, list[Pass]] = {
     "numba": [
         Pass("inline-single-use", inline_single_use, "a tile read once as an expression is never stored"),
+        Pass("inline-into-one-loop", inline_into_one_loop, "an epilogue is one pass over its tile, nothing stored between"),
         Pass("inline-index-tiles", inline_index_tiles, "index arithmetic recomputed beats a tile read in a loop"),
         Pass("block-computed-dots", block_computed_dots, "a computed operand with few rows is never stored"),
         Pass("fuse-row-sums", fuse_row_sums, "the loop writing a tile sums its rows: no second read"),
