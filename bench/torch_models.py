@@ -5,8 +5,9 @@ in the same run (interleaved, medians, ratios).
 
 Cases: Linear 384->1536 and 1536->384 at M = 1, 8, 128, 4096 and a 1024^3 GEMM (tilec fp32 vs
 torch.matmul, MKL/oneDNN); the fused GEMM + GELU / SiLU epilogue vs torch's matmul then the
-activation; a transformers BertModel built from a config (hidden 384, 6 layers, 12 heads,
-intermediate 1536, random weights): forward at batch 32 x 128 with tilec fp32 Linears and with
+activation; the encoder's Linear shapes at M=4096 as int4 layers beside fp32 ones; a
+transformers BertModel built from a config (hidden 384, 6 layers, 12 heads, intermediate 1536,
+random weights): forward at batch 32 x 128 with tilec fp32 Linears and with
 ``quantize_model(..., "int4")``, and at 1 x 16 tokens int4 vs torch fp32, outputs compared with
 the float model holding the same dequantized weights.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 
 import torch
 from rich.console import Console
@@ -41,6 +43,25 @@ def bench_linear(shapes, repeats: int) -> list[dict]:
         times = interleaved({"torch": lambda: torch.matmul(x, wt),
                              "tilec": lambda: torch.ops.tilec.gemm(x, wt, None, None, 1.0)}, repeats=repeats)
         rows.append(_row(f"linear M={m} {k}->{n} fp32", times, "torch"))
+        _show(rows[-1])
+    return rows
+
+
+def bench_int4_layers(repeats: int, m: int = 4096) -> list[dict]:
+    """The encoder's Linear shapes at M=4096 as int4 layers (the dequantized-tile form) beside
+    tilec's fp32 layer and torch's: a quantized layer at large M should cost about a float one."""
+    rows = []
+    g = torch.Generator().manual_seed(3)
+    for k, n in ((384, 384), (384, 1536), (1536, 384)):
+        lin = torch.nn.Linear(k, n)
+        fp32, int4 = ops.torch.Linear.from_linear(lin), ops.torch.quantize_linear(lin, "int4", group_size=128)
+        x = torch.randn(m, k, generator=g)
+        with torch.inference_mode():
+            times = interleaved({"torch": lambda: lin(x), "tilec fp32": lambda: fp32(x), "tilec int4": lambda: int4(x)},
+                                repeats=repeats)
+        row = _row(f"linear M={m} {k}->{n} int4 layer", times, "torch")
+        row["int4_vs_tilec_fp32"] = times["tilec fp32"] / times["tilec int4"]
+        rows.append(row)
         _show(rows[-1])
     return rows
 
@@ -111,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     before = cpu_times()
     shapes = [(m, k, n) for m in (1, 8, 128, 4096) for k, n in ((384, 1536), (1536, 384))] + [(1024, 1024, 1024)]
-    results = bench_linear(shapes, args.repeats) + bench_epilogue(args.repeats)
+    load_before = os.getloadavg()
+    results = bench_linear(shapes, args.repeats) + bench_epilogue(args.repeats) + bench_int4_layers(args.repeats)
     if not args.quick:
         results += bench_bert(args.bert_repeats)
     console = Console()
@@ -123,7 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "  ".join(f"{k} {v:.2f}" for k, v in r["vs_torch"].items()))
     console.print(t)
     payload = {"machine": {**machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                           "cpu_steal": report_steal(before, console)}, "results": results}
+                           "cpu_steal": report_steal(before, console), "load_average_before": load_before,
+                           "load_average_after": os.getloadavg()}, "results": results}
     write_json(args.json, payload)
     return payload
 

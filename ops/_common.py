@@ -58,7 +58,8 @@ def activation(x, ACT):
         y = tc.maximum(x, 0.0)
     if ACT == "gelu":
         c = erfc_abs(x * 0.7071067811865476)          # 1 + erf(x / sqrt 2) is c or 2 - c
-        y = 0.5 * x * tc.where(x < 0.0, c, 2.0 - c)
+        s = tc.where(x < 0.0, 1.0, -1.0)              # c exactly where it is tiny; constant arms
+        y = 0.5 * x * ((1.0 - s) + s * c)             # select, c computed in the same loop
     if ACT == "gelu_tanh":
         u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
         y = x / (1.0 + exp_(-2.0 * u))

@@ -52,6 +52,17 @@ def space(backend: str = "numba"):
     return backend_space(CPU_TILES if backend == "numba" else GPU_TILES, [_fits], backend)
 
 
+# A GEMM of at most this many multiply-adds runs on the calling thread, in big tiles: one core does
+# it in about 0.1 ms, less than a second thread's wake-up costs on a busy machine (a 384->1536
+# Linear at M=1 took 0.21 ms in torch, 56-64 ms as two programs on two threads, load 14 on 2 cores).
+SMALL_MACS = 1 << 23
+
+
+def _cover(n: int) -> int:
+    """The smallest tile size of the space (16 .. 1024) that covers n."""
+    return min(1024, max(16, 1 << (n - 1).bit_length()))
+
+
 def default_config(shape: dict, backend: str = "numba") -> dict:
     """Big tiles on the CPU (one BLAS call per tile); 64x64x32 on GPUs."""
     if backend == "numba":
@@ -61,6 +72,9 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         # Shrunk while there are fewer programs than CPU threads or a tile overhangs the matrix.
         m, n = shape["M"], shape["N"]
         threads = os.cpu_count() or 2
+        if m * n * shape["K"] <= SMALL_MACS:   # one program: runs on the calling thread
+            return {"BM": _cover(m), "BN": _cover(n), "BK": _cover(min(shape["K"], 1024)), "dot": "blas",
+                    "parallel": False}
         bm, bn = 1024, 512
         while bm > 16 and (bm >= 2 * m or (cdiv_host(m, bm) * cdiv_host(n, bn) < threads and bm >= bn)):
             bm //= 2

@@ -791,3 +791,18 @@ def test_the_next_steps_rows_are_prefetched_in_the_loop_that_reads_them():
     small = strip_column_sums.ir({"X": tc.ir.TensorType(2, tc.float32), "OUT": tc.ir.TensorType(1, tc.float32)},
                                  {"BK": 8, "BN": 256})   # 8 KB a step: left to the hardware
     assert "rt.prefetch" not in render(small, {"dot": "blas", "parallel": True})
+
+
+@tc.kernel
+def signs_of(X, Y, B: tc.constexpr):
+    """tc.where with two numbers as its arms: a float32 tile of the condition's shape."""
+    pb = tc.program_id(0)
+    x = tc.load(X, (pb * B,), (B,))
+    tc.store(Y, (pb * B,), tc.where(x < 0.0, 1.0, -1.0) * 2.0)
+
+
+def test_where_between_two_numbers():
+    x = np.array([-3.0, 0.0, 2.5, -0.5, np.nan, -np.inf, 7.0], np.float32)
+    y = np.empty_like(x)
+    signs_of[(cdiv_host(x.size, 4),)](x, y, B=4)
+    np.testing.assert_array_equal(y, np.where(x < 0, 2.0, -2.0))

@@ -20,7 +20,19 @@ def epilogue(X, Y, Z, B: tc.constexpr):
     x = tc.load(X, (pb * B,), (B,))
     tc.store(Y, (pb * B,), tc.maximum(x * 2.0, 0.0))     # x * 2.0: read once, by an expression
     z = x + 1.0
-    tc.store(Z, (pb * B,), z * z)                           # z: read twice, stays a tile
+    tc.store(Z, (pb * B,), z * tc.sum(z, 0))                # z: read by two loop nests, stays a tile
+
+
+@tc.kernel
+def shared_epilogue(X, Y, Z, B: tc.constexpr):
+    pb = tc.program_id(0)
+    x = tc.load(X, (pb * B,), (B,)) * 2.0                   # read three times, all by the store
+    t = 1.0 / (1.0 + tc.abs(x))                             # read twice, by the store
+    s = tc.where(x < 0.0, 1.0, -1.0)
+    tc.store(Y, (pb * B,), x * t * t + s)
+    v = tc.load(Z, (pb * B,), (B,))
+    u = v + 3.0                                             # read in a where's arm: stays a tile
+    tc.store(Z, (pb * B,), tc.where(v > 1.0, u, 0.0) + u)
 
 
 @tc.kernel
@@ -112,11 +124,24 @@ def _epilogue():
 
 def inline_single_use_holds(fn) -> bool:
     tiles = [op for op in _ops(fn, "binary", op="mul") if op.result.shape]
-    (double,) = [op for op in tiles if op.operands[0] is not op.operands[1]]
-    (square,) = [op for op in tiles if op.operands[0] is op.operands[1]]
+    (double,) = [op for op in tiles if op.operands[0].producer.kind == "load"]
     (biggest,), (z,) = _ops(fn, "binary", op="max"), _ops(fn, "binary", op="add")
-    # read once by an expression or a store: inline; z, read twice: a tile of its own
-    return all(op.attrs.get("inline") for op in (double, square, biggest)) and "inline" not in z.attrs
+    (scaled,) = [op for op in tiles if op.operands[0] is z.result]
+    # read once by an expression or a store: inline; z, read by the store's loop and the sum's: a tile
+    return all(op.attrs.get("inline") for op in (double, scaled, biggest)) and "inline" not in z.attrs
+
+
+def _shared_epilogue():
+    return shared_epilogue.ir({"X": F32_1, "Y": F32_1, "Z": F32_1}, {"B": 8})
+
+
+def one_loop_holds(fn) -> bool:
+    (x,) = [op for op in _ops(fn, "binary", op="mul") if op.operands[0].producer.kind == "load"]
+    (t,) = _ops(fn, "binary", op="truediv")
+    (u,) = [op for op in _ops(fn, "binary", op="add") if op.operands[0].producer.kind == "load"]
+    # x and t, read several times but only inside the store's loop: inline; u, read by a where's
+    # arm (which would branch on a computed arm): a tile of its own
+    return bool(x.attrs.get("inline")) and bool(t.attrs.get("inline")) and "inline" not in u.attrs
 
 
 def _index_offsets():
@@ -229,6 +254,7 @@ def accumulate_holds(fn) -> bool:
 
 CASES = {
     "inline-single-use": (_epilogue, BLAS, inline_single_use_holds),
+    "inline-into-one-loop": (_shared_epilogue, BLAS, one_loop_holds),
     "inline-index-tiles": (_index_offsets, BLAS, index_tiles_hold),
     "block-computed-dots": (_codes, BLAS, blocked_holds),
     "fuse-row-sums": (_exp_and_row_sums, BLAS, row_sums_hold),

@@ -151,3 +151,24 @@ def test_default_strip_leaves_programs_for_every_thread(columns, rows):
     programs = rows * -(-columns // w)
     assert programs >= 4 or w == 64                       # enough programs, or as narrow as allowed
     assert w == 512 or rows * -(-columns // (2 * w)) < 4  # and no wider strip would have done
+
+
+@pytest.mark.parametrize("k, n", [(384, 384), (384, 1536), (1536, 384), (4096, 4096), (640, 96)])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_default_dequantized_tile_covers_the_weight_exactly(k, n, bits):
+    """At large M the dequantized-tile form's strips and K steps divide the weight: a tile
+    overhanging it is dequantized and multiplied in full, for nothing."""
+    cfg = quant_mod.default_config({"M": 4096, "N": n, "K": k, "bits": bits, "G": 128 if k % 128 == 0 else 32})
+    assert cfg["UNPACK"] == "dequant"
+    group = 128 if k % 128 == 0 else 32
+    assert (n * bits // 8) % cfg["BNB"] == 0 and k % (group * cfg["KG"]) == 0, cfg
+
+
+def test_forms_cross_over_at_dequant_from_m():
+    shape = {"N": 1536, "K": 384, "bits": 4, "G": 128}
+    m0 = quant_mod.DEQUANT_FROM_M
+    assert quant_mod.default_config({**shape, "M": 1})["UNPACK"] == "fused"
+    assert quant_mod.default_config({**shape, "M": m0 - 1})["UNPACK"] == "tile"
+    assert quant_mod.default_config({**shape, "M": m0})["UNPACK"] == "dequant"
+    # the BERT-style encoder's shapes at batch 1 x 16 tokens: the unpacked tile
+    assert quant_mod.default_config({**shape, "M": 16})["UNPACK"] == "tile"

@@ -126,6 +126,8 @@ class FrontEnd:
         """Turn a Python scalar into an IR constant, taking the dtype of ``like`` where sensible."""
         if isinstance(x, Value):
             return x
+        if not isinstance(like, Value):
+            like = None                  # two numbers, e.g. tc.where(c, 1.0, -1.0): float32 / int32
         if isinstance(x, bool):
             return self.b.const(x, dt.bool_)
         if isinstance(x, int):
@@ -378,7 +380,7 @@ class FrontEnd:
         if isinstance(a, Value):
             return a, self.as_value(c, a, node)
         ca = self.as_value(a, c, node)
-        return ca, c
+        return ca, self.as_value(c, ca, node)
 
     def _binop(self, kind: type, a: Any, c: Any, node: ast.AST) -> Any:
         name, pyop = _BINOPS.get(kind, (None, None))

@@ -16,7 +16,7 @@ from .blocked_dots import block_computed_dots
 from .buffers import loop_private_buffers
 from .clone import clone
 from .hoist import hoist
-from .inlining import inline_index_tiles, inline_pointwise, inline_single_use
+from .inlining import inline_index_tiles, inline_into_one_loop, inline_pointwise, inline_single_use
 from .int_dots import int_dot_rows
 from .reductions import choose_reductions
 from .row_sums import fuse_row_sums
@@ -50,6 +50,7 @@ LOWERING: dict[str, list[Pass]] = {
     "numba": [
         Pass("int-dot-rows", int_dot_rows, "a byte dot reads its transposed operand by rows: dot-product instructions"),
         Pass("inline-single-use", inline_single_use, "a tile read once as an expression is never stored"),
+        Pass("inline-into-one-loop", inline_into_one_loop, "an epilogue is one pass over its tile, nothing stored between"),
         Pass("inline-index-tiles", inline_index_tiles, "index arithmetic recomputed beats a tile read in a loop"),
         Pass("block-computed-dots", block_computed_dots, "a computed operand with few rows is never stored"),
         Pass("fuse-row-sums", fuse_row_sums, "the loop writing a tile sums its rows: no second read"),

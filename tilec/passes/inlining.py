@@ -93,3 +93,80 @@ def inline_index_tiles(fn: Function, options: dict) -> Function:
             if r.id not in outlive and reads.get(r.id) and all(reads_as_expression(o, r) for o in reads[r.id]):
                 op.attrs["inline"] = True
     return fn
+
+
+# expanded expression nodes one loop body may take: GELU's erf form (x read three times, its
+# rational polynomial reading t ten times) is about 200
+_MAX_EXPRESSION = 1500
+
+
+def inline_into_one_loop(fn: Function, options: dict) -> Function:
+    """Elementwise tiles read several times, where every read ends up inside the loop nest of
+    one op (x, |x| and t of GELU's 0.5 x erfc(-x / sqrt 2), all read by the store): computed in
+    that loop too, so an epilogue is one pass over the tile with no tile written and read back;
+    each read repeats one pure expression, which LLVM computes once. Not into a ``where``'s
+    arms (lazily evaluated: a heavy arm makes a branch, not a select), nor past a bounded size."""
+    _one_loop(fn.body, uses(fn))
+    return fn
+
+
+def _one_loop(block: Block, count: dict[int, int]) -> None:
+    for op in block.ops:
+        for child in op.blocks:
+            _one_loop(child, count)
+    reads: dict[int, list[Op]] = {}
+    for op in block.ops:
+        for v in op.operands:
+            reads.setdefault(v.id, []).append(op)
+    sink: dict[int, Op | None] = {}          # id(op) -> the op whose loop nest computes it
+    marked: list[Op] = []
+    for op in reversed(block.ops):
+        if not op.attrs.get("inline"):
+            if op.results and _candidate(op) and op.result.id in reads:
+                r = op.result
+                readers = reads[r.id]
+                into = {id(sink.get(id(o), o)) for o in readers}
+                target = sink.get(id(readers[0]), readers[0])
+                if count.get(r.id, 0) == len(readers) > 1 and len(into) == 1 and target is not None and \
+                        all(reads_as_expression(o, r) and not _in_arm(o, r) for o in readers) and \
+                        not (target.kind in ("cast", "store") and _sixteen(target)):
+                    op.attrs["inline"] = True
+                    marked.append(op)
+                    sink[id(op)] = target
+                    continue
+            sink[id(op)] = op
+            continue
+        readers = reads.get(op.result.id, []) if op.results else []
+        targets = {id(sink.get(id(o), o)) for o in readers}
+        sink[id(op)] = sink.get(id(readers[0]), readers[0]) if len(targets) == 1 else None
+    if marked and max((_size(op) for op in block.ops if not op.attrs.get("inline")), default=0) > _MAX_EXPRESSION:
+        for op in marked:
+            del op.attrs["inline"]
+
+
+def _candidate(op: Op) -> bool:
+    return op.kind in ELEMENTWISE and op.kind != "const" and op.result.shape != () and \
+        not (op.kind == "cast" and op.attrs["dtype"] in SIXTEEN)
+
+
+def _sixteen(op: Op) -> bool:
+    return op.attrs.get("dtype") in SIXTEEN if op.kind == "cast" else op.operands[0].dtype.name in SIXTEEN
+
+
+def _in_arm(reader: Op, v: Value) -> bool:
+    return reader.kind == "where" and any(x is v for x in reader.operands[1:])
+
+
+def _size(op: Op, memo: dict[int, int] | None = None) -> int:
+    """Nodes of op's expression with every inline operand written out in full."""
+    memo = {} if memo is None else memo
+    total = 1
+    for v in op.operands:
+        p = v.producer
+        if p is not None and p.attrs.get("inline") and p.results:
+            if id(p) not in memo:
+                memo[id(p)] = _size(p, memo)
+            total += memo[id(p)]
+        else:
+            total += 1
+    return total

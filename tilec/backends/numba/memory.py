@@ -214,11 +214,16 @@ class Memory:
         for lo, hi in bounds:
             var = self.name.fresh(f"i{len(idx)}")
             idx.append(var)
-            self.emit(f"for {var} in range({lo}, {hi}):")
+            if len(idx) < len(bounds):
+                self.emit(f"for {var} in range({lo}, {hi}):")
+            else:   # the innermost counts from 0: LLVM vectorizes no loop from a runtime start here
+                step = self.name.fresh("j")
+                self.emit(f"for {step} in range({hi} - {lo}):")
             self.depth += 1
         dst = _tensor_index(self.name, offsets, box, idx)
         if idx:
             self.open_inner(idx[-1])
+            self.emit(f"{idx[-1]} = {bounds[-1][0]} + {step}")
         if sixteen:
             rhs = f"{bits}[{', '.join(idx)}]" if value.shape else f"{bits}[0]"
         else:
