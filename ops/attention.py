@@ -68,17 +68,21 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
                      MASK: tc.constexpr = 0):
     # MASK: 0 = none, else 1 + 2 (one per batch) + 4 (per head) + 8 (per query row); a mask
     # dimension without its bit has extent 1 and is read at 0.
-    # SPANS (packed batches): Q, K, V are one (1, H, total, D) batch; program b serves sequence
-    # b, whose query rows start at CU[b], and writes O and LSE padded, as (sequences, H, rows, D).
+    # SPANS (packed batches): Q, K, V, O are one (1, H, total, D) batch, LSE (1, H, total);
+    # program b serves sequence b, whose query rows are CU[b] .. CU[b + 1]. Its stores stop at
+    # the sequence's end (tc.limit: the next sequence's rows belong to another program) and its
+    # K / V tiles at the block's last key, so BLAS multiplies no rows past it.
     pm, h, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     lq, lk = Q.shape[2], K.shape[2]
     kvh = h // GROUP
     m0 = pm * BM
     row0, nrows, qb = m0, lq, b
     if SPANS:
-        row0 = m0 + tc.load(CU, (b,), (None,))
-        nrows = tc.load(CU, (b + 1,), (None,)) - tc.load(CU, (b,), (None,))
-        qb = 0
+        first, end = tc.load(CU, (b,), (None,)), tc.load(CU, (b + 1,), (None,))
+        row0, nrows, qb = m0 + first, end - first, 0
+        O = tc.limit(O, (None, None, end, None))
+        if HAS_LSE:
+            LSE = tc.limit(LSE, (None, None, end))
     # 16-bit inputs keep 16-bit dot operands (q as loaded, the weights p below; fp32
     # accumulation), as FlashAttention does: fp32 operands would cost GPUs their tensor cores.
     # Their scale goes on the fp32 scores (a scaled q rounded to bf16 moved the LSE by 1e-3).
@@ -100,6 +104,9 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
             start = start // BN * BN        # the block map's tiles
         stop = tc.minimum(tc.max(tc.where(valid, hi, 0), 0), lk)
         inner_lo, inner_hi = tc.max(tc.where(valid, lo, 0), 0), tc.min(tc.where(valid, hi, UNBOUNDED), 0)
+        if SPANS:
+            K = tc.limit(K, (None, None, stop, None))
+            V = tc.limit(V, (None, None, stop, None))
     for n in tc.range(start, stop, BN):
         kind = PARTIAL
         if MASK:
@@ -125,10 +132,10 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
             acc = tc.dot(p.to(V.dtype), v, acc * alpha[:, None])
             m_i = m_new
     # a row that saw no key has l = 0 and acc = 0: its output is 0 and its LSE -inf
-    tc.store(O, (b, h, m0, 0), acc / tc.maximum(l_i, 1e-30)[:, None], (None, None, BM, BD))
+    tc.store(O, (qb, h, row0, 0), acc / tc.maximum(l_i, 1e-30)[:, None], (None, None, BM, BD))
     if HAS_LSE:
         # natural-log log-sum-exp of the scaled scores, per query row
-        tc.store(LSE, (b, h, m0), (m_i + tc.log2(l_i)) / LOG2E, (None, None, BM))
+        tc.store(LSE, (qb, h, row0), (m_i + tc.log2(l_i)) / LOG2E, (None, None, BM))
 
 
 @tc.func

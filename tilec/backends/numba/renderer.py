@@ -16,7 +16,7 @@ import numpy as np
 
 from ... import __version__
 from ...errors import TilecError
-from ...ir import ELEMENTWISE, Block, Function, Op, Value, uses
+from ...ir import ELEMENTWISE, Block, Function, Op, Value, root, uses
 from ...passes import lower
 from ...passes.analysis import (blas_reads, branch_results, in_place, inlined, producers, read_only_by_dot,
                                 used_up, yielded)
@@ -107,7 +107,7 @@ class NumbaRenderer(BlockedDots):
         self.windows = in_place(fn)
         self.dot_only = read_only_by_dot(self.readers, self.carried)
         self.producer = producers(fn)
-        self.written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}  # tensors stored to
+        self.written = {root(op.operands[0]).id for op in fn.walk() if op.kind == "store"}  # tensors stored to
         self.window_offsets: dict[int, list[str]] = {}   # per window: its offset variables
         self.private: dict[int, tuple] = {}  # loop-private tile -> (its loop's _Slot, indent)
         self.buffers: dict[int, str] = {}   # loop-private tile -> its buffer, once allocated
@@ -395,6 +395,13 @@ class NumbaRenderer(BlockedDots):
         self.emit(f"{self.name(op.result)} = {self.name(op.operands[0])}.shape[{op.attrs['axis']}]")
 
     # -- memory -----------------------------------------------------------------------------
+    def op_limit(self, op: Op) -> None:
+        """A view cut at the bounds: loads and stores test against its (smaller) shape."""
+        bounds = dict(zip(op.attrs["axes"], op.operands[1:]))
+        index = ", ".join(f":max({self.name(bounds[ax])}, 0)" if ax in bounds else ":"
+                          for ax in range(op.result.type.rank))
+        self.emit(f"{self.name(op.result)} = {self.name(op.operands[0])}[{index}]")
+
     def _window(self, tensor: Value, offsets: list[Value], box: tuple) -> tuple[list, list]:
         """Per tile axis: (lo, hi) of the part inside the tensor; per tensor axis: its source
         index expression builder. Indexed (None) axes are checked against the extent."""
@@ -559,7 +566,7 @@ class NumbaRenderer(BlockedDots):
         C-ordered view and the copy is skipped. None when it never is."""
         tensor, offsets, box, r = op.operands[0], op.operands[1:], op.attrs["box"], op.result
         sliced = [ax for ax, e in enumerate(box) if e is not None]
-        if tensor.dtype.name in ("float16", "bfloat16") or tensor.id in self.written or \
+        if tensor.dtype.name in ("float16", "bfloat16") or root(tensor).id in self.written or \
                 r.id in self.carried or not sliced or sliced != list(range(sliced[0], len(box))) or \
                 not self._used_up(r):
             return None
