@@ -68,17 +68,22 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
                      MASK: tc.constexpr = 0):
     # MASK: 0 = none, else 1 + 2 (one per batch) + 4 (per head) + 8 (per query row); a mask
     # dimension without its bit has extent 1 and is read at 0.
-    # SPANS (packed batches): Q, K, V are one (1, H, total, D) batch; program b serves sequence
-    # b, whose query rows start at CU[b], and writes O and LSE padded, as (sequences, H, rows, D).
+    # SPANS (packed batches): Q, K, V, O are one (1, H, total, D) batch, LSE (1, H, total);
+    # program b serves sequence b, whose query rows are CU[b] .. CU[b + 1]. Its stores stop at
+    # the sequence's end (tc.limit: the next sequence's rows belong to another program). With
+    # SPANS or a window, K / V tiles stop at the block's last visible key, so BLAS multiplies
+    # no keys past it.
     pm, h, b = tc.program_id(0), tc.program_id(1), tc.program_id(2)
     lq, lk = Q.shape[2], K.shape[2]
     kvh = h // GROUP
     m0 = pm * BM
     row0, nrows, qb = m0, lq, b
     if SPANS:
-        row0 = m0 + tc.load(CU, (b,), (None,))
-        nrows = tc.load(CU, (b + 1,), (None,)) - tc.load(CU, (b,), (None,))
-        qb = 0
+        first, end = tc.load(CU, (b,), (None,)), tc.load(CU, (b + 1,), (None,))
+        row0, nrows, qb = m0 + first, end - first, 0
+        O = tc.limit(O, (None, None, end, None))
+        if HAS_LSE:
+            LSE = tc.limit(LSE, (None, None, end))
     # 16-bit inputs keep 16-bit dot operands (q as loaded, the weights p below; fp32
     # accumulation), as FlashAttention does: fp32 operands would cost GPUs their tensor cores.
     # Their scale goes on the fp32 scores (a scaled q rounded to bf16 moved the LSE by 1e-3).
@@ -100,6 +105,9 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
             start = start // BN * BN        # the block map's tiles
         stop = tc.minimum(tc.max(tc.where(valid, hi, 0), 0), lk)
         inner_lo, inner_hi = tc.max(tc.where(valid, lo, 0), 0), tc.min(tc.where(valid, hi, UNBOUNDED), 0)
+        if SPANS or WIN:
+            K = tc.limit(K, (None, None, stop, None))
+            V = tc.limit(V, (None, None, stop, None))
     for n in tc.range(start, stop, BN):
         kind = PARTIAL
         if MASK:
@@ -125,10 +133,10 @@ def attention_kernel(Q, K, V, O, LSE, M, MAP, LO, HI, CU, scale_log2, left, righ
             acc = tc.dot(p.to(V.dtype), v, acc * alpha[:, None])
             m_i = m_new
     # a row that saw no key has l = 0 and acc = 0: its output is 0 and its LSE -inf
-    tc.store(O, (b, h, m0, 0), acc / tc.maximum(l_i, 1e-30)[:, None], (None, None, BM, BD))
+    tc.store(O, (qb, h, row0, 0), acc / tc.maximum(l_i, 1e-30)[:, None], (None, None, BM, BD))
     if HAS_LSE:
         # natural-log log-sum-exp of the scaled scores, per query row
-        tc.store(LSE, (b, h, m0), (m_i + tc.log2(l_i)) / LOG2E, (None, None, BM))
+        tc.store(LSE, (qb, h, row0), (m_i + tc.log2(l_i)) / LOG2E, (None, None, BM))
 
 
 @tc.func
@@ -170,7 +178,8 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     seq 1024/2048/4096: 0.925/0.933/0.921x; 256 x 256 0.983/0.977/0.970x): each K/V tile BLAS
     packs serves twice the rows. Causal, the coarser diagonal and fewer, unequal programs cost
     more than that (seq 2048: 1.084x, 4096: 0.989x). Measured at d 64 only, so d <= 64 only.
-    A sliding window (shape["window"] true) takes at most 128 x 128.
+    A sliding window (shape["window"] true) takes at most 64 x 64: a row block visits the
+    keys its band touches, and smaller tiles waste less at the band's two edges.
     GPUs: 64 x 64 up to head size 64,
     smaller tiles above (Triton, fp32, compiled for sm_80: 64 x 64 x 64 at 4 warps used 255
     registers and spilled; at 8 warps, and 32 x 32 x 128 or 16 x 32 x 256 at 8 warps, nothing
@@ -183,9 +192,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
             bm = 512
         bn = 256 if shape["Lk"] >= 256 else 128 if shape["Lk"] >= 128 else 64
         if shape.get("window"):
-            # a row sees window keys: 128 x 128 tiles waste less at its edges (4096 tokens,
-            # window 512, d 64: 0.86x the time of 256 x 256 and 0.93x that of 64 x 64)
-            bm, bn = min(bm, 128), min(bn, 128)
+            bm, bn = min(bm, 64), min(bn, 64)
         return {"BM": bm, "BN": bn, "BD": head_tile(d, backend), "dot": "blas"}
     bd = head_tile(d, backend)
     cfg = {"BM": 64 if bd <= 64 else 32 if bd == 128 else 16, "BN": 64 if bd <= 64 else 32, "BD": bd}

@@ -5,8 +5,8 @@ cu_seqlens_q[i] .. cu_seqlens_q[i + 1] of q and the matching rows of k and v. Th
 arrays are read in place as one (1, H, total, D) batch by ``attention_kernel``; a program
 serves BM query rows of one sequence, each row with the packed key range [lo, hi) it sees (its
 sequence's keys, cut by ``causal`` and ``window`` aligned to the sequence's end), so only the
-tiles of real tokens are computed. Outputs are written padded to the longest sequence, then
-gathered back packed.
+tiles of real tokens are computed. Outputs are written packed, in place: a program's stores
+stop at its sequence's end (``tc.limit``).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tilec.runtime.arrays import library_of
 from . import attn_masks
 from ._common import check_rank, choose_config, output_like, pick_backend
 from .attention import default_config, launch, space
-from .attn_checks import check_head_dim
+from .attn_checks import check_head_dim, next_pow2
 from .attn_masks import check_cu_seqlens, varlen_spans
 
 
@@ -37,13 +37,14 @@ def _heads_view(x: Any) -> Any:
 
 
 def varlen_config(shape: dict, backend: str) -> dict:
-    """attention's default for one sequence of the batch's longest lengths, with tiles of at
-    most 64 x 64 on Numba: a program's tiles are padded to whole tiles per sequence, and short
-    sequences waste less of smaller ones (B=32 H=12 d=32, lengths 16..128, interleaved:
-    64 x 64 took 0.94x the time of 128 x 64 and 0.88x that of 32 x 64, loaded machine)."""
+    """attention's default for one sequence of the batch's longest lengths; on Numba 64 query
+    rows (a sequence's rows are padded to whole blocks) and key tiles of up to 128: the K / V
+    tiles stop at the block's last key, so BLAS does no work past a short sequence's end, and
+    one tile per sequence up to 128 keys is one online-softmax step (numbers in the commit
+    that chose them and bench/results/attention_masked.json)."""
     cfg = default_config(shape, backend)
     if backend == "numba":
-        cfg["BM"], cfg["BN"] = min(cfg["BM"], 64), min(cfg["BN"], 64)
+        cfg["BM"], cfg["BN"] = min(cfg["BM"], 64), min(128, max(64, next_pow2(shape["Lk"])))
     return cfg
 
 
@@ -95,19 +96,14 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
         out[...] = 0
         lse[...] = -math.inf
     else:
-        # the kernel writes each sequence's rows padded to the longest, (sequence, row, H, D):
-        # packing them back takes whole rows
-        padded = output_like(q, (nseq, rows, heads, d), iq.dtype)
-        padded_lse = output_like(q, (heads, nseq, rows), tc.float32) if return_lse else None
+        # the kernel writes each sequence's rows in place, packed (its stores stop at the end
+        # of their sequence)
+        out = output_like(q, (total_q, heads, d), iq.dtype)
+        lse = output_like(q, (heads, total_q), tc.float32) if return_lse else None
         lo, hi = varlen_spans(cu_q, cu_k, bool(causal), win)
-        launch(_heads_view(q), _heads_view(k), _heads_view(v), _permute(padded, (0, 2, 1, 3)),
-               None if padded_lse is None else _permute(padded_lse, (1, 0, 2)), scale, None,
-               (lo, hi, cu_q.astype(np.int32)), None, False, cfg, be, heads // kv_heads,
+        launch(_heads_view(q), _heads_view(k), _heads_view(v), _heads_view(out), None if lse is None else lse[None],
+               scale, None, (lo, hi, cu_q.astype(np.int32)), None, False, cfg, be, heads // kv_heads,
                (cdiv_host(rows, cfg["BM"]), heads, nseq))
-        seq = np.repeat(np.arange(nseq), lens_q)
-        index = attn_masks.like(q, seq * rows + np.arange(total_q) - cu_q[:-1][seq])
-        out = padded.reshape(nseq * rows, heads, d)[index]
-        lse = padded_lse.reshape(heads, nseq * rows)[:, index] if return_lse else None
     return (out, lse) if return_lse else out
 
 

@@ -193,3 +193,40 @@ def test_masked_fp16_kernel_compiles_for_sm80_without_spills(extra, d):
     _kernel, fn, _grid = spec.launch_ir(shape, "float16", cfg)
     report = compile_offline(fn, {k: cfg[k] for k in ("num_warps", "num_stages")}, "sm_80")
     assert report.feasible and report.spills_bytes == 0, report.problems()
+
+
+GPU_EXTRAS = [{"mask": 3}, {"mask": 15, "window": True, "causal": True}, {"spans": True}]
+GPU_IDS = ["keypad", "full-mask-window-causal", "varlen"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@pytest.mark.parametrize("extra", GPU_EXTRAS, ids=GPU_IDS)
+@pytest.mark.parametrize("arch", ["sm_80", "sm_89", "sm_90"])
+def test_masked_kernels_compile_with_triton_for_every_arch_without_spills(extra, arch):
+    import ops
+    from tilec.backends.triton import compile_offline
+    spec = ops.REGISTRY["attention"]
+    shape = {"B": 4, "H": 8, "Hkv": 8, "Lq": 1024, "Lk": 1024, "D": 64, **extra}
+    cfg = spec.default_config(shape, "triton")
+    fn = spec.launch_ir(shape, "float16", cfg)[1]
+    report = compile_offline(fn, {k: cfg[k] for k in ("num_warps", "num_stages")}, arch)
+    assert report.feasible and report.spills_bytes == 0, report.problems()
+
+
+@pytest.mark.parametrize("extra", GPU_EXTRAS, ids=GPU_IDS)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_masked_kernels_compile_with_nvrtc_for_every_arch_without_spills(extra, dtype):
+    import ops
+    from tilec.backends import get
+    from tilec.backends.cuda import offline
+    from tilec.backends.cuda.limits import ARCHS
+    if offline.available() is not None:
+        pytest.skip(str(offline.available()))
+    spec, be = ops.REGISTRY["attention"], get("cuda")
+    shape = {"B": 4, "H": 8, "Hkv": 8, "Lq": 1024, "Lk": 1024, "D": 64, **extra}
+    cfg = spec.default_config(shape, "cuda")
+    fn = spec.launch_ir(shape, dtype, cfg)[1]
+    options = {k: v for k, v in cfg.items() if k in be.options}
+    for arch in ARCHS:
+        report = be.compile_offline(fn, options, arch)
+        assert report.spills_bytes == 0 and report.stack_bytes == 0, (arch, report)

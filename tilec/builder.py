@@ -121,6 +121,27 @@ class Builder:
             value = self.broadcast(value, shape)
         self.emit("store", [tensor, *offsets, value], [], {"box": box})
 
+    def limit(self, tensor: Value, extents: Sequence[Value | None]) -> Value:
+        """``tensor`` seen only below ``extents`` (None: the axis as it is): a varlen sequence's
+        rows in a packed batch, whose loads pad and whose stores stop at the sequence's end."""
+        if not tensor.is_tensor:
+            raise TilecError(f"tc.limit needs a tensor as its first argument, got a tile {tensor.type}")
+        rank = tensor.type.rank
+        if len(extents) != rank:
+            raise TilecError(f"tc.limit of rank-{rank} tensor {tensor.hint!r} needs {rank} extents (None for "
+                             f"an axis left as it is), got {len(extents)}")
+        axes, bounds = [], []
+        for ax, e in enumerate(extents):
+            if e is None:
+                continue
+            if e.shape != () or not e.dtype.is_int:
+                raise TilecError(f"tc.limit extents must be integer scalars, got {e.type}")
+            axes.append(ax)
+            bounds.append(e)
+        if not axes:
+            return tensor
+        return self._one("limit", [tensor, *bounds], tensor.type, {"axes": tuple(axes)}, tensor.hint)
+
     # -- tile constructors ------------------------------------------------------------------
     def full(self, shape: Sequence[int], value: Value) -> Value:
         shape = tuple(shape)

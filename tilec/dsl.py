@@ -26,6 +26,8 @@ _DOCS = {
     "num_programs": "num_programs(axis): grid extent along an axis.",
     "load": "load(T, offsets, shape, padding=0): tile of T at offsets; None in shape indexes one element.",
     "store": "store(T, offsets, tile, shape=None): write a tile, masked to T's extents.",
+    "limit": "limit(T, extents): T seen only below runtime extents (None: axis unchanged); loads pad "
+             "and stores stop there.",
     "zeros": "zeros(shape, dtype=float32)",
     "full": "full(shape, value, dtype=None)",
     "arange": "arange(n): int32 tile 0..n-1 (n compile-time).",

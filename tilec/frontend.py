@@ -541,6 +541,11 @@ class FrontEnd:
         def store(tensor, offs, value, shape=None):
             b.store(tensor, offsets(offs, tensor), tile(value), None if shape is None else shape_of(shape))
 
+        def limit(tensor, extents):
+            if not isinstance(tensor, Value) or not tensor.is_tensor:
+                raise TilecError("tc.limit needs a tensor parameter as its first argument")
+            return b.limit(tensor, [None if e is None else tile(e) for e in shape_of(extents)])
+
         def zeros(shape, dtype=dt.float32):
             return b.full(shape_of(shape), b.const(0, dt.lookup(dtype)))
 
@@ -576,7 +581,7 @@ class FrontEnd:
             return b.binary("floordiv", b.binary("sub", b.binary("add", x, y), self.as_value(1, x)), y)
 
         table: dict[Callable, Callable] = {
-            dsl.program_id: program_id, dsl.num_programs: num_programs, dsl.load: load, dsl.store: store,
+            dsl.program_id: program_id, dsl.num_programs: num_programs, dsl.load: load, dsl.store: store, dsl.limit: limit,
             dsl.zeros: zeros, dsl.full: full, dsl.arange: lambda n: b.arange(n),
             dsl.dot: lambda a, c, acc=None: b.dot(tile(a), tile(c), None if acc is None else tile(acc)),
             dsl.trans: lambda x: b.trans(tile(x)),

@@ -21,6 +21,8 @@ KINDS = {
     "dim": "runtime extent of a tensor parameter (attrs: axis)",
     "load": "tile read from a tensor at scalar offsets, zero-padded outside (attrs: box, padding)",
     "store": "tile write to a tensor at scalar offsets, masked to the tensor (attrs: box)",
+    "limit": "the tensor cut to runtime extents (a view): loads past them read padding, stores "
+             "past them are dropped (operands: tensor, one bound per axis in attrs axes)",
     "full": "tile of one scalar operand (attrs: shape)",
     "arange": "0..n-1 as an int32 tile (attrs: n)",
     "unary": "elementwise function (attrs: op)",
@@ -46,6 +48,13 @@ BINARY_OPS = {"add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "max", "
 COMPARE_OPS = {"lt", "le", "gt", "ge", "eq", "ne"}
 REDUCE_OPS = {"sum", "max", "min"}
 ELEMENTWISE = {"full", "arange", "unary", "binary", "where", "cast", "expand_dims", "broadcast", "const"}
+
+
+def root(v: "Value") -> "Value":
+    """The tensor parameter a tensor value views (through ``limit``), or ``v`` itself."""
+    while v.producer is not None and v.producer.kind == "limit":
+        v = v.producer.operands[0]
+    return v
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,12 @@ class TensorType:
     """A kernel's array parameter: rank and dtype known, extents at run time."""
     rank: int
     dtype: DType
+
+    @property
+    def shape(self) -> None:
+        """No static shape (its extents are runtime values): passes that walk every op's result
+        see a tensor (``limit``) as neither a scalar nor a tile."""
+        return None
 
     def __str__(self) -> str:
         return f"tensor<{self.dtype.short}, rank {self.rank}>"

@@ -15,7 +15,7 @@ alias its source). ``accumulate-in-place`` marks a dot that may add into its acc
 array (``in_place_acc``) because nothing else reads it and no other tile shares it."""
 from __future__ import annotations
 
-from ..ir import ELEMENTWISE, Function, Op, Value, uses
+from ..ir import ELEMENTWISE, Function, Op, Value, root, uses
 from .analysis import (SIXTEEN, blas_reads, branch_results, in_place, producers, read_only_by_dot, readers,
                        used_up, yielded)
 
@@ -27,7 +27,7 @@ FRESH = ELEMENTWISE | {"load", "dot", "reduce", "gather"}
 def choose_views(fn: Function, options: dict) -> Function:
     reads, outlive, branch = readers(fn), yielded(fn.body), branch_results(fn)
     dot_only, windows = read_only_by_dot(reads, outlive), in_place(fn)
-    written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}
+    written = {root(op.operands[0]).id for op in fn.walk() if op.kind == "store"}   # through limits too
     for op in fn.walk():
         if op.kind == "trans" and op.result.id in dot_only and options.get("dot") == "blas":
             op.attrs["view"] = True
@@ -41,7 +41,7 @@ def choose_views(fn: Function, options: dict) -> Function:
             how = "in_place"
         elif blas_reads(op, options, dot_only):
             how = "view"
-        elif tensor.dtype.name not in SIXTEEN and tensor.id not in written and r.id not in outlive and \
+        elif tensor.dtype.name not in SIXTEEN and root(tensor).id not in written and r.id not in outlive and \
                 sliced and sliced == list(range(sliced[0], len(box))) and used_up(r, reads, outlive, branch):
             how = "slab"
         else:

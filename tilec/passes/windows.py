@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..ir import Block, Function, Op, Value, const_value, walk
+from ..ir import Block, Function, Op, Value, const_value, root, walk
 from .analysis import SIXTEEN, blas_reads, inlined, read_only_by_dot, reads_as_expression, readers, yielded
 
 PREFETCH_BYTES = 16384     # a box this large streams from memory
@@ -17,7 +17,7 @@ def read_in_place(fn: Function, options: dict) -> Function:
     every byte); only a box that crosses the tensor's edge is copied, padded."""
     reads, outlive, inline = readers(fn), yielded(fn.body), inlined(fn)
     dot_only = read_only_by_dot(reads, outlive)
-    written = {op.operands[0].id for op in fn.walk() if op.kind == "store"}
+    written = {root(op.operands[0]).id for op in fn.walk() if op.kind == "store"}
     blas = options.get("dot") == "blas"
 
     def consumed(reader: Op) -> bool:
@@ -42,7 +42,7 @@ def read_in_place(fn: Function, options: dict) -> Function:
         if op.kind != "load" or not op.result.shape or blas_reads(op, options, dot_only):
             continue
         tensor, r = op.operands[0], op.result
-        if tensor.dtype.name in SIXTEEN or tensor.id in written or r.id in outlive:
+        if tensor.dtype.name in SIXTEEN or root(tensor).id in written or r.id in outlive:
             continue
         if reads.get(r.id) and all(by_element(o, r) and consumed(o) for o in reads[r.id]):
             op.attrs["in_place"] = True

@@ -428,6 +428,18 @@ class CudaRenderer(base.Renderer):
     def op_dim(self, op: Op) -> None:
         self.name.alias(op.result, f"{self.name(op.operands[0])}_shape{op.attrs['axis']}")
 
+    def op_limit(self, op: Op) -> None:
+        """A pointer alias with its own extents (the bounded ones cut) and the same strides."""
+        src, r = op.operands[0], op.result
+        s, n = self.name(src), self.name(r)
+        bounds = dict(zip(op.attrs["axes"], op.operands[1:]))
+        self.emit(f"{C.storage(src.dtype)}* {n} = {s};")
+        for ax in range(src.type.rank):
+            self.name.taken.update([f"{n}_shape{ax}", f"{n}_stride{ax}"])
+            extent = f"min({s}_shape{ax}, (int){self.name(bounds[ax])})" if ax in bounds else f"{s}_shape{ax}"
+            self.emit(f"const int {n}_shape{ax} = {extent};")
+            self.emit(f"const long long {n}_stride{ax} = {s}_stride{ax};")
+
     def _address(self, tensor: Value, offsets: list[Value], box: tuple, tile_idx: list[str]) -> tuple[str, str]:
         """(in-bounds test, element offset) of the tensor element under tile index ``tile_idx``."""
         tname = self.name(tensor)

@@ -197,6 +197,13 @@ class Memory:
         self.emit(f"{target}[{', '.join(idx)}] = {self.name(tensor)}[{_tensor_index(self.name, offsets, box, idx)}]")
         self.depth -= len(idx)
 
+    def op_limit(self, op: Op) -> None:
+        """A view cut at the bounds: loads and stores test against its (smaller) shape."""
+        bounds = dict(zip(op.attrs["axes"], op.operands[1:]))
+        index = ", ".join(f":max({self.name(bounds[ax])}, 0)" if ax in bounds else ":"
+                          for ax in range(op.result.type.rank))
+        self.emit(f"{self.name(op.result)} = {self.name(op.operands[0])}[{index}]")
+
     def op_store(self, op: Op) -> None:
         tensor, offsets, value = op.operands[0], op.operands[1:-1], op.operands[-1]
         box = op.attrs["box"]

@@ -21,7 +21,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ...errors import InputError
-from ...ir import Function, TensorType, TileType
+from ...ir import Function, TensorType, TileType, root
 from ...runtime.arrays import host_view
 from ...runtime.cache import Manifest, atomic_write, cache_dir, read_only_twin, readable, seed_from_read_only
 from ...runtime.notice import CompileNotice
@@ -308,7 +308,7 @@ def _notice_on_compile(what: str):
 
 def _stored_params(fn: Function) -> dict[int, str]:
     """Position -> name of the parameters the kernel stores into."""
-    targets = {op.operands[0] for op in fn.walk() if op.kind == "store"}
+    targets = {root(op.operands[0]) for op in fn.walk() if op.kind == "store"}
     return {i: p.hint for i, p in enumerate(fn.params) if p in targets}
 
 

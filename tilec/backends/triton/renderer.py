@@ -499,6 +499,17 @@ class TritonRenderer(Renderer):
         self.define(r, f"tl.gather({s_expr}, {i_expr}, {axis})", self.held.get(src.id))
 
     # -- memory ----------------------------------------------------------------------------------
+    def op_limit(self, op: Op) -> None:
+        """The same pointer and strides; the bounded axes' extents cut to the bounds."""
+        src, r = op.operands[0], op.result
+        self.name.alias(r, self.name(src))
+        shapes = list(self.shape_of[src.id])
+        for ax, bound in zip(op.attrs["axes"], op.operands[1:]):
+            cut = self.name.fresh(f"{self.name(src)}_limit{ax}")
+            self.emit(f"{cut} = tl.minimum({shapes[ax]}, {self.name(bound)})")
+            shapes[ax] = cut
+        self.shape_of[r.id], self.stride_of[r.id] = shapes, self.stride_of[src.id]
+
     def addressing(self, op: Op, tensor: Value, offsets: list[Value], box: tuple) -> tuple[str, str | None]:
         """(pointer expression, mask expression or None) for a box of ``tensor`` at ``offsets``."""
         tname = self.name(tensor)
