@@ -10,7 +10,7 @@ from . import kv_quant as _kv_quant_mod
 from . import lut_gemm as _lut_gemm_mod
 from . import quant as _quant_mod
 from .attention import attention
-from .attention_bwd import attention_backward
+from .attention_bwd import attention_backward, attention_varlen_backward
 from .attention_varlen import attention_varlen
 from .bcq import BCQLayout, BCQWeight, bcq_from_uniform, bcq_quantize
 from .decode import decode_attention
@@ -34,5 +34,5 @@ REGISTRY: dict[str, OpSpec] = {
 
 __all__ = ["gemm", "gemv", "quant_gemm", "quantize", "QuantizedWeight", "QuantLayout", "lut_gemm",
            "bcq_quantize", "bcq_from_uniform", "BCQWeight", "BCQLayout", "attention", "attention_backward",
-           "attention_varlen", "decode_attention", "quantize_kv", "append_kv", "decode_attention_quantized",
-           "QuantizedKV", "REGISTRY", "OpSpec"]
+           "attention_varlen", "attention_varlen_backward", "decode_attention", "quantize_kv", "append_kv",
+           "decode_attention_quantized", "QuantizedKV", "REGISTRY", "OpSpec"]

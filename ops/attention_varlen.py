@@ -48,17 +48,9 @@ def varlen_config(shape: dict, backend: str) -> dict:
     return cfg
 
 
-def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int,
-                     max_seqlen_k: int, *, causal: bool = False, window: Any = None, scale: float | None = None,
-                     return_lse: bool = False, backend: str | None = None, config: dict | None = None) -> Any:
-    """softmax(scale * q k^T) v per packed sequence.
-
-    q: (total_q, H, D); k, v: (total_k, Hkv, D), H % Hkv == 0; cu_seqlens_q / cu_seqlens_k:
-    (batch + 1,) integer offsets from 0 to total. ``causal`` and ``window=(left, right)``
-    align each sequence's queries to the end of its keys; a query row that sees no key gives
-    zeros and LSE -inf. Returns (total_q, H, D), and with ``return_lse`` the (H, total_q) fp32
-    log-sum-exp. ``max_seqlen_*`` are accepted for flash_attn compatibility (and checked).
-    """
+def check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int) -> tuple:
+    """The packed arguments checked: (q's array info, kv_heads, total_k, cu_q, cu_k) with the
+    offsets as int64 NumPy arrays."""
     iq, ik, iv = check_rank("q", q, 3), check_rank("k", k, 3), check_rank("v", v, 3)
     total_q, heads, d = iq.shape
     check_head_dim(d)
@@ -77,6 +69,24 @@ def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: An
     if lens_q.size and (lens_q.max() > max_seqlen_q or lens_k.max() > max_seqlen_k):
         raise tc.InputError(f"max_seqlen_q / max_seqlen_k ({max_seqlen_q}, {max_seqlen_k}) are below the longest "
                             f"sequences ({lens_q.max()}, {lens_k.max()})")
+    return iq, kv_heads, total_k, cu_q, cu_k
+
+
+def attention_varlen(q: Any, k: Any, v: Any, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int,
+                     max_seqlen_k: int, *, causal: bool = False, window: Any = None, scale: float | None = None,
+                     return_lse: bool = False, backend: str | None = None, config: dict | None = None) -> Any:
+    """softmax(scale * q k^T) v per packed sequence.
+
+    q: (total_q, H, D); k, v: (total_k, Hkv, D), H % Hkv == 0; cu_seqlens_q / cu_seqlens_k:
+    (batch + 1,) integer offsets from 0 to total. ``causal`` and ``window=(left, right)``
+    align each sequence's queries to the end of its keys; a query row that sees no key gives
+    zeros and LSE -inf. Returns (total_q, H, D), and with ``return_lse`` the (H, total_q) fp32
+    log-sum-exp. ``max_seqlen_*`` are accepted for flash_attn compatibility (and checked).
+    """
+    iq, kv_heads, total_k, cu_q, cu_k = check_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                                     max_seqlen_k)
+    total_q, heads, d = iq.shape
+    lens_q, lens_k = cu_q[1:] - cu_q[:-1], cu_k[1:] - cu_k[:-1]
     win = attn_masks.window_bounds(window)
     be = pick_backend({"q": q, "k": k, "v": v}, backend)
     nseq, rows = lens_q.size, int(lens_q.max(initial=0))
