@@ -53,8 +53,7 @@ def space(backend: str = "numba"):
 
 
 # A GEMM of at most this many multiply-adds runs on the calling thread, in big tiles: one core does
-# it in about 0.1 ms, less than a second thread's wake-up costs on a busy machine (a 384->1536
-# Linear at M=1 took 0.21 ms in torch, 56-64 ms as two programs on two threads, load 14 on 2 cores).
+# it in a fraction of a millisecond, less than waking a second thread costs on a busy machine.
 SMALL_MACS = 1 << 23
 
 

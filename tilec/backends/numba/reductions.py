@@ -39,7 +39,7 @@ class Reductions:
             outer = self.loops(x.shape[:-1])
             cell = f"{name}[{', '.join(outer + (['0'] if keep else []))}]"
             # a sum adds into its cell of the result: LLVM vectorizes that loop, but not the
-            # same sum into a local scalar (row sums of a 128 x 64 tile: 0.4 against 2.5 us)
+            # same sum into a local scalar
             in_place = kind == "sum" and bool(r.shape)
             acc = cell if in_place else self.name.fresh(f"{name}_acc")
             self.emit(f"{acc} = {init}")
