@@ -66,14 +66,12 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     """Big tiles on the CPU (one BLAS call per tile); 64x64x32 on GPUs."""
     if backend == "numba":
         # Few, big BLAS calls, K whole up to 1024: each tile's sgemm packs its own share of A
-        # and B, so fewer calls pack less. Same runs, 2 vCPUs: 1024x512x1024 0.87-1.05x NumPy at
-        # 1024^3 and 0.91-0.92x at 2048^3, against 0.80-0.99x and 0.88-0.89x for 512x256x256.
+        # and B, so fewer calls pack less (bench/results/gemm.json compares tile sizes).
         # Shrunk while there are fewer programs than CPU threads or a tile overhangs the matrix.
         m, n = shape["M"], shape["N"]
         threads = os.cpu_count() or 2
-        if m * n * shape["K"] <= SMALL_MACS:   # one program: runs on the calling thread
-            return {"BM": _cover(m), "BN": _cover(n), "BK": _cover(min(shape["K"], 1024)), "dot": "blas",
-                    "parallel": False}
+        if m * n * shape["K"] <= SMALL_MACS:   # big tiles, on the calling thread (see _plan)
+            return {"BM": _cover(m), "BN": _cover(n), "BK": _cover(min(shape["K"], 1024)), "dot": "blas"}
         bm, bn = 1024, 512
         while bm > 16 and (bm >= 2 * m or (cdiv_host(m, bm) * cdiv_host(n, bn) < threads and bm >= bn)):
             bm //= 2
@@ -122,7 +120,8 @@ def _plan(a, b, bias, activation, backend, config) -> tuple:
     shape = {"M": m, "N": n, "K": k}
     cfg = choose_config("gemm", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
     grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"]))
-    return be, {"HAS_BIAS": bias is not None, "ACT": activation, **cfg}, grid, (m, n), ia.dtype
+    serial = {"parallel": False} if be == "numba" and m * n * k <= SMALL_MACS else {}
+    return be, {"HAS_BIAS": bias is not None, "ACT": activation, **cfg, **serial}, grid, (m, n), ia.dtype
 
 
 def reference(inputs: dict) -> np.ndarray:

@@ -81,11 +81,13 @@ def test_gemm_default_config_1024_within_1e4():
 @pytest.mark.parametrize("m, k, n", [(1, 384, 1536), (8, 1536, 384), (3, 2000, 1000), (128, 384, 1536)])
 def test_small_gemm_runs_on_the_calling_thread(m, k, n):
     """Few multiply-adds: one thread (no pool wake-up), big tiles, the same result as NumPy."""
-    from ops.gemm import SMALL_MACS, default_config
-    cfg = default_config({"M": m, "N": n, "K": k})
-    assert (cfg.get("parallel", True) is False) == (m * n * k <= SMALL_MACS)
+    from ops._common import check_config
+    from ops.gemm import SMALL_MACS, _plan, default_config, space
+    check_config("gemm", default_config({"M": m, "N": n, "K": k}), space("numba"))   # a config a user may pass
     rng = np.random.default_rng(m)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    launch = _plan(a, b, None, None, "numba", None)[1]
+    assert (launch.get("parallel", True) is False) == (m * n * k <= SMALL_MACS)
     np.testing.assert_allclose(ops.gemm(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
 
 
