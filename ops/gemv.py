@@ -15,7 +15,7 @@ from tilec.kernel import cdiv_host
 
 from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, check_scalar,
                       choose_config, config_items, fits_local_memory, output_like, pick_backend, torch_op)
-from .gemm import apply_activation_reference
+from .gemm import SMALL_MACS, apply_activation_reference
 from .spec import OpSpec
 
 
@@ -69,6 +69,10 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         bk = 64
         while bk < 4096 and 2 * bk <= shape["K"]:
             bk *= 2
+        # a slice that divides K: a masked tail slice costs about as much as a whole one, and
+        # the masks keep the loop from vectorizing
+        while bk > 64 and shape["K"] % bk:
+            bk //= 2
         return {"BM": bm, "BK": bk, "dot": "blas", "AS_DOT": False}
     return {"BM": 32, "BK": 128}
 
@@ -107,7 +111,8 @@ def _plan(a, x, bias, activation, backend, config) -> tuple:
     be = pick_backend({"a": a, "x": x, "bias": bias}, backend)
     shape = {"M": m, "K": k}
     cfg = choose_config("gemv", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
-    return be, cfg, (cdiv_host(m, cfg["BM"]),), m, ia.dtype
+    serial = {"parallel": False} if be == "numba" and m * k <= SMALL_MACS else {}
+    return be, {**cfg, **serial}, (cdiv_host(m, cfg["BM"]),), m, ia.dtype
 
 
 def reference(inputs: dict) -> np.ndarray:

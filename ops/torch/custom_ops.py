@@ -2,19 +2,42 @@
 ``torch.compile`` traces through tilec kernels without graph breaks."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
+import numpy as np
 import torch
 
 import ops
 
 _LIB = "tilec"
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int8, torch.uint8, torch.int32, torch.int64,
+                 torch.bool)
+
+
+def _host(*tensors: Any) -> list:
+    """Zero-copy NumPy views of CPU tensors when NumPy can hold them all (else the tensors as they
+    are): the op then takes its NumPy call path, which keeps each kind of call's plan and
+    launch, where a torch call plans again on every call."""
+    if all(not isinstance(t, torch.Tensor) or (t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES)
+           for t in tensors):
+        return [t.detach().numpy() if isinstance(t, torch.Tensor) else t for t in tensors]
+    return list(tensors)
+
+
+def _back(out: Any) -> Any:
+    """An op's NumPy result(s) as tensors sharing their memory."""
+    if isinstance(out, np.ndarray):
+        return torch.from_numpy(out)
+    if isinstance(out, tuple):
+        return tuple(_back(o) for o in out)
+    return out
 
 
 @torch.library.custom_op(f"{_LIB}::gemm", mutates_args=())
 def gemm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None,
          activation: Optional[str] = None, alpha: float = 1.0) -> torch.Tensor:
-    return ops.gemm(a, b, bias=bias, activation=activation, alpha=alpha)
+    a, b, bias = _host(a, b, bias)
+    return _back(ops.gemm(a, b, bias=bias, activation=activation, alpha=alpha))
 
 
 @gemm.register_fake
@@ -25,7 +48,8 @@ def _(a, b, bias=None, activation=None, alpha=1.0):
 @torch.library.custom_op(f"{_LIB}::gemv", mutates_args=())
 def gemv(a: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor] = None,
          activation: Optional[str] = None, alpha: float = 1.0) -> torch.Tensor:
-    return ops.gemv(a, x, bias=bias, activation=activation, alpha=alpha)
+    a, x, bias = _host(a, x, bias)
+    return _back(ops.gemv(a, x, bias=bias, activation=activation, alpha=alpha))
 
 
 @gemv.register_fake
@@ -43,7 +67,8 @@ def _(a, x, bias=None, activation=None, alpha=1.0):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
               scale: Optional[float] = None, mask: Optional[torch.Tensor] = None,
               window: Optional[list[int]] = None) -> torch.Tensor:
-    return ops.attention(q, k, v, causal=causal, scale=scale, mask=mask, window=window)
+    q, k, v, mask = _host(q, k, v, mask)
+    return _back(ops.attention(q, k, v, causal=causal, scale=scale, mask=mask, window=window))
 
 
 @attention.register_fake
@@ -56,7 +81,8 @@ def attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
                   scale: Optional[float] = None, mask: Optional[torch.Tensor] = None,
                   window: Optional[list[int]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """attention and its (B, H, Lq) fp32 natural-log log-sum-exp (-inf where a row sees no key)."""
-    return ops.attention(q, k, v, causal=causal, scale=scale, mask=mask, window=window, return_lse=True)
+    q, k, v, mask = _host(q, k, v, mask)
+    return _back(ops.attention(q, k, v, causal=causal, scale=scale, mask=mask, window=window, return_lse=True))
 
 
 @attention_lse.register_fake
@@ -69,8 +95,9 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
                      cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, causal: bool = False,
                      scale: Optional[float] = None, window: Optional[list[int]] = None) -> torch.Tensor:
     """ops.attention_varlen on packed (total, H, D) tensors, as flash_attn_varlen_func."""
-    return ops.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
-                                scale=scale, window=window)
+    q, k, v, cu_seqlens_q, cu_seqlens_k = _host(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    return _back(ops.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                      causal=causal, scale=scale, window=window))
 
 
 @attention_varlen.register_fake
@@ -81,7 +108,8 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=Fa
 @torch.library.custom_op(f"{_LIB}::decode_attention", mutates_args=())
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
                      scale: Optional[float] = None) -> torch.Tensor:
-    return ops.decode_attention(q, k_cache, v_cache, lengths, scale=scale)
+    q, k_cache, v_cache, lengths = _host(q, k_cache, v_cache, lengths)
+    return _back(ops.decode_attention(q, k_cache, v_cache, lengths, scale=scale))
 
 
 @decode_attention.register_fake
@@ -97,10 +125,12 @@ def kivi_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: torch
     """decode_attention_quantized over a KIVI cache passed field by field (custom ops take
     tensors, not dataclasses): see ``decode_attention_quantized`` below."""
     from ops.kv_quant import QuantizedKV
+    q, k_codes, k_scale, k_zero, v_codes, v_scale, v_zero, k_res, v_res, q_len, r_len = _host(
+        q, k_codes, k_scale, k_zero, v_codes, v_scale, v_zero, k_res, v_res, q_len, r_len)
     residual = k_res.shape[2] - group          # quantize_kv keeps residual + group rows
     cache = QuantizedKV(k_codes, k_scale, k_zero, v_codes, v_scale, v_zero, k_res, v_res, q_len, r_len,
                         bits, group, residual)
-    return ops.decode_attention_quantized(q, cache, scale=scale)
+    return _back(ops.decode_attention_quantized(q, cache, scale=scale))
 
 
 @kivi_decode_attention.register_fake
