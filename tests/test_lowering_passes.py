@@ -396,3 +396,15 @@ def test_cuda_plan_inlines_what_the_ir_says():
     from tilec.backends.cuda.plan import make_plan
     fn = cuda_lowered(_epilogue())
     assert make_plan(fn, 128, "simt").inline == {op.result.id for op in fn.walk() if op.attrs.get("inline")}
+
+
+def test_a_blocked_dots_left_operand_is_never_a_clipped_view():
+    """A blocked dot is a loop nest reading its left operand at the tile's whole extent, so that
+    tile cannot be a BLAS view clipped to the tensor (it read past the tensor's end)."""
+    fn = lowered(_codes(), BLAS)
+    dots = _ops(fn, "dot")
+    lefts = {d.operands[0].id for d in dots}
+    loads = [op for op in _ops(fn, "load") if op.result.id in lefts]
+    assert len(loads) == 2 and all("blocked" in d.attrs for d in dots)
+    assert all(op.attrs.get("lowering") not in (None, "view") for op in loads), \
+        [op.attrs.get("lowering") for op in loads]

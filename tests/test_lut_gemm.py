@@ -40,6 +40,29 @@ VARIANTS = [
 ]
 
 
+def _poisoned_tail(rng, m: int, k: int) -> np.ndarray:
+    """An (m, k) float32 array whose memory is followed by NaN: a kernel reading past its end
+    reads NaN, every time (plain garbage would fail only now and then)."""
+    buf = np.full(m * k + 4096, np.nan, np.float32)
+    buf[:m * k] = rng.standard_normal(m * k)
+    return buf[:m * k].reshape(m, k)
+
+
+@pytest.mark.parametrize("cfg, m", [
+    ({"BM": 16, "BN": 32, "MU": 4, "FORM": "dequant", "KG": 4, "dot": "blas"}, 16),  # K step past K
+    ({"BM": 4, "BN": 32, "MU": 8, "dot": "blas"}, 17),                               # a short last block
+])
+def test_tiles_past_the_input_read_padding_not_memory(cfg, m):
+    """A row block or K step that overhangs x: the register-blocked dot reads x's tile at its
+    whole extent, so the tile must be padded, not a view clipped to x (which read past x's end:
+    NaN rows, from a fuzz example)."""
+    rng = np.random.default_rng(0)
+    bw = bcq_quantize(rng.standard_normal((16, 16)).astype(np.float32), 2, 16, "greedy", iters=3)
+    x = _poisoned_tail(rng, m, 16)
+    y = ops.lut_gemm(x, bw, backend="numba", config=cfg)
+    np.testing.assert_allclose(y, dequant_reference(x, bw), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"q{v[0]}-g{v[1]}-{v[2]}-mu{v[3]['MU']}-{v[3].get('FORM', 'lut')}")
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])

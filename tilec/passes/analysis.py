@@ -71,9 +71,10 @@ def producers(fn: Function) -> dict[int, object]:
 
 def read_only_by_dot(reads: dict[int, list[Op]], outlive: set[int]) -> set[int]:
     """Ids of values whose every reader is a float32 ``dot`` operand (never a yield or another op),
-    and of tiles only transposed for such dots (a transpose is a flag to BLAS)."""
+    and of tiles only transposed for such dots (a transpose is a flag to BLAS). A ``blocked`` dot
+    is a loop nest that reads its operands at their whole tile extent, so it does not count."""
     direct = {vid for vid, ops in reads.items() if vid not in outlive and
-              all(o.kind == "dot" and o.result.dtype.name == "float32" and
+              all(o.kind == "dot" and o.result.dtype.name == "float32" and "blocked" not in o.attrs and
                   any(x.id == vid for x in o.operands[:2]) and
                   not (len(o.operands) > 2 and o.operands[2].id == vid) for o in ops)}
     return direct | {vid for vid, ops in reads.items() if vid not in outlive and
