@@ -57,6 +57,12 @@ def space(backend: str = "numba"):
 SMALL_MACS = 1 << 23
 
 
+def calling_thread(backend: str, macs: int) -> dict:
+    """The launch option that keeps a problem of ``macs`` multiply-adds on the calling thread
+    where it is small (see SMALL_MACS); GEMV takes the same rule."""
+    return {"parallel": False} if backend == "numba" and macs <= SMALL_MACS else {}
+
+
 def _cover(n: int) -> int:
     """The smallest tile size of the space (16 .. 1024) that covers n."""
     return min(1024, max(16, 1 << (n - 1).bit_length()))
@@ -120,8 +126,8 @@ def _plan(a, b, bias, activation, backend, config) -> tuple:
     shape = {"M": m, "N": n, "K": k}
     cfg = choose_config("gemm", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
     grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"]))
-    serial = {"parallel": False} if be == "numba" and m * n * k <= SMALL_MACS else {}
-    return be, {"HAS_BIAS": bias is not None, "ACT": activation, **cfg, **serial}, grid, (m, n), ia.dtype
+    return be, {"HAS_BIAS": bias is not None, "ACT": activation, **cfg, **calling_thread(be, m * n * k)}, grid, \
+        (m, n), ia.dtype
 
 
 def reference(inputs: dict) -> np.ndarray:

@@ -15,7 +15,7 @@ from tilec.kernel import cdiv_host
 
 from ._common import (CallPlans, activation, backend_space, check_activation, check_rank, check_scalar,
                       choose_config, config_items, fits_local_memory, output_like, pick_backend, torch_op)
-from .gemm import SMALL_MACS, apply_activation_reference
+from .gemm import apply_activation_reference, calling_thread
 from .spec import OpSpec
 
 
@@ -111,8 +111,7 @@ def _plan(a, x, bias, activation, backend, config) -> tuple:
     be = pick_backend({"a": a, "x": x, "bias": bias}, backend)
     shape = {"M": m, "K": k}
     cfg = choose_config("gemv", shape, ia.dtype.name, be, ia.device, config, space(be), default_config(shape, be))
-    serial = {"parallel": False} if be == "numba" and m * k <= SMALL_MACS else {}
-    return be, {**cfg, **serial}, (cdiv_host(m, cfg["BM"]),), m, ia.dtype
+    return be, {**cfg, **calling_thread(be, m * k)}, (cdiv_host(m, cfg["BM"]),), m, ia.dtype
 
 
 def reference(inputs: dict) -> np.ndarray:
