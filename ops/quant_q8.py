@@ -17,11 +17,11 @@ error is the activation rounding, |x - s q| <= s / 2 per element, hence per outp
 
 with W the dequantized weight (``act_quant_bound`` computes it; tests hold the kernels to it).
 
-Weights are read in a per-column layout made once per weight (``column_codes``): column n's
-codes of group g are one contiguous run, so each output is a dot of two contiguous byte runs,
-the shape of the CPU's byte dot-product instructions. For 4-bit codes byte i of a group holds
-code i in its low bits and code i + G/2 in its high bits, so one AND and one shift unpack two
-runs of G/2 codes.
+Weights are read in k-quad order, made once per weight (``quad_codes``): four consecutive codes
+of a column are four consecutive bytes, 32 columns side by side, the operand order of the
+CPU's byte dot-product instructions (one int32 lane per column: no horizontal sums) and of
+dp4a. For 4-bit codes a byte holds code i of its group in its low bits and code i + G/2 in its
+high bits, so one AND and one shift unpack two halves of the group.
 """
 from __future__ import annotations
 
@@ -53,70 +53,67 @@ def quantize_rows_kernel(X, XQ, XS, XSUM, BM: tc.constexpr, G: tc.constexpr):
 
 
 @tc.kernel
-def quant_gemm_q8_kernel(XQ, XS, XSUM, QT, S, Z, Y, BM: tc.constexpr, BN: tc.constexpr, G: tc.constexpr,
-                         BITS: tc.constexpr, SYMMETRIC: tc.constexpr):
-    # XQ, XS, XSUM from quantize_rows_kernel; QT (K/G * N, G * BITS / 8) codes by group and column; S, Z (K/G, N); Y (M, N)
+def quant_gemm_q8_kernel(XQ, XS, XSUM, QV, S, Z, Y, BM: tc.constexpr, G: tc.constexpr, BITS: tc.constexpr,
+                         SYMMETRIC: tc.constexpr):
+    # XQ, XS, XSUM from quantize_rows_kernel; QV (N/32 * K * BITS/32, 128) codes in k-quad order
+    # (quad_codes), a block of 32 columns after another; S, Z (K/G, N); Y (M, N)
     pm, pn = tc.program_id(0), tc.program_id(1)
-    acc = tc.zeros((BM, BN), tc.float32)
+    R = G * BITS // 32                                            # rows of QV per group and block
+    base = pn * (XQ.shape[1] // G) * R
+    acc = tc.zeros((BM, 32), tc.float32)
     for k in tc.range(0, XQ.shape[1], G):
         g = k // G
-        row = g * S.shape[1] + pn * BN                            # group g of column pn * BN
+        q = tc.load(QV, (base + g * R, 0), (R, 128))
         if BITS == 4:   # low nibbles: codes 0..G/2-1 of the group, high nibbles: the rest
-            q = tc.load(QT, (row, 0), (BN, G // 2))
-            d = tc.dot(tc.load(XQ, (pm * BM, k), (BM, G // 2)), tc.trans(q & 15))
-            d = tc.dot(tc.load(XQ, (pm * BM, k + G // 2), (BM, G // 2)), tc.trans(q >> 4), d)
+            d = tc.dot(tc.load(XQ, (pm * BM, k), (BM, G // 2)), tc.from_quads(q & 15))
+            d = tc.dot(tc.load(XQ, (pm * BM, k + G // 2), (BM, G // 2)), tc.from_quads(q >> 4), d)
         else:
-            d = tc.dot(tc.load(XQ, (pm * BM, k), (BM, G)), tc.trans(tc.load(QT, (row, 0), (BN, G))))
+            d = tc.dot(tc.load(XQ, (pm * BM, k), (BM, G)), tc.from_quads(q))
         d = tc.cast(d, tc.float32)                                # int32 sums, exact in fp32
         xs = tc.load(XS, (pm * BM, g), (BM, None))
         xsum = tc.cast(tc.load(XSUM, (pm * BM, g), (BM, None)), tc.float32)
-        s = tc.load(S, (g, pn * BN), (None, BN))
+        s = tc.load(S, (g, pn * 32), (None, 32))
         if SYMMETRIC:
             zx = xsum[:, None] * float(1 << (BITS - 1))
         else:
-            zx = xsum[:, None] * tc.cast(tc.load(Z, (g, pn * BN), (None, BN)), tc.float32)[None, :]
+            zx = xsum[:, None] * tc.cast(tc.load(Z, (g, pn * 32), (None, 32)), tc.float32)[None, :]
         acc = acc + (xs[:, None] * s[None, :]) * (d - zx)
-    tc.store(Y, (pm * BM, pn * BN), acc)
+    tc.store(Y, (pm * BM, pn * 32), acc)
 
 
-TILES = [Param("BM", (1, 2, 4, 8, 16)), Param("BN", (16, 32, 64, 128, 256, 512))]
+TILES = [Param("BM", (1, 2, 4, 8, 16))]
 QUANTIZE_TILES = [Param("BM", (1, 2, 4, 8, 16))]
-GPU_TILES = [Param("BM", (1, 2, 4, 8, 16)), Param("BN", (16, 32, 64))]
 
 
 def space(backend: str = "numba"):
-    return backend_space(TILES if backend == "numba" else GPU_TILES, [], backend)
+    return backend_space(TILES, [], backend)
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
-    """All rows (up to 16) in one program, so each weight byte is read once and used by every
-    row; on CPUs 16 KB of codes per step (prefetched a step ahead, passes/windows.py), on GPUs
-    32 columns."""
+    """All rows (up to 16) in one program, so each weight byte is read once and used by every row."""
     m = shape.get("M", 1)
-    bm = min(16, 1 << (m - 1).bit_length())
-    per_column = shape.get("bits", 4) * shape.get("group_size", 128) // 8
-    return {"BM": bm, "BN": min(512, max(16, 16384 // per_column)) if backend == "numba" else 32}
+    return {"BM": min(16, 1 << (m - 1).bit_length())}
 
 
-def column_codes(qw: QuantizedWeight) -> np.ndarray:
-    """The code layout (K/G * N, G * bits // 8) uint8 described above, made once per weight and
-    kept on it: row g * N + n holds column n's codes of group g, so a program's columns of one
-    group are one contiguous block."""
-    cached = qw.__dict__.get("_column_codes")
+def quad_codes(qw: QuantizedWeight) -> np.ndarray:
+    """The code layout (N/32 * K * bits/32, 128) uint8 described above, made once per weight and
+    kept on it: blocks of 32 columns one after another (a program streams one contiguous run),
+    in each the groups in order, in each group rows of four bytes per column (k-quad order,
+    ``tc.from_quads``). Columns past N are zero codes."""
+    cached = qw.__dict__.get("_quad_codes")
     if cached is not None:
         return cached
     c = qw.config
     k, n = qw.shape
-    groups = k // c.group_size
-    codes = qw.codes().reshape(groups, c.group_size, n).transpose(0, 2, 1)      # (groups, N, G)
+    groups, blocks = k // c.group_size, -(-n // 32)
+    codes = np.zeros((groups, c.group_size, blocks * 32), np.uint8)
+    codes[:, :, :n] = qw.codes().reshape(groups, c.group_size, n)
     if c.bits == 4:
         half = c.group_size // 2
-        out = codes[:, :, :half] | (codes[:, :, half:] << 4)
-    else:
-        out = codes
-    out = out.reshape(groups * n, -1)
-    out = np.ascontiguousarray(out, np.uint8)
-    object.__setattr__(qw, "_column_codes", out)
+        codes = codes[:, :half] | (codes[:, half:] << 4)
+    out = codes.reshape(groups, -1, 4, blocks, 32).transpose(3, 0, 1, 4, 2).reshape(-1, 128)
+    out = np.ascontiguousarray(out)
+    object.__setattr__(qw, "_quad_codes", out)
     return out
 
 
@@ -136,20 +133,20 @@ def quant_gemm_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, conf
     c = qw.config
     k, n = qw.shape
     m = x2.shape[0]
-    if c.bits == 4 and c.group_size % 2:
-        raise InputError(f"act_quant='int8' splits each group of 4-bit codes in halves: qw's group size "
-                         f"{c.group_size} must be even")
+    if c.group_size % (8 if c.bits == 4 else 4):
+        raise InputError(f"act_quant='int8' reads each group's {c.bits}-bit codes four bytes per column: qw's "
+                         f"group size {c.group_size} must be a multiple of {8 if c.bits == 4 else 4}")
     be = pick_backend({"x": x2, "qweight": qw.qweight}, backend)
     shape = {"M": m, "N": n, "K": k, "bits": c.bits, "group_size": c.group_size}
     cfg = choose_config("quant_gemm_q8", shape, f"int{c.bits}", be, getattr(x2, "device", "cpu"), config,
                         space(be), default_config(shape, be))
-    qt = _on_device(column_codes(qw), x2)
+    qv = _on_device(quad_codes(qw), x2)
     scales = _on_device(qw.scales, x2)
     zeros = scales if qw.zeros is None else _on_device(qw.zeros, x2)
     xq, xs, xsum = quantize_rows(x2, c.group_size, be)
     y = output_like(x2, (m, n), tc.float32)
-    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, cfg["BN"]))
-    quant_gemm_q8_kernel[grid](xq, xs, xsum, qt, scales, zeros, y, backend=be, G=c.group_size, BITS=c.bits,
+    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, 32))
+    quant_gemm_q8_kernel[grid](xq, xs, xsum, qv, scales, zeros, y, backend=be, G=c.group_size, BITS=c.bits,
                                SYMMETRIC=c.symmetric, **cfg)
     return y
 

@@ -92,6 +92,55 @@ def test_byte_dot_kernel_is_exact_on_every_backend(backend, unpack, m, n, k, see
     np.testing.assert_array_equal(c, a.astype(np.int64) @ codes.T)
 
 
+def _in_quads(w: np.ndarray) -> np.ndarray:
+    """(K, N) -> (K/4, 4N): w[k, n] at [k // 4, 4 n + k % 4], the order tc.from_quads reads."""
+    k, n = w.shape
+    return np.ascontiguousarray(w.reshape(k // 4, 4, n).transpose(0, 2, 1).reshape(k // 4, 4 * n))
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 7), n=st.sampled_from([1, 7, 8, 9, 31, 32, 33, 72]), k=st.sampled_from([1, 3, 4, 64, 130]),
+       unpack=st.sampled_from([(0, 255), (0, 15), (4, 255), (1, 7)]), accumulate=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_int_dot_quads_routes_are_exact(route, m, n, k, unpack, accumulate, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    w = rng.integers(0, 256, (-(-k // 4) * 4, n)).astype(np.uint8)     # a's depth may end inside a quad
+    shift, mask = unpack
+    codes = (w.astype(np.int64) >> shift) & mask
+    start = rng.integers(-1000, 1000, (m, n)).astype(np.int32)
+    out = start.copy()
+    intdot.QUAD_ROUTES[route](a, _in_quads(w), out, int(codes.max(initial=0)), accumulate, shift, mask)
+    np.testing.assert_array_equal(out, a.astype(np.int64) @ codes[:k] + (start if accumulate else 0))
+
+
+@tc.kernel
+def quad_dot(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr, UNPACK: tc.constexpr):
+    pm, pn = tc.program_id(0), tc.program_id(1)
+    acc = tc.zeros((BM, BN), tc.int32)
+    for k in tc.range(0, A.shape[1], BK):
+        b = tc.load(B, (k // 4, pn * BN * 4), (BK // 4, BN * 4))
+        if UNPACK:
+            b = (b >> 4) & 7
+        acc = tc.dot(tc.load(A, (pm * BM, k), (BM, BK)), tc.from_quads(b), acc)
+    tc.store(C, (pm * BM, pn * BN), acc)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.sampled_from([1, 3, 17]), n=st.sampled_from([1, 5, 33]), k=st.sampled_from([4, 36, 64, 96]),
+       unpack=st.booleans(), seed=st.integers(0, 2**16))
+def test_quad_dot_kernel_is_exact_on_every_backend(backend, m, n, k, unpack, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    w = rng.integers(0, 256, (k, n)).astype(np.uint8)
+    c = np.zeros((m, n), np.int32)
+    quad_dot[(-(-m // 16), -(-n // 16))](a, _in_quads(w), c, backend=backend, BM=16, BN=16, BK=32, UNPACK=unpack)
+    codes = (w.astype(np.int64) >> 4) & 7 if unpack else w.astype(np.int64)
+    np.testing.assert_array_equal(c, a.astype(np.int64) @ codes)
+
+
 # -- the pass, on IR ---------------------------------------------------------------------------
 
 BYTE_TYPES = {"A": TensorType(2, dt.int8), "B": TensorType(2, dt.uint8), "C": TensorType(2, dt.int32)}
@@ -116,6 +165,18 @@ def test_int_dot_rows_reads_the_transposed_operand_by_rows_and_unpacks_in_regist
     kinds = [op.kind for op in after.walk()]
     assert "trans" not in kinds and not any(op.kind == "binary" and op.attrs["op"] in ("and", "shr")
                                             for op in after.walk())
+
+
+def test_int_dot_rows_reads_quads_in_place_and_unpacks_in_registers():
+    types = {"A": TensorType(2, dt.int8), "B": TensorType(2, dt.uint8), "C": TensorType(2, dt.int32)}
+    fn = run_pipeline(clone(quad_dot.ir(types, {"BM": 4, "BN": 8, "BK": 32, "UNPACK": True})))
+    (d0,) = _dots(fn)
+    assert d0.operands[1].producer.kind == "from_quads" and d0.operands[1].shape == (32, 8)
+    (d1,) = _dots(int_dot_rows(fn, {}))
+    assert d1.attrs["quads"] and "rows_of_transpose" not in d1.attrs
+    assert d1.attrs["b_unpack"] == (4, 7) and d1.attrs["b_max"] == 7
+    assert d1.operands[1].producer.kind == "load" and d1.operands[1].shape == (8, 32)
+    assert not any(op.kind == "from_quads" for op in fn.walk())
 
 
 def test_int_dot_rows_without_unpacking_keeps_the_full_byte_range():

@@ -252,6 +252,13 @@ def accumulate_holds(fn) -> bool:
     return dot.attrs.get("in_place_acc") is True
 
 
+def update_holds(fn) -> bool:
+    loop, = _ops(fn, "for")
+    (carried,), (update,) = loop.blocks[0].args[1:], [y.producer for y in loop.blocks[0].yields]
+    # acc + sum(u) + max(u): the outer add writes over acc, which it reads through the inner one
+    return update.attrs.get("in_place_of") is carried
+
+
 CASES = {
     "inline-single-use": (_epilogue, BLAS, inline_single_use_holds),
     "inline-into-one-loop": (_shared_epilogue, BLAS, one_loop_holds),
@@ -264,6 +271,7 @@ CASES = {
     "choose-reductions": (_reductions, BLAS, reductions_hold),
     "choose-views": (_views, BLAS, views_hold),
     "accumulate-in-place": (_views, BLAS, accumulate_holds),
+    "update-in-place": (_squares, BLAS, update_holds),
     "int-dot-rows": (_byte_dot, BLAS, int_dot_holds),
 }
 

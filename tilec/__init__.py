@@ -19,7 +19,7 @@ _default_wait_policy()       # before any OpenMP runtime loads (see runtime/thre
 
 from . import dtypes
 from .dsl import (abs, arange, broadcast_to, cast, cdiv, ceil, constexpr, cos, dot, erf, exp, exp2,
-                  expand_dims, floor, full, gather, limit, load, log, log2, max, maximum, min, minimum,
+                  expand_dims, floor, from_quads, full, gather, limit, load, log, log2, max, maximum, min, minimum,
                   num_programs, program_id, range, reshape, rsqrt, sigmoid, sin, sqrt, static_range,
                   store, sum, tanh, trans, where, zeros)
 from .dtypes import (bfloat16, bool_, float16, float32, float64, int8, int16, int32, int64, uint8,

@@ -258,6 +258,12 @@ class Builder:
             raise TilecError(f"tc.trans takes a 2-D tile, got {v.type}")
         return self._one("trans", [v], TileType(v.shape[::-1], v.dtype))
 
+    def from_quads(self, v: Value) -> Value:
+        self._tile(v, "tc.from_quads")
+        if len(v.shape) != 2 or v.shape[1] % 4:
+            raise TilecError(f"tc.from_quads takes a 2-D tile whose columns are a multiple of 4, got {v.type}")
+        return self._one("from_quads", [v], TileType((4 * v.shape[0], v.shape[1] // 4), v.dtype))
+
     def expand_dims(self, v: Value, axis: int) -> Value:
         self._tile(v, "indexing with None")
         if not -len(v.shape) - 1 <= axis <= len(v.shape):

@@ -33,6 +33,8 @@ _DOCS = {
     "arange": "arange(n): int32 tile 0..n-1 (n compile-time).",
     "dot": "dot(a, b, acc=None): a @ b in fp32 (int32 for ints), added to acc.",
     "trans": "trans(x): transpose of a 2-D tile.",
+    "from_quads": "from_quads(x): the (4R, C/4) tile x (R, C) holds in k-quad order, "
+                  "out[k, n] = x[k // 4, 4 n + k % 4]: weights laid out for byte dot products.",
     "where": "where(cond, a, b)",
     "cast": "cast(x, dtype)",
     "sum": "sum(x, axis, keepdims=False)",

@@ -585,6 +585,7 @@ class FrontEnd:
             dsl.zeros: zeros, dsl.full: full, dsl.arange: lambda n: b.arange(n),
             dsl.dot: lambda a, c, acc=None: b.dot(tile(a), tile(c), None if acc is None else tile(acc)),
             dsl.trans: lambda x: b.trans(tile(x)),
+            dsl.from_quads: lambda x: b.from_quads(tile(x)),
             dsl.where: where, dsl.cast: lambda x, dtype: b.cast(tile(x), dt.lookup(dtype)),
             dsl.sum: reduce("sum"), dsl.max: reduce("max"), dsl.min: reduce("min"),
             dsl.maximum: binary("max"), dsl.minimum: binary("min"),

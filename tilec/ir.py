@@ -32,6 +32,8 @@ KINDS = {
     "reduce": "reduction along one axis (attrs: op, axis, keepdims)",
     "dot": "matrix product of 2-D tiles, accumulated in fp32 onto an optional accumulator",
     "trans": "transpose of a 2-D tile",
+    "from_quads": "the (4R, C/4) tile held in k-quad order in an (R, C) tile: out[k, n] = "
+                  "src[k // 4, 4 n + k % 4] (the operand order of byte dot-product instructions)",
     "expand_dims": "insert a unit axis (attrs: axis)",
     "broadcast": "broadcast to a shape (attrs: shape)",
     "reshape": "same elements, new static shape (attrs: shape)",

@@ -324,10 +324,12 @@ def _op(op: Op, env: dict, valid: dict, ids: tuple, grid: tuple, w: Workload) ->
             w.useful_flops += useful
         else:
             w.int_ops += n
-    elif k in ("trans", "expand_dims", "broadcast", "reshape") and op.results and op.result.shape:
+    elif k in ("trans", "from_quads", "expand_dims", "broadcast", "reshape") and op.results and op.result.shape:
         r, vs = op.result, _vshape(valid, op.operands[0])
         if k == "trans":
             valid[r.id] = tuple(reversed(vs))
+        elif k == "from_quads":
+            valid[r.id] = (4 * vs[0], vs[1] / 4)
         elif k == "expand_dims":
             valid[r.id] = vs[:op.attrs["axis"]] + (1,) + vs[op.attrs["axis"]:]
         elif k == "broadcast":
@@ -461,6 +463,10 @@ def _tile(op: Op, env: dict):
             out = np.reshape(vals[0], op.attrs["shape"])
         elif k == "trans":
             out = np.transpose(vals[0])
+        elif k == "from_quads":
+            src = np.asarray(vals[0])
+            rows, cols = src.shape
+            out = src.reshape(rows, cols // 4, 4).transpose(0, 2, 1).reshape(4 * rows, cols // 4)
         else:
             return None
         return np.broadcast_to(out, op.result.shape) if np.shape(out) != op.result.shape else out

@@ -22,7 +22,7 @@ from .reductions import choose_reductions
 from .row_sums import fuse_row_sums
 from .simplify import simplify
 from .verify import verify
-from .views import accumulate_in_place, choose_views
+from .views import accumulate_in_place, choose_views, update_in_place
 from .windows import prefetch_next_rows, read_in_place
 
 
@@ -56,10 +56,11 @@ LOWERING: dict[str, list[Pass]] = {
         Pass("fuse-row-sums", fuse_row_sums, "the loop writing a tile sums its rows: no second read"),
         Pass("read-in-place", read_in_place, "a load read by element indexes the tensor: no copy"),
         Pass("prefetch-next-rows", prefetch_next_rows, "rows a step jumps to are fetched a step ahead"),
+        Pass("accumulate-in-place", accumulate_in_place, "a dot adds into an accumulator nothing else reads"),
+        Pass("update-in-place", update_in_place, "a carried tile's elementwise update overwrites it: no new array"),
         Pass("loop-private-buffers", loop_private_buffers, "a tile dead by the step's end is allocated once"),
         Pass("choose-reductions", choose_reductions, "lookup sums, vector rows, row blocks, lanes: fewer reads"),
         Pass("choose-views", choose_views, "a tile that is only read is a view of what it reads: no copy"),
-        Pass("accumulate-in-place", accumulate_in_place, "a dot adds into an accumulator nothing else reads"),
     ],
     "triton": [],
     "cuda": [

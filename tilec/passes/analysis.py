@@ -7,9 +7,19 @@ from ..ir import ELEMENTWISE, Block, Function, Op, Value
 
 SIXTEEN = ("float16", "bfloat16")
 # Ops computed elementwise over their result tile (each operand read at a derived index).
-EXPRESSION = ELEMENTWISE | {"trans", "reshape", "gather"}
+EXPRESSION = ELEMENTWISE | {"trans", "from_quads", "reshape", "gather"}
 # Expression ops that only re-index or build constants: inlining them never adds reads.
 INDEX_ONLY = {"const", "full", "arange", "expand_dims", "broadcast"}
+
+
+# a byte dot's right operand, re-indexed by -> the attribute int-dot-rows sets when the dot reads
+# the stored tile itself (passes/int_dots.py)
+HELPER_ORDERS = {"trans": "rows_of_transpose", "from_quads": "quads"}
+
+
+def by_helper(op: Op) -> bool:
+    """A byte dot given to a vector helper (int-dot-rows): it reads its operands as arrays."""
+    return op.kind == "dot" and any(op.attrs.get(attr) for attr in HELPER_ORDERS.values())
 
 
 def operand_identity(op: Op, k: int, ident: bool) -> bool:
@@ -18,7 +28,7 @@ def operand_identity(op: Op, k: int, ident: bool) -> bool:
     v = op.operands[k]
     if not ident or v.shape != op.result.shape:
         return False
-    if op.kind in ("trans", "reshape", "expand_dims", "broadcast"):
+    if op.kind in ("trans", "from_quads", "reshape", "expand_dims", "broadcast"):
         return False
     if op.kind == "gather":
         return k == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..ir import ELEMENTWISE, Block, Function, Op, Value, uses
-from .analysis import (EXPRESSION, INDEX_ONLY, SIXTEEN, operand_identity, reads_as_expression, readers,
+from .analysis import (EXPRESSION, INDEX_ONLY, SIXTEEN, by_helper, operand_identity, reads_as_expression, readers,
                        yielded)
 
 
@@ -74,7 +74,7 @@ def inline_pointwise(fn: Function, options: dict) -> Function:
 
 def _dot_reads_once(reader: Op, v: Value) -> bool:
     return reader.kind == "dot" and reader.operands[1] is v and reader.operands[0] is not v and \
-        reader.operands[0].shape[0] == 1 and "rows_of_transpose" not in reader.attrs   # a helper reads that one
+        reader.operands[0].shape[0] == 1 and not by_helper(reader)   # a helper reads that one
 
 
 def inline_index_tiles(fn: Function, options: dict) -> Function:

@@ -1,8 +1,12 @@
-"""Integer dots by rows: a ``dot`` of an int8 tile with the transpose of a uint8 tile
-(``dot(a, trans(b))``, int32 sums) reads b's rows directly, each output column one contiguous
-run of products, which is the shape of the CPU's byte dot-product instructions (AVX2
-``vpmaddubsw``/``vpmaddwd``, VNNI ``vpdpbusd``). The dot then takes b itself as its right
-operand, with ``rows_of_transpose`` set, and the transpose goes away when nothing else reads it.
+"""Integer dots read by vector helpers: a ``dot`` of an int8 tile with a uint8 tile stored in
+one of the two orders the CPU's byte dot-product instructions (AVX2 ``vpmaddubsw``/``vpmaddwd``,
+VNNI ``vpdpbusd``) take, and the dot reads that stored tile itself:
+
+- ``dot(a, trans(b))``: each output column is one contiguous run of b's row (``rows_of_transpose``);
+- ``dot(a, from_quads(b))``: b in k-quad order, each vector lane one output column, four bytes of
+  depth per lane (``quads``): no horizontal sums, every unpacked vector serves all rows of a.
+
+The re-indexing op goes away when nothing else reads it.
 
 Codes unpacked from bytes by a shift and a mask with constants, ``(q >> s) & m``, go into the
 dot too (``b_unpack = (s, m)``, the dot reading q): a backend unpacks them in registers.
@@ -13,7 +17,8 @@ largest uint8, 255."""
 from __future__ import annotations
 
 from ..ir import Block, Function, Op, Value, const_value
-from .analysis import readers
+from .analysis import HELPER_ORDERS as _ORDERS
+from .analysis import by_helper, readers
 
 
 def int_dot_rows(fn: Function, options: dict) -> Function:
@@ -21,15 +26,15 @@ def int_dot_rows(fn: Function, options: dict) -> Function:
     for block in [fn.body] + [child for op in fn.walk() for child in op.blocks]:
         dead: list[Op] = []
         for op in block.ops:
-            if op.kind != "dot" or op.result.dtype.name != "int32" or "rows_of_transpose" in op.attrs:
+            if op.kind != "dot" or op.result.dtype.name != "int32" or by_helper(op):
                 continue
             a, b = op.operands[:2]
             t = b.producer
-            if a.dtype.name != "int8" or b.dtype.name != "uint8" or t is None or t.kind != "trans":
+            if a.dtype.name != "int8" or b.dtype.name != "uint8" or t is None or t.kind not in _ORDERS:
                 continue
             rows = t.operands[0]
             op.operands[1] = rows
-            op.attrs["rows_of_transpose"] = True
+            op.attrs[_ORDERS[t.kind]] = True
             op.attrs["b_max"] = value_bound(rows)
             reads.setdefault(rows.id, []).append(op)
             reads[b.id] = [r for r in reads.get(b.id, []) if r is not op]
@@ -66,7 +71,7 @@ def value_bound(v: Value) -> int:
     top = (1 << v.dtype.bits) - 1
     if op is None:
         return top
-    if op.kind in ("reshape", "trans", "expand_dims", "broadcast"):
+    if op.kind in ("reshape", "trans", "from_quads", "expand_dims", "broadcast"):
         return min(top, value_bound(op.operands[0]))
     if op.kind == "cast" and op.operands[0].dtype.kind == "uint":
         return min(top, value_bound(op.operands[0]))

@@ -12,12 +12,14 @@
 and marks a ``trans`` only BLAS dots read as a view (``view``: BLAS takes the transposed
 layout as a flag), and a loop-carried ``reshape`` as a copy (``copy``: a carried view would
 alias its source). ``accumulate-in-place`` marks a dot that may add into its accumulator's
-array (``in_place_acc``) because nothing else reads it and no other tile shares it."""
+array (``in_place_acc``) because nothing else reads it and no other tile shares it, and an
+elementwise update of a loop-carried tile (``acc = acc + ...``) that may write its result over
+the tile it reads at the same element (``in_place_of``: that tile)."""
 from __future__ import annotations
 
 from ..ir import ELEMENTWISE, Function, Op, Value, root, uses
-from .analysis import (SIXTEEN, blas_reads, branch_results, in_place, producers, read_only_by_dot, readers,
-                       used_up, yielded)
+from .analysis import (SIXTEEN, blas_reads, branch_results, in_place, operand_identity, producers,
+                       read_only_by_dot, readers, used_up, yielded)
 
 # ops whose result is a new array of its own (a load copies unless it is a view, and a view
 # is never a dot's accumulator)
@@ -58,10 +60,33 @@ def accumulate_in_place(fn: Function, options: dict) -> Function:
     return fn
 
 
+def update_in_place(fn: Function, options: dict) -> Function:
+    count, made_by = uses(fn), producers(fn)
+    for op in fn.walk():
+        if op.kind not in ELEMENTWISE or not op.results or not op.result.shape or op.attrs.get("inline"):
+            continue
+        for v in _read_pointwise(op):
+            if v.type == op.result.type and isinstance(made_by.get(v.id), tuple) and _owns(v, count, made_by, op):
+                op.attrs["in_place_of"] = v
+                break
+    return fn
+
+
+def _read_pointwise(op: Op):
+    """The tiles ``op`` reads at the element it writes, directly or through inlined elementwise
+    ops (``acc + a + b`` reads acc through the inlined ``acc + a``)."""
+    for k, v in enumerate(op.operands):
+        if operand_identity(op, k, True):
+            yield v
+            p = v.producer
+            if p is not None and p.kind in ELEMENTWISE and p.attrs.get("inline"):
+                yield from _read_pointwise(p)
+
+
 def _owns(v: Value, count: dict[int, int], made_by: dict, dot: Op | None) -> bool:
-    """May ``dot`` overwrite tile ``v`` in place? Only if nothing else reads v and no other
-    value shares its array. A loop-carried v qualifies when the loop carries this dot's
-    result in its place and the array it starts from qualifies."""
+    """May ``dot`` (a dot, or an elementwise update) overwrite tile ``v`` in place? Only if
+    nothing else reads v and no other value shares its array. A loop-carried v qualifies when
+    the loop carries this op's result in its place and the array it starts from qualifies."""
     if count.get(v.id, 0) != 1:
         return False
     p = made_by.get(v.id)

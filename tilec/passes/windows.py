@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Block, Function, Op, Value, const_value, root, walk
-from .analysis import SIXTEEN, blas_reads, inlined, read_only_by_dot, reads_as_expression, readers, yielded
+from .analysis import SIXTEEN, blas_reads, by_helper, inlined, read_only_by_dot, reads_as_expression, readers, yielded
 
 PREFETCH_BYTES = 16384     # a box this large streams from memory
 
@@ -31,7 +31,7 @@ def read_in_place(fn: Function, options: dict) -> Function:
             return False  # rounds the whole tile
         if reader.kind == "store" and reader.operands[0].dtype.name in SIXTEEN:
             return False
-        if reader.kind == "dot" and reader.attrs.get("rows_of_transpose"):
+        if by_helper(reader):
             return reader.operands[2:] == [] or reader.operands[2] is not v  # rows of the window, as a view
         if reader.kind == "dot":  # a loop-nest dot reads its right operand element by element
             on_blas = blas and reader.result.dtype.name == "float32"

@@ -52,6 +52,8 @@ def expr_reads(plan: Plan, op: Op, idx: Index, ident: bool) -> frozenset:
         return operand(0, own[:ax] + own[ax + 1:])
     if k == "trans":
         return operand(0, [own[1], own[0]])
+    if k == "from_quads":
+        return operand(0, [own[0], own[0] | own[1]])
     if k == "reshape":
         return operand(0, [flat_reads(own, r.shape)] * len(op.operands[0].shape))
     if k == "gather":

@@ -302,6 +302,8 @@ class CudaRenderer(base.Renderer):
             return self._binary(op.attrs["op"], a, b, op.operands[0].dtype, r.dtype)
         if k == "trans":
             return self.operand(op, 0, [own[1], own[0]], ident)
+        if k == "from_quads":
+            return self.operand(op, 0, [f"(({own[0]}) >> 2)", f"(4 * ({own[1]}) + (({own[0]}) & 3))"], ident)
         if k == "reshape":
             src = op.operands[0].shape
             f = self.flat(own, r.shape)

@@ -205,3 +205,160 @@ def route_runs(route: str) -> bool:
     order = {"scalar": 0, "avx2": 1, "vnni": 2}
     have = best_route()
     return order[route] <= order[have] and (route != "vnni" or have == "vnni")
+
+
+# -- the k-quad order (tc.from_quads): lanes are columns ------------------------------------------
+
+AHEAD = 2048   # bytes of b prefetched ahead of the quad row being read
+
+def _quads(route: str, rows: int, vecs: int):
+    """An intrinsic: for ``rows`` rows of a (int8, ``sa`` bytes apart) and 8 * ``vecs`` columns of
+    b held in k-quad order (uint8, rows of b ``sb`` bytes apart, 4 bytes a column), add over
+    ``nq`` quads sum_q a[r, 4q..4q+3] . ((b[q, 4c..4c+3] >> shift) & mask) to the int32 outputs at
+    ``pout`` (rows ``so`` bytes apart). Each int32 lane is one column, so no horizontal sums: one
+    vpdpbusd (or vpmaddubsw + vpmaddwd) per quad and 8 columns, the row's four bytes broadcast.
+    Every unpacked weight vector serves all ``rows`` rows; one row alternates two accumulators."""
+    @intrinsic
+    def quad_run(typingctx, pa, sa, pb, sb, nq, shift, mask, pout, so):
+        def codegen(context, builder, signature, args):
+            pa_, sa_, pb_, sb_, nq_, shift_, mask_, pout_, so_ = args
+            ptr8 = _i8.as_pointer()
+            const = lambda v: context.get_constant(types.intp, v)  # noqa: E731
+            a0, b0, o0 = (builder.inttoptr(p, ptr8) for p in (pa_, pb_, pout_))
+            mod = builder.module
+            fn = lambda name, ret, params: cgutils.get_or_insert_function(  # noqa: E731
+                mod, llvm_ir.FunctionType(ret, params), name)
+
+            def splat(x, ty):
+                lane = builder.trunc(x, ty.element) if x.type != ty.element else x
+                return builder.shuffle_vector(builder.insert_element(llvm_ir.Constant(ty, None), lane, _i32(0)),
+                                              llvm_ir.Constant(ty, None), llvm_ir.Constant(
+                                                  llvm_ir.VectorType(_i32, ty.count), [0] * ty.count))
+
+            sh, mk = splat(shift_, _v32i8), splat(mask_, _v32i8)
+            chains = 2 if rows == 1 else 1
+            accs = [[cgutils.alloca_once_value(builder, llvm_ir.Constant(_v8i32, None)) for _ in range(vecs * chains)]
+                    for _ in range(rows)]
+            ones = llvm_ir.Constant(_v16i16, [1] * 16)
+
+            prefetch = fn("llvm.prefetch.p0i8", llvm_ir.VoidType(), [ptr8, _i32, _i32, _i32])
+
+            def step(q, chain):
+                brow = builder.gep(b0, [builder.mul(q, sb_)])
+                for line in range(0, 32 * vecs, 64):   # the stream AHEAD bytes on (a hint: never faults)
+                    builder.call(prefetch, [builder.gep(brow, [const(AHEAD + line)]), _i32(0), _i32(3), _i32(1)])
+                ws = [builder.and_(builder.lshr(builder.load(builder.bitcast(
+                    builder.gep(brow, [const(32 * v)]), _v32i8.as_pointer()), align=1), sh), mk) for v in range(vecs)]
+                for r in range(rows):
+                    at = builder.add(builder.mul(const(r), sa_), builder.mul(q, const(4)))
+                    four = builder.load(builder.bitcast(builder.gep(a0, [at]), _i32.as_pointer()), align=1)
+                    xa = builder.bitcast(splat(four, _v8i32), _v32i8)
+                    for v, w in enumerate(ws):
+                        slot = accs[r][v * chains + chain]
+                        if route == "vnni":
+                            dp = fn("llvm.x86.avx512.vpdpbusd.256", _v8i32, [_v8i32, _v32i8, _v32i8])
+                            acc = builder.call(dp, [builder.load(slot), w, xa])
+                        else:
+                            maddubs = fn("llvm.x86.avx2.pmadd.ub.sw", _v16i16, [_v32i8, _v32i8])
+                            madd = fn("llvm.x86.avx2.pmadd.wd", _v8i32, [_v16i16, _v16i16])
+                            acc = builder.add(builder.load(slot),
+                                              builder.call(madd, [builder.call(maddubs, [w, xa]), ones]))
+                        builder.store(acc, slot)
+
+            pairs = builder.udiv(nq_, const(chains))
+            with cgutils.for_range(builder, pairs) as loop:
+                for chain in range(chains):
+                    step(builder.add(builder.mul(loop.index, const(chains)), const(chain)), chain)
+            if chains == 2:
+                with cgutils.if_unlikely(builder, builder.icmp_unsigned("!=", builder.urem(nq_, const(2)), const(0))):
+                    step(builder.sub(nq_, const(1)), 0)
+            for r in range(rows):
+                orow = builder.gep(o0, [builder.mul(const(r), so_)])
+                for v in range(vecs):
+                    total = builder.load(accs[r][v * chains])
+                    if chains == 2:
+                        total = builder.add(total, builder.load(accs[r][v * chains + 1]))
+                    dst = builder.bitcast(builder.gep(orow, [const(32 * v)]), _v8i32.as_pointer())
+                    builder.store(builder.add(builder.load(dst, align=4), total), dst, align=4)
+            return context.get_dummy_value()
+
+        return types.none(types.intp, types.intp, types.intp, types.intp, types.intp, types.int32, types.int32,
+                          types.intp, types.intp), codegen
+    return quad_run
+
+
+_QUADS = {(route, r, v): _quads(route, r, v) for route in ("vnni", "avx2") for r in (1, 2, 4) for v in (1, 4)}
+_q_vnni_1_1, _q_vnni_2_1, _q_vnni_4_1, _q_vnni_1_4, _q_vnni_2_4, _q_vnni_4_4 = (
+    _QUADS["vnni", r, v] for v in (1, 4) for r in (1, 2, 4))
+_q_avx2_1_1, _q_avx2_2_1, _q_avx2_4_1, _q_avx2_1_4, _q_avx2_2_4, _q_avx2_4_4 = (
+    _QUADS["avx2", r, v] for v in (1, 4) for r in (1, 2, 4))
+
+
+def _make_quads(route: str):
+    """int_dot_quads compiled for one route (tests call each; ``int_dot_quads`` is the host's)."""
+    vector = route != "scalar"
+    is_vnni = route == "vnni"
+
+    @numba.njit(cache=True)
+    def int_dot_quads(a, b, out, b_max, accumulate, shift=0, mask=255):
+        # out[m, n] (+)= sum_k a[m, k] * ((b[k // 4, 4 n + k % 4] >> shift) & mask); views smaller
+        # than the tiles they stand for (edge tiles read in place) count as zeros beyond
+        rows, cols = min(a.shape[0], out.shape[0]), min(b.shape[1] // 4, out.shape[1])
+        depth = min(a.shape[1], 4 * b.shape[0])
+        if not accumulate:
+            out[:] = 0
+        exact = is_vnni or 2 * b_max * 128 <= 32767        # int16 pair sums of vpmaddubsw
+        fast = vector and exact and a.strides[1] == 1 and b.strides[1] == 1 and out.strides[1] == 4
+        nq = depth // 4 if fast else 0
+        sh, mk = np.int32(shift), np.int32(mask)
+        pa, pb, po = a.ctypes.data, b.ctypes.data, out.ctypes.data
+        sa, sb, so = a.strides[0], b.strides[0], out.strides[0]
+        wide = cols - cols % 8 if nq else 0
+        j = 0
+        while j < wide:
+            two = j + 32 <= wide
+            i = 0
+            while i < rows:
+                r = 4 if i + 4 <= rows else (2 if i + 2 <= rows else 1)
+                aa, bb, oo = pa + i * sa, pb + 4 * j, po + i * so + 4 * j
+                if is_vnni:
+                    if two:
+                        if r == 4:
+                            _q_vnni_4_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                        elif r == 2:
+                            _q_vnni_2_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                        else:
+                            _q_vnni_1_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                    elif r == 4:
+                        _q_vnni_4_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                    elif r == 2:
+                        _q_vnni_2_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                    else:
+                        _q_vnni_1_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                elif two:
+                    if r == 4:
+                        _q_avx2_4_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                    elif r == 2:
+                        _q_avx2_2_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                    else:
+                        _q_avx2_1_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                elif r == 4:
+                    _q_avx2_4_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                elif r == 2:
+                    _q_avx2_2_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                else:
+                    _q_avx2_1_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                i += r
+            j += 32 if two else 8
+        for n in range(0 if 4 * nq < depth else wide, cols):   # depth past the quads; columns past the vectors
+            start = 4 * nq if n < wide else 0
+            for m in range(rows):
+                s = np.int32(0)
+                for k in range(start, depth):
+                    s += np.int32(a[m, k]) * ((np.int32(b[k >> 2, 4 * n + (k & 3)]) >> sh) & mk)
+                out[m, n] += s
+    return int_dot_quads
+
+
+QUAD_ROUTES = {r: _make_quads(r) for r in ("vnni", "avx2", "scalar")}
+int_dot_quads = QUAD_ROUTES[ROUTE]

@@ -15,7 +15,7 @@ import re
 
 from ...errors import TilecError
 from ...ir import Block, Function, Op, Value
-from ...passes.analysis import in_place, inlined
+from ...passes.analysis import by_helper, in_place, inlined
 from ..render import INFIX, Renderer, kernel_symbol
 from .blocked_dots import BlockedDots
 from .memory import Memory
@@ -192,6 +192,8 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
             return self.ref(op.operands[0], own[:ax] + own[ax + 1:])
         if k == "broadcast":
             return self.ref(op.operands[0], own)
+        if k == "from_quads":
+            return self.ref(op.operands[0], [f"({own[0]} >> 2)", f"(4 * {own[1]} + ({own[0]} & 3))"])
         if k == "where":
             c, a, b = (self.ref(v, own) for v in op.operands)
             return f"({a} if {c} else {b})"
@@ -256,11 +258,15 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
 
     def materialize(self, op: Op) -> None:
         r = op.result
+        over = op.attrs.get("in_place_of")   # passes/views.py: written over that tile's array
+        if over is not None:
+            self.name.alias(r, self.name(over))
         name = self.name(r)
         if r.shape == ():
             self.emit(f"{name} = {self.expr(op, [])}")
             return
-        self.emit(f"{name} = {self.empty(r)}")
+        if over is None:
+            self.emit(f"{name} = {self.empty(r)}")
         row_sum = self.fused_sums.get(r.id)
         if row_sum is not None:
             self._materialize_summing_rows(op, row_sum)
@@ -306,7 +312,7 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
             self.emit(f"{total} = {acc}")
         self.close(len(outer))
 
-    op_full = op_arange = op_unary = op_binary = op_where = op_expand_dims = op_broadcast = materialize
+    op_full = op_arange = op_unary = op_binary = op_where = op_expand_dims = op_broadcast = op_from_quads = materialize
 
     def op_const(self, op: Op) -> None:
         self.name.alias(op.result, literal(op.attrs["value"], op.result.dtype))
@@ -342,7 +348,7 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
         if r.id in self.blocked:
             self._blocked_dot(op, self.blocked[r.id])
             return
-        if op.attrs.get("rows_of_transpose"):
+        if by_helper(op):
             self._int_dot_rows(op)
             return
         if self.options["dot"] == "blas" and r.dtype.name == "float32":
@@ -371,7 +377,8 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
         self.depth -= 2
 
     def _int_dot_rows(self, op: Op) -> None:
-        """A byte dot reading b by rows (passes/int_dots.py): one call of the vector helper."""
+        """A byte dot reading b by rows, or in k-quad order (passes/int_dots.py): one call of the
+        vector helper."""
         a, b = op.operands[:2]
         acc = op.operands[2] if len(op.operands) > 2 else None
         r = op.result
@@ -391,7 +398,8 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
             self.emit(f"    for {ahead} in range(max({starts[1]}, 0), min({starts[1]} + {box[1]}, {t}.shape[1]), {line}):")
             self.emit(f"        rt.prefetch({t}, (np.uintp({row}), np.uintp({ahead})))")
         shift, mask = op.attrs.get("b_unpack", (0, 255))
-        self.emit(f"rt.int_dot({views[0]}, {views[1]}, {self.name(r)}, {op.attrs['b_max']}, {acc is not None}, "
+        helper = "int_dot_quads" if op.attrs.get("quads") else "int_dot"
+        self.emit(f"rt.{helper}({views[0]}, {views[1]}, {self.name(r)}, {op.attrs['b_max']}, {acc is not None}, "
                   f"{shift}, {mask})")
 
     def op_trans(self, op: Op) -> None:

@@ -454,6 +454,15 @@ class TritonRenderer(Renderer):
         x = op.operands[0]
         self.define(op.result, f"tl.trans({self.ref(x)})", self.held.get(x.id))
 
+    def op_from_quads(self, op: Op) -> None:
+        x, r = op.operands[0], op.result
+        rows, cols = x.shape
+        if padded(x.shape) != x.shape or not is_pow2(cols // 4):
+            raise TilecError(f"triton backend: from_quads needs power-of-two extents, got {x.type}")
+        # [r, 4 n + q] -> [r, n, q] -> [r, q, n] -> [4 r + q, n]
+        self.define(r, f"tl.reshape(tl.permute(tl.reshape({self.ref(x)}, ({rows}, {cols // 4}, 4)), (0, 2, 1)), "
+                       f"{r.shape})", self.held.get(x.id))
+
     def op_reshape(self, op: Op) -> None:
         x, r = op.operands[0], op.result
         if padded(x.shape) != x.shape or padded(r.shape) != r.shape:
