@@ -53,17 +53,17 @@ def quantize_rows_kernel(X, XQ, XS, XSUM, BM: tc.constexpr, G: tc.constexpr):
 
 
 @tc.kernel
-def quant_gemm_q8_kernel(XQ, XS, XSUM, QV, S, Z, Y, BM: tc.constexpr, G: tc.constexpr, BITS: tc.constexpr,
-                         SYMMETRIC: tc.constexpr):
-    # XQ, XS, XSUM from quantize_rows_kernel; QV (N/32 * K * BITS/32, 128) codes in k-quad order
-    # (quad_codes), a block of 32 columns after another; S, Z (K/G, N); Y (M, N)
+def quant_gemm_q8_kernel(XQ, XS, XSUM, QV, S, Z, Y, BM: tc.constexpr, W: tc.constexpr, G: tc.constexpr,
+                         BITS: tc.constexpr, SYMMETRIC: tc.constexpr):
+    # XQ, XS, XSUM from quantize_rows_kernel; QV (N/W * K * BITS/32, 4 W) codes in k-quad order
+    # (quad_codes), a block of W columns after another; S, Z (K/G, N); Y (M, N)
     pm, pn = tc.program_id(0), tc.program_id(1)
     R = G * BITS // 32                                            # rows of QV per group and block
     base = pn * (XQ.shape[1] // G) * R
-    acc = tc.zeros((BM, 32), tc.float32)
+    acc = tc.zeros((BM, W), tc.float32)
     for k in tc.range(0, XQ.shape[1], G):
         g = k // G
-        q = tc.load(QV, (base + g * R, 0), (R, 128))
+        q = tc.load(QV, (base + g * R, 0), (R, 4 * W))
         if BITS == 4:   # low nibbles: codes 0..G/2-1 of the group, high nibbles: the rest
             d = tc.dot(tc.load(XQ, (pm * BM, k), (BM, G // 2)), tc.from_quads(q & 15))
             d = tc.dot(tc.load(XQ, (pm * BM, k + G // 2), (BM, G // 2)), tc.from_quads(q >> 4), d)
@@ -72,13 +72,13 @@ def quant_gemm_q8_kernel(XQ, XS, XSUM, QV, S, Z, Y, BM: tc.constexpr, G: tc.cons
         d = tc.cast(d, tc.float32)                                # int32 sums, exact in fp32
         xs = tc.load(XS, (pm * BM, g), (BM, None))
         xsum = tc.cast(tc.load(XSUM, (pm * BM, g), (BM, None)), tc.float32)
-        s = tc.load(S, (g, pn * 32), (None, 32))
+        s = tc.load(S, (g, pn * W), (None, W))
         if SYMMETRIC:
             zx = xsum[:, None] * float(1 << (BITS - 1))
         else:
-            zx = xsum[:, None] * tc.cast(tc.load(Z, (g, pn * 32), (None, 32)), tc.float32)[None, :]
+            zx = xsum[:, None] * tc.cast(tc.load(Z, (g, pn * W), (None, W)), tc.float32)[None, :]
         acc = acc + (xs[:, None] * s[None, :]) * (d - zx)
-    tc.store(Y, (pm * BM, pn * 32), acc)
+    tc.store(Y, (pm * BM, pn * W), acc)
 
 
 TILES = [Param("BM", (1, 2, 4, 8, 16))]
@@ -95,23 +95,26 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     return {"BM": min(16, 1 << (m - 1).bit_length())}
 
 
-def quad_codes(qw: QuantizedWeight) -> np.ndarray:
-    """The code layout (N/32 * K * bits/32, 128) uint8 described above, made once per weight and
-    kept on it: blocks of 32 columns one after another (a program streams one contiguous run),
+WIDTH = 32   # columns per block of the layout: four vectors of eight int32 lanes
+
+
+def quad_codes(qw: QuantizedWeight, width: int = WIDTH) -> np.ndarray:
+    """The code layout (N/W * K * bits/32, 4 W) uint8 described above, made once per weight and
+    kept on it: blocks of W = ``width`` columns one after another (a program streams one contiguous run),
     in each the groups in order, in each group rows of four bytes per column (k-quad order,
     ``tc.from_quads``). Columns past N are zero codes."""
     cached = qw.__dict__.get("_quad_codes")
-    if cached is not None:
+    if cached is not None and cached.shape[1] == 4 * width:
         return cached
     c = qw.config
     k, n = qw.shape
-    groups, blocks = k // c.group_size, -(-n // 32)
-    codes = np.zeros((groups, c.group_size, blocks * 32), np.uint8)
+    groups, blocks = k // c.group_size, -(-n // width)
+    codes = np.zeros((groups, c.group_size, blocks * width), np.uint8)
     codes[:, :, :n] = qw.codes().reshape(groups, c.group_size, n)
     if c.bits == 4:
         half = c.group_size // 2
         codes = codes[:, :half] | (codes[:, half:] << 4)
-    out = codes.reshape(groups, -1, 4, blocks, 32).transpose(3, 0, 1, 4, 2).reshape(-1, 128)
+    out = codes.reshape(groups, -1, 4, blocks, width).transpose(3, 0, 1, 4, 2).reshape(-1, 4 * width)
     out = np.ascontiguousarray(out)
     object.__setattr__(qw, "_quad_codes", out)
     return out
@@ -145,8 +148,8 @@ def quant_gemm_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, conf
     zeros = scales if qw.zeros is None else _on_device(qw.zeros, x2)
     xq, xs, xsum = quantize_rows(x2, c.group_size, be)
     y = output_like(x2, (m, n), tc.float32)
-    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, 32))
-    quant_gemm_q8_kernel[grid](xq, xs, xsum, qv, scales, zeros, y, backend=be, G=c.group_size, BITS=c.bits,
+    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, WIDTH))
+    quant_gemm_q8_kernel[grid](xq, xs, xsum, qv, scales, zeros, y, backend=be, W=WIDTH, G=c.group_size, BITS=c.bits,
                                SYMMETRIC=c.symmetric, **cfg)
     return y
 

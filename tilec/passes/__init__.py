@@ -48,7 +48,7 @@ COMMON: list[Pass] = [
 # backend -> its lowering passes, in order, after COMMON
 LOWERING: dict[str, list[Pass]] = {
     "numba": [
-        Pass("int-dot-rows", int_dot_rows, "a byte dot reads its transposed operand by rows: dot-product instructions"),
+        Pass("int-dot-rows", int_dot_rows, "a byte dot reads its stored rows or k-quads: dot-product instructions"),
         Pass("inline-single-use", inline_single_use, "a tile read once as an expression is never stored"),
         Pass("inline-into-one-loop", inline_into_one_loop, "an epilogue is one pass over its tile, nothing stored between"),
         Pass("inline-index-tiles", inline_index_tiles, "index arithmetic recomputed beats a tile read in a loop"),

@@ -209,8 +209,6 @@ def route_runs(route: str) -> bool:
 
 # -- the k-quad order (tc.from_quads): lanes are columns ------------------------------------------
 
-AHEAD = 2048   # bytes of b prefetched ahead of the quad row being read
-
 def _quads(route: str, rows: int, vecs: int):
     """An intrinsic: for ``rows`` rows of a (int8, ``sa`` bytes apart) and 8 * ``vecs`` columns of
     b held in k-quad order (uint8, rows of b ``sb`` bytes apart, 4 bytes a column), add over
@@ -241,12 +239,8 @@ def _quads(route: str, rows: int, vecs: int):
                     for _ in range(rows)]
             ones = llvm_ir.Constant(_v16i16, [1] * 16)
 
-            prefetch = fn("llvm.prefetch.p0i8", llvm_ir.VoidType(), [ptr8, _i32, _i32, _i32])
-
             def step(q, chain):
                 brow = builder.gep(b0, [builder.mul(q, sb_)])
-                for line in range(0, 32 * vecs, 64):   # the stream AHEAD bytes on (a hint: never faults)
-                    builder.call(prefetch, [builder.gep(brow, [const(AHEAD + line)]), _i32(0), _i32(3), _i32(1)])
                 ws = [builder.and_(builder.lshr(builder.load(builder.bitcast(
                     builder.gep(brow, [const(32 * v)]), _v32i8.as_pointer()), align=1), sh), mk) for v in range(vecs)]
                 for r in range(rows):
@@ -295,11 +289,12 @@ _q_avx2_1_1, _q_avx2_2_1, _q_avx2_4_1, _q_avx2_1_4, _q_avx2_2_4, _q_avx2_4_4 = (
 
 
 def _make_quads(route: str):
-    """int_dot_quads compiled for one route (tests call each; ``int_dot_quads`` is the host's)."""
+    """int_dot_quads compiled for one route (tests call each; ``int_dot_quads`` is the host's).
+    Inlined where called: its arguments are mostly constants there, and its branches fold."""
     vector = route != "scalar"
     is_vnni = route == "vnni"
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, inline="always")
     def int_dot_quads(a, b, out, b_max, accumulate, shift=0, mask=255):
         # out[m, n] (+)= sum_k a[m, k] * ((b[k // 4, 4 n + k % 4] >> shift) & mask); views smaller
         # than the tiles they stand for (edge tiles read in place) count as zeros beyond
