@@ -274,6 +274,8 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
         idx = self.loops(r.shape)
         self.open_inner(idx[-1], rows=True)
         value = self.expr(op, idx)
+        if over is not None:   # spelled as ref() reads it (size-1 axes at 0): one row view for both
+            idx = ["0" if s == 1 else i for s, i in zip(r.shape, idx)]
         self.emit(f"{self._cell(name, idx)} = {value}")
         self.close_inner()
         self.close(len(idx))
