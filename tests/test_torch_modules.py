@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is optional: pip install torch (CPU build) to run these")
@@ -108,6 +109,41 @@ def test_quantlinear_rejects_bad_forms():
         ops.torch.quantize_linear(torch.nn.Linear(48, 32), "int4", group_size=32)
     with pytest.raises(tc.InputError, match="method"):
         quantize_model(torch.nn.Sequential(torch.nn.Linear(64, 32)), "fp8")
+
+
+@pytest.mark.parametrize("method", ["int4", "int8"])
+def test_quantlinear_act_quant_is_held_to_its_bound_and_follows_reloaded_codes(method):
+    from ops.quant_q8 import act_quant_bound
+    torch.manual_seed(7)
+    lin = torch.nn.Linear(256, 48)
+    layer = QuantLinear.from_linear(lin, method, group_size=64, act_quant="int8")
+    exact = QuantLinear.from_linear(lin, method, group_size=64)
+    assert "act_quant=int8" in repr(layer) and "act_quant" not in repr(exact)
+    x = torch.randn(2, 3, 256)
+    got, want = layer(x), exact(x)
+    assert got.shape == (2, 3, 48)
+    bits = int(method[3:])
+    qw = ops.quantize(lin.weight.detach().t().contiguous().numpy(), bits, 64)   # the layer's own codes
+    np.testing.assert_array_equal(qw.dequantize(), exact.weight.detach().t().numpy())
+    bound = act_quant_bound(x.reshape(-1, 256).numpy(), qw)
+    diff = (got - want).reshape(-1, 48).detach().numpy()
+    assert np.all(np.abs(diff) <= bound * (1 + 1e-4) + 1e-5) and np.abs(diff).max() > 0   # quantized, bounded
+    # codes loaded in place (a saved layer, another weight): the k-quad copy is made again
+    other = QuantLinear.from_linear(torch.nn.Linear(256, 48), method, group_size=64)
+    layer.load_state_dict(other.state_dict())
+    assert torch.allclose(layer(x), other(x), atol=0.5) and not torch.allclose(layer(x), got, atol=1e-3)
+
+
+def test_quantlinear_act_quant_rejects_forms_it_cannot_read():
+    with pytest.raises(tc.InputError, match="not lut"):
+        ops.torch.quantize_linear(torch.nn.Linear(64, 32), "lut", act_quant="int8")
+    with pytest.raises(tc.InputError, match="multiple of 8"):
+        ops.torch.quantize_linear(torch.nn.Linear(64, 32), "int4", group_size=4, act_quant="int8")
+    with pytest.raises(tc.InputError, match="act_quant must be one of"):
+        quantize_model(torch.nn.Sequential(torch.nn.Linear(64, 32)), "int4", group_size=32, act_quant="int4")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16))
+    assert quantize_model(model, "int8", group_size=32, act_quant="int8") == ["0", "2"]
+    assert all(model[i].act_quant == "int8" for i in (0, 2))
 
 
 def _bert(layers=2):

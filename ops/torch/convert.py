@@ -45,9 +45,10 @@ def quantize_model(model: torch.nn.Module, method: str = "int4", group_size: int
     and its name matches no ``skip`` pattern; other layers stay float. Returns the names
     swapped."""
     def make(name, linear):
-        if check_eligible(linear.in_features, linear.out_features, method, group_size):
+        if check_eligible(linear.in_features, linear.out_features, method, group_size, kwargs.get("act_quant")):
             return None
         return QuantLinear.from_linear(linear, method, group_size=group_size, **kwargs)
-    if method not in METHODS or not isinstance(group_size, int) or group_size < 1:
-        raise InputError(f"quantize_model: {check_eligible(group_size, 2, method, group_size)}")
+    reason = check_eligible(group_size, 2, method, group_size, kwargs.get("act_quant"))
+    if reason:
+        raise InputError(f"quantize_model: {reason}")
     return _swap(model, make, skip)

@@ -42,13 +42,18 @@ def _lut_weight(bits, alpha, beta, group_size: int, in_features: int):
 
 @torch.library.custom_op(f"{_LIB}::int_linear", mutates_args=())
 def int_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
-               bits: int, group_size: int) -> torch.Tensor:
+               bits: int, group_size: int, quads: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``quads``: the weight's codes in k-quad order (``ops.quant_q8.quad_codes``), given for
+    ``act_quant="int8"``: x goes to int8 and the products are integer dots."""
     qw = _int_weight(qweight, scales, zeros, bits, group_size)
-    return torch.from_numpy(ops.quant_gemm(_host(x, torch.float32), qw))
+    if quads is None:
+        return torch.from_numpy(ops.quant_gemm(_host(x, torch.float32), qw))
+    object.__setattr__(qw, "_quad_codes", _host(quads))      # made once per layer, not per call
+    return torch.from_numpy(ops.quant_gemm(_host(x, torch.float32), qw, act_quant="int8"))
 
 
 @int_linear.register_fake
-def _(x, qweight, scales, zeros, bits, group_size):
+def _(x, qweight, scales, zeros, bits, group_size, quads=None):
     return x.new_empty((x.shape[0], qweight.shape[1] * (8 // bits)), dtype=torch.float32)
 
 
@@ -85,10 +90,18 @@ def _shapes(method: str, k: int, n: int, group_size: int, planes: int, zeros: bo
             "zeros": ((groups, n), torch.uint8) if zeros else None}
 
 
-def check_eligible(in_features: int, out_features: int, method: str, group_size: int) -> Optional[str]:
+def check_eligible(in_features: int, out_features: int, method: str, group_size: int,
+                   act_quant: Optional[str] = None) -> Optional[str]:
     """Why a layer of this size cannot take this form, or None when it can."""
     if method not in METHODS:
         return f"method must be one of {METHODS}, got {method!r}"
+    if act_quant not in ops.quant.ACT_QUANT:
+        return f"act_quant must be one of {ops.quant.ACT_QUANT}, got {act_quant!r}"
+    if act_quant is not None and method == "lut":
+        return "act_quant applies to int4 and int8 layers, not lut"
+    if act_quant is not None and isinstance(group_size, int) and group_size % (8 if method == "int4" else 4):
+        return f"act_quant reads codes four bytes per column: group_size={group_size} must be a multiple of " \
+               f"{8 if method == 'int4' else 4} for {method}"
     if not isinstance(group_size, int) or group_size < 1:
         return f"group_size must be a positive int, got {group_size!r}"
     if in_features % group_size:
@@ -105,29 +118,35 @@ class QuantLinear(torch.nn.Module):
     Build one with :meth:`from_linear` (or ``quantize_linear`` / ``quantize_model``). The
     constructor alone gives a layer of the right form with zero buffers, ready for
     ``load_state_dict`` of a saved one (plain tensors, e.g. from safetensors). ``zeros``: the
-    layer keeps zero points (asymmetric int codes) or offsets (LUT ``beta``). The forward pass
+    layer keeps zero points (asymmetric int codes) or offsets (LUT ``beta``). ``act_quant="int8"``
+    (int layers): inputs are quantized to int8 per row and group and the products are integer
+    dots, the decode form of ``ops.quant_gemm`` (faster at few rows; its error bound is in
+    ``ops.quant_q8``); the default keeps inputs exact in fp32. The forward pass
     runs tilec kernels through custom ops, so it works under ``torch.compile``; the input gets
     a gradient, the quantized weight stays frozen (bias is a frozen buffer too)."""
 
     def __init__(self, in_features: int, out_features: int, method: str = "int4", group_size: int = 128,
-                 bias: bool = True, planes: int = 3, zeros: bool = False):
+                 bias: bool = True, planes: int = 3, zeros: bool = False, act_quant: Optional[str] = None):
         super().__init__()
-        reason = check_eligible(in_features, out_features, method, group_size)
+        reason = check_eligible(in_features, out_features, method, group_size, act_quant)
         if reason:
             raise InputError(f"QuantLinear: {reason}")
         self.in_features, self.out_features = in_features, out_features
-        self.method, self.group_size = method, group_size
+        self.method, self.group_size, self.act_quant = method, group_size, act_quant
+        self._quads: tuple = (None, None)    # (the codes' version it was made from, k-quad codes)
         for name, spec in _shapes(method, in_features, out_features, group_size, planes, zeros).items():
             self.register_buffer(name, None if spec is None else torch.zeros(spec[0], dtype=spec[1]))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, method: str = "int4", group_size: int = 128,
-                    bits: int = 3, bcq_method: str = "alternating", **quantize_kwargs) -> "QuantLinear":
+                    bits: int = 3, bcq_method: str = "alternating", act_quant: Optional[str] = None,
+                    **quantize_kwargs) -> "QuantLinear":
         """``bits`` and ``bcq_method`` are for ``"lut"`` (sign planes, ``ops.bcq_quantize``'s
-        method); ``quantize_kwargs`` go to ``ops.quantize`` (int codes: ``symmetric``, ...) or
-        ``ops.bcq_quantize``; tensors among them (e.g. calibration activations) as NumPy."""
-        reason = check_eligible(linear.in_features, linear.out_features, method, group_size)
+        method); ``act_quant`` as for the constructor; ``quantize_kwargs`` go to ``ops.quantize``
+        (int codes: ``symmetric``, ...) or ``ops.bcq_quantize``; tensors among them (e.g.
+        calibration activations) as NumPy."""
+        reason = check_eligible(linear.in_features, linear.out_features, method, group_size, act_quant)
         if reason:
             raise InputError(f"quantize_linear: {reason}")
         w = linear.weight.detach().to("cpu", torch.float32).t().contiguous().numpy()   # (in, out) = (K, N)
@@ -140,7 +159,8 @@ class QuantLinear(torch.nn.Module):
             qw = ops.quantize(w, bits=int(method[3:]), group_size=group_size, **kwargs)
             tensors = {"qweight": qw.qweight, "scales": qw.scales, "zeros": qw.zeros}
         layer = cls(linear.in_features, linear.out_features, method, group_size, linear.bias is not None,
-                    planes=bits, zeros=tensors.get("beta" if method == "lut" else "zeros") is not None)
+                    planes=bits, zeros=tensors.get("beta" if method == "lut" else "zeros") is not None,
+                    act_quant=act_quant)
         for name, array in tensors.items():
             if array is not None:
                 setattr(layer, name, torch.from_numpy(array).contiguous())   # safetensors saves contiguous only
@@ -167,16 +187,27 @@ class QuantLinear(torch.nn.Module):
                                            self.in_features)
         else:
             y = torch.ops.tilec.int_linear(flat, self.qweight, self.scales, self.zeros, int(self.method[3:]),
-                                           self.group_size)
+                                           self.group_size, self._quad_codes() if self.act_quant else None)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def _quad_codes(self) -> torch.Tensor:
+        """The codes in k-quad order for ``act_quant``, made on first use and again whenever the
+        codes change (``load_state_dict`` copies into them in place: their version moves)."""
+        version = (self.qweight.data_ptr(), self.qweight._version)
+        if self._quads[0] != version:
+            from ops.quant_q8 import quad_codes
+            qw = _int_weight(self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size)
+            self._quads = (version, torch.from_numpy(quad_codes(qw)))
+        return self._quads[1]
 
     def extra_repr(self) -> str:
         form = f"planes={self.bits.shape[0]}" if self.method == "lut" else \
             f"{'asymmetric' if self.zeros is not None else 'symmetric'}"
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " \
-               f"method={self.method}, group_size={self.group_size}, {form}"
+               f"method={self.method}, group_size={self.group_size}, {form}" + \
+               (f", act_quant={self.act_quant}" if self.act_quant else "")
 
 
 def quantize_linear(linear: torch.nn.Linear, method: str = "int4", **kwargs) -> QuantLinear:
