@@ -8,8 +8,8 @@ torch.matmul, MKL/oneDNN); the fused GEMM + GELU / SiLU epilogue vs torch's matm
 activation; the encoder's Linear shapes at M=4096 as int4 layers beside fp32 ones; a
 transformers BertModel built from a config (hidden 384, 6 layers, 12 heads, intermediate 1536,
 random weights): forward at batch 32 x 128 with tilec fp32 Linears and with
-``quantize_model(..., "int4")``, and at 1 x 16 tokens int4 vs torch fp32, outputs compared with
-the float model holding the same dequantized weights.
+``quantize_model(..., "int4")``, and at 1 x 16 tokens int4 (also with ``act_quant="int8"``) vs
+torch fp32, outputs compared with the float model holding the same dequantized weights.
 """
 from __future__ import annotations
 
@@ -93,6 +93,8 @@ def bench_bert(repeats: int, batches=((1, 16), (32, 128))) -> list[dict]:
     ops.torch.linear_model(tilec_fp32)
     int4 = copy.deepcopy(model)
     names = ops.torch.quantize_model(int4, "int4", group_size=128)
+    int4_q8 = copy.deepcopy(model)                  # the decode form: inputs to int8, integer dots
+    ops.torch.quantize_model(int4_q8, "int4", group_size=128, act_quant="int8")
     dequant = copy.deepcopy(model)                  # float model with the int4 model's weights
     for name in names:
         dequant.get_submodule(name).weight.data.copy_(int4.get_submodule(name).weight)
@@ -102,6 +104,8 @@ def bench_bert(repeats: int, batches=((1, 16), (32, 128))) -> list[dict]:
         run = {"torch": lambda: model(ids), "tilec fp32": lambda: tilec_fp32(ids), "tilec int4": lambda: int4(ids)}
         if bsz * seq > 64:
             run["torch int4-dequantized"] = lambda: dequant(ids)
+        else:
+            run["tilec int4 act_quant"] = lambda: int4_q8(ids)
         with torch.inference_mode():
             times = interleaved(run, repeats=repeats)
             out = {k: fn().last_hidden_state for k, fn in run.items()}
@@ -112,6 +116,9 @@ def bench_bert(repeats: int, batches=((1, 16), (32, 128))) -> list[dict]:
                                    float((out["tilec int4"] - ref_q).abs().max())}
         row["int4_cosine_to_fp32"] = float(F.cosine_similarity(out["tilec int4"].flatten(1),
                                                                out["torch"].flatten(1)).min())
+        if "tilec int4 act_quant" in out:
+            row["int4_act_quant_cosine_to_fp32"] = float(F.cosine_similarity(
+                out["tilec int4 act_quant"].flatten(1), out["torch"].flatten(1)).min())
         rows.append(row)
         _show(row)
     return rows

@@ -96,6 +96,19 @@ def test_quantlinear_input_gradient_frozen_weight(method):
     _grads_close(layer(x), xd @ w.t() + layer.bias.double(), (x,), (xd,), tol=1e-4)
 
 
+def test_quantlinear_act_quant_passes_the_input_gradient_straight_through():
+    torch.manual_seed(8)
+    lin = torch.nn.Linear(64, 24)
+    q8 = ops.torch.quantize_linear(lin, "int4", group_size=32, act_quant="int8")
+    exact = ops.torch.quantize_linear(lin, "int4", group_size=32)
+    (x,) = _leaves((2, 5, 64), seed=8)
+    g = torch.randn(2, 5, 24)
+    (gx8,) = torch.autograd.grad(q8(x), x, g)
+    (gx,) = torch.autograd.grad(exact(x), x, g)
+    torch.testing.assert_close(gx8, gx, rtol=0, atol=0)       # the activation rounding: straight through
+    assert not torch.equal(q8(x), exact(x))                   # while the forward is quantized
+
+
 def test_forward_only_ops_give_a_clear_error_on_backward():
     q, k, v = _leaves((1, 2, 1, 16), (1, 2, 5, 16), (1, 2, 5, 16), seed=7)
     out = torch.ops.tilec.decode_attention(q, k, v, torch.tensor([5], dtype=torch.int32), None)

@@ -79,7 +79,9 @@ def _gemv_backward(ctx, grad):
 # -- quantized linears: y = x @ W (W frozen) ----------------------------------------------------
 
 def _int_setup(ctx, inputs, output):
-    x, qweight, scales, zeros, bits, group_size = inputs
+    # with act_quant (quads given) the input gradient is the exact layer's: the activation
+    # rounding passes gradients straight through
+    x, qweight, scales, zeros, bits, group_size, _quads = inputs
     ctx.bits, ctx.group_size, ctx.x_dtype = bits, group_size, x.dtype
     ctx.save_for_backward(qweight, scales, zeros)
 
@@ -87,7 +89,7 @@ def _int_setup(ctx, inputs, output):
 def _int_backward(ctx, grad):
     w = dequantized_int(*ctx.saved_tensors, ctx.bits, ctx.group_size)            # (K, N)
     gx = torch.ops.tilec.gemm(grad.float().contiguous(), w.t(), None, None, 1.0).to(ctx.x_dtype)
-    return gx, None, None, None, None, None
+    return gx, None, None, None, None, None, None
 
 
 def _lut_setup(ctx, inputs, output):
@@ -99,7 +101,7 @@ def _lut_setup(ctx, inputs, output):
 def _lut_backward(ctx, grad):
     w = dequantized_lut(*ctx.saved_tensors, ctx.group_size, ctx.in_features)
     gx = torch.ops.tilec.gemm(grad.float().contiguous(), w.t(), None, None, 1.0).to(ctx.x_dtype)
-    return gx, None, None, None, None, None
+    return gx, None, None, None, None, None, None
 
 
 custom_ops.gemm.register_autograd(_gemm_backward, setup_context=_epilogue_setup)
