@@ -301,3 +301,17 @@ def test_byte_dot_compiles_to_dp4a_without_spills(unpack):
     fn = run_pipeline(clone(byte_dot.ir(BYTE_TYPES, {"BM": 16, "BN": 16, "BK": 32, "UNPACK": unpack})))
     rep = get("cuda").compile_offline(fn, {"threads": 128}, "sm_80")
     assert "dp4a.s32.u32" in rep.ptx and rep.spills_bytes == 0
+
+
+def test_quant_gemm_q8_kernel_in_quads_compiles_to_dp4a_without_spills():
+    from tilec.backends import get
+    from tilec.backends.cuda import offline
+    if offline.available() is not None:
+        pytest.skip(offline.available())
+    types = {"XQ": TensorType(2, dt.int8), "XS": TensorType(2, dt.float32), "XSUM": TensorType(2, dt.int32),
+             "QV": TensorType(2, dt.uint8), "S": TensorType(2, dt.float32), "Z": TensorType(2, dt.uint8),
+             "Y": TensorType(2, dt.float32)}
+    fn = run_pipeline(clone(Q.quant_gemm_q8_kernel.ir(types, {"BM": 4, "W": Q.WIDTH, "G": 128, "BITS": 4,
+                                                              "SYMMETRIC": False})))
+    rep = get("cuda").compile_offline(fn, {"threads": 128}, "sm_80")
+    assert "dp4a.s32.u32" in rep.ptx and rep.spills_bytes == 0
