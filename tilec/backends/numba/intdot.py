@@ -282,10 +282,6 @@ def _quads(route: str, rows: int, vecs: int):
 
 
 _QUADS = {(route, r, v): _quads(route, r, v) for route in ("vnni", "avx2") for r in (1, 2, 4) for v in (1, 4)}
-_q_vnni_1_1, _q_vnni_2_1, _q_vnni_4_1, _q_vnni_1_4, _q_vnni_2_4, _q_vnni_4_4 = (
-    _QUADS["vnni", r, v] for v in (1, 4) for r in (1, 2, 4))
-_q_avx2_1_1, _q_avx2_2_1, _q_avx2_4_1, _q_avx2_1_4, _q_avx2_2_4, _q_avx2_4_4 = (
-    _QUADS["avx2", r, v] for v in (1, 4) for r in (1, 2, 4))
 
 
 def _make_quads(route: str):
@@ -293,6 +289,8 @@ def _make_quads(route: str):
     Inlined where called: its arguments are mostly constants there, and its branches fold."""
     vector = route != "scalar"
     is_vnni = route == "vnni"
+    # the route's intrinsics by rows and 8-column vectors (scalar never calls them)
+    q1_1, q2_1, q4_1, q1_4, q2_4, q4_4 = (_QUADS[route if vector else "avx2", r, v] for v in (1, 4) for r in (1, 2, 4))
 
     @numba.njit(cache=True, inline="always")
     def int_dot_quads(a, b, out, b_max, accumulate, shift=0, mask=255):
@@ -316,33 +314,19 @@ def _make_quads(route: str):
             while i < rows:
                 r = 4 if i + 4 <= rows else (2 if i + 2 <= rows else 1)
                 aa, bb, oo = pa + i * sa, pb + 4 * j, po + i * so + 4 * j
-                if is_vnni:
-                    if two:
-                        if r == 4:
-                            _q_vnni_4_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
-                        elif r == 2:
-                            _q_vnni_2_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
-                        else:
-                            _q_vnni_1_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
-                    elif r == 4:
-                        _q_vnni_4_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
-                    elif r == 2:
-                        _q_vnni_2_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
-                    else:
-                        _q_vnni_1_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
-                elif two:
+                if two:
                     if r == 4:
-                        _q_avx2_4_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                        q4_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
                     elif r == 2:
-                        _q_avx2_2_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                        q2_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
                     else:
-                        _q_avx2_1_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                        q1_4(aa, sa, bb, sb, nq, sh, mk, oo, so)
                 elif r == 4:
-                    _q_avx2_4_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                    q4_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
                 elif r == 2:
-                    _q_avx2_2_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                    q2_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
                 else:
-                    _q_avx2_1_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
+                    q1_1(aa, sa, bb, sb, nq, sh, mk, oo, so)
                 i += r
             j += 32 if two else 8
         for n in range(0 if 4 * nq < depth else wide, cols):   # depth past the quads; columns past the vectors
