@@ -98,6 +98,12 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
 WIDTH = 32   # columns per block of the layout: four vectors of eight int32 lanes
 
 
+def group_step(bits: int) -> int:
+    """Group sizes this form reads must be multiples of this: four codes per column and row,
+    and for 4-bit codes a group split in two halves."""
+    return 8 if bits == 4 else 4
+
+
 def quad_codes(qw: QuantizedWeight, width: int = WIDTH) -> np.ndarray:
     """The code layout (N/W * K * bits/32, 4 W) uint8 described above, made once per weight and
     kept on it: blocks of W = ``width`` columns one after another (a program streams one contiguous run),
@@ -136,9 +142,9 @@ def quant_gemm_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, conf
     c = qw.config
     k, n = qw.shape
     m = x2.shape[0]
-    if c.group_size % (8 if c.bits == 4 else 4):
+    if c.group_size % group_step(c.bits):
         raise InputError(f"act_quant='int8' reads each group's {c.bits}-bit codes four bytes per column: qw's "
-                         f"group size {c.group_size} must be a multiple of {8 if c.bits == 4 else 4}")
+                         f"group size {c.group_size} must be a multiple of {group_step(c.bits)}")
     be = pick_backend({"x": x2, "qweight": qw.qweight}, backend)
     shape = {"M": m, "N": n, "K": k, "bits": c.bits, "group_size": c.group_size}
     cfg = choose_config("quant_gemm_q8", shape, f"int{c.bits}", be, getattr(x2, "device", "cpu"), config,

@@ -99,9 +99,12 @@ def check_eligible(in_features: int, out_features: int, method: str, group_size:
         return f"act_quant must be one of {ops.quant.ACT_QUANT}, got {act_quant!r}"
     if act_quant is not None and method == "lut":
         return "act_quant applies to int4 and int8 layers, not lut"
-    if act_quant is not None and isinstance(group_size, int) and group_size % (8 if method == "int4" else 4):
-        return f"act_quant reads codes four bytes per column: group_size={group_size} must be a multiple of " \
-               f"{8 if method == 'int4' else 4} for {method}"
+    if act_quant is not None and isinstance(group_size, int):
+        from ops.quant_q8 import group_step
+        step = group_step(int(method[3:]))
+        if group_size % step:
+            return f"act_quant reads codes four bytes per column: group_size={group_size} must be a multiple of " \
+                   f"{step} for {method}"
     if not isinstance(group_size, int) or group_size < 1:
         return f"group_size must be a positive int, got {group_size!r}"
     if in_features % group_size:
