@@ -28,6 +28,7 @@ def _best_of(fn, calls: int, rounds: int, clock=time.thread_time) -> float:
 def measure(size: int = 64, calls: int = 2000, rounds: int = 7) -> dict:
     import ops
     from tilec.backends.numba import runner
+    from tilec.backends.numba.blas import one_blas_thread
 
     rng = np.random.default_rng(0)
     a = rng.random((size, size), np.float32)
@@ -43,7 +44,7 @@ def measure(size: int = 64, calls: int = 2000, rounds: int = 7) -> dict:
     programs = grid[0] * grid[1]
 
     def kernel_only():                        # the compiled programs, nothing of tilec's Python
-        blas = runner._one_blas_thread()
+        blas = one_blas_thread()
         before = blas.limit()
         spec.serial(0, programs, *grid, a, b, out, out, alpha)
         blas.restore(before)

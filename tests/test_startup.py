@@ -334,3 +334,32 @@ def made(table):
     assert twice.first.fingerprint() != twice.k.fingerprint()
     assert twice.made((2.0,)).fingerprint() != twice.made((3.0,)).fingerprint()   # closures over values
     assert twice.made([2.0]).fingerprint() is None                                   # over a mutable list
+
+
+_BLAS_PROBE = """
+import sys, numpy as np, ops
+from tilec.backends.numba import blas
+{setup}
+a = np.arange(12, dtype=np.float32).reshape(3, 4)
+assert np.allclose(ops.gemm(a, a.T), a @ a.T) and np.allclose(ops.gemv(a, a[0]), a @ a[0])
+print("scipy.linalg" in sys.modules)
+import scipy.linalg.cython_blas, scipy.linalg.blas    # a later import of the package works as usual
+assert "sgemm" in scipy.linalg.cython_blas.__pyx_capi__
+assert np.allclose(scipy.linalg.blas.sgemm(1.0, a, a.T), a @ a.T)
+"""
+
+
+def test_warm_kernels_reach_blas_without_the_scipy_linalg_package(tmp_path):
+    """A warm process gets the BLAS pointers without scipy.linalg's package init, leaves
+    scipy importable as usual, and falls back to the plain import when the extension is not
+    where it looks."""
+    cache = str(tmp_path)
+    warm = _python(_BLAS_PROBE.format(setup=""), TILEC_CACHE_DIR=cache)      # compiles (imports scipy)
+    assert warm.returncode == 0, warm.stderr
+    again = _python(_BLAS_PROBE.format(setup=""), TILEC_CACHE_DIR=cache)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == ["False"]
+    moved = "from pathlib import Path\nblas._scipy_home = lambda: Path('/nonexistent')"
+    fallback = _python(_BLAS_PROBE.format(setup=moved), TILEC_CACHE_DIR=cache)
+    assert fallback.returncode == 0, fallback.stderr
+    assert fallback.stdout.split() == ["True"]

@@ -18,7 +18,6 @@ from typing import Any
 import numba
 import numba.core.event
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from ...errors import InputError
 from ...ir import Function, TensorType, TileType, root
@@ -26,6 +25,7 @@ from ...runtime.arrays import host_view
 from ...runtime.cache import Manifest, atomic_write, cache_dir, read_only_twin, readable, seed_from_read_only
 from ...runtime.notice import CompileNotice
 from ..base import Backend, Compiled, Option
+from .blas import one_blas_thread
 from .renderer import kernel_symbol, render
 
 _lock = threading.Lock()
@@ -112,7 +112,7 @@ class NumbaBackend(Backend):
             # for a lone program: scipy's OpenBLAS workers would then spin for ~0.1 s after each
             # call, and a NumPy matmul in that window ran 6x slower against them on 2 cores.
             if uses_blas:
-                blas = _one_blas_thread()
+                blas = one_blas_thread()
                 before = blas.limit()
                 try:
                     _run_programs(spec, parallel, grid, args)
@@ -400,56 +400,6 @@ def _in_forked_child() -> None:
 
 
 os.register_at_fork(after_in_child=_in_forked_child)
-
-
-class _OneBlasThread:
-    """The kernels' BLAS set to one thread for the duration, through the libraries' own
-    get/set functions found once (~1 us; ``threadpool_limits`` rescans the loaded libraries on
-    every call, and threadpoolctl's per-call wrappers took ~8 us of a 64^3 GEMM)."""
-
-    def __init__(self):
-        self.calls = [_thread_calls(lib) for lib in _numba_blas()]
-
-    def limit(self) -> list:
-        """Set one thread; returns the counts to restore."""
-        before = [get() for get, _ in self.calls]
-        for _, set_threads in self.calls:
-            set_threads(1)
-        return before
-
-    def restore(self, before: list) -> None:
-        for (_, set_threads), n in zip(self.calls, before):
-            if n != 1:
-                set_threads(n)
-
-
-def _thread_calls(lib) -> tuple:
-    """(get, set) of a BLAS's thread count: OpenBLAS's own symbols when it runs its own
-    threads, else threadpoolctl's methods."""
-    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
-        get, put = lib._get_symbol("openblas_get_num_threads"), lib._get_symbol("openblas_set_num_threads")
-        if get is not None and put is not None:
-            return get, put
-    return lib.get_num_threads, lib.set_num_threads
-
-
-@functools.cache
-def _one_blas_thread() -> _OneBlasThread:
-    return _OneBlasThread()
-
-
-@functools.cache
-def _numba_blas() -> list:
-    """threadpoolctl's controllers of the BLAS that kernels call: scipy's (Numba's np.dot and
-    tilec's sgemm/sgemv go through scipy.linalg.cython_blas). NumPy's own copy is left alone:
-    setting its threads too doubled the cost of each launch. All BLAS libraries when none lies
-    in scipy's package (a shared system BLAS)."""
-    import scipy
-    import scipy.linalg.cython_blas  # noqa: F401  (load the library first)
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    home = str(Path(scipy.__file__).resolve().parent)        # .../scipy: also matches .../scipy.libs
-    own = [lib for lib in libs if str(Path(lib.filepath).resolve()).startswith(home)]
-    return own or libs
 
 
 def _numba_files(path: Path) -> list[Path]:
