@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"gemm": "bench.gemm", "startup": "bench.startup", "quant": "bench.quant",
+BENCHMARKS = {"gemm": "bench.gemm", "gemm_small": "bench.gemm_small", "startup": "bench.startup", "quant": "bench.quant",
               "attention": "bench.attention", "gpu": "bench.gpu", "overhead": "bench.overhead",
               "threads": "bench.threads", "replay_strategies": "bench.replay_strategies",
               "cost_models": "bench.cost_models", "torch_models": "bench.torch_models",

@@ -63,13 +63,38 @@ def calling_thread(backend: str, macs: int) -> dict:
     return {"parallel": False} if backend == "numba" and macs <= SMALL_MACS else {}
 
 
+# A skinny GEMM's BLAS calls (up to SKINNY_ROWS rows) stay small enough for OpenBLAS's
+# small-matrix kernels, which read B in place: one call over a wide B packs all of it first,
+# which costs more than the multiply (bench/results/gemm_small.json). With two rows or more,
+# B's tile also stays within half of a 1 MB L2 (a lone row showed no such limit).
+SKINNY_ROWS = 32
+SKINNY_CALL_MACS = 1 << 19
+SKINNY_B_BYTES = 1 << 19
+
+
+def skinny_call_fits(m: int, bn: int, k: int) -> bool:
+    """Whether an m x bn x k BLAS call (fp32 B tile) is small in the sense above."""
+    return m * bn * k <= SKINNY_CALL_MACS and (m == 1 or 4 * bn * k <= SKINNY_B_BYTES)
+
+
+def _skinny(m: int, bn: int, bk: int, k: int) -> tuple[int, int]:
+    """(BN, BK) for calls of m rows: narrower tiles, then shorter K steps (down to 32 and 256),
+    until each call is small; tiles of more than SKINNY_ROWS rows are left as they are."""
+    while m <= SKINNY_ROWS and bn > 32 and not skinny_call_fits(m, bn, min(k, bk)):
+        bn //= 2
+    while m <= SKINNY_ROWS and bk > 256 and not skinny_call_fits(m, bn, min(k, bk)):
+        bk //= 2
+    return bn, bk
+
+
 def _cover(n: int) -> int:
     """The smallest tile size of the space (16 .. 1024) that covers n."""
     return min(1024, max(16, 1 << (n - 1).bit_length()))
 
 
 def default_config(shape: dict, backend: str = "numba") -> dict:
-    """Big tiles on the CPU (one BLAS call per tile); 64x64x32 on GPUs."""
+    """Big tiles on the CPU (one BLAS call per tile), small calls for skinny GEMMs; 64x64x32
+    on GPUs."""
     if backend == "numba":
         # Few, big BLAS calls, K whole up to 1024: each tile's sgemm packs its own share of A
         # and B, so fewer calls pack less (bench/results/gemm.json compares tile sizes).
@@ -77,7 +102,8 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         m, n = shape["M"], shape["N"]
         threads = os.cpu_count() or 2
         if m * n * shape["K"] <= SMALL_MACS:   # big tiles, on the calling thread (see _plan)
-            return {"BM": _cover(m), "BN": _cover(n), "BK": _cover(min(shape["K"], 1024)), "dot": "blas"}
+            bn, bk = _skinny(m, _cover(n), _cover(min(shape["K"], 1024)), shape["K"])
+            return {"BM": _cover(m), "BN": bn, "BK": bk, "dot": "blas"}
         bm, bn = 1024, 512
         while bm > 16 and (bm >= 2 * m or (cdiv_host(m, bm) * cdiv_host(n, bn) < threads and bm >= bn)):
             bm //= 2
@@ -86,6 +112,7 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         bk = 1024
         while bk > 16 and bk >= 2 * shape["K"]:
             bk //= 2
+        bn, bk = _skinny(min(m, bm), bn, bk, shape["K"])
         return {"BM": bm, "BN": bn, "BK": bk, "dot": "blas"}
     return {"BM": 64, "BN": 64, "BK": 32}
 

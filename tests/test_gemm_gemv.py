@@ -91,6 +91,25 @@ def test_small_gemm_runs_on_the_calling_thread(m, k, n):
     np.testing.assert_allclose(ops.gemm(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("m, k, n", [(1, 1024, 2048), (2, 1024, 2048), (8, 384, 1536), (13, 1536, 384),
+                                     (16, 3072, 768), (32, 1536, 384), (31, 1000, 997), (64, 384, 1536)])
+def test_skinny_gemm_makes_small_blas_calls(m, k, n):
+    """Up to SKINNY_ROWS rows, every BLAS call of the default tiles is small (narrowed to 32
+    columns and 256-deep K steps at the least), and the result is still the product."""
+    from ops._common import check_config
+    from ops.gemm import SKINNY_ROWS, default_config, skinny_call_fits, space
+    cfg = default_config({"M": m, "N": n, "K": k})
+    check_config("gemm", cfg, space("numba"))
+    rows, depth = min(m, cfg["BM"]), min(k, cfg["BK"])
+    if m <= SKINNY_ROWS:
+        assert skinny_call_fits(rows, cfg["BN"], depth) or (cfg["BN"] == 32 and cfg["BK"] == 256)
+    else:
+        assert cfg["BN"] >= 256                     # wide tiles: packing B pays off over many rows
+    rng = np.random.default_rng(m)
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    np.testing.assert_allclose(ops.gemm(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
 def test_gemm_non_contiguous_inputs():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((40, 70)).astype(np.float32)[:, ::2]     # strided columns
