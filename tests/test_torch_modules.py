@@ -37,6 +37,30 @@ def test_linear_without_bias_and_errors():
         layer(torch.randn(2, 17))
 
 
+@pytest.mark.parametrize("layer", ["linear", "int4"])
+def test_layers_skip_the_dispatcher_only_where_it_adds_nothing(layer, monkeypatch):
+    """Inference on CPU tensors runs the implementation directly (no dispatcher cost); with
+    autograd recording the custom op runs, and both give the layer's product."""
+    from ops.torch import custom_ops, quant_linear
+    torch.manual_seed(1)
+    ref = torch.nn.Linear(64, 24)
+    mod, name = (Linear.from_linear(ref), "gemm_impl") if layer == "linear" else \
+        (ops.torch.quantize_linear(ref, "int4", group_size=32), "int_linear_impl")
+    owner = custom_ops if layer == "linear" else quant_linear
+    direct = []
+    real = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *args: direct.append(1) or real(*args))
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        y0 = mod(x)
+    assert direct == [1]
+    y1 = mod(x.requires_grad_())                               # recorded: through the custom op
+    assert direct == [1] and y1.grad_fn is not None
+    want = x.detach().double() @ mod.weight.detach().double().t() + ref.bias.detach().double()
+    torch.testing.assert_close(y0.double(), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y1.detach(), y0)
+
+
 def test_linear_model_swaps_every_linear_but_skipped():
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),

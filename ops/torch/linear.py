@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ops.torch import custom_ops
 from tilec.errors import InputError
 
 
@@ -23,5 +24,6 @@ class Linear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise InputError(f"Linear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
-        y = torch.ops.tilec.gemm(x.reshape(-1, self.in_features), self.weight.t(), self.bias, None, 1.0)
+        args = (x.reshape(-1, self.in_features), self.weight.t(), self.bias, None, 1.0)
+        y = custom_ops.gemm_impl(*args) if custom_ops.dispatch_free(*args) else torch.ops.tilec.gemm(*args)
         return y.reshape(*x.shape[:-1], self.out_features)

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 import ops
+from ops.torch import custom_ops
 from tilec.errors import InputError, TilecError
 
 _LIB = "tilec"
@@ -40,8 +41,7 @@ def _lut_weight(bits, alpha, beta, group_size: int, in_features: int):
                                                  has_offset=beta is not None))
 
 
-@torch.library.custom_op(f"{_LIB}::int_linear", mutates_args=())
-def int_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
+def int_linear_impl(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
                bits: int, group_size: int, quads: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``quads``: the weight's codes in k-quad order (``ops.quant_q8.quad_codes``), given for
     ``act_quant="int8"``: x goes to int8 and the products are integer dots."""
@@ -52,16 +52,21 @@ def int_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
     return torch.from_numpy(ops.quant_gemm(_host(x, torch.float32), qw, act_quant="int8"))
 
 
+int_linear = torch.library.custom_op(f"{_LIB}::int_linear", int_linear_impl, mutates_args=())
+
+
 @int_linear.register_fake
 def _(x, qweight, scales, zeros, bits, group_size, quads=None):
     return x.new_empty((x.shape[0], qweight.shape[1] * (8 // bits)), dtype=torch.float32)
 
 
-@torch.library.custom_op(f"{_LIB}::lut_linear", mutates_args=())
-def lut_linear(x: torch.Tensor, bits: torch.Tensor, alpha: torch.Tensor, beta: Optional[torch.Tensor],
+def lut_linear_impl(x: torch.Tensor, bits: torch.Tensor, alpha: torch.Tensor, beta: Optional[torch.Tensor],
                group_size: int, in_features: int) -> torch.Tensor:
     bw = _lut_weight(bits, alpha, beta, group_size, in_features)
     return torch.from_numpy(ops.lut_gemm(_host(x, torch.float32), bw))
+
+
+lut_linear = torch.library.custom_op(f"{_LIB}::lut_linear", lut_linear_impl, mutates_args=())
 
 
 @lut_linear.register_fake
@@ -186,11 +191,13 @@ class QuantLinear(torch.nn.Module):
             raise InputError(f"QuantLinear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
         flat = x.reshape(-1, self.in_features)
         if self.method == "lut":
-            y = torch.ops.tilec.lut_linear(flat, self.bits, self.alpha, self.beta, self.group_size,
-                                           self.in_features)
+            args = (flat, self.bits, self.alpha, self.beta, self.group_size, self.in_features)
+            impl, op = lut_linear_impl, torch.ops.tilec.lut_linear
         else:
-            y = torch.ops.tilec.int_linear(flat, self.qweight, self.scales, self.zeros, int(self.method[3:]),
-                                           self.group_size, self._quad_codes() if self.act_quant else None)
+            args = (flat, self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size,
+                    self._quad_codes() if self.act_quant else None)
+            impl, op = int_linear_impl, torch.ops.tilec.int_linear
+        y = impl(*args) if custom_ops.dispatch_free(*args) else op(*args)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
