@@ -42,7 +42,7 @@ def _lut_weight(bits, alpha, beta, group_size: int, in_features: int):
 
 
 def int_linear_impl(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
-               bits: int, group_size: int, quads: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    bits: int, group_size: int, quads: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``quads``: the weight's codes in k-quad order (``ops.quant_q8.quad_codes``), given for
     ``act_quant="int8"``: x goes to int8 and the products are integer dots."""
     qw = _int_weight(qweight, scales, zeros, bits, group_size)
@@ -61,7 +61,7 @@ def _(x, qweight, scales, zeros, bits, group_size, quads=None):
 
 
 def lut_linear_impl(x: torch.Tensor, bits: torch.Tensor, alpha: torch.Tensor, beta: Optional[torch.Tensor],
-               group_size: int, in_features: int) -> torch.Tensor:
+                    group_size: int, in_features: int) -> torch.Tensor:
     bw = _lut_weight(bits, alpha, beta, group_size, in_features)
     return torch.from_numpy(ops.lut_gemm(_host(x, torch.float32), bw))
 

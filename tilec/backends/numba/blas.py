@@ -71,7 +71,7 @@ def _scipy_home() -> Path:
 
 def _load_helpers() -> None:
     """Let Numba's BLAS helpers fetch sgemm and sgemv without importing the scipy.linalg
-    package: its __init__ (0.15-0.3 s) was a third of a warm process's first GEMM, while the
+    package, whose __init__ took as long as the rest of a warm process's first GEMM: the
     helpers need only the cython_blas extension's capsules. The extension is loaded alone
     under its own name, the helpers are called once with empty sizes (which fetches and keeps
     their pointers), and the name is released again, so a later ``import scipy.linalg`` runs
