@@ -76,8 +76,7 @@ def torch_op(name: str, tensors: tuple, backend: str | None = None, config: dict
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(tensors[0], torch.Tensor):
         return None
-    if not (torch.compiler.is_compiling() or
-            (torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in tensors))):
+    if not needs_custom_op(torch, tensors):
         return None
     if backend is not None or config is not None:
         raise InputError(f"ops.{name}: backend= and config= are not available under torch.compile or autograd "
@@ -87,6 +86,13 @@ def torch_op(name: str, tensors: tuple, backend: str | None = None, config: dict
     except (AttributeError, RuntimeError):
         raise InputError(f"ops.{name} on torch tensors under torch.compile or autograd runs as "
                          f"torch.ops.tilec.{name}: `import ops.torch` first to register it") from None
+
+
+def needs_custom_op(torch, tensors) -> bool:
+    """Whether a call on torch ``tensors`` must go through its custom op: torch.compile traces,
+    or autograd records (grad enabled and an input requires grad)."""
+    return torch.compiler.is_compiling() or (
+        torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in tensors))
 
 
 def check_rank(name: str, x: Any, ndim: int | tuple[int, ...], dtypes=FLOAT_DTYPES):

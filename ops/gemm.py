@@ -80,9 +80,11 @@ def skinny_call_fits(m: int, bn: int, k: int) -> bool:
 def _skinny(m: int, bn: int, bk: int, k: int) -> tuple[int, int]:
     """(BN, BK) for calls of m rows: narrower tiles, then shorter K steps (down to 32 and 256),
     until each call is small; tiles of more than SKINNY_ROWS rows are left as they are."""
-    while m <= SKINNY_ROWS and bn > 32 and not skinny_call_fits(m, bn, min(k, bk)):
+    if m > SKINNY_ROWS:
+        return bn, bk
+    while bn > 32 and not skinny_call_fits(m, bn, min(k, bk)):
         bn //= 2
-    while m <= SKINNY_ROWS and bk > 256 and not skinny_call_fits(m, bn, min(k, bk)):
+    while bk > 256 and not skinny_call_fits(m, bn, min(k, bk)):
         bk //= 2
     return bn, bk
 

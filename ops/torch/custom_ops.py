@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 import ops
+from ops._common import needs_custom_op
 
 _LIB = "tilec"
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int8, torch.uint8, torch.int32, torch.int64,
@@ -41,11 +42,14 @@ def dispatch_free(*args: Any) -> bool:
     dispatcher, which then adds only its own cost (30-40 us a call): eager mode, autograd not
     recording, plain CPU tensors. Tracing (torch.compile, export, jit) and tensor subclasses
     keep the custom op."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    grad = torch.is_grad_enabled()
-    return all(type(t) in _PLAIN and t.device.type == "cpu" and not (grad and t.requires_grad)
-               for t in args if isinstance(t, torch.Tensor))
+    tensors = [t for t in args if isinstance(t, torch.Tensor)]
+    return not (needs_custom_op(torch, tensors) or torch.jit.is_tracing()) and \
+        all(type(t) in _PLAIN and t.device.type == "cpu" for t in tensors)
+
+
+def run(impl, op, *args: Any) -> Any:
+    """``impl(*args)`` where the dispatcher adds nothing (``dispatch_free``), else the custom op."""
+    return impl(*args) if dispatch_free(*args) else op(*args)
 
 
 def gemm_impl(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None,

@@ -25,5 +25,5 @@ class Linear(torch.nn.Linear):
         if x.shape[-1] != self.in_features:
             raise InputError(f"Linear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
         args = (x.reshape(-1, self.in_features), self.weight.t(), self.bias, None, 1.0)
-        y = custom_ops.gemm_impl(*args) if custom_ops.dispatch_free(*args) else torch.ops.tilec.gemm(*args)
+        y = custom_ops.run(custom_ops.gemm_impl, torch.ops.tilec.gemm, *args)
         return y.reshape(*x.shape[:-1], self.out_features)

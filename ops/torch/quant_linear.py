@@ -197,7 +197,7 @@ class QuantLinear(torch.nn.Module):
             args = (flat, self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size,
                     self._quad_codes() if self.act_quant else None)
             impl, op = int_linear_impl, torch.ops.tilec.int_linear
-        y = impl(*args) if custom_ops.dispatch_free(*args) else op(*args)
+        y = custom_ops.run(impl, op, *args)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
