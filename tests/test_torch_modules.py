@@ -170,6 +170,20 @@ def test_quantlinear_act_quant_rejects_forms_it_cannot_read():
     assert all(model[i].act_quant == "int8" for i in (0, 2))
 
 
+def test_quantize_model_takes_tilec_float_layers_too():
+    """A model first swapped to tilec fp32 (linear_model) quantizes like the torch model."""
+    torch.manual_seed(5)
+    plain = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.GELU(), torch.nn.Linear(32, 16))
+    swapped = copy.deepcopy(plain)
+    assert linear_model(swapped) == ["0", "2"]
+    assert quantize_model(swapped, "int4", group_size=32) == ["0", "2"]
+    assert quantize_model(plain, "int4", group_size=32) == ["0", "2"]
+    assert all(isinstance(m[i], QuantLinear) for m in (plain, swapped) for i in (0, 2))
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(swapped(x), plain(x), rtol=0, atol=0)
+
+
 def _bert(layers=2):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,

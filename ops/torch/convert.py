@@ -12,13 +12,13 @@ from tilec.errors import InputError
 
 
 def _swap(model: torch.nn.Module, make: Callable[[str, torch.nn.Linear], Optional[torch.nn.Module]],
-          skip: Iterable[str]) -> list[str]:
-    """Replace each plain ``nn.Linear`` (not already a tilec layer) whose qualified name matches
-    none of the ``skip`` patterns (fnmatch, e.g. ``"*classifier*"``) by ``make(name, linear)``
-    (None keeps it); returns the names replaced."""
+          skip: Iterable[str], kinds: tuple = (torch.nn.Linear,)) -> list[str]:
+    """Replace each layer whose exact type is one of ``kinds`` (so no other subclass of
+    ``nn.Linear``) and whose qualified name matches none of the ``skip`` patterns (fnmatch, e.g.
+    ``"*classifier*"``) by ``make(name, linear)`` (None keeps it); returns the names replaced."""
     patterns = [skip] if isinstance(skip, str) else list(skip)
     targets = [(name, m) for name, m in model.named_modules()
-               if type(m) is torch.nn.Linear and not any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+               if type(m) in kinds and not any(fnmatch.fnmatchcase(name, p) for p in patterns)]
     done = []
     for name, linear in targets:
         layer = make(name, linear)
@@ -42,8 +42,8 @@ def quantize_model(model: torch.nn.Module, method: str = "int4", group_size: int
     """Swap every eligible ``nn.Linear`` of ``model`` (in place) for a ``QuantLinear``
     (``method`` "int4", "int8" or "lut"; ``kwargs`` as for ``QuantLinear.from_linear``).
     Eligible: its in_features is a multiple of ``group_size`` (and out_features even for int4)
-    and its name matches no ``skip`` pattern; other layers stay float. Returns the names
-    swapped."""
+    and its name matches no ``skip`` pattern; other layers stay float. tilec's float ``Linear``
+    layers (``linear_model``'s) are quantized too. Returns the names swapped."""
     def make(name, linear):
         if check_eligible(linear.in_features, linear.out_features, method, group_size, kwargs.get("act_quant")):
             return None
@@ -51,4 +51,4 @@ def quantize_model(model: torch.nn.Module, method: str = "int4", group_size: int
     reason = check_eligible(group_size, 2, method, group_size, kwargs.get("act_quant"))
     if reason:
         raise InputError(f"quantize_model: {reason}")
-    return _swap(model, make, skip)
+    return _swap(model, make, skip, (torch.nn.Linear, Linear))
