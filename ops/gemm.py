@@ -72,6 +72,11 @@ SKINNY_CALL_MACS = 1 << 19
 SKINNY_B_BYTES = 1 << 19
 
 
+# Up to this many multiply-adds a GEMM splits into at least four programs per thread (columns
+# down to 64): with fewer, e.g. 3 tiles on 2 threads, one thread idles while another finishes.
+BALANCE_MACS = 1 << 28
+
+
 def skinny_call_fits(m: int, bn: int, k: int) -> bool:
     """Whether an m x bn x k BLAS call (fp32 B tile) is small in the sense above."""
     return m * bn * k <= SKINNY_CALL_MACS and (m == 1 or 4 * bn * k <= SKINNY_B_BYTES)
@@ -100,7 +105,8 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
     if backend == "numba":
         # Few, big BLAS calls, K whole up to 1024: each tile's sgemm packs its own share of A
         # and B, so fewer calls pack less (bench/results/gemm.json compares tile sizes).
-        # Shrunk while there are fewer programs than CPU threads or a tile overhangs the matrix.
+        # Shrunk while there are fewer programs than CPU threads or a tile overhangs the matrix;
+        # mid-size GEMMs take narrower tiles for balance (BALANCE_MACS).
         m, n = shape["M"], shape["N"]
         threads = os.cpu_count() or 2
         if m * n * shape["K"] <= SMALL_MACS:   # big tiles, on the calling thread (see _plan)
@@ -110,6 +116,8 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
         while bm > 16 and (bm >= 2 * m or (cdiv_host(m, bm) * cdiv_host(n, bn) < threads and bm >= bn)):
             bm //= 2
         while bn > 16 and (bn >= 2 * n or (cdiv_host(m, bm) * cdiv_host(n, bn) < threads and bn > bm // 2)):
+            bn //= 2
+        while bn > 64 and m * n * shape["K"] <= BALANCE_MACS and cdiv_host(m, bm) * cdiv_host(n, bn) < 4 * threads:
             bn //= 2
         bk = 1024
         while bk > 16 and bk >= 2 * shape["K"]:

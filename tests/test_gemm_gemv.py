@@ -1,6 +1,8 @@
 """Property tests: ops.gemm / ops.gemv on the Numba backend against a float64 NumPy reference."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -92,10 +94,12 @@ def test_small_gemm_runs_on_the_calling_thread(m, k, n):
 
 
 @pytest.mark.parametrize("m, k, n", [(1, 1024, 2048), (2, 1024, 2048), (8, 384, 1536), (13, 1536, 384),
-                                     (16, 3072, 768), (32, 1536, 384), (31, 1000, 997), (64, 384, 1536)])
+                                     (16, 3072, 768), (32, 1536, 384), (31, 1000, 997), (64, 384, 1536),
+                                     (128, 1536, 384), (200, 384, 1536)])
 def test_skinny_gemm_makes_small_blas_calls(m, k, n):
     """Up to SKINNY_ROWS rows, every BLAS call of the default tiles is small (narrowed to 32
-    columns and 256-deep K steps at the least), and the result is still the product."""
+    columns and 256-deep K steps at the least); past them a mid-size GEMM is split for balance
+    across threads; the result is still the product."""
     from ops._common import check_config
     from ops.gemm import SKINNY_ROWS, default_config, skinny_call_fits, space
     cfg = default_config({"M": m, "N": n, "K": k})
@@ -103,8 +107,9 @@ def test_skinny_gemm_makes_small_blas_calls(m, k, n):
     rows, depth = min(m, cfg["BM"]), min(k, cfg["BK"])
     if m <= SKINNY_ROWS:
         assert skinny_call_fits(rows, cfg["BN"], depth) or (cfg["BN"] == 32 and cfg["BK"] == 256)
-    else:
-        assert cfg["BN"] >= 256                     # wide tiles: packing B pays off over many rows
+    else:   # balanced: at least four programs per thread, in tiles no narrower than 64 columns
+        programs = -(-m // cfg["BM"]) * -(-n // cfg["BN"])
+        assert cfg["BN"] >= 64 and (programs >= 4 * (os.cpu_count() or 2) or cfg["BN"] == 64)
     rng = np.random.default_rng(m)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
     np.testing.assert_allclose(ops.gemm(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
