@@ -17,7 +17,7 @@ error is the activation rounding, |x - s q| <= s / 2 per element, hence per outp
 
 with W the dequantized weight (``act_quant_bound`` computes it; tests hold the kernels to it).
 
-Weights are read in k-quad order, made once per weight (``quad_codes``): four consecutive codes
+Weights are read in k-quad order, made once per weight (``quad_form``): four consecutive codes
 of a column are four consecutive bytes, 32 columns side by side, the operand order of the
 CPU's byte dot-product instructions (one int32 lane per column: no horizontal sums) and of
 dp4a. For 4-bit codes a byte holds code i of its group in its low bits and code i + G/2 in its
@@ -55,11 +55,13 @@ def quantize_rows_kernel(X, XQ, XS, XSUM, BM: tc.constexpr, G: tc.constexpr):
 @tc.kernel
 def quant_gemm_q8_kernel(XQ, XS, XSUM, QV, S, Z, Y, BM: tc.constexpr, W: tc.constexpr, G: tc.constexpr,
                          BITS: tc.constexpr, SYMMETRIC: tc.constexpr):
-    # XQ, XS, XSUM from quantize_rows_kernel; QV (N/W * K * BITS/32, 4 W) codes in k-quad order
-    # (quad_codes), a block of W columns after another; S, Z (K/G, N); Y (M, N)
+    # XQ, XS, XSUM from quantize_rows_kernel; QV (N/W * K * BITS/32, 4 W) codes in k-quad order,
+    # a block of W columns after another; S, Z (N/W * K/G, W) by block, then group (quad_form);
+    # Y (M, N)
     pm, pn = tc.program_id(0), tc.program_id(1)
     R = G * BITS // 32                                            # rows of QV per group and block
-    base = pn * (XQ.shape[1] // G) * R
+    NG = XQ.shape[1] // G
+    base = pn * NG * R
     acc = tc.zeros((BM, W), tc.float32)
     for k in tc.range(0, XQ.shape[1], G):
         g = k // G
@@ -72,11 +74,11 @@ def quant_gemm_q8_kernel(XQ, XS, XSUM, QV, S, Z, Y, BM: tc.constexpr, W: tc.cons
         d = tc.cast(d, tc.float32)                                # int32 sums, exact in fp32
         xs = tc.load(XS, (pm * BM, g), (BM, None))
         xsum = tc.cast(tc.load(XSUM, (pm * BM, g), (BM, None)), tc.float32)
-        s = tc.load(S, (g, pn * W), (None, W))
+        s = tc.load(S, (pn * NG + g, 0), (None, W))
         if SYMMETRIC:
             zx = xsum[:, None] * float(1 << (BITS - 1))
         else:
-            zx = xsum[:, None] * tc.cast(tc.load(Z, (g, pn * W), (None, W)), tc.float32)[None, :]
+            zx = xsum[:, None] * tc.cast(tc.load(Z, (pn * NG + g, 0), (None, W)), tc.float32)[None, :]
         acc = acc + (xs[:, None] * s[None, :]) * (d - zx)
     tc.store(Y, (pm * BM, pn * W), acc)
 
@@ -104,13 +106,17 @@ def group_step(bits: int) -> int:
     return 8 if bits == 4 else 4
 
 
-def quad_codes(qw: QuantizedWeight, width: int = WIDTH) -> np.ndarray:
-    """The code layout (N/W * K * bits/32, 4 W) uint8 described above, made once per weight and
-    kept on it: blocks of W = ``width`` columns one after another (a program streams one contiguous run),
-    in each the groups in order, in each group rows of four bytes per column (k-quad order,
-    ``tc.from_quads``). Columns past N are zero codes."""
-    cached = qw.__dict__.get("_quad_codes")
-    if cached is not None and cached.shape[1] == 4 * width:
+def quad_form(qw: QuantizedWeight, width: int = WIDTH) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(codes, scales, zeros) as the kernel reads them, made once per weight and kept on it.
+
+    codes (N/W * K * bits/32, 4 W) uint8: blocks of W = ``width`` columns one after another (a
+    program streams one contiguous run), in each the groups in order, in each group rows of four
+    bytes per column (k-quad order, ``tc.from_quads``). scales and zeros (N/W * K/G, W): one row
+    per block and group in the same order, so a program reads them as one contiguous run too
+    (read across the (K/G, N) originals, each group's row was another page: at K = N = 8192 those
+    scattered reads cost as much again as the codes). Columns past N: code 0, scale 0."""
+    cached = qw.__dict__.get("_quad_form")
+    if cached is not None and cached[0].shape[1] == 4 * width:
         return cached
     c = qw.config
     k, n = qw.shape
@@ -120,10 +126,16 @@ def quad_codes(qw: QuantizedWeight, width: int = WIDTH) -> np.ndarray:
     if c.bits == 4:
         half = c.group_size // 2
         codes = codes[:, :half] | (codes[:, half:] << 4)
-    out = codes.reshape(groups, -1, 4, blocks, width).transpose(3, 0, 1, 4, 2).reshape(-1, 4 * width)
-    out = np.ascontiguousarray(out)
-    object.__setattr__(qw, "_quad_codes", out)
-    return out
+    codes = codes.reshape(groups, -1, 4, blocks, width).transpose(3, 0, 1, 4, 2).reshape(-1, 4 * width)
+
+    def by_block(a: np.ndarray) -> np.ndarray:
+        padded = np.zeros((groups, blocks * width), a.dtype)
+        padded[:, :n] = a
+        return np.ascontiguousarray(padded.reshape(groups, blocks, width).transpose(1, 0, 2).reshape(-1, width))
+
+    form = (np.ascontiguousarray(codes), by_block(qw.scales), None if qw.zeros is None else by_block(qw.zeros))
+    object.__setattr__(qw, "_quad_form", form)
+    return form
 
 
 def quantize_rows(x2: Any, group: int, backend: str) -> tuple[Any, Any, Any]:
@@ -149,9 +161,8 @@ def quant_gemm_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, conf
     shape = {"M": m, "N": n, "K": k, "bits": c.bits, "group_size": c.group_size}
     cfg = choose_config("quant_gemm_q8", shape, f"int{c.bits}", be, getattr(x2, "device", "cpu"), config,
                         space(be), default_config(shape, be))
-    qv = _on_device(quad_codes(qw), x2)
-    scales = _on_device(qw.scales, x2)
-    zeros = scales if qw.zeros is None else _on_device(qw.zeros, x2)
+    qv, scales, zeros = (None if a is None else _on_device(a, x2) for a in quad_form(qw))
+    zeros = scales if zeros is None else zeros
     xq, xs, xsum = quantize_rows(x2, c.group_size, be)
     y = output_like(x2, (m, n), tc.float32)
     grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, WIDTH))

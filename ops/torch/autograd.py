@@ -79,9 +79,9 @@ def _gemv_backward(ctx, grad):
 # -- quantized linears: y = x @ W (W frozen) ----------------------------------------------------
 
 def _int_setup(ctx, inputs, output):
-    # with act_quant (quads given) the input gradient is the exact layer's: the activation
-    # rounding passes gradients straight through
-    x, qweight, scales, zeros, bits, group_size, _quads = inputs
+    # with act_quant (the quad form given) the input gradient is the exact layer's: the
+    # activation rounding passes gradients straight through
+    x, qweight, scales, zeros, bits, group_size = inputs[:6]
     ctx.bits, ctx.group_size, ctx.x_dtype = bits, group_size, x.dtype
     ctx.save_for_backward(qweight, scales, zeros)
 
@@ -89,7 +89,7 @@ def _int_setup(ctx, inputs, output):
 def _int_backward(ctx, grad):
     w = dequantized_int(*ctx.saved_tensors, ctx.bits, ctx.group_size)            # (K, N)
     gx = torch.ops.tilec.gemm(grad.float().contiguous(), w.t(), None, None, 1.0).to(ctx.x_dtype)
-    return gx, None, None, None, None, None, None
+    return gx, None, None, None, None, None, None, None, None
 
 
 def _lut_setup(ctx, inputs, output):

@@ -42,13 +42,16 @@ def _lut_weight(bits, alpha, beta, group_size: int, in_features: int):
 
 
 def int_linear_impl(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
-                    bits: int, group_size: int, quads: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``quads``: the weight's codes in k-quad order (``ops.quant_q8.quad_codes``), given for
-    ``act_quant="int8"``: x goes to int8 and the products are integer dots."""
+                    bits: int, group_size: int, quads: Optional[torch.Tensor] = None,
+                    quad_scales: Optional[torch.Tensor] = None, quad_zeros: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``quads``, ``quad_scales``, ``quad_zeros``: the weight as the integer-dot kernel reads it
+    (``ops.quant_q8.quad_form``), given for ``act_quant="int8"``: x goes to int8 and the products
+    are integer dots."""
     qw = _int_weight(qweight, scales, zeros, bits, group_size)
     if quads is None:
         return torch.from_numpy(ops.quant_gemm(_host(x, torch.float32), qw))
-    object.__setattr__(qw, "_quad_codes", _host(quads))      # made once per layer, not per call
+    form = (_host(quads), _host(quad_scales, torch.float32), None if quad_zeros is None else _host(quad_zeros))
+    object.__setattr__(qw, "_quad_form", form)               # made once per layer, not per call
     return torch.from_numpy(ops.quant_gemm(_host(x, torch.float32), qw, act_quant="int8"))
 
 
@@ -56,7 +59,7 @@ int_linear = torch.library.custom_op(f"{_LIB}::int_linear", int_linear_impl, mut
 
 
 @int_linear.register_fake
-def _(x, qweight, scales, zeros, bits, group_size, quads=None):
+def _(x, qweight, scales, zeros, bits, group_size, quads=None, quad_scales=None, quad_zeros=None):
     return x.new_empty((x.shape[0], qweight.shape[1] * (8 // bits)), dtype=torch.float32)
 
 
@@ -141,7 +144,7 @@ class QuantLinear(torch.nn.Module):
             raise InputError(f"QuantLinear: {reason}")
         self.in_features, self.out_features = in_features, out_features
         self.method, self.group_size, self.act_quant = method, group_size, act_quant
-        self._quads: tuple = (None, None)    # (the codes' version it was made from, k-quad codes)
+        self._quads: tuple = (None, None)    # (the versions it was made from, quad_form's arrays)
         for name, spec in _shapes(method, in_features, out_features, group_size, planes, zeros).items():
             self.register_buffer(name, None if spec is None else torch.zeros(spec[0], dtype=spec[1]))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
@@ -195,21 +198,22 @@ class QuantLinear(torch.nn.Module):
             impl, op = lut_linear_impl, torch.ops.tilec.lut_linear
         else:
             args = (flat, self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size,
-                    self._quad_codes() if self.act_quant else None)
+                    *(self._quad_form() if self.act_quant else ()))
             impl, op = int_linear_impl, torch.ops.tilec.int_linear
         y = custom_ops.run(impl, op, *args)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
-    def _quad_codes(self) -> torch.Tensor:
-        """The codes in k-quad order for ``act_quant``, made on first use and again whenever the
-        codes change (``load_state_dict`` copies into them in place: their version moves)."""
-        version = (self.qweight.data_ptr(), self.qweight._version)
+    def _quad_form(self) -> tuple:
+        """The weight as the integer-dot kernel reads it, for ``act_quant``: made on first use and
+        again whenever codes, scales or zeros change (``load_state_dict`` copies into them in
+        place: their versions move)."""
+        version = tuple((t.data_ptr(), t._version) for t in (self.qweight, self.scales, self.zeros) if t is not None)
         if self._quads[0] != version:
-            from ops.quant_q8 import quad_codes
+            from ops.quant_q8 import quad_form
             qw = _int_weight(self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size)
-            self._quads = (version, torch.from_numpy(quad_codes(qw)))
+            self._quads = (version, tuple(None if a is None else torch.from_numpy(a) for a in quad_form(qw)))
         return self._quads[1]
 
     def extra_repr(self) -> str:
