@@ -115,6 +115,34 @@ def test_int_dot_quads_routes_are_exact(route, m, n, k, unpack, accumulate, seed
     np.testing.assert_array_equal(out, a.astype(np.int64) @ codes[:k] + (start if accumulate else 0))
 
 
+
+@pytest.mark.parametrize("route", ROUTES)
+@settings(max_examples=15, deadline=None)
+@given(m=st.integers(1, 5), n=st.sampled_from([1, 8, 9, 33]), k=st.sampled_from([3, 4, 64, 130]),
+       pad=st.tuples(*[st.integers(0, 5)] * 4), seed=st.integers(0, 2**16))
+def test_int_dot_quads_at_reads_windows_in_place(route, m, n, k, pad, seed):
+    """The by-address form (what kernels call on tiles read in place) on windows at offsets inside
+    bigger arrays equals the plain form on those windows' copies."""
+    rng = np.random.default_rng(seed)
+    (a0, a1, b0, b1), kq = pad, -(-k // 4)
+    big_a = rng.integers(-128, 128, (a0 + m + 2, a1 + k + 3)).astype(np.int8)
+    big_b = rng.integers(0, 256, (b0 + kq + 1, b1 + 4 * n + 5)).astype(np.uint8)
+    a, b = big_a[a0:a0 + m, a1:a1 + k], big_b[b0:b0 + kq, b1:b1 + 4 * n]
+    want = np.zeros((m, n), np.int32)
+    intdot.QUAD_ROUTES[route](np.ascontiguousarray(a), np.ascontiguousarray(b), want, 15, False, 4, 15)
+    got = np.zeros((m, n), np.int32)
+    intdot.QUAD_AT_ROUTES[route](big_a, np.uintp(a0), np.uintp(a1), m, k, big_b, np.uintp(b0), np.uintp(b1), kq,
+                                 4 * n, got, 15, False, 4, 15)
+    np.testing.assert_array_equal(got, want)
+    codes = (_in_quads_inverse(np.ascontiguousarray(b)).astype(np.int64) >> 4) & 15
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ codes[:k])
+
+
+def _in_quads_inverse(q: np.ndarray) -> np.ndarray:
+    """(K/4, 4N) in k-quad order -> (K, N)."""
+    kq, n4 = q.shape
+    return q.reshape(kq, n4 // 4, 4).transpose(0, 2, 1).reshape(4 * kq, n4 // 4)
+
 @tc.kernel
 def quad_dot(A, B, C, BM: tc.constexpr, BN: tc.constexpr, BK: tc.constexpr, UNPACK: tc.constexpr):
     pm, pn = tc.program_id(0), tc.program_id(1)

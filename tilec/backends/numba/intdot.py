@@ -285,27 +285,32 @@ _QUADS = {(route, r, v): _quads(route, r, v) for route in ("vnni", "avx2") for r
 
 
 def _make_quads(route: str):
-    """int_dot_quads compiled for one route (tests call each; ``int_dot_quads`` is the host's).
-    Inlined where called: its arguments are mostly constants there, and its branches fold."""
+    """int_dot_quads and int_dot_quads_at compiled for one route (tests call each; the module's
+    names are the host's). Inlined where called: their arguments are mostly constants there,
+    and their branches fold."""
     vector = route != "scalar"
     is_vnni = route == "vnni"
     # the route's intrinsics by rows and 8-column vectors (scalar never calls them)
     q1_1, q2_1, q4_1, q1_4, q2_4, q4_4 = (_QUADS[route if vector else "avx2", r, v] for v in (1, 4) for r in (1, 2, 4))
 
     @numba.njit(cache=True, inline="always")
-    def int_dot_quads(a, b, out, b_max, accumulate, shift=0, mask=255):
-        # out[m, n] (+)= sum_k a[m, k] * ((b[k // 4, 4 n + k % 4] >> shift) & mask); views smaller
-        # than the tiles they stand for (edge tiles read in place) count as zeros beyond
-        rows, cols = min(a.shape[0], out.shape[0]), min(b.shape[1] // 4, out.shape[1])
-        depth = min(a.shape[1], 4 * b.shape[0])
+    def int_dot_quads_at(a, a0, a1, a_rows, a_cols, b, b0, b1, b_rows, b_cols, out, b_max, accumulate, shift, mask):
+        # out[m, n] (+)= sum_k A[m, k] * ((B[k // 4, 4 n + k % 4] >> shift) & mask) for the
+        # (a_rows, a_cols) window of a at (a0, a1) and the (b_rows, b_cols) window of b at (b0, b1),
+        # read in place through their addresses (no views made: in a kernel's loop each view
+        # costs two atomic reference counts); past out's extents the windows count as zeros
+        i0, i1, j0, j1 = np.intp(a0), np.intp(a1), np.intp(b0), np.intp(b1)   # offsets may come unsigned
+        rows, cols = min(np.intp(a_rows), out.shape[0]), min(np.intp(b_cols) // 4, out.shape[1])
+        depth = min(np.intp(a_cols), 4 * np.intp(b_rows))
         if not accumulate:
             out[:] = 0
         exact = is_vnni or 2 * b_max * 128 <= 32767        # int16 pair sums of vpmaddubsw
         fast = vector and exact and a.strides[1] == 1 and b.strides[1] == 1 and out.strides[1] == 4
         nq = depth // 4 if fast else 0
         sh, mk = np.int32(shift), np.int32(mask)
-        pa, pb, po = a.ctypes.data, b.ctypes.data, out.ctypes.data
         sa, sb, so = a.strides[0], b.strides[0], out.strides[0]
+        pa, pb, po = a.ctypes.data + i0 * sa + i1 * a.strides[1], b.ctypes.data + j0 * sb + j1 * b.strides[1], \
+            out.ctypes.data
         wide = cols - cols % 8 if nq else 0
         j = 0
         while j < wide:
@@ -334,10 +339,19 @@ def _make_quads(route: str):
             for m in range(rows):
                 s = np.int32(0)
                 for k in range(start, depth):
-                    s += np.int32(a[m, k]) * ((np.int32(b[k >> 2, 4 * n + (k & 3)]) >> sh) & mk)
+                    s += np.int32(a[i0 + m, i1 + k]) * ((np.int32(b[j0 + (k >> 2), j1 + 4 * n + (k & 3)]) >> sh) & mk)
                 out[m, n] += s
-    return int_dot_quads
+
+    @numba.njit(cache=True, inline="always")
+    def int_dot_quads(a, b, out, b_max, accumulate, shift=0, mask=255):
+        # the same on whole arrays a (M, K) and b (K/4, 4N) (views smaller than the tiles they
+        # stand for, edge tiles read in place, count as zeros beyond)
+        int_dot_quads_at(a, 0, 0, a.shape[0], a.shape[1], b, 0, 0, b.shape[0], b.shape[1], out, b_max, accumulate,
+                         shift, mask)
+    return int_dot_quads, int_dot_quads_at
 
 
-QUAD_ROUTES = {r: _make_quads(r) for r in ("vnni", "avx2", "scalar")}
-int_dot_quads = QUAD_ROUTES[ROUTE]
+_QUAD_PAIRS = {r: _make_quads(r) for r in ("vnni", "avx2", "scalar")}
+QUAD_ROUTES = {r: pair[0] for r, pair in _QUAD_PAIRS.items()}
+QUAD_AT_ROUTES = {r: pair[1] for r, pair in _QUAD_PAIRS.items()}
+int_dot_quads, int_dot_quads_at = _QUAD_PAIRS[ROUTE]

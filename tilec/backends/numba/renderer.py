@@ -400,9 +400,19 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
             self.emit(f"    for {ahead} in range(max({starts[1]}, 0), min({starts[1]} + {box[1]}, {t}.shape[1]), {line}):")
             self.emit(f"        rt.prefetch({t}, (np.uintp({row}), np.uintp({ahead})))")
         shift, mask = op.attrs.get("b_unpack", (0, 255))
+        tail = f"{self.name(r)}, {op.attrs['b_max']}, {acc is not None}, {shift}, {mask}"
+        if op.attrs.get("quads") and all(self._plain_window(v) for v in (a, b)):
+            # read in place by address: a view per operand and step costs atomic reference counts
+            at = [f"{self.name(v)}, {', '.join(self.window_offsets[v.id])}, {v.shape[0]}, {v.shape[1]}" for v in (a, b)]
+            self.emit(f"rt.int_dot_quads_at({at[0]}, {at[1]}, {tail})")
+            return
         helper = "int_dot_quads" if op.attrs.get("quads") else "int_dot"
-        self.emit(f"rt.{helper}({views[0]}, {views[1]}, {self.name(r)}, {op.attrs['b_max']}, {acc is not None}, "
-                  f"{shift}, {mask})")
+        self.emit(f"rt.{helper}({views[0]}, {views[1]}, {tail})")
+
+    def _plain_window(self, v) -> bool:
+        """A 2-D tile read in place from a 2-D tensor, both axes tiled (its window's offsets are
+        the tile's)."""
+        return v.id in self.windows and len(v.producer.attrs["box"]) == 2 and None not in v.producer.attrs["box"]
 
     def op_trans(self, op: Op) -> None:
         src = self.name(op.operands[0])

@@ -513,4 +513,4 @@ def prefetch(typingctx, array, index):
     return types.none(array, index), codegen
 
 
-from .intdot import int_dot, int_dot_quads  # noqa: E402,F401  (tc.dot on bytes: see intdot.py)
+from .intdot import int_dot, int_dot_quads, int_dot_quads_at  # noqa: E402,F401  (tc.dot on bytes: see intdot.py)
