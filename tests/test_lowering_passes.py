@@ -3,6 +3,7 @@ that), and a mutation check per pass: the pipeline without it leaves the IR unan
 the structural test of the pass fails."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import tilec as tc
@@ -68,6 +69,15 @@ def squares_per_step(X, OUT, BK: tc.constexpr, BN: tc.constexpr):
         t = tc.load(X, (k, 0), (BK, BN))
         u = t * t
         acc = acc + tc.sum(u, 0) + tc.max(u, 0)
+    tc.store(OUT, (0,), acc)
+
+
+@tc.kernel
+def scaled_steps(X, S, OUT, BK: tc.constexpr, BN: tc.constexpr):
+    acc = tc.zeros((BN,), tc.float32)
+    for k in tc.range(0, X.shape[0], BK):
+        part = tc.sum(tc.load(X, (k, 0), (BK, BN)), 0)
+        acc = acc + tc.load(S, (k // BK, 0), (None, BN)) * part     # a row of scales per step
     tc.store(OUT, (0,), acc)
 
 
@@ -300,6 +310,24 @@ def test_the_pass_annotates_its_pattern(name):
 def test_mutation_without_the_pass_the_structural_test_fails(name):
     make, options, holds = CASES[name]
     assert not holds(lowered(make(), options, without=name))
+
+
+def test_a_carried_tiles_update_reads_its_row_of_scales_in_place():
+    """read-in-place: a load whose only reader is the elementwise update of a carried tile is
+    read where it lies (before: a view or a copy every step)."""
+    fn = scaled_steps.ir({"X": F32_2, "S": F32_2, "OUT": F32_1}, {"BK": 4, "BN": 8})
+    scales = [op for op in _ops(fn, "load") if op.attrs["box"] == (None, 8)]
+    assert len(scales) == 1 and not scales[0].attrs.get("in_place")
+    after = lowered(fn, BLAS)
+    (load,) = [op for op in _ops(after, "load") if op.attrs["box"] == (None, 8)]
+    assert load.attrs.get("in_place") is True
+    assert not [op for op in _ops(lowered(fn, BLAS, without="read-in-place"), "load")
+                if op.attrs["box"] == (None, 8) and op.attrs.get("in_place")]
+    x = np.random.default_rng(0).standard_normal((12, 8)).astype(np.float32)
+    s = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    out = np.zeros(8, np.float32)
+    scaled_steps[(1,)](x, s, out, backend="numba", BK=4, BN=8)
+    np.testing.assert_allclose(out, (x.reshape(3, 4, 8).sum(1) * s).sum(0), rtol=1e-5)
 
 
 def test_views_without_blas_are_slabs_and_a_shared_accumulator_is_copied():

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 
 from ..ir import Block, Function, Op, Value, const_value, root, walk
-from .analysis import SIXTEEN, blas_reads, by_helper, inlined, read_only_by_dot, reads_as_expression, readers, yielded
+from .analysis import ELEMENTWISE, SIXTEEN, blas_reads, by_helper, inlined, read_only_by_dot, reads_as_expression, readers, yielded
 
 PREFETCH_BYTES = 16384     # a box this large streams from memory
 
 
 def read_in_place(fn: Function, options: dict) -> Function:
     """Loads read only element by element, from tensors the kernel never stores to, whose readers
-    end (through inlined expressions) in a reduction, a store or a loop-nest dot: inside the
+    end (through inlined expressions) in a reduction, a store, a loop-nest dot or a carried
+    tile's elementwise update (an accumulator scaled per step): inside the
     tensor their readers index it in place instead of a copy (the copy was a second pass over
     every byte); only a box that crosses the tensor's edge is copied, padded."""
     reads, outlive, inline = readers(fn), yielded(fn.body), inlined(fn)
@@ -24,6 +25,8 @@ def read_in_place(fn: Function, options: dict) -> Function:
         if reader.kind in ("reduce", "store", "dot"):
             return True
         r = reader.result if reader.results else None
+        if r is not None and r.id not in inline and r.id in outlive and reader.kind in ELEMENTWISE:
+            return True   # a carried tile's elementwise update, e.g. acc + scale * part
         return r is not None and r.id in inline and all(consumed(o) for o in reads.get(r.id, []))
 
     def by_element(reader: Op, v: Value) -> bool:
