@@ -43,7 +43,8 @@ def _lut_weight(bits, alpha, beta, group_size: int, in_features: int):
 
 def int_linear_impl(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
                     bits: int, group_size: int, quads: Optional[torch.Tensor] = None,
-                    quad_scales: Optional[torch.Tensor] = None, quad_zeros: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    quad_scales: Optional[torch.Tensor] = None,
+                    quad_zeros: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``quads``, ``quad_scales``, ``quad_zeros``: the weight as the integer-dot kernel reads it
     (``ops.quant_q8.quad_form``), given for ``act_quant="int8"``: x goes to int8 and the products
     are integer dots."""

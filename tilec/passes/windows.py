@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..ir import Block, Function, Op, Value, const_value, root, walk
-from .analysis import ELEMENTWISE, SIXTEEN, blas_reads, by_helper, inlined, read_only_by_dot, reads_as_expression, readers, yielded
+from ..ir import ELEMENTWISE, Block, Function, Op, Value, const_value, root, walk
+from .analysis import SIXTEEN, blas_reads, by_helper, inlined, read_only_by_dot, reads_as_expression, readers, yielded
 
 PREFETCH_BYTES = 16384     # a box this large streams from memory
 
