@@ -390,7 +390,6 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
             self.name.alias(r, self.name(acc))
         else:
             self.emit(f"{self.name(r)} = {self.name(acc)}.copy()")
-        views = [self._window_read(v, [], len(v.shape)) if v.id in self.windows else self.name(v) for v in (a, b)]
         starts = self.prefetch_rows.pop(b.id, None)
         if starts is not None:   # the next step's rows of b, fetched while this step's are multiplied
             t, box = self.name(b.producer.operands[0]), b.producer.attrs["box"]
@@ -406,6 +405,7 @@ class NumbaRenderer(Memory, Reductions, BlockedDots, Renderer):
             at = [f"{self.name(v)}, {', '.join(self.window_offsets[v.id])}, {v.shape[0]}, {v.shape[1]}" for v in (a, b)]
             self.emit(f"rt.int_dot_quads_at({at[0]}, {at[1]}, {tail})")
             return
+        views = [self._window_read(v, [], len(v.shape)) if v.id in self.windows else self.name(v) for v in (a, b)]
         helper = "int_dot_quads" if op.attrs.get("quads") else "int_dot"
         self.emit(f"rt.{helper}({views[0]}, {views[1]}, {tail})")
 
