@@ -100,6 +100,26 @@ def test_quantized_mlp_under_torch_compile():
     torch.testing.assert_close(compiled, eager)
 
 
+def test_act_quant_layers_under_torch_compile_fullgraph():
+    """The integer-dot form (act_quant) compiles whole: its k-quad copy of the weight is a
+    non-persistent buffer made at conversion and at load_state_dict, not in the traced forward."""
+    torch.manual_seed(2)
+    mlp = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.GELU(), torch.nn.Linear(64, 32))
+    qmlp = torch.nn.Sequential(ops.torch.quantize_linear(mlp[0], "int4", group_size=32, act_quant="int8"),
+                               torch.nn.GELU(), ops.torch.quantize_linear(mlp[2], "int8", group_size=32,
+                                                                          act_quant="int8"))
+    assert not any("quad" in key for key in qmlp.state_dict())          # derived, not saved
+    x = torch.randn(5, 128)
+    eager = qmlp(x)
+    torch.testing.assert_close(torch.compile(qmlp, fullgraph=True, backend="aot_eager")(x), eager)
+    # a layer built empty and loaded from a saved one computes the same, compiled
+    q = ops.torch.QuantLinear
+    loaded = torch.nn.Sequential(q(128, 64, "int4", 32, zeros=True, act_quant="int8"), torch.nn.GELU(),
+                                 q(64, 32, "int8", 32, zeros=True, act_quant="int8"))
+    loaded.load_state_dict(qmlp.state_dict())
+    torch.testing.assert_close(torch.compile(loaded, fullgraph=True, backend="aot_eager")(x), eager)
+
+
 def _attention_ref(q, k, v, causal, lengths=None):
     """float64 softmax attention with GQA; causal aligned to the end; ``lengths`` (decode) keeps
     the first lengths[b] keys of sequence b, the new tokens being the last q.shape[2] of them."""

@@ -12,6 +12,7 @@ from tilec.errors import InputError, TilecError
 
 _LIB = "tilec"
 METHODS = ("int4", "int8", "lut")
+QUAD_BUFFERS = ("quads", "quad_scales", "quad_zeros")   # ops.quant_q8.quad_form's arrays, for act_quant
 
 
 # -- quantized linear layers --------------------------------------------------------------------
@@ -145,10 +146,15 @@ class QuantLinear(torch.nn.Module):
             raise InputError(f"QuantLinear: {reason}")
         self.in_features, self.out_features = in_features, out_features
         self.method, self.group_size, self.act_quant = method, group_size, act_quant
-        self._quads: tuple = (None, None)    # (the versions it was made from, quad_form's arrays)
         for name, spec in _shapes(method, in_features, out_features, group_size, planes, zeros).items():
             self.register_buffer(name, None if spec is None else torch.zeros(spec[0], dtype=spec[1]))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._quads_from: tuple = ()          # the (data_ptr, version) of the codes the quad form was made from
+        if act_quant:                         # derived, so not saved; kept as buffers so torch.compile reads them
+            for name in QUAD_BUFFERS:
+                self.register_buffer(name, None, persistent=False)
+            self._make_quads()
+            self.register_load_state_dict_post_hook(lambda module, _keys: module._make_quads())
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, method: str = "int4", group_size: int = 128,
@@ -178,6 +184,8 @@ class QuantLinear(torch.nn.Module):
                 setattr(layer, name, torch.from_numpy(array).contiguous())   # safetensors saves contiguous only
         if linear.bias is not None:
             layer.bias = linear.bias.detach().to("cpu", torch.float32).clone()
+        if act_quant:
+            layer._make_quads()
         return layer
 
     @property
@@ -207,15 +215,23 @@ class QuantLinear(torch.nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def _quad_form(self) -> tuple:
-        """The weight as the integer-dot kernel reads it, for ``act_quant``: made on first use and
-        again whenever codes, scales or zeros change (``load_state_dict`` copies into them in
-        place: their versions move)."""
-        version = tuple((t.data_ptr(), t._version) for t in (self.qweight, self.scales, self.zeros) if t is not None)
-        if self._quads[0] != version:
-            from ops.quant_q8 import quad_form
-            qw = _int_weight(self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size)
-            self._quads = (version, tuple(None if a is None else torch.from_numpy(a) for a in quad_form(qw)))
-        return self._quads[1]
+        """The weight as the integer-dot kernel reads it, for ``act_quant``. Made at construction,
+        conversion and ``load_state_dict``; in eager mode made again when codes, scales or zeros
+        were replaced or changed in place since. Under ``torch.compile`` the stored form is used
+        as it is (dynamo cannot trace the check)."""
+        if not torch.compiler.is_compiling() and self._quads_from != self._code_versions():
+            self._make_quads()
+        return tuple(getattr(self, name) for name in QUAD_BUFFERS)
+
+    def _code_versions(self) -> tuple:
+        return tuple((t.data_ptr(), t._version) for t in (self.qweight, self.scales, self.zeros) if t is not None)
+
+    def _make_quads(self) -> None:
+        from ops.quant_q8 import quad_form
+        qw = _int_weight(self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size)
+        for name, array in zip(QUAD_BUFFERS, quad_form(qw)):
+            setattr(self, name, None if array is None else torch.from_numpy(array))
+        self._quads_from = self._code_versions()
 
     def extra_repr(self) -> str:
         form = f"planes={self.bits.shape[0]}" if self.method == "lut" else \
