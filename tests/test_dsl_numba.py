@@ -806,3 +806,23 @@ def test_where_between_two_numbers():
     y = np.empty_like(x)
     signs_of[(cdiv_host(x.size, 4),)](x, y, B=4)
     np.testing.assert_array_equal(y, np.where(x < 0, 2.0, -2.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.sampled_from([0, 1, 2, 5]), n=st.sampled_from([1, 3, 17]), k=st.sampled_from([0, 1, 7, 33]),
+       pad=st.tuples(st.integers(0, 3), st.integers(0, 3)), a_t=st.booleans(), b_t=st.booleans(),
+       beta=st.sampled_from([0.0, 1.0, 0.5]), seed=st.integers(0, 2**16))
+def test_matmul_into_against_numpy(m, n, k, pad, a_t, b_t, beta, seed):
+    """rt.matmul_into over every BLAS route it picks (sgemm, sgemv for a column of b or for a
+    single row of a): operands row-major or transposed views, c bigger than a @ b (the rest
+    is scaled by beta), and k = 0."""
+    from tilec.backends.numba import support as rt
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if a_t else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if b_t else (k, n)).astype(np.float32)
+    a, b = (a.T if a_t else a), (b.T if b_t else b)
+    c = rng.standard_normal((m + pad[0], n + pad[1])).astype(np.float32)
+    want = beta * c.astype(np.float64)
+    want[:m, :n] += a.astype(np.float64) @ b.astype(np.float64)
+    rt.matmul_into(a, b, c, beta)
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)

@@ -242,7 +242,7 @@ def matmul_into(a, b, c, beta):
     if m == 0 or n == 0 or k == 0:
         _scale_outside(c, 0, 0, beta)    # a @ b is all zeros: c = beta * c everywhere
         return
-    if m < rows or n < cols:
+    if (m < rows or n < cols) and beta != 1:
         _scale_outside(c, m, n, beta)
     a_part, b_part = a[:m, :k], b[:k, :n]
     a2, ta, lda = _blas_operand(a_part)
@@ -254,6 +254,13 @@ def matmul_into(a, b, c, beta):
             _sgemv(ord("n"), m, k, a2, lda, b_part, np.float32(beta), c)
         return
     b2, tb, ldb = _blas_operand(b_part)
+    if m == 1 and ta == ord("n"):
+        # vector-matrix: c's first row = b^T @ a's row, one sgemv (sgemm with one row is ~2x slower)
+        if tb == ord("n"):   # row-major b is column-major b^T
+            _sgemv(ord("n"), n, k, b2, ldb, a2, np.float32(beta), c)
+        else:
+            _sgemv(ord("t"), k, n, b2, ldb, a2, np.float32(beta), c)
+        return
     # row-major C = A @ B is column-major C^T = B^T @ A^T: swap the operands
     _sgemm(tb, ta, n, m, k, b2, ldb, a2, lda, np.float32(beta), c, max(cols, 1))
 
