@@ -15,7 +15,7 @@ _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int8, torch.
                  torch.bool)
 
 
-def _numpy_views(*tensors: Any) -> list:
+def numpy_views(*tensors: Any) -> list:
     """Zero-copy NumPy views of CPU tensors when NumPy can hold them all (else the tensors as they
     are): the op then takes its NumPy call path, which keeps each kind of call's plan and
     launch, where a torch call plans again on every call."""
@@ -54,7 +54,7 @@ def run(impl, op, *args: Any) -> Any:
 
 def gemm_impl(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None,
               activation: Optional[str] = None, alpha: float = 1.0) -> torch.Tensor:
-    a, b, bias = _numpy_views(a, b, bias)
+    a, b, bias = numpy_views(a, b, bias)
     return _back(ops.gemm(a, b, bias=bias, activation=activation, alpha=alpha))
 
 
@@ -69,7 +69,7 @@ def _(a, b, bias=None, activation=None, alpha=1.0):
 @torch.library.custom_op(f"{_LIB}::gemv", mutates_args=())
 def gemv(a: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor] = None,
          activation: Optional[str] = None, alpha: float = 1.0) -> torch.Tensor:
-    a, x, bias = _numpy_views(a, x, bias)
+    a, x, bias = numpy_views(a, x, bias)
     return _back(ops.gemv(a, x, bias=bias, activation=activation, alpha=alpha))
 
 
@@ -88,7 +88,7 @@ def _(a, x, bias=None, activation=None, alpha=1.0):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
               scale: Optional[float] = None, mask: Optional[torch.Tensor] = None,
               window: Optional[list[int]] = None) -> torch.Tensor:
-    q, k, v, mask = _numpy_views(q, k, v, mask)
+    q, k, v, mask = numpy_views(q, k, v, mask)
     return _back(ops.attention(q, k, v, causal=causal, scale=scale, mask=mask, window=window))
 
 
@@ -102,7 +102,7 @@ def attention_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
                   scale: Optional[float] = None, mask: Optional[torch.Tensor] = None,
                   window: Optional[list[int]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """attention and its (B, H, Lq) fp32 natural-log log-sum-exp (-inf where a row sees no key)."""
-    q, k, v, mask = _numpy_views(q, k, v, mask)
+    q, k, v, mask = numpy_views(q, k, v, mask)
     return _back(ops.attention(q, k, v, causal=causal, scale=scale, mask=mask, window=window, return_lse=True))
 
 
@@ -116,7 +116,7 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
                      cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, causal: bool = False,
                      scale: Optional[float] = None, window: Optional[list[int]] = None) -> torch.Tensor:
     """ops.attention_varlen on packed (total, H, D) tensors, as flash_attn_varlen_func."""
-    q, k, v, cu_seqlens_q, cu_seqlens_k = _numpy_views(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    q, k, v, cu_seqlens_q, cu_seqlens_k = numpy_views(q, k, v, cu_seqlens_q, cu_seqlens_k)
     return _back(ops.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                       causal=causal, scale=scale, window=window))
 
@@ -129,7 +129,7 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=Fa
 @torch.library.custom_op(f"{_LIB}::decode_attention", mutates_args=())
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
                      scale: Optional[float] = None) -> torch.Tensor:
-    q, k_cache, v_cache, lengths = _numpy_views(q, k_cache, v_cache, lengths)
+    q, k_cache, v_cache, lengths = numpy_views(q, k_cache, v_cache, lengths)
     return _back(ops.decode_attention(q, k_cache, v_cache, lengths, scale=scale))
 
 
@@ -146,7 +146,7 @@ def kivi_decode_attention(q: torch.Tensor, k_codes: torch.Tensor, k_scale: torch
     """decode_attention_quantized over a KIVI cache passed field by field (custom ops take
     tensors, not dataclasses): see ``decode_attention_quantized`` below."""
     from ops.kv_quant import QuantizedKV
-    q, k_codes, k_scale, k_zero, v_codes, v_scale, v_zero, k_res, v_res, q_len, r_len = _numpy_views(
+    q, k_codes, k_scale, k_zero, v_codes, v_scale, v_zero, k_res, v_res, q_len, r_len = numpy_views(
         q, k_codes, k_scale, k_zero, v_codes, v_scale, v_zero, k_res, v_res, q_len, r_len)
     residual = k_res.shape[2] - group          # quantize_kv keeps residual + group rows
     cache = QuantizedKV(k_codes, k_scale, k_zero, v_codes, v_scale, v_zero, k_res, v_res, q_len, r_len,
