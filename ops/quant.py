@@ -18,7 +18,8 @@ import tilec as tc
 from tilec.space import Param
 from tilec.kernel import cdiv_host
 
-from ._common import backend_space, check_rank, choose_config, output_like, pick_backend, strip_width
+from ._common import (CallPlans, backend_space, check_rank, choose_config, config_items, output_like, pick_backend,
+                      strip_width)
 from .quant_format import QuantizedWeight, QuantLayout, quantize
 from .spec import OpSpec
 
@@ -138,6 +139,9 @@ def _check(x, qw) -> tuple[Any, int, int, int]:
 ACT_QUANT = (None, "int8")
 
 
+_plans = CallPlans()
+
+
 def quant_gemm(x: Any, qw: QuantizedWeight, *, backend: str | None = None, config: dict | None = None,
                act_quant: str | None = None) -> Any:
     """x @ W for a quantized W, fp32 accumulation; x (M, K) or (K,) gives (M, N) or (N,) float32.
@@ -146,24 +150,39 @@ def quant_gemm(x: Any, qw: QuantizedWeight, *, backend: str | None = None, confi
     there); None (the default) keeps x exact in fp32."""
     if act_quant not in ACT_QUANT:
         raise tc.InputError(f"act_quant must be one of {ACT_QUANT}, got {act_quant!r}")
-    ix, m, k, n = _check(x, qw)
-    c = qw.config
-    per = c.per_byte
-    x2 = x.reshape(m, k) if ix.ndim == 1 else x
+    if not isinstance(qw, QuantizedWeight):
+        raise tc.InputError(f"quant_gemm needs a QuantizedWeight from ops.quantize, got {type(qw).__name__}")
+    key = _plans.key((x, qw.qweight, qw.scales, qw.zeros), qw.shape, qw.config, act_quant, backend,
+                     config_items(config))
+    plan = _plans.get(key) or _plans.put(key, _plan(x, qw, act_quant, backend, config))
+    (m, k, n, vector), own = plan
+    x2 = x.reshape(m, k) if vector else x
     if act_quant == "int8":
         from .quant_q8 import quant_gemm_q8
-        y = quant_gemm_q8(x2, qw, backend, config)
-        return y.reshape(n) if ix.ndim == 1 else y
+        y = quant_gemm_q8(x2, qw, plan=own)
+        return y.reshape(n) if vector else y
+    be, cfg, grid = own
     scales3, zeros3 = qw.by_byte_lane()
-    be = pick_backend({"x": x, "qweight": qw.qweight}, backend)
-    shape = {"M": m, "N": n, "K": k}
-    cfg = choose_config("quant_gemm", shape, f"int{c.bits}", be, ix.device, config, space(be),
-                        default_config({**shape, "bits": c.bits, "G": c.group_size}, be))
     y = output_like(x, (m, n), tc.float32)
-    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n // per, cfg["BNB"]))
-    quant_gemm_kernel[grid](x2, qw.qweight, scales3, zeros3, y.reshape(m, n // per, per), backend=be,
-                            G=c.group_size, BITS=c.bits, SYMMETRIC=c.symmetric, **cfg)
-    return y.reshape(n) if ix.ndim == 1 else y
+    quant_gemm_kernel[grid](x2, qw.qweight, scales3, zeros3, y.reshape(m, n // qw.config.per_byte, qw.config.per_byte),
+                            backend=be, G=qw.config.group_size, BITS=qw.config.bits, SYMMETRIC=qw.config.symmetric,
+                            **cfg)
+    return y.reshape(n) if vector else y
+
+
+def _plan(x, qw: QuantizedWeight, act_quant, backend, config) -> tuple:
+    """Check the call and decide: ((M, K, N, x is a vector), the path's own plan)."""
+    ix, m, k, n = _check(x, qw)
+    shape = (m, k, n, ix.ndim == 1)
+    if act_quant == "int8":
+        from .quant_q8 import plan_q8
+        return shape, plan_q8(x.reshape(m, k) if ix.ndim == 1 else x, qw, backend, config)
+    c = qw.config
+    be = pick_backend({"x": x, "qweight": qw.qweight}, backend)
+    dims = {"M": m, "N": n, "K": k}
+    cfg = choose_config("quant_gemm", dims, f"int{c.bits}", be, ix.device, config, space(be),
+                        default_config({**dims, "bits": c.bits, "G": c.group_size}, be))
+    return shape, (be, cfg, (cdiv_host(m, cfg["BM"]), cdiv_host(n // c.per_byte, cfg["BNB"])))
 
 
 def reference(inputs: dict) -> np.ndarray:

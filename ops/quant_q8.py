@@ -149,8 +149,8 @@ def quantize_rows(x2: Any, group: int, backend: str) -> tuple[Any, Any, Any]:
     return xq, xs, xsum
 
 
-def quant_gemm_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, config: dict | None = None) -> Any:
-    """y (M, N) float32 = x2 (M, K) @ W, activations quantized to int8 per row and group."""
+def plan_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, config: dict | None = None) -> tuple:
+    """Check a call of x2 (M, K) on qw and decide its backend, config and grid."""
     c = qw.config
     k, n = qw.shape
     m = x2.shape[0]
@@ -161,11 +161,19 @@ def quant_gemm_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, conf
     shape = {"M": m, "N": n, "K": k, "bits": c.bits, "group_size": c.group_size}
     cfg = choose_config("quant_gemm_q8", shape, f"int{c.bits}", be, getattr(x2, "device", "cpu"), config,
                         space(be), default_config(shape, be))
+    return be, cfg, (cdiv_host(m, cfg["BM"]), cdiv_host(n, WIDTH)), (m, n)
+
+
+def quant_gemm_q8(x2: Any, qw: QuantizedWeight, backend: str | None = None, config: dict | None = None,
+                  plan: tuple | None = None) -> Any:
+    """y (M, N) float32 = x2 (M, K) @ W, activations quantized to int8 per row and group;
+    ``plan``: ``plan_q8``'s answer for a call of this kind, made before."""
+    be, cfg, grid, (m, n) = plan or plan_q8(x2, qw, backend, config)
+    c = qw.config
     qv, scales, zeros = (None if a is None else _on_device(a, x2) for a in quad_form(qw))
     zeros = scales if zeros is None else zeros
     xq, xs, xsum = quantize_rows(x2, c.group_size, be)
     y = output_like(x2, (m, n), tc.float32)
-    grid = (cdiv_host(m, cfg["BM"]), cdiv_host(n, WIDTH))
     quant_gemm_q8_kernel[grid](xq, xs, xsum, qv, scales, zeros, y, backend=be, W=WIDTH, G=c.group_size, BITS=c.bits,
                                SYMMETRIC=c.symmetric, **cfg)
     return y

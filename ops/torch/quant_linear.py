@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 
 import ops
@@ -202,6 +203,8 @@ class QuantLinear(torch.nn.Module):
         if x.shape[-1] != self.in_features:
             raise InputError(f"QuantLinear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
         flat = x.reshape(-1, self.in_features)
+        if flat.dtype == torch.float32 and custom_ops.dispatch_free(flat, *self._weight_tensors()):
+            return torch.from_numpy(self._eager(flat.detach().numpy())).reshape(*x.shape[:-1], self.out_features)
         if self.method == "lut":
             args = (flat, self.bits, self.alpha, self.beta, self.group_size, self.in_features)
             impl, op = lut_linear_impl, torch.ops.tilec.lut_linear
@@ -213,6 +216,38 @@ class QuantLinear(torch.nn.Module):
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def _weight_tensors(self) -> tuple:
+        return (self.bits, self.alpha, self.beta) if self.method == "lut" else (self.qweight, self.scales, self.zeros)
+
+    def _eager(self, x: np.ndarray) -> np.ndarray:
+        """x @ W + bias on NumPy views, for eager inference on CPU float32 inputs: the same
+        kernels as the custom ops, without rebuilding the weight's description on every call."""
+        w, bias = self._host_weight()
+        if self.method == "lut":
+            y = ops.lut_gemm(x, w)
+        else:
+            y = ops.quant_gemm(x, w, act_quant=self.act_quant)
+        if bias is not None:
+            np.add(y, bias, out=y)
+        return y
+
+    def _host_weight(self) -> tuple:
+        """(the weight as ``ops`` take it, the bias as NumPy), views of the buffers made again
+        when a buffer was replaced or changed in place (act_quant's quad form is a copy)."""
+        key = tuple((t.data_ptr(), t._version) for t in (*self._weight_tensors(), self.bias) if t is not None)
+        cached = self.__dict__.get("_host_views")
+        if cached is None or cached[0] != key:
+            if self.method == "lut":
+                w = _lut_weight(self.bits, self.alpha, self.beta, self.group_size, self.in_features)
+            else:
+                w = _int_weight(self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size)
+                if self.act_quant:
+                    form = tuple(None if t is None else _host(t) for t in self._quad_form())
+                    object.__setattr__(w, "_quad_form", form)
+            bias = None if self.bias is None else _host(self.bias, torch.float32)
+            cached = self.__dict__["_host_views"] = (key, (w, bias))
+        return cached[1]
 
     def _quad_form(self) -> tuple:
         """The weight as the integer-dot kernel reads it, for ``act_quant``. Made at construction,
