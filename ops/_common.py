@@ -221,12 +221,18 @@ def choose_config(op: str, shape: dict, dtype: str, backend: str, device: str, c
     return dict(default)
 
 
+def _cpu_tensor(x: Any) -> bool:
+    """A plain torch tensor on the CPU (torch is looked up, never imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and type(x) in (torch.Tensor, torch.nn.Parameter) and x.device.type == "cpu"
+
+
 class CallPlans:
     """What an op call's checks, backend choice and config lookup decided, kept per kind of call
     (the NumPy arrays' shapes and dtypes, and the options), so that a repeated call goes straight
     to its launch. After a GEMV has streamed 64 MB the interpreter runs from cold caches, and those
-    steps took ~90 us of a 1.5 ms call. Other arrays (Torch, CuPy) always take the full path;
-    a plan made before the tuning database's lookup memo was dropped (a tune in this process)
+    steps took ~90 us of a 1.5 ms call. Torch CPU tensors are kept the same way (the full path
+    cost them ~90 us a call); other arrays (CUDA tensors, CuPy) always take the full path; a plan made before the tuning database's lookup memo was dropped (a tune in this process)
     or under other TILEC_BACKEND / database settings is not used."""
 
     def __init__(self):
@@ -251,6 +257,8 @@ class CallPlans:
                 parts.append(None)
             elif type(x) is np.ndarray:
                 parts.append((x.shape, x.dtype))
+            elif _cpu_tensor(x):
+                parts.append(("torch", x.shape, x.dtype))
             else:
                 return None
         try:

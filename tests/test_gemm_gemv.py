@@ -179,7 +179,9 @@ def test_repeated_calls_reuse_their_plan_until_the_tuning_memo_is_dropped(monkey
     import importlib
 
     from tilec.tuning import database
+    from ops._common import CallPlans
     gemm_module = importlib.import_module("ops.gemm")
+    monkeypatch.setattr(gemm_module, "_plans", CallPlans())    # none kept from earlier tests
     planned = []
     real = gemm_module._plan
     monkeypatch.setattr(gemm_module, "_plan", lambda *a: planned.append(a[0].shape) or real(*a))

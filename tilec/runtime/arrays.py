@@ -29,12 +29,18 @@ class ArrayInfo:
         return len(self.shape)
 
 
+_TORCH_DTYPES: dict = {}          # torch dtype -> DType, filled as met
+
+
 def _torch_dtype(t, what: str = "array") -> DType:
-    name = str(t.dtype).replace("torch.", "")
-    try:
-        return dt.lookup(name)
-    except Exception:
-        raise InputError(f"{what}: unsupported torch dtype {t.dtype}") from None
+    d = _TORCH_DTYPES.get(t.dtype)
+    if d is None:
+        name = str(t.dtype).replace("torch.", "")
+        try:
+            d = _TORCH_DTYPES[t.dtype] = dt.lookup(name)
+        except Exception:
+            raise InputError(f"{what}: unsupported torch dtype {t.dtype}") from None
+    return d
 
 
 def library_of(x: Any, name: str | None = None) -> str:
@@ -71,6 +77,10 @@ def host_view(x: Any, name: str = "array") -> np.ndarray:
         d = dt.from_numpy(x.dtype)  # rejects dtypes tilec does not take (a dict lookup, unlike dtype.name)
         if not (d.is_float and d.bits == 16):
             return x
+    if type(x).__module__ == "torch" and x.device.type == "cpu":   # the common torch case, without describe
+        d = _torch_dtype(x, name)
+        if not (d.is_float and d.bits == 16):
+            return x.detach().numpy()
     info = describe(x, name)
     if info.device != "cpu":
         raise InputError(f"{name} lives on {info.device}, but this backend runs on the CPU; "
