@@ -4,7 +4,7 @@ in the same run (interleaved, medians, ratios).
     python -m bench torch_models [--repeats 7] [--quick] [--json bench/results/torch_models.json]
 
 Cases: Linear 384->1536 and 1536->384 at M = 1, 8, 128, 4096 and a 1024^3 GEMM (tilec fp32 vs
-torch.matmul, MKL/oneDNN); the fused GEMM + GELU / SiLU epilogue vs torch's matmul then the
+torch.matmul, MKL/oneDNN; the layers, tilec Linear vs nn.Linear, beside them); the fused GEMM + GELU / SiLU epilogue vs torch's matmul then the
 activation; the encoder's Linear shapes at M=4096 as int4 layers beside fp32 ones; a
 transformers BertModel built from a config (hidden 384, 6 layers, 12 heads, intermediate 1536,
 random weights): forward at batch 32 x 128 with tilec fp32 Linears and with
@@ -35,13 +35,18 @@ def _row(case: str, times: dict, peer: str) -> dict:
 
 
 def bench_linear(shapes, repeats: int) -> list[dict]:
+    """The GEMM as the custom op (``torch.ops.tilec.gemm``, through torch's dispatcher) against
+    torch.matmul, and the layers a model holds: tilec ``Linear`` against ``nn.Linear``, both with
+    bias, sharing one weight."""
     rows = []
     g = torch.Generator().manual_seed(0)
     for m, k, n in shapes:
-        x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
-        wt = w.t()
-        times = interleaved({"torch": lambda: torch.matmul(x, wt),
-                             "tilec": lambda: torch.ops.tilec.gemm(x, wt, None, None, 1.0)}, repeats=repeats)
+        x, lin = torch.randn(m, k, generator=g), torch.nn.Linear(k, n)
+        wt, layer = lin.weight.detach().t(), ops.torch.Linear.from_linear(lin)
+        with torch.inference_mode():
+            times = interleaved({"torch": lambda: torch.matmul(x, wt),
+                                 "tilec": lambda: torch.ops.tilec.gemm(x, wt, None, None, 1.0),
+                                 "torch Linear": lambda: lin(x), "tilec Linear": lambda: layer(x)}, repeats=repeats)
         rows.append(_row(f"linear M={m} {k}->{n} fp32", times, "torch"))
         _show(rows[-1])
     return rows
