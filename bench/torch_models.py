@@ -4,12 +4,13 @@ in the same run (interleaved, medians, ratios).
     python -m bench torch_models [--repeats 7] [--quick] [--json bench/results/torch_models.json]
 
 Cases: Linear 384->1536 and 1536->384 at M = 1, 8, 128, 4096 and a 1024^3 GEMM (tilec fp32 vs
-torch.matmul, MKL/oneDNN; the layers, tilec Linear vs nn.Linear, beside them); the fused GEMM + GELU / SiLU epilogue vs torch's matmul then the
-activation; the encoder's Linear shapes at M=4096 as int4 layers beside fp32 ones; a
-transformers BertModel built from a config (hidden 384, 6 layers, 12 heads, intermediate 1536,
-random weights): forward at batch 32 x 128 with tilec fp32 Linears and with
-``quantize_model(..., "int4")``, and at 1 x 16 tokens int4 (also with ``act_quant="int8"``) vs
-torch fp32, outputs compared with the float model holding the same dequantized weights.
+torch.matmul, MKL/oneDNN; the layers, tilec Linear vs nn.Linear, beside them); the fused GEMM +
+GELU / SiLU epilogue vs torch's matmul then the activation; the encoder's Linear shapes at
+M=4096 as int4 layers beside fp32 ones; a transformers BertModel built from a config (hidden
+384, 6 layers, 12 heads, intermediate 1536, random weights): forward at batch 32 x 128 with
+tilec fp32 Linears and with ``quantize_model(..., "int4")``, and at 1 x 16 tokens int4 (also
+with ``act_quant="int8"``) vs torch fp32, outputs compared with the float model holding the same
+dequantized weights.
 """
 from __future__ import annotations
 

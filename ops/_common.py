@@ -232,8 +232,9 @@ class CallPlans:
     (the NumPy arrays' shapes and dtypes, and the options), so that a repeated call goes straight
     to its launch. After a GEMV has streamed 64 MB the interpreter runs from cold caches, and those
     steps took ~90 us of a 1.5 ms call. Torch CPU tensors are kept the same way (the full path
-    cost them ~90 us a call); other arrays (CUDA tensors, CuPy) always take the full path; a plan made before the tuning database's lookup memo was dropped (a tune in this process)
-    or under other TILEC_BACKEND / database settings is not used."""
+    cost them ~90 us a call); other arrays (CUDA tensors, CuPy) always take the full path. A plan
+    made before the tuning database's lookup memo was dropped (a tune in this process) or under
+    other TILEC_BACKEND / database settings is not used."""
 
     def __init__(self):
         self._plans: dict[tuple, tuple] = {}

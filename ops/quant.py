@@ -128,8 +128,6 @@ def default_config(shape: dict, backend: str = "numba") -> dict:
 
 
 def _check(x, qw) -> tuple[Any, int, int, int]:
-    if not isinstance(qw, QuantizedWeight):
-        raise tc.InputError(f"quant_gemm needs a QuantizedWeight from ops.quantize, got {type(qw).__name__}")
     ix = check_rank("x", x, (1, 2))
     k, n = qw.shape
     if ix.shape[-1] != k:
@@ -164,11 +162,11 @@ def quant_gemm(x: Any, qw: QuantizedWeight, *, backend: str | None = None, confi
         y = quant_gemm_q8(x2, qw, plan=own)
         return y.reshape(n) if vector else y
     be, cfg, grid = own
+    c = qw.config
     scales3, zeros3 = qw.by_byte_lane()
     y = output_like(x, (m, n), tc.float32)
-    quant_gemm_kernel[grid](x2, qw.qweight, scales3, zeros3, y.reshape(m, n // qw.config.per_byte, qw.config.per_byte),
-                            backend=be, G=qw.config.group_size, BITS=qw.config.bits, SYMMETRIC=qw.config.symmetric,
-                            **cfg)
+    quant_gemm_kernel[grid](x2, qw.qweight, scales3, zeros3, y.reshape(m, n // c.per_byte, c.per_byte), backend=be,
+                            G=c.group_size, BITS=c.bits, SYMMETRIC=c.symmetric, **cfg)
     return y.reshape(n) if vector else y
 
 

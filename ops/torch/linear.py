@@ -38,7 +38,7 @@ class Linear(torch.nn.Linear):
         """NumPy views of W^T and the bias for eager calls, made again only when a parameter's
         storage changes (they alias it, so in-place updates show through); None for dtypes
         NumPy cannot hold. Making them on every call was ~1/4 of a one-row call's Python work."""
-        key = (w.data_ptr(), w.dtype, w.shape, None if b is None else b.data_ptr())
+        key = (w.data_ptr(), w.dtype, w.shape, w.stride(), None if b is None else b.data_ptr())
         cached = self.__dict__.get("_host_views")
         if cached is None or cached[0] != key:
             views = custom_ops.numpy_views(w.t(), b)

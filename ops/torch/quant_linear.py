@@ -243,8 +243,9 @@ class QuantLinear(torch.nn.Module):
             else:
                 w = _int_weight(self.qweight, self.scales, self.zeros, int(self.method[3:]), self.group_size)
                 if self.act_quant:
-                    form = tuple(None if t is None else _host(t) for t in self._quad_form())
-                    object.__setattr__(w, "_quad_form", form)
+                    quads, scales, zeros = self._quad_form()
+                    object.__setattr__(w, "_quad_form", (_host(quads), _host(scales, torch.float32),
+                                                         None if zeros is None else _host(zeros)))
             bias = None if self.bias is None else _host(self.bias, torch.float32)
             cached = self.__dict__["_host_views"] = (key, (w, bias))
         return cached[1]
