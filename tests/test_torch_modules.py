@@ -91,6 +91,30 @@ def test_linear_follows_its_parameters_storage():
         torch.testing.assert_close(layer(x), x @ layer.weight.t() + layer.bias)
 
 
+@pytest.mark.parametrize("layer", ["linear", "int4 act_quant"])
+def test_copies_and_pickles_leave_the_eager_views_out(layer, tmp_path):
+    """The NumPy views an eager call keeps are not copied with the layer (a deepcopy would
+    hold each weight twice) nor pickled; the copy makes its own on its first call."""
+    torch.manual_seed(4)
+    ref = torch.nn.Linear(64, 32)
+    mod = Linear.from_linear(ref) if layer == "linear" else \
+        ops.torch.quantize_linear(ref, "int4", group_size=32, act_quant="int8")
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        want = mod(x)
+        assert "_host_views" in mod.__dict__
+        twin = copy.deepcopy(mod)
+        assert "_host_views" not in twin.__dict__
+        torch.save(mod, tmp_path / "layer.pt")
+        loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+        assert "_host_views" not in loaded.__dict__
+        torch.testing.assert_close(twin(x), want)
+        torch.testing.assert_close(loaded(x), want)
+        twin.bias.add_(1.0)                                   # the copy's views are its own
+        torch.testing.assert_close(twin(x), want + 1.0)
+        torch.testing.assert_close(mod(x), want)
+
+
 def test_linear_model_swaps_every_linear_but_skipped():
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),

@@ -47,6 +47,17 @@ def dispatch_free(*args: Any) -> bool:
         all(type(t) in _PLAIN and t.device.type == "cpu" for t in tensors)
 
 
+class KeepsHostViews:
+    """Mixed into layers that keep NumPy views of their tensors for eager calls (``_host_views``):
+    copies and pickles leave them out (a deepcopy would copy each weight once more, as NumPy);
+    the next call makes them again."""
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_host_views", None)
+        return state
+
+
 def run(impl, op, *args: Any) -> Any:
     """``impl(*args)`` where the dispatcher adds nothing (``dispatch_free``), else the custom op."""
     return impl(*args) if dispatch_free(*args) else op(*args)

@@ -9,7 +9,7 @@ from ops.torch import custom_ops
 from tilec.errors import InputError
 
 
-class Linear(torch.nn.Linear):
+class Linear(custom_ops.KeepsHostViews, torch.nn.Linear):
     """``nn.Linear`` (same parameters, same ``state_dict``) computing ``x @ W^T + b`` with
     ``torch.ops.tilec.gemm``: any leading batch dimensions, fp32 / fp16 / bf16 (input, weight
     and bias of one dtype; fp32 accumulation), gradients for input, weight and bias."""

@@ -125,7 +125,7 @@ def check_eligible(in_features: int, out_features: int, method: str, group_size:
     return None
 
 
-class QuantLinear(torch.nn.Module):
+class QuantLinear(custom_ops.KeepsHostViews, torch.nn.Module):
     """``nn.Linear`` with its weight stored as group-wise int4/int8 codes (``method="int4"``,
     ``"int8"``) or as binary codes for LUT-GEMM (``method="lut"``, ``planes`` sign planes).
 
@@ -155,7 +155,7 @@ class QuantLinear(torch.nn.Module):
             for name in QUAD_BUFFERS:
                 self.register_buffer(name, None, persistent=False)
             self._make_quads()
-            self.register_load_state_dict_post_hook(lambda module, _keys: module._make_quads())
+            self.register_load_state_dict_post_hook(_quads_after_load)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, method: str = "int4", group_size: int = 128,
@@ -275,6 +275,12 @@ class QuantLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " \
                f"method={self.method}, group_size={self.group_size}, {form}" + \
                (f", act_quant={self.act_quant}" if self.act_quant else "")
+
+
+def _quads_after_load(module: QuantLinear, _keys) -> None:
+    """load_state_dict's post-hook for act_quant layers (a module-level function, so that the
+    layer pickles)."""
+    module._make_quads()
 
 
 def quantize_linear(linear: torch.nn.Linear, method: str = "int4", **kwargs) -> QuantLinear:
