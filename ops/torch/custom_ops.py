@@ -17,8 +17,8 @@ _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int8, torch.
 
 def numpy_views(*tensors: Any) -> list:
     """Zero-copy NumPy views of CPU tensors when NumPy can hold them all (else the tensors as they
-    are): the op then takes its NumPy call path, which keeps each kind of call's plan and
-    launch, where a torch call plans again on every call."""
+    are): the op then takes its NumPy call path, whose launch hands the arrays on as they are
+    (tensors are turned into views once per argument and call there)."""
     if all(not isinstance(t, torch.Tensor) or (t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES)
            for t in tensors):
         return [t.detach().numpy() if isinstance(t, torch.Tensor) else t for t in tensors]
